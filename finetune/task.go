@@ -1,0 +1,163 @@
+package finetune
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"hash/fnv"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"sync"
+
+	"github.com/vmihailenco/msgpack/v5"
+)
+
+// TaskConfig describes the built-in fine-tuning task.
+type TaskConfig struct {
+	Hidden            int
+	PretrainEpochs    int
+	PublicExamples    int
+	Clients           int
+	ExamplesPerClient int
+	DirichletAlpha    float64
+	Invert            bool // the clients' domain shift
+	EvalExamples      int
+	Full              bool
+	Seed              uint64
+	Local             LocalConfig
+}
+
+// Task is the prepared task: a pre-trained checkpoint, the clients'
+// partitioned data, and held-out evaluation data of the clients' domain.
+type Task struct {
+	Config     TaskConfig
+	Checkpoint *Checkpoint
+	Model      *Model
+	Theta0     []float64
+	ClientData *Set
+	Parts      [][]int
+	Test       *Set // all 10 000 test images, shifted
+	Eval       *Set // the per-round evaluation subset of Test
+}
+
+// PrepareTask loads MNIST, pre-trains (or loads the cached) checkpoint, and
+// partitions the clients' data. cacheDir, when set, keeps the checkpoint so
+// that a restart resumes with the same backbone.
+func PrepareTask(mn *MNIST, cfg TaskConfig, cacheDir string, logf func(string, ...any)) (*Task, error) {
+	if logf == nil {
+		logf = func(string, ...any) {}
+	}
+	public := mn.Train.Slice(0, cfg.PublicExamples)
+	clients := mn.Train.Slice(cfg.PublicExamples, mn.Train.Len())
+	test := mn.Test
+	if cfg.Invert {
+		clients, test = clients.Invert(), test.Invert()
+	}
+	ck, err := loadOrPretrain(public, cfg, cacheDir, logf)
+	if err != nil {
+		return nil, err
+	}
+	parts, err := PartitionDirichlet(clients, cfg.Clients, cfg.ExamplesPerClient, cfg.DirichletAlpha, cfg.Seed)
+	if err != nil {
+		return nil, err
+	}
+	m, theta := ck.Model(cfg.Full)
+	return &Task{Config: cfg, Checkpoint: ck, Model: m, Theta0: theta, ClientData: clients, Parts: parts, Test: test, Eval: test.Slice(0, cfg.EvalExamples)}, nil
+}
+
+type checkpointFile struct {
+	Key        string      `msgpack:"key"`
+	Checkpoint *Checkpoint `msgpack:"checkpoint"`
+}
+
+func loadOrPretrain(public *Set, cfg TaskConfig, dir string, logf func(string, ...any)) (*Checkpoint, error) {
+	key := fmt.Sprintf("hidden=%d epochs=%d public=%d seed=%d", cfg.Hidden, cfg.PretrainEpochs, cfg.PublicExamples, cfg.Seed)
+	path := filepath.Join(dir, "checkpoint.msgpack")
+	if dir != "" {
+		if b, err := os.ReadFile(path); err == nil {
+			var f checkpointFile
+			if err := msgpack.Unmarshal(b, &f); err == nil && f.Key == key && f.Checkpoint != nil {
+				return f.Checkpoint, nil
+			}
+			logf("checkpoint %s is for another configuration or unreadable: pre-training again", path)
+		}
+	}
+	logf("pre-training the checkpoint on %d public examples (%d epochs)", public.Len(), cfg.PretrainEpochs)
+	ck, err := Pretrain(public, PretrainConfig{Hidden: cfg.Hidden, Epochs: cfg.PretrainEpochs, Seed: cfg.Seed,
+		OnEpoch: func(e int, loss float64) { logf("  pre-train epoch %d/%d: loss %.4f", e, cfg.PretrainEpochs, loss) }})
+	if err != nil {
+		return nil, err
+	}
+	if dir != "" {
+		b, err := msgpack.Marshal(checkpointFile{Key: key, Checkpoint: ck})
+		if err != nil {
+			return nil, err
+		}
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return nil, err
+		}
+		tmp := path + ".tmp"
+		if err := os.WriteFile(tmp, b, 0o600); err != nil {
+			return nil, fmt.Errorf("finetune: save checkpoint: %w", err)
+		}
+		if err := os.Rename(tmp, path); err != nil {
+			return nil, fmt.Errorf("finetune: save checkpoint: %w", err)
+		}
+	}
+	return ck, nil
+}
+
+// Evaluator scores θ on the per-round evaluation subset.
+type Evaluator struct{ Task *Task }
+
+// Evaluate implements the global tier's evaluator.
+func (e Evaluator) Evaluate(theta []float64) (float64, float64, error) {
+	return e.Task.Model.Evaluate(theta, e.Task.Eval)
+}
+
+// ClientTrainer trains simulated clients on their partitions. It keeps one
+// Trainer per concurrent caller in a pool.
+type ClientTrainer struct {
+	task  *Task
+	index map[string]int
+	pool  sync.Pool
+}
+
+// NewClientTrainer maps client ids (in order) to partitions.
+func NewClientTrainer(t *Task, ids []string) (*ClientTrainer, error) {
+	if len(ids) != len(t.Parts) {
+		return nil, fmt.Errorf("finetune: %d client ids for %d partitions", len(ids), len(t.Parts))
+	}
+	ct := &ClientTrainer{task: t, index: make(map[string]int, len(ids))}
+	for i, id := range ids {
+		ct.index[id] = i
+	}
+	ct.pool.New = func() any { return NewTrainer(t.Model, t.Config.Local) }
+	return ct, nil
+}
+
+// Train runs local training for one client. Its randomness (minibatch
+// order) is seeded by the task seed, the client and the round, so runs are
+// reproducible; it never affects the DP guarantee.
+func (c *ClientTrainer) Train(ctx context.Context, client string, round uint64, theta, delta []float64) (int, error) {
+	i, ok := c.index[client]
+	if !ok {
+		return 0, fmt.Errorf("finetune: unknown client %q", client)
+	}
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	h := fnv.New64a()
+	h.Write([]byte(client))
+	var b [8]byte
+	binary.LittleEndian.PutUint64(b[:], round)
+	h.Write(b[:])
+	rng := rand.New(rand.NewPCG(c.task.Config.Seed, h.Sum64()))
+	tr := c.pool.Get().(*Trainer)
+	defer c.pool.Put(tr)
+	if _, err := tr.Delta(theta, c.task.ClientData, c.task.Parts[i], rng, delta); err != nil {
+		return 0, err
+	}
+	return len(c.task.Parts[i]), nil
+}

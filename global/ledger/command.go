@@ -1,0 +1,109 @@
+package ledger
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/vmihailenco/msgpack/v5"
+)
+
+// Kind is the type byte of a log entry.
+type Kind uint8
+
+// Log entry kinds. Values are part of the on-disk format: never reuse one.
+const (
+	KindStartJob    Kind = 1
+	KindOpenRound   Kind = 2
+	KindCommitModel Kind = 3
+	KindAbortRound  Kind = 4
+	KindFinishJob   Kind = 5
+)
+
+// Command is one ledger command.
+type Command interface{ Kind() Kind }
+
+// StartJob records a job's fixed parameters.
+type StartJob struct {
+	Job Job `msgpack:"job"`
+}
+
+// OpenRound charges a round's DP cost before the round is published.
+type OpenRound struct {
+	Round        uint64                 `msgpack:"round"`
+	ModelVersion uint64                 `msgpack:"model_version"`
+	Sampled      int                    `msgpack:"sampled"`
+	Q            float64                `msgpack:"q"`
+	ClipNorm     float64                `msgpack:"clip_norm"`
+	Noise        Noise                  `msgpack:"noise"`
+	Sigma        PerObserver[float64]   `msgpack:"sigma"`
+	RDP          PerObserver[[]float64] `msgpack:"rdp"`
+	EpsilonAfter PerObserver[float64]   `msgpack:"epsilon_after"`
+	OpenedUnixMs int64                  `msgpack:"opened_ms"`
+}
+
+// CommitModel records the model version a round released.
+type CommitModel struct {
+	Round        uint64   `msgpack:"round"`
+	Version      uint64   `msgpack:"version"`
+	Hash         string   `msgpack:"hash"`
+	Accuracy     float64  `msgpack:"accuracy"`
+	Loss         float64  `msgpack:"loss"`
+	Participants int      `msgpack:"participants"`
+	Regions      []string `msgpack:"regions"`
+}
+
+// AbortRound closes a round without a model; its spend stays.
+type AbortRound struct {
+	Round  uint64 `msgpack:"round"`
+	Reason string `msgpack:"reason"`
+}
+
+// FinishJob ends the job.
+type FinishJob struct {
+	Reason string `msgpack:"reason"`
+}
+
+// Kind implementations.
+func (*StartJob) Kind() Kind    { return KindStartJob }
+func (*OpenRound) Kind() Kind   { return KindOpenRound }
+func (*CommitModel) Kind() Kind { return KindCommitModel }
+func (*AbortRound) Kind() Kind  { return KindAbortRound }
+func (*FinishJob) Kind() Kind   { return KindFinishJob }
+
+// ErrDecode reports a log entry that cannot be decoded.
+var ErrDecode = errors.New("ledger: cannot decode command")
+
+// Encode returns the log entry for cmd: its kind byte and a msgpack body.
+func Encode(cmd Command) ([]byte, error) {
+	body, err := msgpack.Marshal(cmd)
+	if err != nil {
+		return nil, fmt.Errorf("ledger: encode %T: %w", cmd, err)
+	}
+	return append([]byte{byte(cmd.Kind())}, body...), nil
+}
+
+// Decode parses a log entry.
+func Decode(b []byte) (Command, error) {
+	if len(b) == 0 {
+		return nil, fmt.Errorf("%w: empty entry", ErrDecode)
+	}
+	var cmd Command
+	switch Kind(b[0]) {
+	case KindStartJob:
+		cmd = &StartJob{}
+	case KindOpenRound:
+		cmd = &OpenRound{}
+	case KindCommitModel:
+		cmd = &CommitModel{}
+	case KindAbortRound:
+		cmd = &AbortRound{}
+	case KindFinishJob:
+		cmd = &FinishJob{}
+	default:
+		return nil, fmt.Errorf("%w: unknown kind %d", ErrDecode, b[0])
+	}
+	if err := msgpack.Unmarshal(b[1:], cmd); err != nil {
+		return nil, fmt.Errorf("%w: kind %d: %v", ErrDecode, b[0], err)
+	}
+	return cmd, nil
+}

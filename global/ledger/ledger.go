@@ -1,0 +1,319 @@
+package ledger
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"math"
+	"sort"
+
+	"github.com/vmihailenco/msgpack/v5"
+)
+
+// Observer names a party against whom ε is reported (DESIGN.md §3).
+type Observer string
+
+// The observers of DESIGN.md §3.
+const (
+	Public           Observer = "public"
+	GlobalOperator   Observer = "global_operator"
+	RegionalOperator Observer = "regional_operator"
+)
+
+// Observers lists every observer in report order.
+var Observers = []Observer{Public, GlobalOperator, RegionalOperator}
+
+// Business rejections: every replica reaches them identically.
+var (
+	ErrNoJob         = errors.New("ledger: no job started")
+	ErrJobExists     = errors.New("ledger: a different job is already recorded in this data dir")
+	ErrJobFinished   = errors.New("ledger: job is finished")
+	ErrRoundOrder    = errors.New("ledger: round out of order")
+	ErrRoundConflict = errors.New("ledger: round already recorded with different content")
+	ErrRoundNotOpen  = errors.New("ledger: round is not open")
+	ErrBudget        = errors.New("ledger: round would exceed the privacy budget")
+	ErrVersion       = errors.New("ledger: model version out of order")
+	ErrCurve         = errors.New("ledger: RDP curve does not match the job's orders")
+	ErrUnknown       = errors.New("ledger: unknown command")
+)
+
+// Noise is the noise plan of a round: multipliers of the clip norm per tier.
+type Noise struct {
+	Edge     float64 `msgpack:"edge" json:"edge"`
+	Regional float64 `msgpack:"regional" json:"regional"`
+	Global   float64 `msgpack:"global" json:"global"`
+}
+
+// Job is what StartJob fixed.
+type Job struct {
+	Name          string    `msgpack:"name" json:"name"`
+	ConfigHash    string    `msgpack:"config_hash" json:"config_hash"`
+	Delta         float64   `msgpack:"delta" json:"delta"`
+	Budget        float64   `msgpack:"budget" json:"budget"`
+	Population    int       `msgpack:"population" json:"population"`
+	PlannedRounds int       `msgpack:"planned_rounds" json:"planned_rounds"`
+	Accountant    string    `msgpack:"accountant" json:"accountant"`
+	Orders        []float64 `msgpack:"orders" json:"-"`
+	StartedUnixMs int64     `msgpack:"started_ms" json:"started_ms"`
+}
+
+// RoundEntry is one committed round.
+type RoundEntry struct {
+	Round        uint64  `msgpack:"round" json:"round"`
+	ModelVersion uint64  `msgpack:"model_version" json:"model_version"` // the version the round trains from
+	Sampled      int     `msgpack:"sampled" json:"sampled"`
+	Q            float64 `msgpack:"q" json:"q"`
+	ClipNorm     float64 `msgpack:"clip_norm" json:"clip_norm"`
+	Noise        Noise   `msgpack:"noise" json:"noise"`
+	// Sigma is the effective noise multiplier each observer is credited
+	// with (0 = unprotected).
+	Sigma PerObserver[float64] `msgpack:"sigma" json:"sigma"`
+	// EpsilonAfter is the cumulative ε per observer once this round is
+	// charged.
+	EpsilonAfter  PerObserver[float64] `msgpack:"epsilon_after" json:"epsilon_after"`
+	OpenedUnixMs  int64                `msgpack:"opened_ms" json:"opened_ms"`
+	Status        string               `msgpack:"status" json:"status"` // open, committed, aborted
+	AbortReason   string               `msgpack:"abort_reason,omitempty" json:"abort_reason,omitempty"`
+	Participants  int                  `msgpack:"participants" json:"participants"`
+	Regions       []string             `msgpack:"regions" json:"regions"`
+	ResultVersion uint64               `msgpack:"result_version" json:"result_version"`
+	Index         uint64               `msgpack:"index" json:"index"` // raft index of the OpenRound
+}
+
+// Model is one committed model version.
+type Model struct {
+	Version  uint64  `msgpack:"version" json:"version"`
+	Round    uint64  `msgpack:"round" json:"round"`
+	Hash     string  `msgpack:"hash" json:"hash"`
+	Accuracy float64 `msgpack:"accuracy" json:"accuracy"`
+	Loss     float64 `msgpack:"loss" json:"loss"`
+}
+
+// Ledger is the replicated state. The zero value is an empty ledger.
+type Ledger struct {
+	Job          *Job                   `msgpack:"job"`
+	Rounds       []RoundEntry           `msgpack:"rounds"`
+	Models       []Model                `msgpack:"models"`
+	RDP          PerObserver[[]float64] `msgpack:"rdp"` // cumulative curve per observer
+	Finished     bool                   `msgpack:"finished"`
+	FinishReason string                 `msgpack:"finish_reason"`
+	Applied      uint64                 `msgpack:"applied"` // last applied index
+}
+
+// New returns an empty ledger.
+func New() *Ledger { return &Ledger{} }
+
+// Result is what Apply returns for one command.
+type Result struct {
+	// Err is a business rejection (errors.Is-comparable to the sentinels);
+	// the state is unchanged when it is set.
+	Err error
+	// Duplicate is true when the command repeats one already applied.
+	Duplicate bool
+}
+
+// Apply applies cmd committed at the given log index. It never panics on
+// any command value and never reads anything but its arguments and state.
+func (l *Ledger) Apply(index uint64, cmd Command) Result {
+	if index <= l.Applied && index != 0 {
+		return Result{Duplicate: true}
+	}
+	var r Result
+	switch c := cmd.(type) {
+	case *StartJob:
+		r = l.startJob(c)
+	case *OpenRound:
+		r = l.openRound(index, c)
+	case *CommitModel:
+		r = l.commitModel(c)
+	case *AbortRound:
+		r = l.abortRound(c)
+	case *FinishJob:
+		r = l.finishJob(c)
+	default:
+		r = Result{Err: fmt.Errorf("%w: %T", ErrUnknown, cmd)}
+	}
+	l.Applied = index
+	return r
+}
+
+func (l *Ledger) startJob(c *StartJob) Result {
+	if l.Job != nil {
+		if l.Job.Name == c.Job.Name && l.Job.ConfigHash == c.Job.ConfigHash {
+			return Result{Duplicate: true}
+		}
+		return Result{Err: fmt.Errorf("%w: recorded %q (config %.12s), asked %q (config %.12s)", ErrJobExists, l.Job.Name, l.Job.ConfigHash, c.Job.Name, c.Job.ConfigHash)}
+	}
+	j := c.Job
+	j.Orders = append([]float64(nil), j.Orders...)
+	l.Job = &j
+	for _, o := range Observers {
+		l.RDP.Set(o, make([]float64, len(j.Orders)))
+	}
+	return Result{}
+}
+
+// NextRound returns the number the next OpenRound must carry.
+func (l *Ledger) NextRound() uint64 { return uint64(len(l.Rounds)) + 1 }
+
+// OpenRoundEntry returns the round that is open, if any.
+func (l *Ledger) OpenRoundEntry() (RoundEntry, bool) {
+	if n := len(l.Rounds); n > 0 && l.Rounds[n-1].Status == "open" {
+		return l.Rounds[n-1], true
+	}
+	return RoundEntry{}, false
+}
+
+func (l *Ledger) openRound(index uint64, c *OpenRound) Result {
+	if l.Job == nil {
+		return Result{Err: ErrNoJob}
+	}
+	if l.Finished {
+		return Result{Err: ErrJobFinished}
+	}
+	if c.Round < l.NextRound() {
+		prev := l.Rounds[c.Round-1]
+		if prev.Sampled == c.Sampled && prev.ModelVersion == c.ModelVersion && prev.OpenedUnixMs == c.OpenedUnixMs {
+			return Result{Duplicate: true}
+		}
+		return Result{Err: fmt.Errorf("%w: round %d", ErrRoundConflict, c.Round)}
+	}
+	if c.Round != l.NextRound() {
+		return Result{Err: fmt.Errorf("%w: got round %d, next is %d", ErrRoundOrder, c.Round, l.NextRound())}
+	}
+	if _, open := l.OpenRoundEntry(); open {
+		return Result{Err: fmt.Errorf("%w: round %d is still open", ErrRoundOrder, len(l.Rounds))}
+	}
+	for _, o := range Observers {
+		if n := len(c.RDP.Get(o)); n != len(l.Job.Orders) {
+			return Result{Err: fmt.Errorf("%w: observer %s has %d values, job has %d orders", ErrCurve, o, n, len(l.Job.Orders))}
+		}
+	}
+	if eps := c.EpsilonAfter.Public; !(eps <= l.Job.Budget) {
+		return Result{Err: fmt.Errorf("%w: round %d would bring public ε to %.4g, budget is %.4g (spent so far %.4g)", ErrBudget, c.Round, eps, l.Job.Budget, l.Spent(Public))}
+	}
+	for _, o := range Observers {
+		cum := l.RDP.Get(o)
+		for i, v := range c.RDP.Get(o) {
+			cum[i] += v
+		}
+	}
+	l.Rounds = append(l.Rounds, RoundEntry{
+		Round: c.Round, ModelVersion: c.ModelVersion, Sampled: c.Sampled, Q: c.Q, ClipNorm: c.ClipNorm,
+		Noise: c.Noise, Sigma: c.Sigma, EpsilonAfter: c.EpsilonAfter,
+		OpenedUnixMs: c.OpenedUnixMs, Status: "open", Index: index,
+	})
+	return Result{}
+}
+
+func (l *Ledger) commitModel(c *CommitModel) Result {
+	if l.Job == nil {
+		return Result{Err: ErrNoJob}
+	}
+	if c.Round == 0 || c.Round > uint64(len(l.Rounds)) {
+		return Result{Err: fmt.Errorf("%w: round %d was never opened", ErrRoundNotOpen, c.Round)}
+	}
+	e := &l.Rounds[c.Round-1]
+	if e.Status == "committed" && e.ResultVersion == c.Version {
+		return Result{Duplicate: true}
+	}
+	if e.Status != "open" {
+		return Result{Err: fmt.Errorf("%w: round %d is %s", ErrRoundNotOpen, c.Round, e.Status)}
+	}
+	if c.Version != l.CurrentVersion()+1 {
+		return Result{Err: fmt.Errorf("%w: got v%d, current is v%d", ErrVersion, c.Version, l.CurrentVersion())}
+	}
+	e.Status = "committed"
+	e.Participants = c.Participants
+	e.Regions = append([]string(nil), c.Regions...)
+	sort.Strings(e.Regions)
+	e.ResultVersion = c.Version
+	l.Models = append(l.Models, Model{Version: c.Version, Round: c.Round, Hash: c.Hash, Accuracy: c.Accuracy, Loss: c.Loss})
+	return Result{}
+}
+
+func (l *Ledger) abortRound(c *AbortRound) Result {
+	if c.Round == 0 || c.Round > uint64(len(l.Rounds)) {
+		return Result{Err: fmt.Errorf("%w: round %d was never opened", ErrRoundNotOpen, c.Round)}
+	}
+	e := &l.Rounds[c.Round-1]
+	if e.Status == "aborted" {
+		return Result{Duplicate: true}
+	}
+	if e.Status != "open" {
+		return Result{Err: fmt.Errorf("%w: round %d is %s", ErrRoundNotOpen, c.Round, e.Status)}
+	}
+	e.Status = "aborted"
+	e.AbortReason = c.Reason
+	return Result{}
+}
+
+func (l *Ledger) finishJob(c *FinishJob) Result {
+	if l.Job == nil {
+		return Result{Err: ErrNoJob}
+	}
+	if l.Finished {
+		return Result{Duplicate: true}
+	}
+	if _, open := l.OpenRoundEntry(); open {
+		return Result{Err: fmt.Errorf("%w: close round %d first", ErrRoundOrder, len(l.Rounds))}
+	}
+	l.Finished = true
+	l.FinishReason = c.Reason
+	return Result{}
+}
+
+// CurrentVersion returns the latest committed model version (0 = the
+// pre-trained checkpoint).
+func (l *Ledger) CurrentVersion() uint64 {
+	if n := len(l.Models); n > 0 {
+		return l.Models[n-1].Version
+	}
+	return 0
+}
+
+// CommittedRounds counts rounds that released a model.
+func (l *Ledger) CommittedRounds() int {
+	n := 0
+	for _, r := range l.Rounds {
+		if r.Status == "committed" {
+			n++
+		}
+	}
+	return n
+}
+
+// Spent returns the cumulative ε against o as recorded by the last round.
+func (l *Ledger) Spent(o Observer) float64 {
+	if n := len(l.Rounds); n > 0 {
+		return l.Rounds[n-1].EpsilonAfter.Get(o)
+	}
+	return 0
+}
+
+// Curve returns a copy of the cumulative RDP curve against o.
+func (l *Ledger) Curve(o Observer) []float64 { return append([]float64(nil), l.RDP.Get(o)...) }
+
+// Snapshot serialises the state deterministically (sorted map keys), so
+// replicas that applied the same log produce identical bytes.
+func (l *Ledger) Snapshot() ([]byte, error) {
+	var buf bytes.Buffer
+	enc := msgpack.NewEncoder(&buf)
+	enc.SetSortMapKeys(true)
+	if err := enc.Encode(l); err != nil {
+		return nil, fmt.Errorf("ledger: snapshot: %w", err)
+	}
+	return buf.Bytes(), nil
+}
+
+// Restore replaces the state with a snapshot.
+func Restore(b []byte) (*Ledger, error) {
+	l := New()
+	if err := msgpack.Unmarshal(b, l); err != nil {
+		return nil, fmt.Errorf("ledger: restore: %w", err)
+	}
+	return l, nil
+}
+
+// Inf is how an unprotected observer's ε is written.
+var Inf = math.Inf(1)

@@ -1,0 +1,77 @@
+package mesh
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/strata-fl/strata/topology"
+)
+
+// ErrModelHash reports a model blob whose content does not match the hash
+// the ledger committed.
+var ErrModelHash = errors.New("mesh: model hash mismatch")
+
+// ModelStore keeps model versions in a JetStream object store, so that the
+// raft log and snapshots hold only their metadata (version, hash).
+type ModelStore struct {
+	obs jetstream.ObjectStore
+	job string
+}
+
+// OpenModelStore opens (creating if needed) the job's model bucket.
+func OpenModelStore(ctx context.Context, nc *nats.Conn, job string, replicas int) (*ModelStore, error) {
+	if err := topology.ValidToken(job); err != nil {
+		return nil, fmt.Errorf("mesh: model store: %w", err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("mesh: jetstream: %w", err)
+	}
+	if replicas == 0 {
+		replicas = 1
+	}
+	obs, err := js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
+		Bucket:      "strata-models-" + job,
+		Description: "Strata model versions of job " + job,
+		Storage:     jetstream.FileStorage,
+		Replicas:    replicas,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("mesh: model store for job %s: %w", job, err)
+	}
+	return &ModelStore{obs: obs, job: job}, nil
+}
+
+// Hash returns the content hash recorded for a blob.
+func Hash(b []byte) string {
+	h := sha256.Sum256(b)
+	return hex.EncodeToString(h[:])
+}
+
+func objectName(kind string, version uint64) string { return fmt.Sprintf("%s-%08d", kind, version) }
+
+// Put stores blob under (kind, version) and returns its hash. kind is
+// "model" for released parameters or another name for server state.
+func (m *ModelStore) Put(ctx context.Context, kind string, version uint64, blob []byte) (string, error) {
+	if _, err := m.obs.PutBytes(ctx, objectName(kind, version), blob); err != nil {
+		return "", fmt.Errorf("mesh: put %s v%d: %w", kind, version, err)
+	}
+	return Hash(blob), nil
+}
+
+// Get fetches (kind, version) and verifies it against wantHash when given.
+func (m *ModelStore) Get(ctx context.Context, kind string, version uint64, wantHash string) ([]byte, error) {
+	b, err := m.obs.GetBytes(ctx, objectName(kind, version))
+	if err != nil {
+		return nil, fmt.Errorf("mesh: get %s v%d: %w", kind, version, err)
+	}
+	if wantHash != "" && Hash(b) != wantHash {
+		return nil, fmt.Errorf("%w: %s v%d has %s, ledger says %s", ErrModelHash, kind, version, Hash(b), wantHash)
+	}
+	return b, nil
+}

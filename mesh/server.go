@@ -1,0 +1,102 @@
+// Package mesh is where NATS lives: the embedded server, connections,
+// subjects and the model object store. The tiers talk only through what this
+// package offers, so that one process (strata up) and many hosts behave alike.
+package mesh
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+)
+
+// ServerConfig configures an embedded NATS server.
+type ServerConfig struct {
+	// StoreDir holds JetStream's file store; required.
+	StoreDir string
+	// Host and Port to listen on; Port 0 picks a free port, -1 disables
+	// TCP listening (in-process connections only). Default 127.0.0.1:0.
+	Host string
+	Port int
+	// MaxPayload bounds one message; default 8 MiB.
+	MaxPayload int32
+	// Logger receives the server's start-up line; nil is silent.
+	Logger *slog.Logger
+}
+
+// StartServer starts an embedded NATS server with JetStream on and waits
+// until it accepts connections.
+func StartServer(cfg ServerConfig) (*server.Server, error) {
+	if cfg.StoreDir == "" {
+		return nil, errors.New("mesh: ServerConfig.StoreDir is required (JetStream keeps model versions there)")
+	}
+	if cfg.Host == "" {
+		cfg.Host = "127.0.0.1"
+	}
+	if cfg.MaxPayload == 0 {
+		cfg.MaxPayload = 8 << 20
+	}
+	opts := &server.Options{
+		ServerName: "strata",
+		Host:       cfg.Host,
+		Port:       cfg.Port,
+		JetStream:  true,
+		StoreDir:   filepath.Clean(cfg.StoreDir),
+		MaxPayload: cfg.MaxPayload,
+		// Simulated meshes open thousands of connections in one process.
+		MaxConn:       -1,
+		MaxPending:    256 << 20,
+		NoSigs:        true,
+		NoLog:         true,
+		DontListen:    cfg.Port < 0,
+		WriteDeadline: 10 * time.Second,
+	}
+	if cfg.Port < 0 {
+		opts.Port = 0
+	}
+	s, err := server.NewServer(opts)
+	if err != nil {
+		return nil, fmt.Errorf("mesh: nats server: %w", err)
+	}
+	s.Start()
+	if !s.ReadyForConnections(10 * time.Second) {
+		s.Shutdown()
+		return nil, errors.New("mesh: nats server did not become ready in 10s")
+	}
+	if cfg.Logger != nil {
+		cfg.Logger.Info("nats server ready", "url", s.ClientURL(), "store", cfg.StoreDir)
+	}
+	return s, nil
+}
+
+// Dialer opens connections to one NATS deployment: either an in-process
+// server (no TCP) or a URL.
+type Dialer struct {
+	Server *server.Server // in-process when set
+	URL    string
+}
+
+// Connect opens a named connection. Handlers never block the connection's
+// reader: callers push into bounded queues they own.
+func (d Dialer) Connect(name string) (*nats.Conn, error) {
+	opts := []nats.Option{
+		nats.Name(name),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(200 * time.Millisecond),
+		nats.Timeout(10 * time.Second),
+	}
+	url := d.URL
+	if d.Server != nil {
+		opts = append(opts, nats.InProcessServer(d.Server))
+		url = d.Server.ClientURL()
+	}
+	nc, err := nats.Connect(url, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("mesh: connect %s: %w", name, err)
+	}
+	return nc, nil
+}

@@ -1,0 +1,49 @@
+package mesh
+
+import (
+	"fmt"
+
+	"github.com/strata-fl/strata/topology"
+)
+
+// Subjects are built only here, from validated tokens:
+//
+//	strata.<job>.round.<region>    round.open for one region (global → region, edges)
+//	strata.<job>.update.<region>   client updates (edge → region)
+//	strata.<job>.partial           regional partials (region → global)
+//	strata.<job>.done              end of job (global → all)
+const prefix = "strata"
+
+// Subject helpers return an error when a token is not a valid name.
+func RoundSubject(job, region string) (string, error) {
+	return joinRegion(job, "round", region)
+}
+
+// UpdateSubject is where a region's clients publish their updates.
+func UpdateSubject(job, region string) (string, error) {
+	return joinRegion(job, "update", region)
+}
+
+// PartialSubject is where regions publish their partials.
+func PartialSubject(job string) (string, error) { return join(job, "partial", "") }
+
+// DoneSubject announces the end of a job.
+func DoneSubject(job string) (string, error) { return join(job, "done", "") }
+
+func join(job, kind, _ string) (string, error) {
+	if err := topology.ValidToken(job); err != nil {
+		return "", fmt.Errorf("mesh: job name: %w", err)
+	}
+	return prefix + "." + job + "." + kind, nil
+}
+
+func joinRegion(job, kind, region string) (string, error) {
+	s, err := join(job, kind, "")
+	if err != nil {
+		return "", err
+	}
+	if err := topology.ValidToken(region); err != nil {
+		return "", fmt.Errorf("mesh: region name: %w", err)
+	}
+	return s + "." + region, nil
+}

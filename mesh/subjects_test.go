@@ -1,0 +1,35 @@
+package mesh
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestSubjectsRejectBadTokens(t *testing.T) {
+	for _, tok := range []string{"", "a.b", "a*", ">", "a b", strings.Repeat("x", 65)} {
+		if _, err := UpdateSubject("job", tok); err == nil {
+			t.Errorf("region %q: got nil error", tok)
+		}
+		if _, err := PartialSubject(tok); err == nil {
+			t.Errorf("job %q: got nil error", tok)
+		}
+	}
+	s, err := UpdateSubject("job-1", "eu_west")
+	if err != nil || s != "strata.job-1.update.eu_west" {
+		t.Fatalf("got %q, %v", s, err)
+	}
+}
+
+func FuzzSubjects(f *testing.F) {
+	f.Add("job", "eu")
+	f.Fuzz(func(t *testing.T, job, region string) {
+		s, err := RoundSubject(job, region)
+		if err != nil {
+			return
+		}
+		// A valid subject has exactly four tokens and no wildcard.
+		if parts := strings.Split(s, "."); len(parts) != 4 || strings.ContainsAny(s, "*> \t") {
+			t.Fatalf("built invalid subject %q", s)
+		}
+	})
+}

@@ -1,0 +1,69 @@
+package wire
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math"
+	"unsafe"
+)
+
+// littleEndian is true on the machines Strata runs on (amd64, arm64); the
+// in-place view below relies on it and falls back to a decode otherwise.
+var littleEndian = func() bool {
+	x := uint16(1)
+	return *(*byte)(unsafe.Pointer(&x)) == 1
+}()
+
+// Float32s views b as little-endian float32s. When b is suitably aligned on a
+// little-endian machine the result shares b's memory (no copy); otherwise it
+// is decoded into a new slice.
+func Float32s(b []byte) ([]float32, error) {
+	if len(b)%4 != 0 {
+		return nil, fmt.Errorf("%w: vector of %d bytes is not a whole number of float32s", ErrMalformed, len(b))
+	}
+	n := len(b) / 4
+	if n == 0 {
+		return nil, nil
+	}
+	if littleEndian && uintptr(unsafe.Pointer(&b[0]))%4 == 0 {
+		return unsafe.Slice((*float32)(unsafe.Pointer(&b[0])), n), nil
+	}
+	out := make([]float32, n)
+	for i := range out {
+		out[i] = math.Float32frombits(binary.LittleEndian.Uint32(b[4*i:]))
+	}
+	return out, nil
+}
+
+// AppendFloat32s appends v to dst as little-endian float32s.
+func AppendFloat32s(dst []byte, v []float32) []byte {
+	for _, x := range v {
+		dst = binary.LittleEndian.AppendUint32(dst, math.Float32bits(x))
+	}
+	return dst
+}
+
+// AppendFloat64sAs32 appends v, narrowed to float32, to dst.
+func AppendFloat64sAs32(dst []byte, v []float64) []byte {
+	for _, x := range v {
+		dst = binary.LittleEndian.AppendUint32(dst, math.Float32bits(float32(x)))
+	}
+	return dst
+}
+
+// AddFloat32sTo adds the little-endian float32 vector b into dst
+// (float64 accumulators, so that sums of many updates do not lose the small
+// ones). It returns an error on a length mismatch.
+func AddFloat32sTo(dst []float64, b []byte) error {
+	if len(b) != 4*len(dst) {
+		return fmt.Errorf("%w: vector of %d bytes, want %d values", ErrMalformed, len(b), len(dst))
+	}
+	v, err := Float32s(b)
+	if err != nil {
+		return err
+	}
+	for i, x := range v {
+		dst[i] += float64(x)
+	}
+	return nil
+}

@@ -1,0 +1,135 @@
+// Package wire defines the messages that cross NATS between the tiers, and
+// their encoding: a two-byte header (message type, version) followed by a
+// msgpack body. Vectors travel as msgpack bin holding little-endian float32,
+// so decoding them is a reinterpretation of bytes, never a per-element parse.
+package wire
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/vmihailenco/msgpack/v5"
+)
+
+// Type identifies a message on the wire.
+type Type uint8
+
+// Message types. Values are part of the wire format: never reuse one.
+const (
+	TypeRoundOpen Type = 1
+	TypeUpdate    Type = 2
+	TypePartial   Type = 3
+	TypeJobDone   Type = 4
+)
+
+func (t Type) String() string {
+	switch t {
+	case TypeRoundOpen:
+		return "round.open"
+	case TypeUpdate:
+		return "update"
+	case TypePartial:
+		return "partial"
+	case TypeJobDone:
+		return "job.done"
+	}
+	return fmt.Sprintf("type(%d)", uint8(t))
+}
+
+// Version is the current version of every message body.
+const Version = 1
+
+// MaxMessage bounds a message we will decode (64 MiB).
+const MaxMessage = 64 << 20
+
+// Errors returned by Decode; callers count rejections by them.
+var (
+	ErrMalformed = errors.New("wire: malformed message")
+	ErrType      = errors.New("wire: unexpected message type")
+	ErrVersion   = errors.New("wire: unsupported message version")
+	ErrTooLarge  = errors.New("wire: message too large")
+)
+
+// RoundOpen announces a round whose DP cost is already committed to the
+// ledger. It is published per region and lists that region's sampled
+// clients only.
+type RoundOpen struct {
+	Job            string   `msgpack:"job"`
+	Round          uint64   `msgpack:"round"`
+	Region         string   `msgpack:"region"`
+	ModelVersion   uint64   `msgpack:"model_version"`
+	ModelHash      string   `msgpack:"model_hash"` // hex SHA-256 of the model blob
+	Dim            int      `msgpack:"dim"`
+	ClipNorm       float64  `msgpack:"clip_norm"`
+	EdgeNoise      float64  `msgpack:"edge_noise"`     // multiplier of ClipNorm
+	RegionalNoise  float64  `msgpack:"regional_noise"` // multiplier of ClipNorm
+	DeadlineUnixMs int64    `msgpack:"deadline_ms"`
+	Sampled        []string `msgpack:"sampled"`
+}
+
+// Update is one client's clipped (and edge-noised) model delta.
+type Update struct {
+	Job          string `msgpack:"job"`
+	Round        uint64 `msgpack:"round"`
+	Region       string `msgpack:"region"`
+	Client       string `msgpack:"client"`
+	ModelVersion uint64 `msgpack:"model_version"`
+	Examples     int    `msgpack:"examples"`
+	Vec          []byte `msgpack:"vec"` // little-endian float32
+}
+
+// Partial is a region's noised sum of the updates it accepted.
+type Partial struct {
+	Job      string         `msgpack:"job"`
+	Round    uint64         `msgpack:"round"`
+	Region   string         `msgpack:"region"`
+	Count    int            `msgpack:"count"`
+	Rejected map[string]int `msgpack:"rejected"`
+	Sum      []byte         `msgpack:"sum"` // little-endian float32
+}
+
+// JobDone tells every tier the job is over.
+type JobDone struct {
+	Job    string `msgpack:"job"`
+	Reason string `msgpack:"reason"`
+}
+
+// Encode writes the header and msgpack body of v as message type t.
+func Encode(t Type, v any) ([]byte, error) {
+	body, err := msgpack.Marshal(v)
+	if err != nil {
+		return nil, fmt.Errorf("wire: encode %v: %w", t, err)
+	}
+	out := make([]byte, 2, 2+len(body))
+	out[0], out[1] = byte(t), Version
+	return append(out, body...), nil
+}
+
+// Peek returns the type of an encoded message without decoding it.
+func Peek(b []byte) (Type, error) {
+	if len(b) < 2 {
+		return 0, fmt.Errorf("%w: %d bytes, shorter than the header", ErrMalformed, len(b))
+	}
+	return Type(b[0]), nil
+}
+
+// Decode checks the header of b and decodes its body into v.
+func Decode(b []byte, want Type, v any) error {
+	if len(b) > MaxMessage {
+		return fmt.Errorf("%w: %d bytes > %d", ErrTooLarge, len(b), MaxMessage)
+	}
+	t, err := Peek(b)
+	if err != nil {
+		return err
+	}
+	if t != want {
+		return fmt.Errorf("%w: got %v, want %v", ErrType, t, want)
+	}
+	if b[1] != Version {
+		return fmt.Errorf("%w: %v version %d, this node speaks %d", ErrVersion, t, b[1], Version)
+	}
+	if err := msgpack.Unmarshal(b[2:], v); err != nil {
+		return fmt.Errorf("%w: %v: %v", ErrMalformed, t, err)
+	}
+	return nil
+}

@@ -1,0 +1,351 @@
+// Package topology describes a Strata mesh: its regions and clients, the
+// privacy plan (sampling, clipping, noise at each tier, budgets) and the
+// training plan. It is plain data with defaults and validation; every error
+// names the field and says how to fix it.
+package topology
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// ErrInvalid is wrapped by every validation error.
+var ErrInvalid = errors.New("topology: invalid")
+
+// Topology is the whole mesh description.
+type Topology struct {
+	// Job names the training job; it is part of every NATS subject.
+	Job string `yaml:"job"`
+	// Seed makes the data partition and the simulated clients' local
+	// training reproducible. It never seeds DP noise or sampling, which
+	// always come from crypto/rand.
+	Seed    uint64    `yaml:"seed"`
+	Regions []Region  `yaml:"regions"`
+	Privacy Privacy   `yaml:"privacy"`
+	Train   Training  `yaml:"training"`
+	Data    Data      `yaml:"data"`
+	Round   RoundPlan `yaml:"round"`
+}
+
+// Region is one regional aggregator and the clients attached to it.
+type Region struct {
+	ID string `yaml:"id"`
+	// Clients is the number of simulated edge clients in this region.
+	Clients int `yaml:"clients"`
+}
+
+// Noise holds noise multipliers (standard deviation ÷ clip norm) per tier.
+type Noise struct {
+	Edge     float64 `yaml:"edge"`     // each client, to its own clipped update
+	Regional float64 `yaml:"regional"` // each region, to its sum
+	Global   float64 `yaml:"global"`   // the global tier, to the merged sum
+}
+
+// Privacy is the privacy plan.
+type Privacy struct {
+	Delta        float64 `yaml:"delta"`         // δ of every reported ε; default 1e-5
+	SamplingRate float64 `yaml:"sampling_rate"` // Poisson rate q per round; default 0.05
+	ClipNorm     float64 `yaml:"clip_norm"`     // L2 bound C of one client's update; default 1
+	Noise        Noise   `yaml:"noise"`
+	// MinRegions is how many regional partials a round needs to be
+	// released; the public observer is credited with the noise of this many
+	// regions only. Default: all regions but one (at least 1).
+	MinRegions int `yaml:"min_regions"`
+	// Budget is the mesh's ε budget against the public observer; a round
+	// that would exceed it is refused. Default 4.
+	Budget float64 `yaml:"budget"`
+	// Accountant is "rdp" (default) or "pld".
+	Accountant string `yaml:"accountant"`
+}
+
+// Training is the fine-tuning plan.
+type Training struct {
+	Rounds int `yaml:"rounds"` // server rounds; default 40
+	// Hidden is the width of the pre-trained backbone; default 128.
+	Hidden int `yaml:"hidden"`
+	// Full fine-tunes the backbone too; default false (adapter and head).
+	Full           bool    `yaml:"full"`
+	LocalEpochs    int     `yaml:"local_epochs"`    // default 3
+	LocalBatch     int     `yaml:"local_batch"`     // default 10
+	LocalLR        float64 `yaml:"local_lr"`        // default 0.3
+	ServerLR       float64 `yaml:"server_lr"`       // default 2
+	ServerMomentum float64 `yaml:"server_momentum"` // default 0.5
+	PretrainEpochs int     `yaml:"pretrain_epochs"` // default 6
+}
+
+// Data is the data plan of the built-in MNIST task.
+type Data struct {
+	// PublicExamples is how many examples of the MNIST training set (the
+	// first ones, ordinary digits) pre-train the checkpoint; no client
+	// holds them. Default 10000.
+	PublicExamples    int     `yaml:"public_examples"`
+	ExamplesPerClient int     `yaml:"examples_per_client"` // default 10
+	DirichletAlpha    float64 `yaml:"dirichlet_alpha"`     // label skew; default 0.5
+	// Shift is the clients' domain: "invert" (default) or "none".
+	Shift string `yaml:"shift"`
+	// EvalExamples is the size of the per-round evaluation subset of the
+	// shifted test set; the final accuracy uses all 10000. Default 2000.
+	EvalExamples int `yaml:"eval_examples"`
+}
+
+// RoundPlan sets round timing.
+type RoundPlan struct {
+	// Timeout bounds how long regions wait for updates; default 60s.
+	Timeout Duration `yaml:"timeout"`
+}
+
+// Duration is a time.Duration written as "30s" in YAML.
+type Duration struct{ time.Duration }
+
+// MarshalYAML writes the duration as a string.
+func (d Duration) MarshalYAML() (any, error) { return d.String(), nil }
+
+// UnmarshalYAML reads "30s"-style durations.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	v, err := time.ParseDuration(n.Value)
+	if err != nil {
+		return fmt.Errorf("line %d: %q is not a duration such as 30s or 2m", n.Line, n.Value)
+	}
+	d.Duration = v
+	return nil
+}
+
+// Default returns the built-in default topology: 3 regions, 5000 simulated
+// clients, and a noise plan that keeps the public ε under 4 at δ = 1e-5 over
+// 40 rounds (see README.md for how it was chosen).
+func Default() *Topology {
+	t := &Topology{
+		Job:  "mnist-finetune",
+		Seed: 1,
+		Regions: []Region{
+			{ID: "eu", Clients: 1667},
+			{ID: "us", Clients: 1667},
+			{ID: "ap", Clients: 1666},
+		},
+		Privacy: Privacy{
+			Noise: Noise{Edge: 0, Regional: 0.6, Global: 0.6},
+		},
+	}
+	t.ApplyDefaults()
+	return t
+}
+
+// ApplyDefaults fills zero fields with their defaults, in place. Callers
+// holding a shared Topology should call it on a Clone.
+func (t *Topology) ApplyDefaults() {
+	p := &t.Privacy
+	setF(&p.Delta, 1e-5)
+	setF(&p.SamplingRate, 0.05)
+	setF(&p.ClipNorm, 1)
+	setF(&p.Budget, 4)
+	if p.Accountant == "" {
+		p.Accountant = "rdp"
+	}
+	if p.MinRegions == 0 {
+		p.MinRegions = max(1, len(t.Regions)-1)
+	}
+	tr := &t.Train
+	setI(&tr.Rounds, 40)
+	setI(&tr.Hidden, 128)
+	setI(&tr.LocalEpochs, 3)
+	setI(&tr.LocalBatch, 10)
+	setF(&tr.LocalLR, 0.3)
+	setF(&tr.ServerLR, 2)
+	setF(&tr.ServerMomentum, 0.5)
+	setI(&tr.PretrainEpochs, 6)
+	d := &t.Data
+	setI(&d.PublicExamples, 10000)
+	setI(&d.ExamplesPerClient, 10)
+	setF(&d.DirichletAlpha, 0.5)
+	if d.Shift == "" {
+		d.Shift = "invert"
+	}
+	setI(&d.EvalExamples, 2000)
+	if t.Round.Timeout.Duration == 0 {
+		t.Round.Timeout.Duration = 60 * time.Second
+	}
+}
+
+func setF(p *float64, v float64) {
+	if *p == 0 {
+		*p = v
+	}
+}
+
+func setI(p *int, v int) {
+	if *p == 0 {
+		*p = v
+	}
+}
+
+// Clone returns a deep copy.
+func (t *Topology) Clone() *Topology {
+	c := *t
+	c.Regions = append([]Region(nil), t.Regions...)
+	return &c
+}
+
+// Population returns the total number of clients.
+func (t *Topology) Population() int {
+	n := 0
+	for _, r := range t.Regions {
+		n += r.Clients
+	}
+	return n
+}
+
+// ClientID names client i (0-based) of a region; IDs are stable across runs.
+func ClientID(region string, i int) string { return fmt.Sprintf("%s-c%05d", region, i) }
+
+// MNISTTrainSize and MNISTTestSize bound the data plan.
+const (
+	MNISTTrainSize = 60000
+	MNISTTestSize  = 10000
+)
+
+// Validate checks the topology after defaults; each error names the field
+// and the fix.
+func (t *Topology) Validate() error {
+	var errs []error
+	bad := func(field, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%w: %s: %s", ErrInvalid, field, fmt.Sprintf(format, args...)))
+	}
+	if err := ValidToken(t.Job); err != nil {
+		bad("job", "%v", err)
+	}
+	if len(t.Regions) == 0 {
+		bad("regions", "no regions: add at least one, e.g. `- {id: eu, clients: 100}`")
+	}
+	seen := map[string]bool{}
+	for i, r := range t.Regions {
+		f := fmt.Sprintf("regions[%d]", i)
+		if err := ValidToken(r.ID); err != nil {
+			bad(f+".id", "%v", err)
+		}
+		if seen[r.ID] {
+			bad(f+".id", "%q is used twice: region ids must be unique", r.ID)
+		}
+		seen[r.ID] = true
+		if r.Clients <= 0 {
+			bad(f+".clients", "%d: every region needs at least one client", r.Clients)
+		}
+	}
+	p := t.Privacy
+	if !(p.Delta > 0 && p.Delta < 1) {
+		bad("privacy.delta", "%v: must be in (0, 1), typically below 1/population", p.Delta)
+	}
+	if !(p.SamplingRate > 0 && p.SamplingRate <= 1) {
+		bad("privacy.sampling_rate", "%v: must be in (0, 1]", p.SamplingRate)
+	}
+	if !(p.ClipNorm > 0) || math.IsInf(p.ClipNorm, 0) {
+		bad("privacy.clip_norm", "%v: must be a positive finite number", p.ClipNorm)
+	}
+	for name, v := range map[string]float64{"edge": p.Noise.Edge, "regional": p.Noise.Regional, "global": p.Noise.Global} {
+		if !(v >= 0) || math.IsInf(v, 0) {
+			bad("privacy.noise."+name, "%v: must be a finite multiplier ≥ 0", v)
+		}
+	}
+	if p.MinRegions < 1 || p.MinRegions > len(t.Regions) {
+		bad("privacy.min_regions", "%d: must be between 1 and the number of regions (%d)", p.MinRegions, len(t.Regions))
+	}
+	if !(p.Budget > 0) {
+		bad("privacy.budget", "%v: must be a positive ε (use a large number for no budget)", p.Budget)
+	}
+	if p.Accountant != "rdp" && p.Accountant != "pld" {
+		bad("privacy.accountant", "%q: use rdp or pld", p.Accountant)
+	}
+	tr := t.Train
+	if tr.Rounds <= 0 {
+		bad("training.rounds", "%d: must be at least 1", tr.Rounds)
+	}
+	if tr.Hidden <= 0 || tr.Hidden > 4096 {
+		bad("training.hidden", "%d: must be in 1..4096", tr.Hidden)
+	}
+	if tr.LocalEpochs <= 0 || tr.LocalBatch <= 0 {
+		bad("training.local_epochs/local_batch", "%d/%d: both must be at least 1", tr.LocalEpochs, tr.LocalBatch)
+	}
+	if !(tr.LocalLR > 0) || !(tr.ServerLR > 0) {
+		bad("training.local_lr/server_lr", "%v/%v: both must be positive", tr.LocalLR, tr.ServerLR)
+	}
+	if !(tr.ServerMomentum >= 0 && tr.ServerMomentum < 1) {
+		bad("training.server_momentum", "%v: must be in [0, 1)", tr.ServerMomentum)
+	}
+	d := t.Data
+	if d.PublicExamples <= 0 || d.PublicExamples >= MNISTTrainSize {
+		bad("data.public_examples", "%d: must be in 1..%d", d.PublicExamples, MNISTTrainSize-1)
+	}
+	if need := t.Population() * d.ExamplesPerClient; d.ExamplesPerClient <= 0 || need > MNISTTrainSize-d.PublicExamples {
+		bad("data.examples_per_client", "%d × %d clients = %d examples, but only %d are left after the public split: lower clients or examples_per_client", d.ExamplesPerClient, t.Population(), need, MNISTTrainSize-d.PublicExamples)
+	}
+	if !(d.DirichletAlpha > 0) {
+		bad("data.dirichlet_alpha", "%v: must be positive (0.5 is skewed, 100 is nearly IID)", d.DirichletAlpha)
+	}
+	if d.Shift != "invert" && d.Shift != "none" {
+		bad("data.shift", "%q: use invert or none", d.Shift)
+	}
+	if d.EvalExamples <= 0 || d.EvalExamples > MNISTTestSize {
+		bad("data.eval_examples", "%d: must be in 1..%d", d.EvalExamples, MNISTTestSize)
+	}
+	if t.Round.Timeout.Duration <= 0 {
+		bad("round.timeout", "%v: must be positive, e.g. 60s", t.Round.Timeout)
+	}
+	return errors.Join(errs...)
+}
+
+// ValidToken checks a name used as a NATS subject token.
+func ValidToken(s string) error {
+	if s == "" {
+		return errors.New("empty: give a name of letters, digits, '-' or '_'")
+	}
+	if len(s) > 64 {
+		return fmt.Errorf("%q is longer than 64 characters", s)
+	}
+	for _, r := range s {
+		ok := r == '-' || r == '_' || (r >= 'a' && r <= 'z') || (r >= 'A' && r <= 'Z') || (r >= '0' && r <= '9')
+		if !ok {
+			return fmt.Errorf("%q contains %q: use only letters, digits, '-' and '_'", s, r)
+		}
+	}
+	return nil
+}
+
+// Parse reads a YAML topology, applies defaults and validates it. Unknown
+// fields are errors, so a misspelt key is never silently ignored.
+func Parse(b []byte) (*Topology, error) {
+	var t Topology
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(&t); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrInvalid, strings.TrimPrefix(err.Error(), "yaml: "))
+	}
+	t.ApplyDefaults()
+	if err := t.Validate(); err != nil {
+		return nil, err
+	}
+	return &t, nil
+}
+
+// Load reads and parses a topology file.
+func Load(path string) (*Topology, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("topology: %w", err)
+	}
+	t, err := Parse(b)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return t, nil
+}
+
+// YAML renders the topology.
+func (t *Topology) YAML() ([]byte, error) {
+	return yaml.Marshal(t)
+}
