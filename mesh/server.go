@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"time"
 
@@ -48,15 +49,16 @@ func StartServer(cfg ServerConfig) (*server.Server, error) {
 		StoreDir:   filepath.Clean(cfg.StoreDir),
 		MaxPayload: cfg.MaxPayload,
 		// Simulated meshes open thousands of connections in one process.
-		MaxConn:       -1,
+		MaxConn:       1 << 20,
 		MaxPending:    256 << 20,
 		NoSigs:        true,
-		NoLog:         true,
+		NoLog:         os.Getenv("STRATA_NATS_DEBUG") == "",
+		Debug:         os.Getenv("STRATA_NATS_DEBUG") != "",
 		DontListen:    cfg.Port < 0,
 		WriteDeadline: 10 * time.Second,
 	}
-	if cfg.Port < 0 {
-		opts.Port = 0
+	if cfg.Port == 0 || cfg.Port < 0 {
+		opts.Port = server.RANDOM_PORT
 	}
 	s, err := server.NewServer(opts)
 	if err != nil {

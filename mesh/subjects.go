@@ -8,7 +8,9 @@ import (
 
 // Subjects are built only here, from validated tokens:
 //
-//	strata.<job>.round.<region>    round.open for one region (global → region, edges)
+//	strata.<job>.round.<region>    round.open for one region's aggregator (request/reply:
+//	                               the region acknowledges before clients hear of the round)
+//	strata.<job>.clients.<region>  round.open for one region's clients
 //	strata.<job>.update.<region>   client updates (edge → region)
 //	strata.<job>.partial           regional partials (region → global)
 //	strata.<job>.done              end of job (global → all)
@@ -17,6 +19,12 @@ const prefix = "strata"
 // Subject helpers return an error when a token is not a valid name.
 func RoundSubject(job, region string) (string, error) {
 	return joinRegion(job, "round", region)
+}
+
+// ClientRoundSubject announces rounds to a region's clients, after the
+// region acknowledged the round on RoundSubject.
+func ClientRoundSubject(job, region string) (string, error) {
+	return joinRegion(job, "clients", region)
 }
 
 // UpdateSubject is where a region's clients publish their updates.

@@ -22,7 +22,10 @@ type command struct {
 
 func commands() map[string]command {
 	return map[string]command{
-		"privacy": {"plan budgets: epsilon for a schedule, calibrate sigma", runPrivacy},
+		"privacy":  {"plan budgets: epsilon for a schedule, calibrate sigma", runPrivacy},
+		"up":       {"run a whole mesh and a DP fine-tuning job in one process", runUp},
+		"ledger":   {"print the committed privacy ledger of a data dir", runLedger},
+		"topology": {"print the default topology, validate a file", runTopology},
 	}
 }
 

@@ -1,0 +1,73 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/strata-fl/strata/global"
+	"github.com/strata-fl/strata/global/ledger"
+)
+
+func runLedger(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("ledger", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	data := fs.String("data", "./strata-data", "data dir of a stopped strata up / global node")
+	asJSON := fs.Bool("json", false, "print the ledger as JSON")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	l, err := global.ReadLedger(*data + "/global")
+	if err != nil {
+		return err
+	}
+	if l.Job == nil {
+		return fmt.Errorf("ledger in %s has no job yet", *data)
+	}
+	if *asJSON {
+		out := map[string]any{"job": l.Job, "rounds": jsonRounds(l.Rounds), "models": l.Models, "finished": l.Finished, "finish_reason": l.FinishReason}
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(out)
+	}
+	j := l.Job
+	fmt.Fprintf(stdout, "job %s: %d clients, δ=%g, budget ε=%g (public), %d planned rounds, accountant %s, started %s\n",
+		j.Name, j.Population, j.Delta, j.Budget, j.PlannedRounds, j.Accountant, time.UnixMilli(j.StartedUnixMs).Format(time.RFC3339))
+	fmt.Fprintf(stdout, "%5s  %-9s  %7s  %5s  %-20s  %10s  %10s  %10s  %s\n", "round", "status", "sampled", "model", "noise e/r/g ×C", "ε public", "ε glob.op", "ε reg.op", "raft index")
+	for _, r := range l.Rounds {
+		fmt.Fprintf(stdout, "%5d  %-9s  %7d  v%-4d  %-20s  %10s  %10s  %10s  %d\n", r.Round, r.Status, r.Sampled, r.ModelVersion,
+			fmt.Sprintf("%g/%g/%g ×%g", r.Noise.Edge, r.Noise.Regional, r.Noise.Global, r.ClipNorm),
+			fmtEps(r.EpsilonAfter.Public), fmtEps(r.EpsilonAfter.GlobalOperator), fmtEps(r.EpsilonAfter.RegionalOperator), r.Index)
+	}
+	status := "in progress"
+	if l.Finished {
+		status = "finished: " + l.FinishReason
+	}
+	fmt.Fprintf(stdout, "%d rounds committed, %d models; %s\n", l.CommittedRounds(), len(l.Models), status)
+	return nil
+}
+
+type jsonRound struct {
+	ledger.RoundEntry
+	Sigma        map[ledger.Observer]jf `json:"sigma"`
+	EpsilonAfter map[ledger.Observer]jf `json:"epsilon_after"`
+}
+
+func jsonRounds(rs []ledger.RoundEntry) []jsonRound {
+	out := make([]jsonRound, len(rs))
+	for i, r := range rs {
+		out[i] = jsonRound{RoundEntry: r, Sigma: map[ledger.Observer]jf{}, EpsilonAfter: map[ledger.Observer]jf{}}
+		for _, o := range ledger.Observers {
+			out[i].Sigma[o] = jf(r.Sigma.Get(o))
+			out[i].EpsilonAfter[o] = jf(r.EpsilonAfter.Get(o))
+		}
+	}
+	return out
+}

@@ -1,0 +1,262 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/strata-fl/strata/finetune"
+	"github.com/strata-fl/strata/global"
+	"github.com/strata-fl/strata/global/ledger"
+	"github.com/strata-fl/strata/standalone"
+	"github.com/strata-fl/strata/topology"
+)
+
+// report is what `strata up` writes to <data>/report.json.
+type report struct {
+	Job                string                 `json:"job"`
+	RoundsCompleted    int                    `json:"rounds_completed"`
+	RoundsAborted      int                    `json:"rounds_aborted"`
+	PlannedRounds      int                    `json:"planned_rounds"`
+	AccuracyPretrained float64                `json:"accuracy_pretrained"`
+	AccuracyFinal      float64                `json:"accuracy_final"`
+	AccuracyNonprivate *float64               `json:"accuracy_nonprivate,omitempty"`
+	Delta              float64                `json:"delta"`
+	Epsilon            map[ledger.Observer]jf `json:"epsilon"`
+	EpsilonNonprivate  map[ledger.Observer]jf `json:"epsilon_nonprivate,omitempty"`
+	Budget             jf                     `json:"budget"`
+	Noise              ledger.Noise           `json:"noise"`
+	SamplingRate       float64                `json:"sampling_rate"`
+	Clients            int                    `json:"clients"`
+	ElapsedSeconds     float64                `json:"elapsed_seconds"`
+	Finished           bool                   `json:"finished"`
+	FinishReason       string                 `json:"finish_reason,omitempty"`
+}
+
+// jf is a float that writes ±Inf as "inf"/"-inf" (JSON has no infinity).
+type jf float64
+
+func (f jf) MarshalJSON() ([]byte, error) {
+	switch {
+	case math.IsInf(float64(f), 1):
+		return []byte(`"inf"`), nil
+	case math.IsInf(float64(f), -1):
+		return []byte(`"-inf"`), nil
+	case math.IsNaN(float64(f)):
+		return []byte(`"nan"`), nil
+	}
+	return json.Marshal(float64(f))
+}
+
+func (f *jf) UnmarshalJSON(b []byte) error {
+	switch string(b) {
+	case `"inf"`:
+		*f = jf(math.Inf(1))
+		return nil
+	case `"-inf"`:
+		*f = jf(math.Inf(-1))
+		return nil
+	}
+	var v float64
+	if err := json.Unmarshal(b, &v); err != nil {
+		return err
+	}
+	*f = jf(v)
+	return nil
+}
+
+func loadTopology(path string) (*topology.Topology, error) {
+	if path == "" {
+		return topology.Default(), nil
+	}
+	return topology.Load(path)
+}
+
+func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("up", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	data := fs.String("data", "./strata-data", "data dir: NATS store, raft ledger, checkpoint, report.json")
+	topo := fs.String("topology", "", "topology YAML file (default: the built-in one, see `strata topology default`)")
+	baseline := fs.Bool("baseline", false, "also run the same job without noise and print it beside")
+	verbose := fs.Bool("v", false, "log what every tier does")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: strata up [--data DIR] [--topology FILE] [--baseline]\n\nRuns a whole mesh in one process (embedded NATS, single-node raft global\ntier, regional aggregators, simulated clients) and a DP fine-tuning job on it.")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("%w: up takes no arguments, got %q", errUsage, fs.Args())
+	}
+	t, err := loadTopology(*topo)
+	if err != nil {
+		return err
+	}
+	logger := slog.New(slog.DiscardHandler)
+	if *verbose {
+		logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	start := time.Now()
+	fmt.Fprintf(stdout, "strata up: job %s, %d clients in %d regions, %d rounds, q=%g, noise ×C (C=%g): edge %g, regional %g, global %g; δ=%g, budget ε=%g\n",
+		t.Job, t.Population(), len(t.Regions), t.Train.Rounds, t.Privacy.SamplingRate, t.Privacy.ClipNorm,
+		t.Privacy.Noise.Edge, t.Privacy.Noise.Regional, t.Privacy.Noise.Global, t.Privacy.Delta, t.Privacy.Budget)
+	mn, err := finetune.LoadMNIST("")
+	if err != nil {
+		return err
+	}
+	rep, pm, err := runJob(ctx, t, *data, mn, stdout, logger)
+	if err != nil {
+		return err
+	}
+	var base *report
+	if *baseline {
+		bt := t.Clone()
+		bt.Job = t.Job + "-baseline"
+		bt.Privacy.Noise = topology.Noise{}
+		bt.Privacy.Budget = math.Inf(1)
+		fmt.Fprintln(stdout, "\nbaseline: the same job without noise (ε = ∞)")
+		if base, _, err = runJob(ctx, bt, filepath.Join(*data, "baseline"), mn, stdout, logger); err != nil {
+			return fmt.Errorf("baseline: %w", err)
+		}
+		rep.AccuracyNonprivate = &base.AccuracyFinal
+		rep.EpsilonNonprivate = base.Epsilon
+	}
+	rep.ElapsedSeconds = time.Since(start).Seconds()
+	_ = pm
+	if err := writeReport(*data, rep); err != nil {
+		return err
+	}
+	printSummary(stdout, rep, base)
+	fmt.Fprintf(stdout, "\nreport: %s\nledger: strata ledger --data %s\n", filepath.Join(*data, "report.json"), *data)
+	return nil
+}
+
+// runJob runs (or resumes, or reports) one job in one data dir.
+func runJob(ctx context.Context, t *topology.Topology, dataDir string, mn *finetune.MNIST, stdout io.Writer, logger *slog.Logger) (*report, float64, error) {
+	status := func(format string, args ...any) { fmt.Fprintf(stdout, format+"\n", args...) }
+	bar := progressBar(stdout)
+	m, err := standalone.Start(ctx, standalone.Config{Topology: t, DataDir: dataDir, MNIST: mn, Progress: bar, Status: status, Logger: logger})
+	if err != nil {
+		return nil, 0, err
+	}
+	defer m.Close()
+	pre, _, err := m.Task.Model.Evaluate(m.Task.Theta0, m.Task.Test)
+	if err != nil {
+		return nil, 0, err
+	}
+	status("pre-trained checkpoint: accuracy %.4f on the clients' domain (%s digits, %d test images)", pre, t.Data.Shift, m.Task.Test.Len())
+	if l, err := m.Ledger(); err == nil && l.Job != nil {
+		status("resuming from %s: %d rounds committed, public ε %.4g", dataDir, l.CommittedRounds(), l.Spent(ledger.Public))
+	}
+	runErr := m.Run(ctx)
+	l, err := m.Ledger()
+	if err != nil {
+		return nil, 0, err
+	}
+	final, _, err := m.Task.Model.Evaluate(m.Theta(), m.Task.Test)
+	if err != nil {
+		return nil, 0, err
+	}
+	rep := reportFrom(t, l, pre, final)
+	if runErr != nil {
+		if errors.Is(runErr, context.Canceled) {
+			return nil, 0, fmt.Errorf("interrupted after %d committed rounds; everything is on disk in %s: run the same command to resume", rep.RoundsCompleted, dataDir)
+		}
+		return nil, 0, runErr
+	}
+	return rep, pre, nil
+}
+
+func reportFrom(t *topology.Topology, l *ledger.Ledger, pre, final float64) *report {
+	rep := &report{
+		Job: t.Job, RoundsCompleted: l.CommittedRounds(), PlannedRounds: t.Train.Rounds,
+		AccuracyPretrained: pre, AccuracyFinal: final, Delta: t.Privacy.Delta,
+		Epsilon: map[ledger.Observer]jf{}, Budget: jf(t.Privacy.Budget), Noise: ledger.Noise(t.Privacy.Noise),
+		SamplingRate: t.Privacy.SamplingRate, Clients: t.Population(), Finished: l.Finished, FinishReason: l.FinishReason,
+	}
+	for _, r := range l.Rounds {
+		if r.Status == "aborted" {
+			rep.RoundsAborted++
+		}
+	}
+	for _, o := range ledger.Observers {
+		rep.Epsilon[o] = jf(l.Spent(o))
+	}
+	return rep
+}
+
+func writeReport(dir string, rep *report) error {
+	b, err := json.MarshalIndent(rep, "", "  ")
+	if err != nil {
+		return err
+	}
+	path := filepath.Join(dir, "report.json")
+	if err := os.WriteFile(path+".tmp", append(b, '\n'), 0o600); err != nil {
+		return fmt.Errorf("write report: %w", err)
+	}
+	return os.Rename(path+".tmp", path)
+}
+
+// progressBar prints one line per round with a bar over the planned rounds.
+func progressBar(w io.Writer) func(global.RoundReport) {
+	return func(r global.RoundReport) {
+		const width = 20
+		done := min(width, r.Committed*width/max(1, r.Planned))
+		bar := strings.Repeat("█", done) + strings.Repeat("·", width-done)
+		if r.Aborted != "" {
+			fmt.Fprintf(w, "[%s] round %3d  ABORTED: %s (spend kept: ε public %.4g)\n", bar, r.Round, r.Aborted, r.Epsilon.Public)
+			return
+		}
+		fmt.Fprintf(w, "[%s] round %3d  %3d/%d  participants %4d  accuracy %.4f  ε public %s\n",
+			bar, r.Round, r.Committed, r.Planned, r.Participants, r.Accuracy, fmtEps(r.Epsilon.Public))
+	}
+}
+
+func fmtEps(e float64) string {
+	if math.IsInf(e, 1) {
+		return "∞"
+	}
+	return fmt.Sprintf("%.4f", e)
+}
+
+func printSummary(w io.Writer, rep, base *report) {
+	fmt.Fprintln(w, "\n                              private")
+	if base != nil {
+		fmt.Fprintln(w, "\033[1A                              private         non-private (--baseline)")
+	}
+	row := func(name, a, b string) {
+		if base == nil {
+			fmt.Fprintf(w, "  %-28s%s\n", name, a)
+			return
+		}
+		fmt.Fprintf(w, "  %-28s%-16s%s\n", name, a, b)
+	}
+	bf := func(f func(*report) string) string {
+		if base == nil {
+			return ""
+		}
+		return f(base)
+	}
+	row("accuracy, pre-trained", fmt.Sprintf("%.4f", rep.AccuracyPretrained), bf(func(r *report) string { return fmt.Sprintf("%.4f", r.AccuracyPretrained) }))
+	row("accuracy, fine-tuned", fmt.Sprintf("%.4f", rep.AccuracyFinal), bf(func(r *report) string { return fmt.Sprintf("%.4f", r.AccuracyFinal) }))
+	for _, o := range ledger.Observers {
+		o := o
+		row("ε "+string(o), fmtEps(float64(rep.Epsilon[o])), bf(func(r *report) string { return fmtEps(float64(r.Epsilon[o])) }))
+	}
+	row("δ", fmt.Sprintf("%g", rep.Delta), bf(func(r *report) string { return fmt.Sprintf("%g", r.Delta) }))
+	row("rounds", fmt.Sprintf("%d/%d", rep.RoundsCompleted, rep.PlannedRounds), bf(func(r *report) string { return fmt.Sprintf("%d/%d", r.RoundsCompleted, r.PlannedRounds) }))
+	row("time", fmt.Sprintf("%.1fs", rep.ElapsedSeconds), "")
+}

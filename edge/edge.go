@@ -1,0 +1,294 @@
+// Package edge is the client agent: it learns of rounds, fetches the model
+// version the ledger committed, runs the trainer, and then does everything
+// privacy-critical itself — clipping, edge noise, publishing — whatever the
+// trainer did.
+package edge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"slices"
+	"sync"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/strata-fl/strata/mesh"
+	"github.com/strata-fl/strata/mesh/wire"
+	"github.com/strata-fl/strata/privacy"
+)
+
+// Trainer computes a client's model delta from θ. The agent never trusts it
+// with privacy: what it returns is clipped and noised afterwards.
+type Trainer interface {
+	Train(ctx context.Context, client string, round uint64, theta, delta []float64) (examples int, err error)
+}
+
+// Client identifies one edge client.
+type Client struct {
+	ID     string
+	Region string
+}
+
+// FleetConfig configures a set of edge clients run by one process. Each
+// client has its own NATS connection, as separate devices would.
+type FleetConfig struct {
+	Job     string
+	Dialer  mesh.Dialer
+	Clients []Client
+	Trainer Trainer
+	// Models fetches model versions; simulated clients in one process share
+	// one verified cache of it.
+	Models *mesh.ModelStore
+	// Workers bounds concurrent local training; default 2.
+	Workers int
+	// Rand is the edge-noise source; nil means crypto/rand.Reader.
+	Rand   io.Reader
+	Logger *slog.Logger
+}
+
+// Fleet runs simulated edge clients.
+type Fleet struct {
+	cfg   FleetConfig
+	noise *privacy.Gaussian
+	tasks chan task
+	conns map[string]*nats.Conn
+
+	mu      sync.Mutex
+	cache   map[uint64][]float64
+	stats   FleetStats
+	noiseMu sync.Mutex
+	ready   chan struct{}
+}
+
+// Ready is closed once every client is connected and subscribed.
+func (f *Fleet) Ready() <-chan struct{} { return f.ready }
+
+// FleetStats counts what the fleet did.
+type FleetStats struct {
+	Published  int
+	Failed     int
+	QueueDrops int
+}
+
+type task struct {
+	client Client
+	open   wire.RoundOpen
+}
+
+// NewFleet checks the configuration.
+func NewFleet(cfg FleetConfig) (*Fleet, error) {
+	if cfg.Trainer == nil || cfg.Models == nil {
+		return nil, errors.New("edge: FleetConfig needs Trainer and Models")
+	}
+	if cfg.Workers <= 0 {
+		cfg.Workers = 2
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Fleet{cfg: cfg, noise: privacy.NewGaussian(cfg.Rand), tasks: make(chan task, len(cfg.Clients)+1), conns: map[string]*nats.Conn{}, cache: map[uint64][]float64{}, ready: make(chan struct{})}, nil
+}
+
+// Stats returns a copy of the counters.
+func (f *Fleet) Stats() FleetStats {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.stats
+}
+
+// Run connects every client and serves rounds until ctx ends or the job is
+// done. It closes every connection it opened before returning.
+func (f *Fleet) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	defer func() {
+		for _, nc := range f.conns {
+			nc.Close()
+		}
+	}()
+	doneSubj, err := mesh.DoneSubject(f.cfg.Job)
+	if err != nil {
+		return err
+	}
+	for _, c := range f.cfg.Clients {
+		if err := f.connect(c, doneSubj, cancel); err != nil {
+			return err
+		}
+	}
+	close(f.ready)
+	var wg sync.WaitGroup
+	for range f.cfg.Workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			f.work(ctx)
+		}()
+	}
+	wg.Wait()
+	return nil
+}
+
+func (f *Fleet) connect(c Client, doneSubj string, cancel func()) error {
+	nc, err := f.cfg.Dialer.Connect("edge-" + c.ID)
+	if err != nil {
+		return fmt.Errorf("edge %s: %w", c.ID, err)
+	}
+	f.conns[c.ID] = nc
+	subj, err := mesh.ClientRoundSubject(f.cfg.Job, c.Region)
+	if err != nil {
+		return err
+	}
+	if _, err := nc.Subscribe(subj, func(m *nats.Msg) { f.onRound(c, m) }); err != nil {
+		return fmt.Errorf("edge %s: subscribe: %w", c.ID, err)
+	}
+	if _, err := nc.Subscribe(doneSubj, func(*nats.Msg) { cancel() }); err != nil {
+		return fmt.Errorf("edge %s: subscribe: %w", c.ID, err)
+	}
+	return nc.Flush()
+}
+
+// onRound runs on the connection's dispatcher; it never blocks.
+func (f *Fleet) onRound(c Client, m *nats.Msg) {
+	var open wire.RoundOpen
+	if err := wire.Decode(m.Data, wire.TypeRoundOpen, &open); err != nil {
+		f.cfg.Logger.Warn("round.open ignored", "client", c.ID, "err", err)
+		return
+	}
+	if open.Job != f.cfg.Job || !slices.Contains(open.Sampled, c.ID) {
+		return
+	}
+	f.cfg.Logger.Debug("sampled", "client", c.ID, "round", open.Round)
+	select {
+	case f.tasks <- task{client: c, open: open}:
+	default:
+		f.mu.Lock()
+		f.stats.QueueDrops++
+		f.mu.Unlock()
+	}
+}
+
+func (f *Fleet) work(ctx context.Context) {
+	var delta []float64
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case t := <-f.tasks:
+			if len(delta) != t.open.Dim {
+				delta = make([]float64, t.open.Dim)
+			}
+			err := f.serve(ctx, t, delta)
+			f.mu.Lock()
+			if err != nil {
+				f.stats.Failed++
+			} else {
+				f.stats.Published++
+			}
+			f.mu.Unlock()
+			if err != nil && ctx.Err() == nil {
+				f.cfg.Logger.Warn("client round failed", "client", t.client.ID, "round", t.open.Round, "err", err)
+			}
+		}
+	}
+}
+
+func (f *Fleet) model(ctx context.Context, open wire.RoundOpen) ([]float64, error) {
+	f.mu.Lock()
+	theta, ok := f.cache[open.ModelVersion]
+	f.mu.Unlock()
+	if ok {
+		return theta, nil
+	}
+	blob, err := f.cfg.Models.Get(ctx, "model", open.ModelVersion, open.ModelHash)
+	if err != nil {
+		return nil, err
+	}
+	v, err := wire.Float32s(blob)
+	if err != nil {
+		return nil, err
+	}
+	if len(v) != open.Dim {
+		return nil, fmt.Errorf("edge: model v%d has %d parameters, round says %d", open.ModelVersion, len(v), open.Dim)
+	}
+	theta = make([]float64, len(v))
+	for i, x := range v {
+		theta[i] = float64(x)
+	}
+	f.mu.Lock()
+	for k := range f.cache {
+		if k+2 < open.ModelVersion {
+			delete(f.cache, k)
+		}
+	}
+	f.cache[open.ModelVersion] = theta
+	f.mu.Unlock()
+	return theta, nil
+}
+
+func (f *Fleet) serve(ctx context.Context, t task, delta []float64) error {
+	theta, err := f.model(ctx, t.open)
+	if err != nil {
+		return err
+	}
+	examples, err := f.cfg.Trainer.Train(ctx, t.client.ID, t.open.Round, theta, delta)
+	if err != nil {
+		return fmt.Errorf("trainer: %w", err)
+	}
+	if err := Clip(delta, t.open.ClipNorm); err != nil {
+		return err
+	}
+	if s := t.open.EdgeNoise * t.open.ClipNorm; s > 0 {
+		f.noiseMu.Lock()
+		err := f.noise.AddTo64(delta, s)
+		f.noiseMu.Unlock()
+		if err != nil {
+			return fmt.Errorf("edge noise: %w", err)
+		}
+	}
+	u := wire.Update{
+		Job: f.cfg.Job, Round: t.open.Round, Region: t.client.Region, Client: t.client.ID,
+		ModelVersion: t.open.ModelVersion, Examples: examples,
+		Vec: wire.AppendFloat64sAs32(make([]byte, 0, 4*len(delta)), delta),
+	}
+	b, err := wire.Encode(wire.TypeUpdate, &u)
+	if err != nil {
+		return err
+	}
+	subj, err := mesh.UpdateSubject(f.cfg.Job, t.client.Region)
+	if err != nil {
+		return err
+	}
+	nc := f.conns[t.client.ID]
+	if err := nc.Publish(subj, b); err != nil {
+		return fmt.Errorf("publish: %w", err)
+	}
+	f.cfg.Logger.Debug("update published", "client", t.client.ID, "round", t.open.Round)
+	return nil
+}
+
+// ErrNonFinite reports a trainer result with NaN or ±Inf.
+var ErrNonFinite = errors.New("edge: update has a non-finite value")
+
+// Clip scales v in place so that its L2 norm is at most c. The float32
+// rounding on the wire can add a relative 1e-7; regions allow for it.
+func Clip(v []float64, c float64) error {
+	n := 0.0
+	for _, x := range v {
+		n += x * x
+	}
+	n = math.Sqrt(n)
+	if math.IsNaN(n) || math.IsInf(n, 0) {
+		return ErrNonFinite
+	}
+	if n > c {
+		s := c / n
+		for i := range v {
+			v[i] *= s
+		}
+	}
+	return nil
+}

@@ -1,0 +1,469 @@
+package global
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"sort"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/strata-fl/strata/global/ledger"
+	"github.com/strata-fl/strata/mesh"
+	"github.com/strata-fl/strata/mesh/wire"
+	"github.com/strata-fl/strata/privacy"
+	"github.com/strata-fl/strata/topology"
+)
+
+// ErrBudgetExhausted reports that the job stopped because its next round
+// would exceed the privacy budget.
+var ErrBudgetExhausted = errors.New("global: privacy budget exhausted")
+
+// Evaluator scores a model version on held-out data of the clients' domain.
+type Evaluator interface {
+	Evaluate(theta []float64) (accuracy, loss float64, err error)
+}
+
+// RoundReport is what the coordinator tells its Progress callback after
+// each round.
+type RoundReport struct {
+	Round        uint64
+	Committed    int // rounds that released a model so far
+	Planned      int
+	Participants int
+	Regions      int
+	Accuracy     float64
+	Loss         float64
+	Epsilon      ledger.PerObserver[float64]
+	Aborted      string
+}
+
+// CoordinatorConfig configures the round coordinator.
+type CoordinatorConfig struct {
+	Topology *topology.Topology
+	Node     *Node
+	Conn     *nats.Conn
+	Models   *mesh.ModelStore
+	// Initial is θ of model version 0 (the pre-trained starting point).
+	Initial   []float64
+	Evaluator Evaluator
+	// Rand is the source of sampling draws and global noise; nil means
+	// crypto/rand.Reader.
+	Rand io.Reader
+	// ConfigHash identifies the topology; a data dir holding another job's
+	// ledger refuses to start.
+	ConfigHash string
+	// PartialGrace is how long after a round's deadline partials are still
+	// accepted; default 5s.
+	PartialGrace time.Duration
+	// AckTimeout bounds how long a region has to acknowledge a round;
+	// default 5s. A region that does not is left out of the round.
+	AckTimeout time.Duration
+	Progress   func(RoundReport)
+	Logger     *slog.Logger
+}
+
+// Coordinator runs the job's rounds on the raft leader.
+type Coordinator struct {
+	cfg      CoordinatorConfig
+	top      *topology.Topology
+	noise    *privacy.Gaussian
+	partials chan *nats.Msg
+	theta    []float64
+	velocity []float64
+}
+
+// NewCoordinator checks the configuration.
+func NewCoordinator(cfg CoordinatorConfig) (*Coordinator, error) {
+	switch {
+	case cfg.Topology == nil, cfg.Node == nil, cfg.Conn == nil, cfg.Models == nil, cfg.Evaluator == nil:
+		return nil, errors.New("global: CoordinatorConfig needs Topology, Node, Conn, Models and Evaluator")
+	case len(cfg.Initial) == 0:
+		return nil, errors.New("global: CoordinatorConfig.Initial (model version 0) is empty")
+	}
+	if cfg.Rand == nil {
+		cfg.Rand = rand.Reader
+	}
+	if cfg.AckTimeout == 0 {
+		cfg.AckTimeout = 5 * time.Second
+	}
+	if cfg.PartialGrace == 0 {
+		cfg.PartialGrace = 5 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Coordinator{cfg: cfg, top: cfg.Topology, noise: privacy.NewGaussian(cfg.Rand)}, nil
+}
+
+// Run drives the job to its end: it resumes from the ledger, runs the
+// remaining rounds, and finishes the job. It returns nil when the job is
+// finished (now or before).
+func (c *Coordinator) Run(ctx context.Context) error {
+	subj, err := mesh.PartialSubject(c.top.Job)
+	if err != nil {
+		return err
+	}
+	c.partials = make(chan *nats.Msg, 4*len(c.top.Regions)+16)
+	sub, err := c.cfg.Conn.ChanSubscribe(subj, c.partials)
+	if err != nil {
+		return fmt.Errorf("global: subscribe %s: %w", subj, err)
+	}
+	defer sub.Unsubscribe()
+	if err := c.startOrResume(ctx); err != nil {
+		return err
+	}
+	for {
+		var finished bool
+		var committed int
+		c.cfg.Node.Read(func(l *ledger.Ledger) { finished, committed = l.Finished, l.CommittedRounds() })
+		if finished {
+			return c.announceDone("finished")
+		}
+		if committed >= c.top.Train.Rounds {
+			return c.finish(ctx, "completed planned rounds")
+		}
+		if err := c.runRound(ctx); err != nil {
+			if errors.Is(err, ErrBudgetExhausted) {
+				if ferr := c.finish(ctx, err.Error()); ferr != nil {
+					return ferr
+				}
+			}
+			return err
+		}
+	}
+}
+
+func (c *Coordinator) startOrResume(ctx context.Context) error {
+	t := c.top
+	res, err := c.cfg.Node.Apply(ctx, &ledger.StartJob{Job: ledger.Job{
+		Name: t.Job, ConfigHash: c.cfg.ConfigHash, Delta: t.Privacy.Delta, Budget: t.Privacy.Budget,
+		Population: t.Population(), PlannedRounds: t.Train.Rounds, Accountant: t.Privacy.Accountant,
+		Orders: privacy.Orders(), StartedUnixMs: time.Now().UnixMilli(),
+	}})
+	if err != nil {
+		return err
+	}
+	if res.Err != nil {
+		return res.Err
+	}
+	var open ledger.RoundEntry
+	var isOpen bool
+	var version uint64
+	var hash string
+	c.cfg.Node.Read(func(l *ledger.Ledger) {
+		open, isOpen = l.OpenRoundEntry()
+		version = l.CurrentVersion()
+		if n := len(l.Models); n > 0 {
+			hash = l.Models[n-1].Hash
+		}
+	})
+	if isOpen {
+		// The round's spend is already recorded and stays: abort it rather
+		// than guess what its clients and regions did.
+		c.cfg.Logger.Warn("aborting round left open by a previous coordinator", "round", open.Round)
+		if _, err := c.cfg.Node.Apply(ctx, &ledger.AbortRound{Round: open.Round, Reason: "coordinator restarted mid-round; spend kept"}); err != nil {
+			return err
+		}
+	}
+	if version == 0 {
+		c.theta = roundTo32(append([]float64(nil), c.cfg.Initial...))
+		c.velocity = make([]float64, len(c.theta))
+		_, err := c.cfg.Models.Put(ctx, "model", 0, wire.AppendFloat64sAs32(nil, c.theta))
+		return err
+	}
+	blob, err := c.cfg.Models.Get(ctx, "model", version, hash)
+	if err != nil {
+		return fmt.Errorf("global: resuming from model v%d: %w", version, err)
+	}
+	if c.theta, err = decode64(blob, len(c.cfg.Initial)); err != nil {
+		return fmt.Errorf("global: model v%d: %w", version, err)
+	}
+	c.velocity = make([]float64, len(c.theta))
+	if vb, err := c.cfg.Models.Get(ctx, "opt", version, ""); err == nil {
+		if v, err := decode64(vb, len(c.theta)); err == nil {
+			c.velocity = v
+		}
+	}
+	return nil
+}
+
+func decode64(b []byte, dim int) ([]float64, error) {
+	v, err := wire.Float32s(b)
+	if err != nil {
+		return nil, err
+	}
+	if len(v) != dim {
+		return nil, fmt.Errorf("has %d parameters, the model needs %d", len(v), dim)
+	}
+	out := make([]float64, dim)
+	for i, x := range v {
+		out[i] = float64(x)
+	}
+	return out, nil
+}
+
+func roundTo32(v []float64) []float64 {
+	for i, x := range v {
+		v[i] = float64(float32(x))
+	}
+	return v
+}
+
+// sample Poisson-samples every client with rate q from a secure source.
+func (c *Coordinator) sample() (map[string][]string, int, error) {
+	q := c.top.Privacy.SamplingRate
+	buf := make([]byte, 8)
+	out := map[string][]string{}
+	total := 0
+	for _, r := range c.top.Regions {
+		for i := 0; i < r.Clients; i++ {
+			if _, err := io.ReadFull(c.cfg.Rand, buf); err != nil {
+				return nil, 0, fmt.Errorf("global: sampling: %w", err)
+			}
+			u := float64(binary.LittleEndian.Uint64(buf)>>11) / (1 << 53)
+			if u < q {
+				out[r.ID] = append(out[r.ID], topology.ClientID(r.ID, i))
+				total++
+			}
+		}
+	}
+	return out, total, nil
+}
+
+func (c *Coordinator) runRound(ctx context.Context) error {
+	t := c.top
+	var cum ledger.PerObserver[[]float64]
+	var round, version uint64
+	var hash string
+	c.cfg.Node.Read(func(l *ledger.Ledger) {
+		for _, o := range ledger.Observers {
+			cum.Set(o, l.Curve(o))
+		}
+		round, version = l.NextRound(), l.CurrentVersion()
+		if n := len(l.Models); n > 0 {
+			hash = l.Models[n-1].Hash
+		}
+	})
+	if version == 0 {
+		hash = mesh.Hash(wire.AppendFloat64sAs32(nil, c.theta))
+	}
+	rdp, eps, sig, err := roundCost(Mechanisms(t), &cum, t.Privacy.Delta)
+	if err != nil {
+		return err
+	}
+	if eps.Public > t.Privacy.Budget {
+		return fmt.Errorf("%w: round %d would bring public ε to %.4g, over the budget %.4g", ErrBudgetExhausted, round, eps.Public, t.Privacy.Budget)
+	}
+	sampled, total, err := c.sample()
+	if err != nil {
+		return err
+	}
+	opened := time.Now()
+	// Write-ahead: the round's cost is committed before anything is published.
+	res, err := c.cfg.Node.Apply(ctx, &ledger.OpenRound{
+		Round: round, ModelVersion: version, Sampled: total, Q: t.Privacy.SamplingRate, ClipNorm: t.Privacy.ClipNorm,
+		Noise: ledger.Noise(t.Privacy.Noise), Sigma: sig, RDP: rdp, EpsilonAfter: eps, OpenedUnixMs: opened.UnixMilli(),
+	})
+	if err != nil {
+		return err
+	}
+	if res.Err != nil {
+		if errors.Is(res.Err, ledger.ErrBudget) {
+			return fmt.Errorf("%w: %v", ErrBudgetExhausted, res.Err)
+		}
+		return res.Err
+	}
+	deadline := opened.Add(t.Round.Timeout.Duration)
+	for _, r := range t.Regions {
+		if err := c.publishOpen(round, version, hash, r.ID, sampled[r.ID], deadline); err != nil {
+			return err
+		}
+	}
+	parts, err := c.collect(ctx, round, deadline.Add(c.cfg.PartialGrace))
+	if err != nil {
+		return err
+	}
+	report := RoundReport{Round: round, Planned: t.Train.Rounds, Epsilon: eps, Regions: len(parts)}
+	if len(parts) < t.Privacy.MinRegions {
+		reason := fmt.Sprintf("only %d of %d regions reported, %d required", len(parts), len(t.Regions), t.Privacy.MinRegions)
+		if _, err := c.cfg.Node.Apply(ctx, &ledger.AbortRound{Round: round, Reason: reason}); err != nil {
+			return err
+		}
+		report.Aborted = reason
+		c.progress(report)
+		return nil
+	}
+	acc, loss, participants, regions, newHash, err := c.merge(ctx, version+1, parts)
+	if err != nil {
+		return err
+	}
+	res, err = c.cfg.Node.Apply(ctx, &ledger.CommitModel{Round: round, Version: version + 1, Hash: newHash, Accuracy: acc, Loss: loss, Participants: participants, Regions: regions})
+	if err != nil {
+		return err
+	}
+	if res.Err != nil {
+		return res.Err
+	}
+	report.Participants, report.Accuracy, report.Loss = participants, acc, loss
+	c.progress(report)
+	return nil
+}
+
+func (c *Coordinator) progress(r RoundReport) {
+	c.cfg.Node.Read(func(l *ledger.Ledger) { r.Committed = l.CommittedRounds() })
+	c.cfg.Logger.Info("round done", "round", r.Round, "participants", r.Participants, "accuracy", r.Accuracy, "epsilon", r.Epsilon.Public, "aborted", r.Aborted)
+	if c.cfg.Progress != nil {
+		c.cfg.Progress(r)
+	}
+}
+
+func (c *Coordinator) publishOpen(round, version uint64, hash, region string, sampled []string, deadline time.Time) error {
+	p := c.top.Privacy
+	msg := wire.RoundOpen{
+		Job: c.top.Job, Round: round, Region: region, ModelVersion: version, ModelHash: hash,
+		Dim: len(c.theta), ClipNorm: p.ClipNorm, EdgeNoise: p.Noise.Edge, RegionalNoise: p.Noise.Regional,
+		DeadlineUnixMs: deadline.UnixMilli(), Sampled: sampled,
+	}
+	b, err := wire.Encode(wire.TypeRoundOpen, &msg)
+	if err != nil {
+		return err
+	}
+	subj, err := mesh.RoundSubject(c.top.Job, region)
+	if err != nil {
+		return err
+	}
+	// The region must hold the round before its clients hear of it;
+	// otherwise a fast client's update could reach the region first.
+	if _, err := c.cfg.Conn.Request(subj, b, c.cfg.AckTimeout); err != nil {
+		c.cfg.Logger.Warn("region did not acknowledge round", "region", region, "round", round, "err", err)
+		return nil
+	}
+	csubj, err := mesh.ClientRoundSubject(c.top.Job, region)
+	if err != nil {
+		return err
+	}
+	if err := c.cfg.Conn.Publish(csubj, b); err != nil {
+		return fmt.Errorf("global: publish round %d to %s: %w", round, region, err)
+	}
+	return nil
+}
+
+// collect gathers one partial per region for the round until all regions
+// reported or the deadline passed. Partials of other rounds or jobs,
+// duplicates and malformed ones are dropped and logged.
+func (c *Coordinator) collect(ctx context.Context, round uint64, deadline time.Time) (map[string]*wire.Partial, error) {
+	parts := map[string]*wire.Partial{}
+	timer := time.NewTimer(time.Until(deadline))
+	defer timer.Stop()
+	known := map[string]bool{}
+	for _, r := range c.top.Regions {
+		known[r.ID] = true
+	}
+	for len(parts) < len(c.top.Regions) {
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-timer.C:
+			return parts, nil
+		case m := <-c.partials:
+			var p wire.Partial
+			if err := wire.Decode(m.Data, wire.TypePartial, &p); err != nil {
+				c.cfg.Logger.Warn("partial rejected", "reason", "malformed", "err", err)
+				continue
+			}
+			switch {
+			case p.Job != c.top.Job || p.Round != round:
+				c.cfg.Logger.Debug("partial for another round dropped", "round", p.Round, "region", p.Region)
+			case !known[p.Region]:
+				c.cfg.Logger.Warn("partial rejected", "reason", "unknown_region", "region", p.Region)
+			case parts[p.Region] != nil:
+				c.cfg.Logger.Warn("partial rejected", "reason", "duplicate", "region", p.Region)
+			case len(p.Sum) != 4*len(c.theta) || p.Count < 0:
+				c.cfg.Logger.Warn("partial rejected", "reason", "wrong_dim", "region", p.Region)
+			default:
+				parts[p.Region] = &p
+			}
+		}
+	}
+	return parts, nil
+}
+
+// merge applies the DP-FedAvg server step: the merged noisy sum divided by
+// the fixed denominator q·N, server momentum, and a new model version.
+func (c *Coordinator) merge(ctx context.Context, version uint64, parts map[string]*wire.Partial) (acc, loss float64, participants int, regions []string, hash string, err error) {
+	t := c.top
+	sum := make([]float64, len(c.theta))
+	for id, p := range parts {
+		if err := wire.AddFloat32sTo(sum, p.Sum); err != nil {
+			return 0, 0, 0, nil, "", fmt.Errorf("global: partial of %s: %w", id, err)
+		}
+		participants += p.Count
+		regions = append(regions, id)
+	}
+	sort.Strings(regions)
+	if sg := t.Privacy.Noise.Global * t.Privacy.ClipNorm; sg > 0 {
+		if err := c.noise.AddTo64(sum, sg); err != nil {
+			return 0, 0, 0, nil, "", fmt.Errorf("global: noise: %w", err)
+		}
+	}
+	denom := t.Privacy.SamplingRate * float64(t.Population())
+	mom, lr := t.Train.ServerMomentum, t.Train.ServerLR
+	for i := range c.theta {
+		avg := sum[i] / denom
+		c.velocity[i] = float64(float32(mom*c.velocity[i] + avg))
+		c.theta[i] = float64(float32(c.theta[i] + lr*c.velocity[i]))
+	}
+	for _, x := range c.theta {
+		if math.IsNaN(x) || math.IsInf(x, 0) {
+			return 0, 0, 0, nil, "", errors.New("global: server step produced a non-finite parameter")
+		}
+	}
+	blob := wire.AppendFloat64sAs32(nil, c.theta)
+	if hash, err = c.cfg.Models.Put(ctx, "model", version, blob); err != nil {
+		return 0, 0, 0, nil, "", err
+	}
+	if _, err = c.cfg.Models.Put(ctx, "opt", version, wire.AppendFloat64sAs32(nil, c.velocity)); err != nil {
+		return 0, 0, 0, nil, "", err
+	}
+	acc, loss, err = c.cfg.Evaluator.Evaluate(c.theta)
+	if err != nil {
+		return 0, 0, 0, nil, "", fmt.Errorf("global: evaluate v%d: %w", version, err)
+	}
+	return acc, loss, participants, regions, hash, nil
+}
+
+// Theta returns a copy of the current model parameters.
+func (c *Coordinator) Theta() []float64 { return append([]float64(nil), c.theta...) }
+
+func (c *Coordinator) finish(ctx context.Context, reason string) error {
+	res, err := c.cfg.Node.Apply(ctx, &ledger.FinishJob{Reason: reason})
+	if err != nil {
+		return err
+	}
+	if res.Err != nil {
+		return res.Err
+	}
+	return c.announceDone(reason)
+}
+
+func (c *Coordinator) announceDone(reason string) error {
+	subj, err := mesh.DoneSubject(c.top.Job)
+	if err != nil {
+		return err
+	}
+	b, err := wire.Encode(wire.TypeJobDone, &wire.JobDone{Job: c.top.Job, Reason: reason})
+	if err != nil {
+		return err
+	}
+	if err := c.cfg.Conn.Publish(subj, b); err != nil {
+		return fmt.Errorf("global: publish done: %w", err)
+	}
+	return c.cfg.Conn.Flush()
+}

@@ -1,0 +1,65 @@
+package global
+
+import (
+	"math"
+
+	"github.com/strata-fl/strata/global/ledger"
+	"github.com/strata-fl/strata/privacy"
+	"github.com/strata-fl/strata/topology"
+)
+
+// ObserverMechanism is the mechanism one observer sees in one round: the
+// sampling rate it cannot see through and the noise multiplier the protocol
+// guarantees against it (DESIGN.md §3).
+type ObserverMechanism struct {
+	Q     float64
+	Sigma float64
+}
+
+// Mechanisms returns each observer's mechanism for a round of plan p.
+//
+//   - public: sampling is hidden (q); protected by the client's own edge
+//     noise, the noise of the MinRegions regions a release requires (the
+//     client's own among them) and the global noise.
+//   - global operator: it chose the sample (q = 1) and sees each region's
+//     partial, so only the client's region's noise and the client's own edge
+//     noise protect it; its own global noise does not count.
+//   - regional operator: sees individual updates (no secure aggregation
+//     yet), so only the client's own edge noise counts.
+//
+// Other clients' edge noise is never credited: a client that drops out
+// takes its noise with it, and the ledger only over-counts.
+func Mechanisms(t *topology.Topology) map[ledger.Observer]ObserverMechanism {
+	n := t.Privacy.Noise
+	m := float64(t.Privacy.MinRegions)
+	return map[ledger.Observer]ObserverMechanism{
+		ledger.Public:           {Q: t.Privacy.SamplingRate, Sigma: math.Sqrt(n.Edge*n.Edge + m*n.Regional*n.Regional + n.Global*n.Global)},
+		ledger.GlobalOperator:   {Q: 1, Sigma: math.Sqrt(n.Edge*n.Edge + n.Regional*n.Regional)},
+		ledger.RegionalOperator: {Q: 1, Sigma: n.Edge},
+	}
+}
+
+// roundCost computes, on the proposer, one round's RDP curve per observer
+// and the cumulative ε after it, given the ledger's cumulative curves.
+func roundCost(mech map[ledger.Observer]ObserverMechanism, cum *ledger.PerObserver[[]float64], delta float64) (rdp ledger.PerObserver[[]float64], eps, sig ledger.PerObserver[float64], err error) {
+	for _, o := range ledger.Observers {
+		m := mech[o]
+		step := privacy.RDPStep(m.Q, m.Sigma)
+		prev := cum.Get(o)
+		after := make([]float64, len(step))
+		for i, v := range step {
+			after[i] = v
+			if i < len(prev) {
+				after[i] += prev[i]
+			}
+		}
+		e, _, err := privacy.EpsilonFromRDP(after, delta)
+		if err != nil {
+			return rdp, eps, sig, err
+		}
+		rdp.Set(o, step)
+		eps.Set(o, e)
+		sig.Set(o, m.Sigma)
+	}
+	return rdp, eps, sig, nil
+}

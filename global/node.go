@@ -1,0 +1,290 @@
+// Package global is the global tier: the raft-replicated privacy ledger, the
+// round coordinator that runs on the leader, and the model store glue.
+package global
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/strata-fl/strata/global/ledger"
+)
+
+// Errors callers test for.
+var (
+	ErrNotLeader = errors.New("global: this node is not the raft leader")
+	ErrClosed    = errors.New("global: node is closed")
+)
+
+// NodeConfig configures one global node.
+type NodeConfig struct {
+	// ID names the node in the raft configuration; default "g1".
+	ID string
+	// DataDir holds raft/log.bolt, raft/stable.bolt and raft/snapshots; required.
+	DataDir string
+	// Bind is the TCP address of the raft transport. Empty means an
+	// in-memory transport: a single-node cluster inside one process
+	// (strata up), whose address stays the same across restarts.
+	Bind string
+	// Bootstrap forms a new single-voter cluster when the data dir has no
+	// raft state. Default true for an in-memory transport.
+	Bootstrap bool
+	// ApplyTimeout bounds one raft commit; default 10s.
+	ApplyTimeout time.Duration
+	// SnapshotThreshold is how many log entries trigger a snapshot; default 256.
+	SnapshotThreshold uint64
+	Logger            *slog.Logger
+}
+
+func (c NodeConfig) withDefaults() NodeConfig {
+	if c.ID == "" {
+		c.ID = "g1"
+	}
+	if c.Bind == "" {
+		c.Bootstrap = true
+	}
+	if c.ApplyTimeout == 0 {
+		c.ApplyTimeout = 10 * time.Second
+	}
+	if c.SnapshotThreshold == 0 {
+		c.SnapshotThreshold = 256
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return c
+}
+
+// Validate reports a configuration that cannot work.
+func (c NodeConfig) Validate() error {
+	if c.DataDir == "" {
+		return errors.New("global: NodeConfig.DataDir is required (the ledger lives there)")
+	}
+	return nil
+}
+
+// Node is one replica of the ledger.
+type Node struct {
+	cfg   NodeConfig
+	raft  *raft.Raft
+	fsm   *fsm
+	store *raftboltdb.BoltStore
+	trans raft.Transport
+}
+
+// OpenNode opens (or creates) a global node's raft state under DataDir.
+func OpenNode(cfg NodeConfig) (*Node, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	dir := filepath.Join(cfg.DataDir, "raft")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("global %s: %w", cfg.ID, err)
+	}
+	store, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(dir, "raft.bolt"), BoltOptions: &bolt.Options{Timeout: 2 * time.Second}})
+	if err != nil {
+		if errors.Is(err, bolt.ErrTimeout) {
+			return nil, fmt.Errorf("global %s: %s is in use by another strata process: stop it or use another --data", cfg.ID, cfg.DataDir)
+		}
+		return nil, fmt.Errorf("global %s: bolt store: %w", cfg.ID, err)
+	}
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(dir, 3, hclog.NewNullLogger())
+	if err != nil {
+		store.Close()
+		return nil, fmt.Errorf("global %s: snapshot store: %w", cfg.ID, err)
+	}
+	var trans raft.Transport
+	addr := raft.ServerAddress("inmem-" + cfg.ID)
+	if cfg.Bind == "" {
+		_, trans = raft.NewInmemTransport(addr)
+	} else {
+		t, err := raft.NewTCPTransportWithLogger(cfg.Bind, nil, 3, 10*time.Second, hclog.NewNullLogger())
+		if err != nil {
+			store.Close()
+			return nil, fmt.Errorf("global %s: raft transport on %s: %w", cfg.ID, cfg.Bind, err)
+		}
+		trans, addr = t, t.LocalAddr()
+	}
+	rc := raft.DefaultConfig()
+	rc.LocalID = raft.ServerID(cfg.ID)
+	rc.SnapshotThreshold = cfg.SnapshotThreshold
+	rc.TrailingLogs = 1024
+	rc.Logger = hclog.New(&hclog.LoggerOptions{Name: "raft", Level: hclog.Warn, Output: io.Discard})
+	if cfg.Bind == "" {
+		// A single in-process voter: elect quickly.
+		rc.HeartbeatTimeout = 200 * time.Millisecond
+		rc.ElectionTimeout = 200 * time.Millisecond
+		rc.LeaderLeaseTimeout = 100 * time.Millisecond
+	}
+	f := &fsm{l: ledger.New()}
+	if cfg.Bootstrap {
+		has, err := raft.HasExistingState(store, store, snaps)
+		if err != nil {
+			store.Close()
+			return nil, fmt.Errorf("global %s: %w", cfg.ID, err)
+		}
+		if !has {
+			conf := raft.Configuration{Servers: []raft.Server{{ID: rc.LocalID, Address: addr}}}
+			if err := raft.BootstrapCluster(rc, store, store, snaps, trans, conf); err != nil {
+				store.Close()
+				return nil, fmt.Errorf("global %s: bootstrap: %w", cfg.ID, err)
+			}
+		}
+	}
+	r, err := raft.NewRaft(rc, f, store, store, snaps, trans)
+	if err != nil {
+		store.Close()
+		return nil, fmt.Errorf("global %s: raft: %w", cfg.ID, err)
+	}
+	return &Node{cfg: cfg, raft: r, fsm: f, store: store, trans: trans}, nil
+}
+
+// WaitLeader blocks until some node leads, and reports whether it is this one.
+func (n *Node) WaitLeader(ctx context.Context) (bool, error) {
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	for {
+		if addr, _ := n.raft.LeaderWithID(); addr != "" {
+			return n.raft.State() == raft.Leader, nil
+		}
+		select {
+		case <-ctx.Done():
+			return false, fmt.Errorf("global %s: waiting for a leader: %w", n.cfg.ID, ctx.Err())
+		case <-t.C:
+		}
+	}
+}
+
+// IsLeader reports whether this node currently leads.
+func (n *Node) IsLeader() bool { return n.raft.State() == raft.Leader }
+
+// Apply commits cmd through raft and returns the ledger's result. A
+// non-nil error means the command may not have been committed (not leader,
+// timeout); a business rejection comes back in Result.Err.
+func (n *Node) Apply(ctx context.Context, cmd ledger.Command) (ledger.Result, error) {
+	b, err := ledger.Encode(cmd)
+	if err != nil {
+		return ledger.Result{}, err
+	}
+	timeout := n.cfg.ApplyTimeout
+	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < timeout {
+		timeout = time.Until(dl)
+	}
+	f := n.raft.Apply(b, timeout)
+	if err := f.Error(); err != nil {
+		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) {
+			return ledger.Result{}, fmt.Errorf("%w: %v", ErrNotLeader, err)
+		}
+		return ledger.Result{}, fmt.Errorf("global %s: raft apply: %w", n.cfg.ID, err)
+	}
+	res, ok := f.Response().(ledger.Result)
+	if !ok {
+		return ledger.Result{}, fmt.Errorf("global %s: raft apply returned %T", n.cfg.ID, f.Response())
+	}
+	return res, nil
+}
+
+// Read calls fn with the applied ledger under a read lock; fn must not
+// keep references to it.
+func (n *Node) Read(fn func(l *ledger.Ledger)) {
+	n.fsm.mu.RLock()
+	defer n.fsm.mu.RUnlock()
+	fn(n.fsm.l)
+}
+
+// Snapshot returns the ledger's deterministic snapshot bytes.
+func (n *Node) Snapshot() ([]byte, error) {
+	var b []byte
+	var err error
+	n.Read(func(l *ledger.Ledger) { b, err = l.Snapshot() })
+	return b, err
+}
+
+// Barrier waits until every committed entry is applied locally.
+func (n *Node) Barrier(timeout time.Duration) error {
+	return n.raft.Barrier(timeout).Error()
+}
+
+// Close shuts raft down and closes the stores.
+func (n *Node) Close() error {
+	err := n.raft.Shutdown().Error()
+	if t, ok := n.trans.(io.Closer); ok {
+		t.Close()
+	}
+	if cerr := n.store.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// fsm adapts the pure ledger to raft: it decodes bytes and calls Apply.
+type fsm struct {
+	mu sync.RWMutex
+	l  *ledger.Ledger
+}
+
+func (f *fsm) Apply(log *raft.Log) any {
+	if log.Type != raft.LogCommand {
+		return ledger.Result{}
+	}
+	cmd, err := ledger.Decode(log.Data)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err != nil {
+		// A replica must never crash on a bad entry; record the index as
+		// applied so every replica stays aligned.
+		f.l.Applied = log.Index
+		return ledger.Result{Err: err}
+	}
+	return f.l.Apply(log.Index, cmd)
+}
+
+func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	b, err := f.l.Snapshot()
+	if err != nil {
+		return nil, err
+	}
+	return snapshot(b), nil
+}
+
+func (f *fsm) Restore(rc io.ReadCloser) error {
+	defer rc.Close()
+	b, err := io.ReadAll(rc)
+	if err != nil {
+		return fmt.Errorf("global: read snapshot: %w", err)
+	}
+	l, err := ledger.Restore(b)
+	if err != nil {
+		return err
+	}
+	f.mu.Lock()
+	f.l = l
+	f.mu.Unlock()
+	return nil
+}
+
+type snapshot []byte
+
+func (s snapshot) Persist(sink raft.SnapshotSink) error {
+	if _, err := sink.Write(s); err != nil {
+		sink.Cancel()
+		return err
+	}
+	return sink.Close()
+}
+
+func (s snapshot) Release() {}

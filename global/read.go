@@ -1,0 +1,87 @@
+package global
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/strata-fl/strata/global/ledger"
+)
+
+// ErrNoLedger reports a data dir without a global node's state.
+var ErrNoLedger = errors.New("global: no ledger in this data dir")
+
+// ReadLedger rebuilds the ledger of a stopped node from its data dir by
+// restoring the latest snapshot and replaying the log after it, without
+// starting raft (so nothing on disk changes).
+func ReadLedger(dataDir string) (*ledger.Ledger, error) {
+	dir := filepath.Join(dataDir, "raft")
+	path := filepath.Join(dir, "raft.bolt")
+	if _, err := os.Stat(path); err != nil {
+		return nil, fmt.Errorf("%w: %s (run `strata up --data %s` first)", ErrNoLedger, dataDir, dataDir)
+	}
+	store, err := raftboltdb.New(raftboltdb.Options{Path: path, BoltOptions: &bolt.Options{Timeout: time.Second, ReadOnly: true}})
+	if err != nil {
+		if errors.Is(err, bolt.ErrTimeout) {
+			return nil, fmt.Errorf("global: %s is in use by a running node; stop it or query the node instead", path)
+		}
+		return nil, fmt.Errorf("global: open %s: %w", path, err)
+	}
+	defer store.Close()
+	l := ledger.New()
+	var from uint64 = 1
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(dir, 3, hclog.NewNullLogger())
+	if err != nil {
+		return nil, fmt.Errorf("global: snapshots: %w", err)
+	}
+	if metas, err := snaps.List(); err == nil && len(metas) > 0 {
+		_, rc, err := snaps.Open(metas[0].ID)
+		if err != nil {
+			return nil, fmt.Errorf("global: open snapshot %s: %w", metas[0].ID, err)
+		}
+		b, err := io.ReadAll(rc)
+		rc.Close()
+		if err != nil {
+			return nil, fmt.Errorf("global: read snapshot: %w", err)
+		}
+		if l, err = ledger.Restore(b); err != nil {
+			return nil, err
+		}
+		from = metas[0].Index + 1
+	}
+	first, err := store.FirstIndex()
+	if err != nil {
+		return nil, err
+	}
+	last, err := store.LastIndex()
+	if err != nil {
+		return nil, err
+	}
+	if first > from && last >= first {
+		return nil, fmt.Errorf("global: log starts at %d but the snapshot ends at %d: entries are missing", first, from-1)
+	}
+	for i := max(from, first); i <= last && i > 0; i++ {
+		var entry raft.Log
+		if err := store.GetLog(i, &entry); err != nil {
+			return nil, fmt.Errorf("global: log entry %d: %w", i, err)
+		}
+		if entry.Type != raft.LogCommand {
+			continue
+		}
+		cmd, err := ledger.Decode(entry.Data)
+		if err != nil {
+			l.Applied = i
+			continue
+		}
+		l.Apply(i, cmd)
+	}
+	return l, nil
+}

@@ -1,0 +1,164 @@
+// Package regional is the regional aggregator. Round is a pure,
+// single-threaded state machine (verify, sum, noise once, emit a partial);
+// Runner owns the NATS subscriptions, the queue and the clock, and feeds it.
+package regional
+
+import (
+	"errors"
+	"fmt"
+	"math"
+
+	"github.com/strata-fl/strata/mesh/wire"
+)
+
+// Rejection reasons, as counted in Stats and metrics.
+const (
+	ReasonMalformed    = "malformed"
+	ReasonWrongJob     = "wrong_job"
+	ReasonWrongRegion  = "wrong_region"
+	ReasonWrongRound   = "wrong_round"
+	ReasonWrongVersion = "wrong_version"
+	ReasonNotSampled   = "not_sampled"
+	ReasonWrongDim     = "wrong_dim"
+	ReasonNonFinite    = "non_finite"
+	ReasonNorm         = "norm_exceeded"
+	ReasonDuplicate    = "duplicate"
+	ReasonNoRound      = "no_open_round"
+)
+
+// ErrRoundFinalized is returned when a finalized round is used again: noise
+// is added exactly once per round, enforced by state.
+var ErrRoundFinalized = errors.New("regional: round already finalized")
+
+// Round aggregates one round of one region. It holds O(d) memory whatever
+// the number of clients: the running sum and the set of client ids.
+type Round struct {
+	open      wire.RoundOpen
+	sampled   map[string]bool
+	seen      map[string]bool
+	sum       []float64
+	count     int
+	rejected  map[string]int
+	finalized bool
+	normBound float64
+}
+
+// NewRound starts aggregating the round announced by open.
+func NewRound(open wire.RoundOpen) (*Round, error) {
+	if open.Dim <= 0 || open.Dim > wire.MaxMessage/4 {
+		return nil, fmt.Errorf("regional: round %d announces dimension %d", open.Round, open.Dim)
+	}
+	if !(open.ClipNorm > 0) || math.IsInf(open.ClipNorm, 0) {
+		return nil, fmt.Errorf("regional: round %d announces clip norm %v", open.Round, open.ClipNorm)
+	}
+	r := &Round{open: open, sampled: map[string]bool{}, seen: map[string]bool{}, sum: make([]float64, open.Dim), rejected: map[string]int{}}
+	for _, c := range open.Sampled {
+		r.sampled[c] = true
+	}
+	r.normBound = NormBound(open.ClipNorm, open.EdgeNoise, open.Dim)
+	return r, nil
+}
+
+// NormBound is the largest L2 norm an honest update can have: C when there
+// is no edge noise; with edge noise σ_e·C per coordinate, C plus a bound
+// the noise's norm exceeds with probability below e^-32 (Laurent–Massart:
+// ‖N(0, s²I_d)‖ ≤ s(√d + 8) except with probability e^-32).
+func NormBound(clip, edgeNoise float64, dim int) float64 {
+	slack := 1 + 1e-5 // float32 rounding of a vector clipped to exactly C
+	return clip*slack + edgeNoise*clip*(math.Sqrt(float64(dim))+8)
+}
+
+// Add verifies one encoded update and adds it to the sum. It returns the
+// rejection reason, or "" if the update was accepted.
+func (r *Round) Add(b []byte) string {
+	reason := r.add(b)
+	if reason != "" {
+		r.rejected[reason]++
+	}
+	return reason
+}
+
+func (r *Round) add(b []byte) string {
+	if r.finalized {
+		return ReasonWrongRound
+	}
+	var u wire.Update
+	if err := wire.Decode(b, wire.TypeUpdate, &u); err != nil {
+		return ReasonMalformed
+	}
+	switch {
+	case u.Job != r.open.Job:
+		return ReasonWrongJob
+	case u.Region != r.open.Region:
+		return ReasonWrongRegion
+	case u.Round != r.open.Round:
+		return ReasonWrongRound
+	case u.ModelVersion != r.open.ModelVersion:
+		return ReasonWrongVersion
+	case !r.sampled[u.Client]:
+		return ReasonNotSampled
+	case r.seen[u.Client]:
+		return ReasonDuplicate
+	case len(u.Vec) != 4*r.open.Dim:
+		return ReasonWrongDim
+	}
+	v, err := wire.Float32s(u.Vec)
+	if err != nil {
+		return ReasonMalformed
+	}
+	norm2 := 0.0
+	for _, x := range v {
+		f := float64(x)
+		if math.IsNaN(f) || math.IsInf(f, 0) {
+			return ReasonNonFinite
+		}
+		norm2 += f * f
+	}
+	if math.Sqrt(norm2) > r.normBound {
+		return ReasonNorm
+	}
+	r.seen[u.Client] = true
+	for i, x := range v {
+		r.sum[i] += float64(x)
+	}
+	r.count++
+	return ""
+}
+
+// Complete reports whether every sampled client has been accepted.
+func (r *Round) Complete() bool { return r.count == len(r.sampled) }
+
+// Count returns the accepted updates so far.
+func (r *Round) Count() int { return r.count }
+
+// Rejected returns the rejection counts of this round.
+func (r *Round) Rejected() map[string]int {
+	out := make(map[string]int, len(r.rejected))
+	for k, v := range r.rejected {
+		out[k] = v
+	}
+	return out
+}
+
+// Noiser adds Gaussian noise of standard deviation sigma to each element.
+type Noiser interface {
+	AddTo64(dst []float64, sigma float64) error
+}
+
+// Finalize adds the regional noise σ_r·C once and returns the partial.
+// A second call fails with ErrRoundFinalized.
+func (r *Round) Finalize(n Noiser) (*wire.Partial, error) {
+	if r.finalized {
+		return nil, ErrRoundFinalized
+	}
+	if s := r.open.RegionalNoise * r.open.ClipNorm; s > 0 {
+		if err := n.AddTo64(r.sum, s); err != nil {
+			return nil, fmt.Errorf("regional %s: noise: %w", r.open.Region, err)
+		}
+	}
+	r.finalized = true
+	return &wire.Partial{
+		Job: r.open.Job, Round: r.open.Round, Region: r.open.Region, Count: r.count,
+		Rejected: r.Rejected(), Sum: wire.AppendFloat64sAs32(make([]byte, 0, 4*len(r.sum)), r.sum),
+	}, nil
+}

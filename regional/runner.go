@@ -1,0 +1,237 @@
+package regional
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/strata-fl/strata/mesh"
+	"github.com/strata-fl/strata/mesh/wire"
+	"github.com/strata-fl/strata/privacy"
+)
+
+// Config configures a regional aggregator.
+type Config struct {
+	Job    string
+	Region string
+	Conn   *nats.Conn
+	// Rand is the noise source; nil means crypto/rand.Reader.
+	Rand io.Reader
+	// QueueSize bounds updates waiting for the aggregator; default 4096.
+	// When full, further updates are dropped and counted ("queue_full").
+	QueueSize int
+	Logger    *slog.Logger
+}
+
+// Stats are cumulative counters of a runner.
+type Stats struct {
+	Accepted   int
+	Rejected   map[string]int
+	Partials   int
+	QueueDrops int
+}
+
+// Runner runs a regional aggregator over NATS.
+type Runner struct {
+	cfg   Config
+	noise *privacy.Gaussian
+	msgs  chan *nats.Msg
+	mu    sync.Mutex
+	stats Stats
+	ready chan struct{}
+}
+
+// Ready is closed once the runner is subscribed.
+func (r *Runner) Ready() <-chan struct{} { return r.ready }
+
+// NewRunner checks the configuration.
+func NewRunner(cfg Config) (*Runner, error) {
+	if cfg.Conn == nil {
+		return nil, errors.New("regional: Config.Conn is required")
+	}
+	if cfg.QueueSize == 0 {
+		cfg.QueueSize = 4096
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	cfg.Logger = cfg.Logger.With("region", cfg.Region)
+	return &Runner{cfg: cfg, noise: privacy.NewGaussian(cfg.Rand), msgs: make(chan *nats.Msg, cfg.QueueSize), stats: Stats{Rejected: map[string]int{}}, ready: make(chan struct{})}, nil
+}
+
+// Stats returns a copy of the counters.
+func (r *Runner) Stats() Stats {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	s := r.stats
+	s.Rejected = map[string]int{}
+	for k, v := range r.stats.Rejected {
+		s.Rejected[k] = v
+	}
+	return s
+}
+
+// Run subscribes and aggregates rounds until ctx ends or the job is done.
+func (r *Runner) Run(ctx context.Context) error {
+	roundSubj, err := mesh.RoundSubject(r.cfg.Job, r.cfg.Region)
+	if err != nil {
+		return err
+	}
+	updSubj, err := mesh.UpdateSubject(r.cfg.Job, r.cfg.Region)
+	if err != nil {
+		return err
+	}
+	doneSubj, err := mesh.DoneSubject(r.cfg.Job)
+	if err != nil {
+		return err
+	}
+	var subs []*nats.Subscription
+	defer func() {
+		for _, s := range subs {
+			s.Unsubscribe()
+		}
+	}()
+	for _, subj := range []string{roundSubj, updSubj, doneSubj} {
+		s, err := r.cfg.Conn.Subscribe(subj, r.enqueue)
+		if err != nil {
+			return fmt.Errorf("regional %s: subscribe %s: %w", r.cfg.Region, subj, err)
+		}
+		s.SetPendingLimits(-1, 512<<20)
+		subs = append(subs, s)
+	}
+	if err := r.cfg.Conn.Flush(); err != nil {
+		return fmt.Errorf("regional %s: %w", r.cfg.Region, err)
+	}
+	close(r.ready)
+	return r.loop(ctx, roundSubj, doneSubj)
+}
+
+// enqueue never blocks the NATS reader: a full queue drops and counts.
+func (r *Runner) enqueue(m *nats.Msg) {
+	select {
+	case r.msgs <- m:
+	default:
+		r.mu.Lock()
+		r.stats.QueueDrops++
+		r.mu.Unlock()
+	}
+}
+
+func (r *Runner) loop(ctx context.Context, roundSubj, doneSubj string) error {
+	var cur *Round
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	defer timer.Stop()
+	finalize := func() error {
+		if cur == nil {
+			return nil
+		}
+		p, err := cur.Finalize(r.noise)
+		cur = nil
+		timer.Stop()
+		if err != nil {
+			return err
+		}
+		return r.publish(p)
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-timer.C:
+			if err := finalize(); err != nil {
+				return err
+			}
+		case m := <-r.msgs:
+			switch m.Subject {
+			case doneSubj:
+				if err := finalize(); err != nil {
+					return err
+				}
+				return nil
+			case roundSubj:
+				var open wire.RoundOpen
+				if err := wire.Decode(m.Data, wire.TypeRoundOpen, &open); err != nil || open.Job != r.cfg.Job || open.Region != r.cfg.Region {
+					r.cfg.Logger.Warn("round.open ignored", "err", err)
+					continue
+				}
+				if cur != nil {
+					// A newer round supersedes an unfinished one.
+					if err := finalize(); err != nil {
+						return err
+					}
+				}
+				nr, err := NewRound(open)
+				if err != nil {
+					r.cfg.Logger.Warn("round.open rejected", "err", err)
+					continue
+				}
+				cur = nr
+				if m.Reply != "" {
+					// The coordinator tells clients only after this ack, so no
+					// update can overtake the round it belongs to.
+					if err := m.Respond([]byte("ok")); err != nil {
+						r.cfg.Logger.Warn("round.open ack failed", "err", err)
+					}
+				}
+				timer.Reset(time.Until(time.UnixMilli(open.DeadlineUnixMs)))
+				if cur.Complete() { // nobody sampled: publish the noise-only partial now
+					if err := finalize(); err != nil {
+						return err
+					}
+				}
+			default:
+				if cur == nil {
+					r.count(ReasonNoRound)
+					r.cfg.Logger.Debug("update rejected", "reason", ReasonNoRound)
+					continue
+				}
+				reason := cur.Add(m.Data)
+				r.count(reason)
+				if reason != "" {
+					r.cfg.Logger.Debug("update rejected", "reason", reason)
+				}
+				if cur.Complete() {
+					if err := finalize(); err != nil {
+						return err
+					}
+				}
+			}
+		}
+	}
+}
+
+func (r *Runner) count(reason string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if reason == "" {
+		r.stats.Accepted++
+		return
+	}
+	r.stats.Rejected[reason]++
+}
+
+func (r *Runner) publish(p *wire.Partial) error {
+	b, err := wire.Encode(wire.TypePartial, p)
+	if err != nil {
+		return err
+	}
+	subj, err := mesh.PartialSubject(r.cfg.Job)
+	if err != nil {
+		return err
+	}
+	if err := r.cfg.Conn.Publish(subj, b); err != nil {
+		return fmt.Errorf("regional %s: publish partial: %w", r.cfg.Region, err)
+	}
+	r.mu.Lock()
+	r.stats.Partials++
+	r.mu.Unlock()
+	r.cfg.Logger.Debug("partial published", "round", p.Round, "count", p.Count)
+	return nil
+}

@@ -1,0 +1,289 @@
+// Package standalone runs a whole Strata mesh in one process, as `strata up`
+// does: an embedded NATS server, a single-node raft global tier, the
+// regional aggregators and the simulated edge clients of a topology. The
+// tiers still talk only over NATS subjects, exactly as separate processes
+// would. It is wiring only; every behaviour lives in the tier packages.
+package standalone
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+
+	"github.com/strata-fl/strata/edge"
+	"github.com/strata-fl/strata/finetune"
+	"github.com/strata-fl/strata/global"
+	"github.com/strata-fl/strata/global/ledger"
+	"github.com/strata-fl/strata/mesh"
+	"github.com/strata-fl/strata/regional"
+	"github.com/strata-fl/strata/topology"
+)
+
+// Config configures a one-process mesh.
+type Config struct {
+	Topology *topology.Topology
+	// DataDir holds nats/, global/ and the checkpoint; required.
+	DataDir string
+	// MNIST is the loaded data set; nil loads it from the GoMNIST module.
+	MNIST *finetune.MNIST
+	// Rand is the source of sampling and noise draws; nil means crypto/rand.
+	Rand     io.Reader
+	Progress func(global.RoundReport)
+	// Status receives one-line messages about start-up work.
+	Status func(format string, args ...any)
+	Logger *slog.Logger
+}
+
+// Mesh is a running one-process mesh.
+type Mesh struct {
+	cfg     Config
+	Server  *server.Server
+	Node    *global.Node
+	Task    *finetune.Task
+	Regions map[string]*regional.Runner
+	Fleet   *edge.Fleet
+	coord   *global.Coordinator
+	conns   []*nats.Conn
+}
+
+// Dialer connects to the mesh's NATS server in-process.
+func (m *Mesh) Dialer() mesh.Dialer { return mesh.Dialer{Server: m.Server} }
+
+// ConfigHash identifies a topology: a data dir holding another job's ledger
+// refuses to run a different one.
+func ConfigHash(t *topology.Topology) (string, error) {
+	b, err := t.YAML()
+	if err != nil {
+		return "", err
+	}
+	h := sha256.Sum256(b)
+	return hex.EncodeToString(h[:]), nil
+}
+
+// Start prepares the task and starts every tier but does not run rounds.
+func Start(ctx context.Context, cfg Config) (m *Mesh, err error) {
+	if cfg.Topology == nil || cfg.DataDir == "" {
+		return nil, errors.New("standalone: Config needs Topology and DataDir")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Status == nil {
+		cfg.Status = func(string, ...any) {}
+	}
+	t := cfg.Topology
+	if err := t.Validate(); err != nil {
+		return nil, err
+	}
+	m = &Mesh{cfg: cfg, Regions: map[string]*regional.Runner{}}
+	defer func() {
+		if err != nil {
+			m.Close()
+		}
+	}()
+	if cfg.MNIST == nil {
+		cfg.Status("loading MNIST")
+		if cfg.MNIST, err = finetune.LoadMNIST(""); err != nil {
+			return nil, err
+		}
+	}
+	m.Task, err = finetune.PrepareTask(cfg.MNIST, TaskConfig(t), cfg.DataDir, cfg.Status)
+	if err != nil {
+		return nil, err
+	}
+	if m.Server, err = mesh.StartServer(mesh.ServerConfig{StoreDir: filepath.Join(cfg.DataDir, "nats"), Port: -1, Logger: cfg.Logger}); err != nil {
+		return nil, err
+	}
+	if m.Node, err = global.OpenNode(global.NodeConfig{DataDir: filepath.Join(cfg.DataDir, "global"), Logger: cfg.Logger}); err != nil {
+		return nil, err
+	}
+	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if _, err := m.Node.WaitLeader(wctx); err != nil {
+		return nil, err
+	}
+	return m, m.wire(ctx)
+}
+
+// TaskConfig derives the built-in task's configuration from a topology.
+func TaskConfig(t *topology.Topology) finetune.TaskConfig {
+	return finetune.TaskConfig{
+		Hidden: t.Train.Hidden, PretrainEpochs: t.Train.PretrainEpochs, PublicExamples: t.Data.PublicExamples,
+		Clients: t.Population(), ExamplesPerClient: t.Data.ExamplesPerClient, DirichletAlpha: t.Data.DirichletAlpha,
+		Invert: t.Data.Shift == "invert", EvalExamples: t.Data.EvalExamples, Full: t.Train.Full, Seed: t.Seed,
+		Local: finetune.LocalConfig{Epochs: t.Train.LocalEpochs, Batch: t.Train.LocalBatch, LR: t.Train.LocalLR},
+	}
+}
+
+func (m *Mesh) connect(name string) (*nats.Conn, error) {
+	nc, err := m.Dialer().Connect(name)
+	if err != nil {
+		return nil, err
+	}
+	m.conns = append(m.conns, nc)
+	return nc, nil
+}
+
+func (m *Mesh) wire(ctx context.Context) error {
+	t := m.cfg.Topology
+	gc, err := m.connect("global")
+	if err != nil {
+		return err
+	}
+	models, err := mesh.OpenModelStore(ctx, gc, t.Job, 1)
+	if err != nil {
+		return err
+	}
+	hash, err := ConfigHash(t)
+	if err != nil {
+		return err
+	}
+	m.coord, err = global.NewCoordinator(global.CoordinatorConfig{
+		Topology: t, Node: m.Node, Conn: gc, Models: models, Initial: m.Task.Theta0,
+		Evaluator: finetune.Evaluator{Task: m.Task}, Rand: m.cfg.Rand, ConfigHash: hash,
+		Progress: m.cfg.Progress, Logger: m.cfg.Logger.With("tier", "global"),
+	})
+	if err != nil {
+		return err
+	}
+	for _, r := range t.Regions {
+		nc, err := m.connect("regional-" + r.ID)
+		if err != nil {
+			return err
+		}
+		m.Regions[r.ID], err = regional.NewRunner(regional.Config{Job: t.Job, Region: r.ID, Conn: nc, Rand: m.cfg.Rand, Logger: m.cfg.Logger.With("tier", "regional")})
+		if err != nil {
+			return err
+		}
+	}
+	var clients []edge.Client
+	var ids []string
+	for _, r := range t.Regions {
+		for i := 0; i < r.Clients; i++ {
+			id := topology.ClientID(r.ID, i)
+			clients = append(clients, edge.Client{ID: id, Region: r.ID})
+			ids = append(ids, id)
+		}
+	}
+	trainer, err := finetune.NewClientTrainer(m.Task, ids)
+	if err != nil {
+		return err
+	}
+	ec, err := m.connect("edge-models")
+	if err != nil {
+		return err
+	}
+	emodels, err := mesh.OpenModelStore(ctx, ec, t.Job, 1)
+	if err != nil {
+		return err
+	}
+	m.Fleet, err = edge.NewFleet(edge.FleetConfig{Job: t.Job, Dialer: m.Dialer(), Clients: clients, Trainer: trainer, Models: emodels,
+		Workers: runtime.GOMAXPROCS(0), Rand: m.cfg.Rand, Logger: m.cfg.Logger.With("tier", "edge")})
+	return err
+}
+
+// Run runs the job to its end (or until ctx is cancelled) and returns the
+// coordinator's error. Regional and edge tiers stop when the job is done.
+func (m *Mesh) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	errs := make(chan error, len(m.Regions)+1)
+	for _, r := range m.Regions {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := r.Run(ctx); err != nil {
+				errs <- err
+				cancel()
+			}
+		}()
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := m.Fleet.Run(ctx); err != nil {
+			errs <- err
+			cancel()
+		}
+	}()
+	// Give every subscriber time to be in place before the first round.
+	m.cfg.Status("connecting %d simulated clients", m.cfg.Topology.Population())
+	if err := m.waitSubscribers(ctx); err != nil {
+		cancel()
+		wg.Wait()
+		return err
+	}
+	err := m.coord.Run(ctx)
+	if err != nil {
+		cancel()
+	}
+	wg.Wait()
+	close(errs)
+	for e := range errs {
+		err = errors.Join(err, e)
+	}
+	if ctx.Err() != nil && err == nil {
+		err = ctx.Err()
+	}
+	return err
+}
+
+// waitSubscribers waits until every edge client and region is subscribed,
+// so that the first round.open reaches everyone.
+func (m *Mesh) waitSubscribers(ctx context.Context) error {
+	waits := []<-chan struct{}{m.Fleet.Ready()}
+	for _, r := range m.Regions {
+		waits = append(waits, r.Ready())
+	}
+	for _, w := range waits {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-w:
+		}
+	}
+	return nil
+}
+
+// Theta returns the coordinator's current model.
+func (m *Mesh) Theta() []float64 { return m.coord.Theta() }
+
+// Ledger returns a snapshot copy of the ledger.
+func (m *Mesh) Ledger() (*ledger.Ledger, error) {
+	b, err := m.Node.Snapshot()
+	if err != nil {
+		return nil, err
+	}
+	return ledger.Restore(b)
+}
+
+// Close shuts everything down in order: connections, raft, NATS.
+func (m *Mesh) Close() error {
+	for _, nc := range m.conns {
+		nc.Drain()
+	}
+	var err error
+	if m.Node != nil {
+		err = m.Node.Close()
+	}
+	if m.Server != nil {
+		m.Server.Shutdown()
+		m.Server.WaitForShutdown()
+	}
+	if err != nil {
+		return fmt.Errorf("standalone: %w", err)
+	}
+	return nil
+}
