@@ -40,6 +40,9 @@ type Config struct {
 	// Rand is the source of sampling and noise draws; nil means crypto/rand.
 	Rand     io.Reader
 	Progress func(global.RoundReport)
+	// WrapTrainer, when set, wraps the built-in trainer (tests use it to
+	// slow clients down or make them fail).
+	WrapTrainer func(edge.Trainer) edge.Trainer
 	// Status receives one-line messages about start-up work.
 	Status func(format string, args ...any)
 	Logger *slog.Logger
@@ -176,9 +179,13 @@ func (m *Mesh) wire(ctx context.Context) error {
 			ids = append(ids, id)
 		}
 	}
-	trainer, err := finetune.NewClientTrainer(m.Task, ids)
+	ct, err := finetune.NewClientTrainer(m.Task, ids)
 	if err != nil {
 		return err
+	}
+	var trainer edge.Trainer = ct
+	if m.cfg.WrapTrainer != nil {
+		trainer = m.cfg.WrapTrainer(trainer)
 	}
 	ec, err := m.connect("edge-models")
 	if err != nil {

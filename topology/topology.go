@@ -61,7 +61,10 @@ type Privacy struct {
 	// Budget is the mesh's ε budget against the public observer; a round
 	// that would exceed it is refused. Default 4.
 	Budget float64 `yaml:"budget"`
-	// Accountant is "rdp" (default) or "pld".
+	// Accountant is the ledger's accountant. Only "rdp" (the default) is
+	// accepted: the ledger composes per-round RDP curves by addition, which
+	// replicas can do exactly. PLD is available for planning
+	// (`strata privacy epsilon --accountant pld`).
 	Accountant string `yaml:"accountant"`
 }
 
@@ -258,8 +261,8 @@ func (t *Topology) Validate() error {
 	if !(p.Budget > 0) {
 		bad("privacy.budget", "%v: must be a positive ε (use a large number for no budget)", p.Budget)
 	}
-	if p.Accountant != "rdp" && p.Accountant != "pld" {
-		bad("privacy.accountant", "%q: use rdp or pld", p.Accountant)
+	if p.Accountant != "rdp" {
+		bad("privacy.accountant", "%q: the ledger accounts with rdp; use `strata privacy epsilon --accountant pld` to plan with PLD", p.Accountant)
 	}
 	tr := t.Train
 	if tr.Rounds <= 0 {

@@ -1,0 +1,53 @@
+package e2e
+
+import (
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+const module = "github.com/strata-fl/strata/"
+
+// allowed lists, per package, the packages of ours it may import
+// (DESIGN.md §5). Packages not listed (standalone, bench, cmd, internal,
+// *test helpers) may import anything.
+var allowed = map[string][]string{
+	"privacy":       {},
+	"topology":      {},
+	"secagg":        {},
+	"finetune":      {},
+	"mesh/wire":     {},
+	"mesh":          {"mesh/wire", "topology"},
+	"global/ledger": {"privacy"},
+	"edge":          {"mesh", "mesh/wire", "privacy", "topology", "secagg"},
+	"regional":      {"mesh", "mesh/wire", "privacy", "topology", "secagg"},
+	"global":        {"global/ledger", "mesh", "mesh/wire", "privacy", "topology"},
+}
+
+func TestImportsPointOneWay(t *testing.T) {
+	out, err := exec.Command("go", "list", "-f", `{{.ImportPath}} {{join .Imports " "}}`, "github.com/strata-fl/strata/...").Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		fields := strings.Fields(line)
+		pkg := strings.TrimPrefix(fields[0], module)
+		ok, restricted := allowed[pkg]
+		if !restricted {
+			continue
+		}
+		for _, imp := range fields[1:] {
+			if !strings.HasPrefix(imp, module) {
+				continue
+			}
+			dep := strings.TrimPrefix(imp, module)
+			permitted := false
+			for _, a := range ok {
+				permitted = permitted || a == dep
+			}
+			if !permitted {
+				t.Errorf("%s imports %s: not allowed by DESIGN.md §5 (allowed: %v)", pkg, dep, ok)
+			}
+		}
+	}
+}

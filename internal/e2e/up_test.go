@@ -1,0 +1,231 @@
+// Package e2e holds whole-mesh tests: a real embedded NATS server, real raft
+// with its bolt store in a temp dir, and every tier talking over subjects.
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"math"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/strata-fl/strata/edge"
+	"github.com/strata-fl/strata/finetune"
+	"github.com/strata-fl/strata/global"
+	"github.com/strata-fl/strata/global/ledger"
+	"github.com/strata-fl/strata/mesh"
+	"github.com/strata-fl/strata/mesh/wire"
+	"github.com/strata-fl/strata/regional"
+	"github.com/strata-fl/strata/standalone"
+	"github.com/strata-fl/strata/topology"
+)
+
+func smallTopology(t *testing.T) *topology.Topology {
+	t.Helper()
+	top, err := topology.Parse([]byte(`
+job: e2e
+seed: 3
+regions:
+  - {id: a, clients: 60}
+  - {id: b, clients: 60}
+privacy:
+  sampling_rate: 0.3
+  budget: 1000
+  min_regions: 2
+  noise: {regional: 0.7, global: 0.7}
+training: {rounds: 4, pretrain_epochs: 1, hidden: 32}
+data: {public_examples: 2000, eval_examples: 500}
+round: {timeout: 20s}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return top
+}
+
+// slowRound delays clients in one round so that the test's hostile
+// messages reach the region while the round is still open.
+type slowRound struct {
+	edge.Trainer
+	round uint64
+}
+
+func (s slowRound) Train(ctx context.Context, client string, round uint64, theta, delta []float64) (int, error) {
+	if round == s.round {
+		time.Sleep(500 * time.Millisecond)
+	}
+	return s.Trainer.Train(ctx, client, round, theta, delta)
+}
+
+func TestShortJobOverRealNATSAndRaft(t *testing.T) {
+	if testing.Short() {
+		t.Skip("whole-mesh test")
+	}
+	mn, err := finetune.LoadMNIST("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	top := smallTopology(t)
+	dir := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	m, err := standalone.Start(ctx, standalone.Config{
+		Topology: top, DataDir: dir, MNIST: mn,
+		WrapTrainer: func(tr edge.Trainer) edge.Trainer { return slowRound{tr, 2} },
+		Status:      t.Logf,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+
+	spy, err := m.Dialer().Connect("test-spy")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer spy.Close()
+
+	// Invariant 1: whenever a partial is on the wire, its round's cost is
+	// already in the committed ledger.
+	var mu sync.Mutex
+	var partialsSeen int
+	var violations []uint64
+	psubj, _ := mesh.PartialSubject(top.Job)
+	if _, err := spy.Subscribe(psubj, func(msg *nats.Msg) {
+		var p wire.Partial
+		if err := wire.Decode(msg.Data, wire.TypePartial, &p); err != nil {
+			return
+		}
+		var ok bool
+		m.Node.Read(func(l *ledger.Ledger) {
+			ok = p.Round >= 1 && p.Round <= uint64(len(l.Rounds)) && l.Rounds[p.Round-1].Status != ""
+		})
+		mu.Lock()
+		defer mu.Unlock()
+		partialsSeen++
+		if !ok {
+			violations = append(violations, p.Round)
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+
+	// Hostile input in round 2: malformed, wrong dimension, NaN, duplicate.
+	csubj, _ := mesh.ClientRoundSubject(top.Job, "a")
+	usubj, _ := mesh.UpdateSubject(top.Job, "a")
+	injected := make(chan struct{})
+	if _, err := spy.Subscribe(csubj, func(msg *nats.Msg) {
+		var open wire.RoundOpen
+		if wire.Decode(msg.Data, wire.TypeRoundOpen, &open) != nil || open.Round != 2 || len(open.Sampled) == 0 {
+			return
+		}
+		victim := open.Sampled[0]
+		upd := func(vec []float32) []byte {
+			b, _ := wire.Encode(wire.TypeUpdate, &wire.Update{Job: top.Job, Round: 2, Region: "a", Client: victim, ModelVersion: open.ModelVersion, Vec: wire.AppendFloat32s(nil, vec)})
+			return b
+		}
+		nan := make([]float32, open.Dim)
+		nan[7] = float32(math.NaN())
+		valid := make([]float32, open.Dim)
+		for _, b := range [][]byte{
+			{byte(wire.TypeUpdate), wire.Version, 0xc1, 0xff}, // malformed
+			upd(make([]float32, open.Dim-1)),                  // wrong dimension
+			upd(nan),                                          // NaN
+			upd(valid), upd(valid),                            // the second is a duplicate
+		} {
+			spy.Publish(usubj, b)
+		}
+		spy.Flush()
+		close(injected)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	spy.Flush()
+
+	runErr := make(chan error, 1)
+	go func() { runErr <- m.Run(ctx) }()
+	select {
+	case err := <-runErr:
+		if err != nil {
+			t.Fatalf("job failed: %v", err)
+		}
+	case <-ctx.Done():
+		t.Fatal("job did not finish in time")
+	}
+	select {
+	case <-injected:
+	default:
+		t.Fatal("round 2 was never announced to region a's clients")
+	}
+
+	l, err := m.Ledger()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !l.Finished || l.CommittedRounds() != top.Train.Rounds {
+		t.Fatalf("finished %v with %d committed rounds, want %d", l.Finished, l.CommittedRounds(), top.Train.Rounds)
+	}
+	var eps []float64
+	for _, r := range l.Rounds {
+		eps = append(eps, r.EpsilonAfter.Public)
+	}
+	for i := 1; i < len(eps); i++ {
+		if !(eps[i] > eps[i-1]) {
+			t.Fatalf("public ε not strictly increasing: %v", eps)
+		}
+	}
+	mu.Lock()
+	if partialsSeen < 2*top.Train.Rounds || len(violations) > 0 {
+		t.Fatalf("saw %d partials; partials released before their round was committed: %v", partialsSeen, violations)
+	}
+	mu.Unlock()
+
+	st := m.Regions["a"].Stats()
+	for _, reason := range []string{regional.ReasonMalformed, regional.ReasonWrongDim, regional.ReasonNonFinite, regional.ReasonDuplicate} {
+		if st.Rejected[reason] < 1 {
+			t.Errorf("region a rejected %v; want at least one %q", st.Rejected, reason)
+		}
+	}
+	if l.Rounds[1].Status != "committed" {
+		t.Fatalf("round 2 is %s, want committed despite the hostile updates", l.Rounds[1].Status)
+	}
+
+	// Invariant 7: close, reopen from disk, and find the same ledger.
+	before, err := m.Node.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Close(); err != nil {
+		t.Fatal(err)
+	}
+	replayed, err := global.ReadLedger(dir + "/global")
+	if err != nil {
+		t.Fatal(err)
+	}
+	after, _ := replayed.Snapshot()
+	if !bytes.Equal(before, after) {
+		t.Fatal("ledger replayed from disk differs from the live one")
+	}
+
+	// A second run on the same data dir reports the finished job and never
+	// lowers the spend.
+	m3, err := standalone.Start(ctx, standalone.Config{Topology: top, DataDir: dir, MNIST: mn})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m3.Close()
+	if err := m3.Run(ctx); err != nil {
+		t.Fatalf("second run: %v", err)
+	}
+	l3, _ := m3.Ledger()
+	if l3.Spent(ledger.Public) < l.Spent(ledger.Public) || len(l3.Rounds) != len(l.Rounds) {
+		t.Fatalf("second run: spent %v (was %v), %d rounds (was %d)", l3.Spent(ledger.Public), l.Spent(ledger.Public), len(l3.Rounds), len(l.Rounds))
+	}
+	if !slices.Equal(l3.Curve(ledger.Public), l.Curve(ledger.Public)) {
+		t.Fatal("second run changed the RDP curve of a finished job")
+	}
+}
