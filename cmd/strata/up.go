@@ -117,7 +117,7 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	rep, pm, err := runJob(ctx, t, *data, mn, stdout, logger)
+	rep, err := runJob(ctx, t, *data, mn, stdout, logger)
 	if err != nil {
 		return err
 	}
@@ -128,14 +128,13 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		bt.Privacy.Noise = topology.Noise{}
 		bt.Privacy.Budget = math.Inf(1)
 		fmt.Fprintln(stdout, "\nbaseline: the same job without noise (ε = ∞)")
-		if base, _, err = runJob(ctx, bt, filepath.Join(*data, "baseline"), mn, stdout, logger); err != nil {
+		if base, err = runJob(ctx, bt, filepath.Join(*data, "baseline"), mn, stdout, logger); err != nil {
 			return fmt.Errorf("baseline: %w", err)
 		}
 		rep.AccuracyNonprivate = &base.AccuracyFinal
 		rep.EpsilonNonprivate = base.Epsilon
 	}
 	rep.ElapsedSeconds = time.Since(start).Seconds()
-	_ = pm
 	if err := writeReport(*data, rep); err != nil {
 		return err
 	}
@@ -145,17 +144,17 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 }
 
 // runJob runs (or resumes, or reports) one job in one data dir.
-func runJob(ctx context.Context, t *topology.Topology, dataDir string, mn *finetune.MNIST, stdout io.Writer, logger *slog.Logger) (*report, float64, error) {
+func runJob(ctx context.Context, t *topology.Topology, dataDir string, mn *finetune.MNIST, stdout io.Writer, logger *slog.Logger) (*report, error) {
 	status := func(format string, args ...any) { fmt.Fprintf(stdout, format+"\n", args...) }
 	bar := progressBar(stdout)
 	m, err := standalone.Start(ctx, standalone.Config{Topology: t, DataDir: dataDir, MNIST: mn, Progress: bar, Status: status, Logger: logger})
 	if err != nil {
-		return nil, 0, err
+		return nil, err
 	}
 	defer m.Close()
 	pre, _, err := m.Task.Model.Evaluate(m.Task.Theta0, m.Task.Test)
 	if err != nil {
-		return nil, 0, err
+		return nil, err
 	}
 	status("pre-trained checkpoint: accuracy %.4f on the clients' domain (%s digits, %d test images)", pre, t.Data.Shift, m.Task.Test.Len())
 	if l, err := m.Ledger(); err == nil && l.Job != nil {
@@ -164,20 +163,20 @@ func runJob(ctx context.Context, t *topology.Topology, dataDir string, mn *finet
 	runErr := m.Run(ctx)
 	l, err := m.Ledger()
 	if err != nil {
-		return nil, 0, err
+		return nil, err
 	}
 	final, _, err := m.Task.Model.Evaluate(m.Theta(), m.Task.Test)
 	if err != nil {
-		return nil, 0, err
+		return nil, err
 	}
 	rep := reportFrom(t, l, pre, final)
 	if runErr != nil {
 		if errors.Is(runErr, context.Canceled) {
-			return nil, 0, fmt.Errorf("interrupted after %d committed rounds; everything is on disk in %s: run the same command to resume", rep.RoundsCompleted, dataDir)
+			return nil, fmt.Errorf("interrupted after %d committed rounds; everything is on disk in %s: run the same command to resume", rep.RoundsCompleted, dataDir)
 		}
-		return nil, 0, runErr
+		return nil, runErr
 	}
-	return rep, pre, nil
+	return rep, nil
 }
 
 func reportFrom(t *topology.Topology, l *ledger.Ledger, pre, final float64) *report {
@@ -233,9 +232,10 @@ func fmtEps(e float64) string {
 }
 
 func printSummary(w io.Writer, rep, base *report) {
-	fmt.Fprintln(w, "\n                              private")
-	if base != nil {
-		fmt.Fprintln(w, "\033[1A                              private         non-private (--baseline)")
+	if base == nil {
+		fmt.Fprintf(w, "\n  %-28s%s\n", "", "private")
+	} else {
+		fmt.Fprintf(w, "\n  %-28s%-16s%s\n", "", "private", "non-private (--baseline)")
 	}
 	row := func(name, a, b string) {
 		if base == nil {
