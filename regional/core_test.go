@@ -21,7 +21,9 @@ func update(mut func(*wire.Update)) []byte {
 	return b
 }
 
-func vec(v ...float32) func(*wire.Update) { return func(u *wire.Update) { u.Vec = wire.AppendFloat32s(nil, v) } }
+func vec(v ...float32) func(*wire.Update) {
+	return func(u *wire.Update) { u.Vec = wire.AppendFloat32s(nil, v) }
+}
 
 func TestAddRejectsWithNamedReasons(t *testing.T) {
 	nan := float32(math.NaN())
