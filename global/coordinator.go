@@ -254,7 +254,7 @@ func (c *Coordinator) runRound(ctx context.Context) error {
 	if version == 0 {
 		hash = mesh.Hash(wire.AppendFloat64sAs32(nil, c.theta))
 	}
-	rdp, eps, sig, err := roundCost(Mechanisms(t), &cum, t.Privacy.Delta)
+	rdp, eps, sig, err := roundCost(Mechanisms(t, len(c.theta)), &cum, t.Privacy.Delta, samplerSlack(len(c.theta), round))
 	if err != nil {
 		return err
 	}

@@ -29,19 +29,40 @@ type ObserverMechanism struct {
 //
 // Other clients' edge noise is never credited: a client that drops out
 // takes its noise with it, and the ledger only over-counts.
-func Mechanisms(t *topology.Topology) map[ledger.Observer]ObserverMechanism {
+//
+// The secure sampler snaps values to a power-of-two granularity before
+// adding noise (privacy.SnapSensitivity), which can widen the gap between
+// neighbouring inputs from C to C + g√d at each tier that adds noise; every
+// multiplier is divided by that widened sensitivity, over all tiers at once.
+func Mechanisms(t *topology.Topology, dim int) map[ledger.Observer]ObserverMechanism {
 	n := t.Privacy.Noise
 	m := float64(t.Privacy.MinRegions)
-	return map[ledger.Observer]ObserverMechanism{
-		ledger.Public:           {Q: t.Privacy.SamplingRate, Sigma: math.Sqrt(n.Edge*n.Edge + m*n.Regional*n.Regional + n.Global*n.Global)},
-		ledger.GlobalOperator:   {Q: 1, Sigma: math.Sqrt(n.Edge*n.Edge + n.Regional*n.Regional)},
-		ledger.RegionalOperator: {Q: 1, Sigma: n.Edge},
+	c := t.Privacy.ClipNorm
+	widened := c
+	for _, mult := range []float64{n.Edge, n.Regional, n.Global} {
+		if mult > 0 {
+			widened += privacy.SnapSensitivity(c, mult*c, dim) - c
+		}
 	}
+	scale := c / widened
+	return map[ledger.Observer]ObserverMechanism{
+		ledger.Public:           {Q: t.Privacy.SamplingRate, Sigma: scale * math.Sqrt(n.Edge*n.Edge+m*n.Regional*n.Regional+n.Global*n.Global)},
+		ledger.GlobalOperator:   {Q: 1, Sigma: scale * math.Sqrt(n.Edge*n.Edge+n.Regional*n.Regional)},
+		ledger.RegionalOperator: {Q: 1, Sigma: scale * n.Edge},
+	}
+}
+
+// samplerSlack is the ε the secure sampler's float64 acceptance test may add
+// per release and per coordinate (privacy.Gaussian: below 2^-47); the ledger
+// charges it for each of the three tiers in every round rather than leave it
+// out.
+func samplerSlack(dim int, rounds uint64) float64 {
+	return 3 * float64(dim) * math.Ldexp(1, -47) * float64(rounds)
 }
 
 // roundCost computes, on the proposer, one round's RDP curve per observer
 // and the cumulative ε after it, given the ledger's cumulative curves.
-func roundCost(mech map[ledger.Observer]ObserverMechanism, cum *ledger.PerObserver[[]float64], delta float64) (rdp ledger.PerObserver[[]float64], eps, sig ledger.PerObserver[float64], err error) {
+func roundCost(mech map[ledger.Observer]ObserverMechanism, cum *ledger.PerObserver[[]float64], delta, slack float64) (rdp ledger.PerObserver[[]float64], eps, sig ledger.PerObserver[float64], err error) {
 	for _, o := range ledger.Observers {
 		m := mech[o]
 		step := privacy.RDPStep(m.Q, m.Sigma)
@@ -58,7 +79,7 @@ func roundCost(mech map[ledger.Observer]ObserverMechanism, cum *ledger.PerObserv
 			return rdp, eps, sig, err
 		}
 		rdp.Set(o, step)
-		eps.Set(o, e)
+		eps.Set(o, e+slack)
 		sig.Set(o, m.Sigma)
 	}
 	return rdp, eps, sig, nil
