@@ -32,7 +32,22 @@ type Topology struct {
 	Train   Training  `yaml:"training"`
 	Data    Data      `yaml:"data"`
 	Round   RoundPlan `yaml:"round"`
+	Policy  Policy    `yaml:"policy,omitempty"`
 }
+
+// Policy states what a plan must guarantee before any data moves; `strata
+// check` and `strata up` refuse a plan that breaks it.
+type Policy struct {
+	// MaxEpsilon caps the projected end-of-job ε per observer ("public",
+	// "global_operator", "regional_operator").
+	MaxEpsilon map[string]float64 `yaml:"max_epsilon,omitempty"`
+	// RequireNoiseAgainst lists observers that must be protected by noise
+	// they do not add themselves (a finite ε).
+	RequireNoiseAgainst []string `yaml:"require_noise_against,omitempty"`
+}
+
+// Observers names the observers a policy may refer to.
+var Observers = []string{"public", "global_operator", "regional_operator"}
 
 // Region is one regional aggregator and the clients attached to it.
 type Region struct {
@@ -192,6 +207,13 @@ func setI(p *int, v int) {
 func (t *Topology) Clone() *Topology {
 	c := *t
 	c.Regions = append([]Region(nil), t.Regions...)
+	c.Policy.RequireNoiseAgainst = append([]string(nil), t.Policy.RequireNoiseAgainst...)
+	if t.Policy.MaxEpsilon != nil {
+		c.Policy.MaxEpsilon = map[string]float64{}
+		for k, v := range t.Policy.MaxEpsilon {
+			c.Policy.MaxEpsilon[k] = v
+		}
+	}
 	return &c
 }
 
@@ -295,6 +317,27 @@ func (t *Topology) Validate() error {
 	}
 	if d.EvalExamples <= 0 || d.EvalExamples > MNISTTestSize {
 		bad("data.eval_examples", "%d: must be in 1..%d", d.EvalExamples, MNISTTestSize)
+	}
+	knownObserver := func(o string) bool {
+		for _, k := range Observers {
+			if k == o {
+				return true
+			}
+		}
+		return false
+	}
+	for o, v := range t.Policy.MaxEpsilon {
+		if !knownObserver(o) {
+			bad("policy.max_epsilon."+o, "unknown observer: use one of %v", Observers)
+		}
+		if !(v > 0) {
+			bad("policy.max_epsilon."+o, "%v: must be a positive ε", v)
+		}
+	}
+	for i, o := range t.Policy.RequireNoiseAgainst {
+		if !knownObserver(o) {
+			bad(fmt.Sprintf("policy.require_noise_against[%d]", i), "%q: use one of %v", o, Observers)
+		}
 	}
 	if t.Round.Timeout.Duration <= 0 {
 		bad("round.timeout", "%v: must be positive, e.g. 60s", t.Round.Timeout)

@@ -1,0 +1,60 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+
+	"github.com/strata-fl/strata/finetune"
+	"github.com/strata-fl/strata/global"
+	"github.com/strata-fl/strata/global/ledger"
+	"github.com/strata-fl/strata/topology"
+)
+
+// errPolicy marks a plan that breaks its policy.
+var errPolicy = errors.New("policy check failed")
+
+func runCheck(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("check", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	topo := fs.String("topology", "", "topology YAML file (default: the built-in one)")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	t, err := loadTopology(*topo)
+	if err != nil {
+		return err
+	}
+	return checkPlan(t, stdout)
+}
+
+// modelDim is the number of trained parameters of the built-in task.
+func modelDim(t *topology.Topology) int {
+	return (&finetune.Model{Hidden: t.Train.Hidden, Full: t.Train.Full}).Dim()
+}
+
+// checkPlan prints the projected ε per observer and fails, naming each
+// rule, when the plan breaks its policy.
+func checkPlan(t *topology.Topology, w io.Writer) error {
+	p, vs, err := global.Check(t, modelDim(t))
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "plan %s: %d rounds, q=%g, δ=%g; projected ε at the end of the job:\n", t.Job, p.Rounds, t.Privacy.SamplingRate, p.Delta)
+	for _, o := range ledger.Observers {
+		fmt.Fprintf(w, "  %-18s ε %-10s (noise multiplier credited %.4g)\n", o, fmtEps(p.Epsilon.Get(o)), p.Sigma.Get(o))
+	}
+	if len(vs) == 0 {
+		fmt.Fprintln(w, "policy: ok")
+		return nil
+	}
+	for _, v := range vs {
+		fmt.Fprintf(w, "policy violated: %s\n", v)
+	}
+	return fmt.Errorf("%w: %d rule(s) broken, first %s", errPolicy, len(vs), vs[0].Rule)
+}

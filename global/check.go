@@ -1,0 +1,90 @@
+package global
+
+import (
+	"fmt"
+	"math"
+
+	"github.com/strata-fl/strata/global/ledger"
+	"github.com/strata-fl/strata/privacy"
+	"github.com/strata-fl/strata/topology"
+)
+
+// Projection is the ε per observer a plan would have spent at the end of
+// the job, had every planned round run.
+type Projection struct {
+	Rounds  int
+	Delta   float64
+	Epsilon ledger.PerObserver[float64]
+	Sigma   ledger.PerObserver[float64]
+}
+
+// Violation is one broken policy rule.
+type Violation struct {
+	Rule   string // e.g. "max_epsilon.public", "require_noise_against"
+	Detail string
+}
+
+func (v Violation) String() string { return v.Rule + ": " + v.Detail }
+
+// Project computes the end-of-job ε per observer of a plan for a model of
+// dim parameters, exactly as the ledger would charge it round by round.
+func Project(t *topology.Topology, dim int) (Projection, error) {
+	mech := Mechanisms(t, dim)
+	p := Projection{Rounds: t.Train.Rounds, Delta: t.Privacy.Delta}
+	for _, o := range ledger.Observers {
+		m := mech[o]
+		step := privacy.RDPStep(m.Q, m.Sigma)
+		for i := range step {
+			step[i] *= float64(t.Train.Rounds)
+		}
+		e, _, err := privacy.EpsilonFromRDP(step, t.Privacy.Delta)
+		if err != nil {
+			return p, fmt.Errorf("global: projecting ε for %s: %w", o, err)
+		}
+		p.Epsilon.Set(o, e+samplerSlack(dim, uint64(t.Train.Rounds)))
+		p.Sigma.Set(o, m.Sigma)
+	}
+	return p, nil
+}
+
+// Check projects a plan and lists the policy rules it breaks: the mesh
+// budget against the public, each max_epsilon, and each observer that must
+// be protected by noise it does not add itself.
+func Check(t *topology.Topology, dim int) (Projection, []Violation, error) {
+	p, err := Project(t, dim)
+	if err != nil {
+		return p, nil, err
+	}
+	var vs []Violation
+	if e := p.Epsilon.Public; e > t.Privacy.Budget {
+		vs = append(vs, Violation{"privacy.budget", fmt.Sprintf("projected public ε %.4g after %d rounds exceeds the budget %.4g: lower rounds or sampling_rate, or raise noise", e, p.Rounds, t.Privacy.Budget)})
+	}
+	for _, o := range ledger.Observers {
+		if max, ok := t.Policy.MaxEpsilon[string(o)]; ok && p.Epsilon.Get(o) > max {
+			vs = append(vs, Violation{"max_epsilon." + string(o), fmt.Sprintf("projected ε %s exceeds %.4g", fmtEpsilon(p.Epsilon.Get(o)), max)})
+		}
+	}
+	for _, o := range t.Policy.RequireNoiseAgainst {
+		if math.IsInf(p.Epsilon.Get(ledger.Observer(o)), 1) {
+			vs = append(vs, Violation{"require_noise_against", fmt.Sprintf("no noise below the %s protects clients from it (ε = ∞): %s", o, fixFor(ledger.Observer(o)))})
+		}
+	}
+	return p, vs, nil
+}
+
+func fixFor(o ledger.Observer) string {
+	switch o {
+	case ledger.GlobalOperator:
+		return "set privacy.noise.regional or privacy.noise.edge"
+	case ledger.RegionalOperator:
+		return "set privacy.noise.edge"
+	}
+	return "set any privacy.noise"
+}
+
+func fmtEpsilon(e float64) string {
+	if math.IsInf(e, 1) {
+		return "∞"
+	}
+	return fmt.Sprintf("%.4g", e)
+}
