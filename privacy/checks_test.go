@@ -63,7 +63,7 @@ func TestAccountantRejectsBadSchedules(t *testing.T) {
 		{"bad sigma", []Part{{0.1, math.NaN(), 10}}, 1e-5, "parts[0].sigma = NaN"},
 		{"bad steps", []Part{{0.1, 1, -1}}, 1e-5, "parts[0].steps = -1"},
 	}
-	for _, name := range []string{"rdp"} {
+	for _, name := range []string{"rdp", "pld"} {
 		acc, err := AccountantByName(name)
 		if err != nil {
 			t.Fatal(err)
@@ -78,7 +78,12 @@ func TestAccountantRejectsBadSchedules(t *testing.T) {
 }
 
 func TestAccountantEdgeCases(t *testing.T) {
-	acc := NewRDP()
+	for _, acc := range []Accountant{NewRDP(), NewPLD()} {
+		testEdgeCases(t, acc)
+	}
+}
+
+func testEdgeCases(t *testing.T, acc Accountant) {
 	tests := []struct {
 		name  string
 		parts []Part
@@ -92,14 +97,16 @@ func TestAccountantEdgeCases(t *testing.T) {
 	for _, tt := range tests {
 		got, err := acc.Epsilon(tt.parts, 1e-5)
 		if err != nil || got != tt.want {
-			t.Errorf("%s: got (%v, %v), want (%v, nil)", tt.name, got, err, tt.want)
+			t.Errorf("%s/%s: got (%v, %v), want (%v, nil)", acc.Name(), tt.name, got, err, tt.want)
 		}
 	}
 }
 
 func TestAccountantByName(t *testing.T) {
-	if acc, err := AccountantByName("RDP"); err != nil || acc.Name() != "rdp" {
-		t.Errorf("AccountantByName(RDP) = %v, %v", acc, err)
+	for _, name := range []string{"rdp", "PLD"} {
+		if acc, err := AccountantByName(name); err != nil || acc.Name() != strings.ToLower(name) {
+			t.Errorf("AccountantByName(%s) = %v, %v", name, acc, err)
+		}
 	}
 	_, err := AccountantByName("moments")
 	if !errors.Is(err, ErrInvalidParameter) || !strings.Contains(err.Error(), `"moments"`) {
@@ -127,5 +134,28 @@ func TestEpsilonFromRDPGuards(t *testing.T) {
 	bad[3] = -1
 	if _, _, err := EpsilonFromRDP(bad, 1e-5); !errors.Is(err, ErrInvalidParameter) {
 		t.Errorf("negative rdp: got %v, want ErrInvalidParameter", err)
+	}
+}
+
+func TestPLDConfigValidate(t *testing.T) {
+	tests := []struct {
+		cfg     PLDConfig
+		wantErr string
+	}{
+		{PLDConfig{}, ""},
+		{PLDConfig{Interval: 1e-3}, ""},
+		{PLDConfig{Interval: -1}, "PLDConfig.Interval = -1"},
+		{PLDConfig{Interval: math.NaN()}, "PLDConfig.Interval = NaN"},
+		{PLDConfig{TailMass: 0.5}, "PLDConfig.TailMass = 0.5"},
+		{PLDConfig{MaxPoints: 10}, "PLDConfig.MaxPoints = 10"},
+	}
+	for _, tt := range tests {
+		_, err := NewPLDWithConfig(tt.cfg)
+		if tt.wantErr == "" && err != nil || tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr) || !errors.Is(err, ErrInvalidParameter)) {
+			t.Errorf("%+v: got %v, want %q", tt.cfg, err, tt.wantErr)
+		}
+	}
+	if got := NewPLD().(*PLD).Config().Interval; got != 1e-4 {
+		t.Errorf("default interval %v, want 1e-4", got)
 	}
 }

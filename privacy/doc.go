@@ -23,6 +23,20 @@
 // dp_accounting's guards (EpsilonFromRDP). Orders() is a superset of both
 // libraries' orders, denser near α = 1 and extended to 2048.
 //
+// The PLD accountant (NewPLD, NewPLDWithConfig) follows dp_accounting: each
+// part's privacy loss distribution, for the "remove" and the "add" pair
+// separately, is discretised pessimistically with connect-the-dots
+// (Doroshenko et al. 2022) at a configurable interval (default 1e-4);
+// parts are composed by one real FFT over a window chosen by Chernoff
+// bounds, the truncated tail mass (1e-15) goes to the mass at +∞, and ε is
+// the larger of the two directions. It is tighter than RDP (about 13% in the
+// FL band, far more at small q or T). Strata differs from dp_accounting in
+// two ways: ε(δ) and δ(ε) are computed relative to the current loss, never
+// through e^{−loss} or e^ε, so ε in the thousands is as accurate as ε = 1
+// (dp_accounting returns +Inf or loses accuracy past ε ≈ 709); and parts
+// with q = 1 are merged into one Gaussian (μ² = Σ T/σ²), solved in closed
+// form (Balle and Wang 2018) when the schedule has nothing else.
+//
 // # Parameter checks
 //
 // Every entry point rejects NaN, ±Inf and out-of-range values with an error
