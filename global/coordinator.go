@@ -151,6 +151,9 @@ func (c *Coordinator) startOrResume(ctx context.Context) error {
 		return err
 	}
 	if res.Err != nil {
+		if errors.Is(res.Err, ledger.ErrJobExists) {
+			return fmt.Errorf("%w: a data dir holds one job's ledger for good; use another --data for a changed topology", res.Err)
+		}
 		return res.Err
 	}
 	var open ledger.RoundEntry

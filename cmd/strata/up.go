@@ -166,20 +166,19 @@ func runJob(ctx context.Context, t *topology.Topology, dataDir string, mn *finet
 	runErr := m.Run(ctx)
 	l, err := m.Ledger()
 	if err != nil {
-		return nil, err
+		return nil, errors.Join(runErr, err)
+	}
+	if runErr != nil {
+		if errors.Is(runErr, context.Canceled) {
+			return nil, fmt.Errorf("interrupted after %d committed rounds; everything is on disk in %s: run the same command to resume", l.CommittedRounds(), dataDir)
+		}
+		return nil, runErr
 	}
 	final, _, err := m.Task.Model.Evaluate(m.Theta(), m.Task.Test)
 	if err != nil {
 		return nil, err
 	}
-	rep := reportFrom(t, l, pre, final)
-	if runErr != nil {
-		if errors.Is(runErr, context.Canceled) {
-			return nil, fmt.Errorf("interrupted after %d committed rounds; everything is on disk in %s: run the same command to resume", rep.RoundsCompleted, dataDir)
-		}
-		return nil, runErr
-	}
-	return rep, nil
+	return reportFrom(t, l, pre, final), nil
 }
 
 func reportFrom(t *topology.Topology, l *ledger.Ledger, pre, final float64) *report {
