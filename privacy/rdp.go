@@ -69,10 +69,22 @@ func RDPStep(q, sigma float64) []float64 {
 		}
 		return out
 	}
-	var buf []float64
-	for i, a := range ord {
-		out[i], buf = rdpOrder(q, sigma, a, buf)
+	if q == 0 || sigma == 0 || q == 1 {
+		for i, a := range ord {
+			out[i], _ = rdpOrder(q, sigma, a, nil)
+		}
+		return out
 	}
+	var buf []float64
+	var fracIdx []int
+	for i, a := range ord {
+		if a == math.Trunc(a) && a <= maxIntOrder {
+			out[i], buf = rdpIntOrder(q, sigma, int(a), buf)
+		} else {
+			fracIdx = append(fracIdx, i)
+		}
+	}
+	rdpFracShared(q, sigma, ord, fracIdx, out)
 	return out
 }
 
@@ -207,6 +219,99 @@ func rdpFracQuad(q, sigma, a float64, buf []float64, quadH, quadR float64) (floa
 	}
 	logAm1 := lmax + math.Log(s)
 	return log1pExp(logAm1) / (a - 1), buf
+}
+
+// rdpFracShared fills out[i] for every i in idx (fractional orders ord[i])
+// with the quadrature of rdpFracOrder on one node set shared by all orders:
+// panels of 3σ·min(σ,1) over [−9σ, α_max + 9σ]. The order-independent parts
+// of the integrand — the Gaussian weight, y and log(1+y) — are computed once
+// per node, leaving about one exp and one log per node and order. A test
+// holds it to 1e-11 of the finer per-order rule (itself within 1e-13 of a
+// rule 8× finer and of the binomial sum).
+func rdpFracShared(q, sigma float64, ord []float64, idx []int, out []float64) {
+	if len(idx) == 0 {
+		return
+	}
+	amax := 2.0
+	for _, i := range idx {
+		amax = max(amax, ord[i])
+	}
+	gl := glNodes()
+	s2 := 2 * sigma * sigma
+	lo := -9 * sigma
+	hi := amax + 9*sigma
+	h := 3 * sigma * min(sigma, 1)
+	panels := int(math.Ceil((hi - lo) / h))
+	h = (hi - lo) / float64(panels)
+	logNorm := -math.Log(sigma * math.Sqrt(2*math.Pi))
+	lq, l1q := math.Log(q), math.Log1p(-q)
+	n := panels * 16
+	type node struct {
+		lw, y, l1 float64 // log weight·density, y, log(1+y)
+		small     bool    // |y| < 0.05: use the series
+		big       bool    // u ≥ 30: y overflows, only l1 is meaningful
+	}
+	nodes := make([]node, 0, n)
+	for p := 0; p < panels; p++ {
+		mid := lo + (float64(p)+0.5)*h
+		for i := 0; i < 16; i++ {
+			z := mid + 0.5*h*gl[0][i]
+			nd := node{lw: math.Log(0.5*h*gl[1][i]) + logNorm - z*z/s2}
+			u := (2*z - 1) / s2
+			switch {
+			case u >= 30:
+				nd.big = true
+				nd.l1 = u + lq + math.Log1p(math.Exp(l1q-lq-u))
+			default:
+				nd.y = q * (math.Exp(u) - 1)
+				if math.Abs(nd.y) < 0.05 {
+					nd.small = true
+					nd.y = q * math.Expm1(u)
+				} else {
+					nd.l1 = math.Log(1 + nd.y)
+				}
+			}
+			nodes = append(nodes, nd)
+		}
+	}
+	ls := make([]float64, n)
+	var binom [17]float64
+	for _, oi := range idx {
+		a := ord[oi]
+		binom[1] = a
+		for j := 2; j <= 16; j++ {
+			binom[j] = binom[j-1] * (a - float64(j-1)) / float64(j)
+		}
+		lmax := math.Inf(-1)
+		for k, nd := range nodes {
+			var lg float64
+			switch {
+			case nd.small:
+				// Σ_{j=2}^{16} C(α,j) y^j by Horner; |y| < 0.05 so the
+				// omitted terms are below 1e-20 relative.
+				g := binom[16]
+				for j := 15; j >= 2; j-- {
+					g = g*nd.y + binom[j]
+				}
+				lg = math.Log(g * nd.y * nd.y)
+			case !nd.big && a*nd.l1 < 30:
+				lg = math.Log(math.Exp(a*nd.l1) - 1 - a*nd.y)
+			default:
+				corr := (1-a)*math.Exp(-a*nd.l1) + a*math.Exp((1-a)*nd.l1)
+				lg = a*nd.l1 + math.Log1p(-corr)
+			}
+			l := nd.lw + lg
+			ls[k] = l
+			lmax = max(lmax, l)
+		}
+		var sum float64
+		for _, l := range ls {
+			if l > lmax-45 {
+				sum += math.Exp(l - lmax)
+			}
+		}
+		out[oi] = log1pExp(lmax+math.Log(sum)) / (a - 1)
+	}
 }
 
 // logG returns log((1+y)^α − 1 − α·y) for y = q·(e^u − 1), accurately for

@@ -41,6 +41,26 @@ func TestQuadratureConverged(t *testing.T) {
 	t.Logf("worst relative difference %.2g", worst)
 }
 
+// TestSharedQuadratureMatches checks the shared-node evaluation used by
+// RDPStep against the per-order rule.
+func TestSharedQuadratureMatches(t *testing.T) {
+	ord := orders()
+	for _, q := range []float64{1e-5, 0.001, 0.05, 0.5, 0.99} {
+		for _, sigma := range []float64{0.2, 0.5, 1, 3, 30} {
+			got := RDPStep(q, sigma)
+			for i, a := range ord {
+				if a == math.Trunc(a) {
+					continue
+				}
+				want, _ := rdpFracOrder(q, sigma, a, nil)
+				if rel := math.Abs(got[i]-want) / want; !(rel < 1e-11) {
+					t.Errorf("q=%v σ=%v α=%v: shared %.15g, per-order %.15g (rel %.2g)", q, sigma, a, got[i], want, rel)
+				}
+			}
+		}
+	}
+}
+
 func BenchmarkRDPStep(b *testing.B) {
 	for b.Loop() {
 		RDPStep(0.05, 1)
