@@ -68,7 +68,7 @@ func SnapSensitivity(c, sigma float64, n int) float64 {
 // discrete Gaussian by rejection from a piecewise-uniform envelope (blocks of
 // 2^37 lattice points whose probabilities are exact dyadic rationals), which
 // accepts about 85% of proposals and needs three 64-bit words per proposal,
-// so 10⁶ coordinates take tens of milliseconds.
+// so 10⁶ coordinates take about 0.1 s on one core (BenchmarkAddTo).
 //
 // The extra privacy cost, all of it stated here and none of it hidden:
 //   - rounding x to g: the L2 sensitivity grows from c to c + g√n for n
@@ -212,6 +212,10 @@ type dgTable struct {
 	inv2 float64  // 1/(2s²)
 	cum  []uint64 // cum[k] = lower threshold of block k; cum[0] = 0
 	rho  []float64
+	// guide[i] is the block containing the threshold i·2^56, where the
+	// search for u with top byte i starts (a guide table: one or two
+	// comparisons instead of a binary search).
+	guide [256]int32
 }
 
 func (g *Gaussian) table(s float64) *dgTable {
@@ -256,8 +260,17 @@ func (g *Gaussian) table(s float64) *dgTable {
 			rho[k] = pi[k] / (p[k] * m)
 		}
 	}
-	g.tab = &dgTable{s: s, inv2: inv2, cum: cum, rho: rho}
-	return g.tab
+	tab := &dgTable{s: s, inv2: inv2, cum: cum, rho: rho}
+	k := 0
+	for i := range tab.guide {
+		u := uint64(i) << 56
+		for k+1 < K && cum[k+1] <= u {
+			k++
+		}
+		tab.guide[i] = int32(k)
+	}
+	g.tab = tab
+	return tab
 }
 
 // lattice returns one draw of the (truncated) discrete Gaussian of scale t.s.
@@ -269,16 +282,10 @@ func (g *Gaussian) lattice(t *dgTable) (int64, error) {
 			return 0, err
 		}
 		// Block: the last k with cum[k] ≤ u.
-		lo, hi := 0, len(t.cum)
-		for hi-lo > 1 {
-			mid := (lo + hi) / 2
-			if t.cum[mid] <= u {
-				lo = mid
-			} else {
-				hi = mid
-			}
+		k := int(t.guide[u>>56])
+		for k+1 < len(t.cum) && t.cum[k+1] <= u {
+			k++
 		}
-		k := lo
 		v, err := g.src.uint64()
 		if err != nil {
 			return 0, err
@@ -287,15 +294,20 @@ func (g *Gaussian) lattice(t *dgTable) (int64, error) {
 		neg := v>>63 == 1
 		b := int64(k) * W
 		n := b + off
-		a := t.rho[k] * math.Exp(-float64(off)*float64(n+b)*t.inv2)
+		x := float64(off) * float64(n+b) * t.inv2 // (n² − b²)/(2s²) ≥ 0
+		r := t.rho[k]
 		if n == 0 {
-			a *= 0.5
+			r *= 0.5
 		}
 		w, err := g.src.uint64()
 		if err != nil {
 			return 0, err
 		}
-		if float64(w>>11)*0x1p-53 < a {
+		// Accept with probability r·e^{−x}. Since 1 − x ≤ e^{−x} ≤ 1, most
+		// draws are decided without computing the exponential (a squeeze:
+		// the decision is the same as comparing with r·e^{−x} itself).
+		uf := float64(w>>11) * 0x1p-53
+		if uf < r*(1-x) || (uf < r && uf < r*math.Exp(-x)) {
 			if neg {
 				return -n, nil
 			}
