@@ -1,8 +1,10 @@
 package privacy
 
 import (
+	"errors"
 	"fmt"
 	"math"
+	"sync"
 
 	"gonum.org/v1/gonum/dsp/fourier"
 )
@@ -120,15 +122,11 @@ func (a *PLD) Epsilon(parts []Part, delta float64) (float64, error) {
 		}
 		return gaussianEpsilon(mu, delta), nil
 	}
-	var eps float64
-	for _, dir := range []direction{remove, add} {
-		d, err := a.compose(dir, mu, sub)
-		if err != nil {
-			return 0, fmt.Errorf("pld accountant: %w", err)
-		}
-		eps = max(eps, d.epsilon(delta))
+	ds, err := a.composeBoth(mu, sub)
+	if err != nil {
+		return 0, fmt.Errorf("pld accountant: %w", err)
 	}
-	return eps, nil
+	return max(ds[0].epsilon(delta), ds[1].epsilon(delta)), nil
 }
 
 // Delta returns the smallest δ (from above) such that the schedule is
@@ -150,15 +148,29 @@ func (a *PLD) Delta(parts []Part, epsilon float64) (float64, error) {
 		}
 		return math.Exp(gaussianLogDelta(mu, epsilon)), nil
 	}
-	var delta float64
-	for _, dir := range []direction{remove, add} {
-		d, err := a.compose(dir, mu, sub)
-		if err != nil {
-			return 0, fmt.Errorf("pld accountant: %w", err)
-		}
-		delta = max(delta, d.delta(epsilon))
+	ds, err := a.composeBoth(mu, sub)
+	if err != nil {
+		return 0, fmt.Errorf("pld accountant: %w", err)
 	}
-	return delta, nil
+	return max(ds[0].delta(epsilon), ds[1].delta(epsilon)), nil
+}
+
+// composeBoth composes the remove and the add distributions concurrently
+// (they are independent and each is dominated by its FFTs) and joins both
+// goroutines before returning.
+func (a *PLD) composeBoth(mu float64, sub []Part) ([2]dist, error) {
+	var ds [2]dist
+	var errs [2]error
+	var wg sync.WaitGroup
+	for i, dir := range []direction{remove, add} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ds[i], errs[i] = a.compose(dir, mu, sub)
+		}()
+	}
+	wg.Wait()
+	return ds, errors.Join(errs[0], errs[1])
 }
 
 // splitSchedule merges the q = 1 parts into one Gaussian of parameter μ
