@@ -29,7 +29,7 @@ func (v Violation) String() string { return v.Rule + ": " + v.Detail }
 // Project computes the end-of-job ε per observer of a plan for a model of
 // dim parameters, exactly as the ledger would charge it round by round.
 func Project(t *topology.Topology, dim int) (Projection, error) {
-	mech := Mechanisms(t, dim)
+	mech := Mechanisms(t, t.Privacy.Noise, dim)
 	p := Projection{Rounds: t.Train.Rounds, Delta: t.Privacy.Delta}
 	for _, o := range ledger.Observers {
 		m := mech[o]

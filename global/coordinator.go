@@ -41,6 +41,8 @@ type RoundReport struct {
 	Accuracy     float64
 	Loss         float64
 	Epsilon      ledger.PerObserver[float64]
+	Noise        ledger.Noise // multipliers used this round (paced or planned)
+	ClipNorm     float64
 	Aborted      string
 }
 
@@ -128,6 +130,9 @@ func (c *Coordinator) Run(ctx context.Context) error {
 		}
 		if committed >= c.top.Train.Rounds {
 			return c.finish(ctx, "completed planned rounds")
+		}
+		if reason := c.converged(); reason != "" {
+			return c.finish(ctx, reason)
 		}
 		if err := c.runRound(ctx); err != nil {
 			if errors.Is(err, ErrBudgetExhausted) {
@@ -257,7 +262,11 @@ func (c *Coordinator) runRound(ctx context.Context) error {
 	if version == 0 {
 		hash = mesh.Hash(wire.AppendFloat64sAs32(nil, c.theta))
 	}
-	rdp, eps, sig, err := roundCost(Mechanisms(t, len(c.theta)), &cum, t.Privacy.Delta, samplerSlack(len(c.theta), round))
+	plan, err := c.planRound(&cum, round)
+	if err != nil {
+		return err
+	}
+	rdp, eps, sig, err := roundCost(Mechanisms(t, plan.noise, len(c.theta)), &cum, t.Privacy.Delta, samplerSlack(len(c.theta), round))
 	if err != nil {
 		return err
 	}
@@ -271,8 +280,8 @@ func (c *Coordinator) runRound(ctx context.Context) error {
 	opened := time.Now()
 	// Write-ahead: the round's cost is committed before anything is published.
 	res, err := c.cfg.Node.Apply(ctx, &ledger.OpenRound{
-		Round: round, ModelVersion: version, Sampled: total, Q: t.Privacy.SamplingRate, ClipNorm: t.Privacy.ClipNorm,
-		Noise: ledger.Noise(t.Privacy.Noise), Sigma: sig, RDP: rdp, EpsilonAfter: eps, OpenedUnixMs: opened.UnixMilli(),
+		Round: round, ModelVersion: version, Sampled: total, Q: t.Privacy.SamplingRate, ClipNorm: plan.clip,
+		Noise: ledger.Noise(plan.noise), Sigma: sig, RDP: rdp, EpsilonAfter: eps, OpenedUnixMs: opened.UnixMilli(),
 	})
 	if err != nil {
 		return err
@@ -285,7 +294,7 @@ func (c *Coordinator) runRound(ctx context.Context) error {
 	}
 	deadline := opened.Add(t.Round.Timeout.Duration)
 	for _, r := range t.Regions {
-		if err := c.publishOpen(round, version, hash, r.ID, sampled[r.ID], deadline); err != nil {
+		if err := c.publishOpen(round, version, hash, r.ID, sampled[r.ID], deadline, plan); err != nil {
 			return err
 		}
 	}
@@ -293,7 +302,7 @@ func (c *Coordinator) runRound(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	report := RoundReport{Round: round, Planned: t.Train.Rounds, Epsilon: eps, Regions: len(parts)}
+	report := RoundReport{Round: round, Planned: t.Train.Rounds, Epsilon: eps, Regions: len(parts), Noise: ledger.Noise(plan.noise), ClipNorm: plan.clip}
 	if len(parts) < t.Privacy.MinRegions {
 		reason := fmt.Sprintf("only %d of %d regions reported, %d required", len(parts), len(t.Regions), t.Privacy.MinRegions)
 		if _, err := c.cfg.Node.Apply(ctx, &ledger.AbortRound{Round: round, Reason: reason}); err != nil {
@@ -303,7 +312,7 @@ func (c *Coordinator) runRound(ctx context.Context) error {
 		c.progress(report)
 		return nil
 	}
-	acc, loss, participants, regions, newHash, err := c.merge(ctx, version+1, parts)
+	acc, loss, participants, regions, newHash, err := c.merge(ctx, version+1, parts, plan)
 	if err != nil {
 		return err
 	}
@@ -327,11 +336,10 @@ func (c *Coordinator) progress(r RoundReport) {
 	}
 }
 
-func (c *Coordinator) publishOpen(round, version uint64, hash, region string, sampled []string, deadline time.Time) error {
-	p := c.top.Privacy
+func (c *Coordinator) publishOpen(round, version uint64, hash, region string, sampled []string, deadline time.Time, plan roundPlan) error {
 	msg := wire.RoundOpen{
 		Job: c.top.Job, Round: round, Region: region, ModelVersion: version, ModelHash: hash,
-		Dim: len(c.theta), ClipNorm: p.ClipNorm, EdgeNoise: p.Noise.Edge, RegionalNoise: p.Noise.Regional,
+		Dim: len(c.theta), ClipNorm: plan.clip, EdgeNoise: plan.noise.Edge, RegionalNoise: plan.noise.Regional,
 		DeadlineUnixMs: deadline.UnixMilli(), Sampled: sampled,
 	}
 	b, err := wire.Encode(wire.TypeRoundOpen, &msg)
@@ -400,7 +408,7 @@ func (c *Coordinator) collect(ctx context.Context, round uint64, deadline time.T
 
 // merge applies the DP-FedAvg server step: the merged noisy sum divided by
 // the fixed denominator q·N, server momentum, and a new model version.
-func (c *Coordinator) merge(ctx context.Context, version uint64, parts map[string]*wire.Partial) (acc, loss float64, participants int, regions []string, hash string, err error) {
+func (c *Coordinator) merge(ctx context.Context, version uint64, parts map[string]*wire.Partial, plan roundPlan) (acc, loss float64, participants int, regions []string, hash string, err error) {
 	t := c.top
 	sum := make([]float64, len(c.theta))
 	for id, p := range parts {
@@ -411,7 +419,7 @@ func (c *Coordinator) merge(ctx context.Context, version uint64, parts map[strin
 		regions = append(regions, id)
 	}
 	sort.Strings(regions)
-	if sg := t.Privacy.Noise.Global * t.Privacy.ClipNorm; sg > 0 {
+	if sg := plan.noise.Global * plan.clip; sg > 0 {
 		if err := c.noise.AddTo64(sum, sg); err != nil {
 			return 0, 0, 0, nil, "", fmt.Errorf("global: noise: %w", err)
 		}

@@ -34,8 +34,7 @@ type ObserverMechanism struct {
 // adding noise (privacy.SnapSensitivity), which can widen the gap between
 // neighbouring inputs from C to C + g√d at each tier that adds noise; every
 // multiplier is divided by that widened sensitivity, over all tiers at once.
-func Mechanisms(t *topology.Topology, dim int) map[ledger.Observer]ObserverMechanism {
-	n := t.Privacy.Noise
+func Mechanisms(t *topology.Topology, n topology.Noise, dim int) map[ledger.Observer]ObserverMechanism {
 	m := float64(t.Privacy.MinRegions)
 	c := t.Privacy.ClipNorm
 	widened := c

@@ -35,7 +35,7 @@ func TestPerObserverComposition(t *testing.T) {
 			top.Privacy.Noise = tt.noise
 			top.Privacy.SamplingRate = q
 			top.Privacy.MinRegions = 2
-			mech := Mechanisms(top, dim)
+			mech := Mechanisms(top, top.Privacy.Noise, dim)
 			var cum ledger.PerObserver[[]float64]
 			var eps ledger.PerObserver[float64]
 			for r := uint64(1); r <= rounds; r++ {

@@ -81,6 +81,15 @@ type Privacy struct {
 	// replicas can do exactly. PLD is available for planning
 	// (`strata privacy epsilon --accountant pld`).
 	Accountant string `yaml:"accountant"`
+	// Pacing, when on, recalibrates the noise every round to land on a
+	// target ε; the plan's ratios between tiers are kept.
+	Pacing Pacing `yaml:"pacing,omitempty"`
+	// AdaptiveClip, when on, makes the clip norm track a quantile of
+	// update norms; ClipNorm is its starting value.
+	AdaptiveClip AdaptiveClip `yaml:"adaptive_clip,omitempty"`
+	// ClientBudgets overrides Budget (the public ε a client may spend)
+	// for named clients.
+	ClientBudgets map[string]float64 `yaml:"client_budgets,omitempty"`
 }
 
 // Training is the fine-tuning plan.
@@ -169,6 +178,11 @@ func (t *Topology) ApplyDefaults() {
 	if p.MinRegions == 0 {
 		p.MinRegions = max(1, len(t.Regions)-1)
 	}
+	if p.AdaptiveClip.Enabled {
+		setF(&p.AdaptiveClip.Quantile, 0.5)
+		setF(&p.AdaptiveClip.LearningRate, 0.2)
+		setF(&p.AdaptiveClip.BitNoise, p.SamplingRate*float64(t.Population())/20)
+	}
 	tr := &t.Train
 	setI(&tr.Rounds, 40)
 	setI(&tr.Hidden, 128)
@@ -208,6 +222,12 @@ func (t *Topology) Clone() *Topology {
 	c := *t
 	c.Regions = append([]Region(nil), t.Regions...)
 	c.Policy.RequireNoiseAgainst = append([]string(nil), t.Policy.RequireNoiseAgainst...)
+	if t.Privacy.ClientBudgets != nil {
+		c.Privacy.ClientBudgets = map[string]float64{}
+		for k, v := range t.Privacy.ClientBudgets {
+			c.Privacy.ClientBudgets[k] = v
+		}
+	}
 	if t.Policy.MaxEpsilon != nil {
 		c.Policy.MaxEpsilon = map[string]float64{}
 		for k, v := range t.Policy.MaxEpsilon {
@@ -282,6 +302,20 @@ func (t *Topology) Validate() error {
 	}
 	if !(p.Budget > 0) {
 		bad("privacy.budget", "%v: must be a positive ε (use a large number for no budget)", p.Budget)
+	}
+	if pc := p.Pacing; pc.TargetEpsilon < 0 || pc.TargetEpsilon > p.Budget || pc.Patience < 0 {
+		bad("privacy.pacing", "target_epsilon %v must be in (0, budget %v] and patience %d ≥ 0", pc.TargetEpsilon, p.Budget, pc.Patience)
+	}
+	if pc := p.Pacing; pc.TargetEpsilon > 0 && p.Noise == (Noise{}) {
+		bad("privacy.pacing", "pacing scales the noise plan, which is all zero: set privacy.noise")
+	}
+	if ac := p.AdaptiveClip; ac.Enabled && (!(ac.Quantile > 0 && ac.Quantile < 1) || !(ac.LearningRate > 0) || !(ac.BitNoise > 0)) {
+		bad("privacy.adaptive_clip", "quantile %v must be in (0, 1), learning_rate %v and bit_noise %v positive", ac.Quantile, ac.LearningRate, ac.BitNoise)
+	}
+	for id, b := range p.ClientBudgets {
+		if !(b > 0) {
+			bad("privacy.client_budgets."+id, "%v: must be a positive ε", b)
+		}
 	}
 	if p.Accountant != "rdp" {
 		bad("privacy.accountant", "%q: the ledger accounts with rdp; use `strata privacy epsilon --accountant pld` to plan with PLD", p.Accountant)

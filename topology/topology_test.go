@@ -2,6 +2,7 @@ package topology
 
 import (
 	"errors"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -19,7 +20,7 @@ func TestDefaultIsValidAndRoundTrips(t *testing.T) {
 	if err != nil {
 		t.Fatalf("parse of the default's YAML: %v", err)
 	}
-	if p.Population() != d.Population() || p.Privacy != d.Privacy || p.Train != d.Train {
+	if p.Population() != d.Population() || !reflect.DeepEqual(p.Privacy, d.Privacy) || p.Train != d.Train {
 		t.Fatalf("round trip changed the topology:\n%+v\n%+v", p, d)
 	}
 }

@@ -40,10 +40,10 @@ func runLedger(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	j := l.Job
 	fmt.Fprintf(stdout, "job %s: %d clients, δ=%g, budget ε=%g (public), %d planned rounds, accountant %s, started %s\n",
 		j.Name, j.Population, j.Delta, j.Budget, j.PlannedRounds, j.Accountant, time.UnixMilli(j.StartedUnixMs).Format(time.RFC3339))
-	fmt.Fprintf(stdout, "%5s  %-9s  %7s  %5s  %-20s  %10s  %10s  %10s  %s\n", "round", "status", "sampled", "model", "noise e/r/g ×C", "ε public", "ε glob.op", "ε reg.op", "raft index")
+	fmt.Fprintf(stdout, "%5s  %-9s  %7s  %5s  %-26s  %10s  %10s  %10s  %s\n", "round", "status", "sampled", "model", "noise e/r/g ×C", "ε public", "ε glob.op", "ε reg.op", "raft index")
 	for _, r := range l.Rounds {
-		fmt.Fprintf(stdout, "%5d  %-9s  %7d  v%-4d  %-20s  %10s  %10s  %10s  %d\n", r.Round, r.Status, r.Sampled, r.ModelVersion,
-			fmt.Sprintf("%g/%g/%g ×%g", r.Noise.Edge, r.Noise.Regional, r.Noise.Global, r.ClipNorm),
+		fmt.Fprintf(stdout, "%5d  %-9s  %7d  v%-4d  %-26s  %10s  %10s  %10s  %d\n", r.Round, r.Status, r.Sampled, r.ModelVersion,
+			fmt.Sprintf("%.4g/%.4g/%.4g ×%.4g", r.Noise.Edge, r.Noise.Regional, r.Noise.Global, r.ClipNorm),
 			fmtEps(r.EpsilonAfter.Public), fmtEps(r.EpsilonAfter.GlobalOperator), fmtEps(r.EpsilonAfter.RegionalOperator), r.Index)
 	}
 	status := "in progress"
