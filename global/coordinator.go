@@ -3,7 +3,6 @@ package global
 import (
 	"context"
 	"crypto/rand"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -43,6 +42,7 @@ type RoundReport struct {
 	Epsilon      ledger.PerObserver[float64]
 	Noise        ledger.Noise // multipliers used this round (paced or planned)
 	ClipNorm     float64
+	Retired      int // clients that left the population for budget before this round
 	Aborted      string
 }
 
@@ -150,7 +150,7 @@ func (c *Coordinator) startOrResume(ctx context.Context) error {
 	res, err := c.cfg.Node.Apply(ctx, &ledger.StartJob{Job: ledger.Job{
 		Name: t.Job, ConfigHash: c.cfg.ConfigHash, Delta: t.Privacy.Delta, Budget: t.Privacy.Budget,
 		Population: t.Population(), PlannedRounds: t.Train.Rounds, Accountant: t.Privacy.Accountant,
-		Orders: privacy.Orders(), StartedUnixMs: time.Now().UnixMilli(),
+		Orders: privacy.Orders(), StartedUnixMs: time.Now().UnixMilli(), SlackPerRound: samplerSlack(len(c.cfg.Initial), 1),
 	}})
 	if err != nil {
 		return err
@@ -160,6 +160,9 @@ func (c *Coordinator) startOrResume(ctx context.Context) error {
 			return fmt.Errorf("%w: a data dir holds one job's ledger for good; use another --data for a changed topology", res.Err)
 		}
 		return res.Err
+	}
+	if err := c.enrollTopology(ctx); err != nil {
+		return err
 	}
 	var open ledger.RoundEntry
 	var isOpen bool
@@ -224,27 +227,6 @@ func roundTo32(v []float64) []float64 {
 	return v
 }
 
-// sample Poisson-samples every client with rate q from a secure source.
-func (c *Coordinator) sample() (map[string][]string, int, error) {
-	q := c.top.Privacy.SamplingRate
-	buf := make([]byte, 8)
-	out := map[string][]string{}
-	total := 0
-	for _, r := range c.top.Regions {
-		for i := 0; i < r.Clients; i++ {
-			if _, err := io.ReadFull(c.cfg.Rand, buf); err != nil {
-				return nil, 0, fmt.Errorf("global: sampling: %w", err)
-			}
-			u := float64(binary.LittleEndian.Uint64(buf)>>11) / (1 << 53)
-			if u < q {
-				out[r.ID] = append(out[r.ID], topology.ClientID(r.ID, i))
-				total++
-			}
-		}
-	}
-	return out, total, nil
-}
-
 func (c *Coordinator) runRound(ctx context.Context) error {
 	t := c.top
 	var cum ledger.PerObserver[[]float64]
@@ -271,17 +253,29 @@ func (c *Coordinator) runRound(ctx context.Context) error {
 		return err
 	}
 	if eps.Public > t.Privacy.Budget {
-		return fmt.Errorf("%w: round %d would bring public ε to %.4g, over the budget %.4g", ErrBudgetExhausted, round, eps.Public, t.Privacy.Budget)
+		var spent float64
+		c.cfg.Node.Read(func(l *ledger.Ledger) { spent = l.Spent(ledger.Public) })
+		return fmt.Errorf("%w: round %d would bring public ε to %.4g, over the budget %.4g (spent so far %.4g); nothing of round %d was released", ErrBudgetExhausted, round, eps.Public, t.Privacy.Budget, spent, round)
 	}
-	sampled, total, err := c.sample()
+	pop, err := c.choosePopulation(rdp.Public, len(c.theta))
 	if err != nil {
 		return err
 	}
+	if len(pop.eligible) == 0 {
+		return fmt.Errorf("%w: no client can take part in round %d without exceeding its budget", ErrBudgetExhausted, round)
+	}
+	sampled, all, err := c.sample(pop.eligible)
+	if err != nil {
+		return err
+	}
+	total := len(all)
+	plan.eligible = len(pop.eligible)
 	opened := time.Now()
 	// Write-ahead: the round's cost is committed before anything is published.
 	res, err := c.cfg.Node.Apply(ctx, &ledger.OpenRound{
 		Round: round, ModelVersion: version, Sampled: total, Q: t.Privacy.SamplingRate, ClipNorm: plan.clip,
 		Noise: ledger.Noise(plan.noise), Sigma: sig, RDP: rdp, EpsilonAfter: eps, OpenedUnixMs: opened.UnixMilli(),
+		Eligible: plan.eligible, SampledClients: all, Retire: pop.retire,
 	})
 	if err != nil {
 		return err
@@ -302,7 +296,7 @@ func (c *Coordinator) runRound(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	report := RoundReport{Round: round, Planned: t.Train.Rounds, Epsilon: eps, Regions: len(parts), Noise: ledger.Noise(plan.noise), ClipNorm: plan.clip}
+	report := RoundReport{Round: round, Planned: t.Train.Rounds, Epsilon: eps, Regions: len(parts), Noise: ledger.Noise(plan.noise), ClipNorm: plan.clip, Retired: len(pop.retire)}
 	if len(parts) < t.Privacy.MinRegions {
 		reason := fmt.Sprintf("only %d of %d regions reported, %d required", len(parts), len(t.Regions), t.Privacy.MinRegions)
 		if _, err := c.cfg.Node.Apply(ctx, &ledger.AbortRound{Round: round, Reason: reason}); err != nil {
@@ -424,7 +418,7 @@ func (c *Coordinator) merge(ctx context.Context, version uint64, parts map[strin
 			return 0, 0, 0, nil, "", fmt.Errorf("global: noise: %w", err)
 		}
 	}
-	denom := t.Privacy.SamplingRate * float64(t.Population())
+	denom := t.Privacy.SamplingRate * float64(plan.eligible)
 	mom, lr := t.Train.ServerMomentum, t.Train.ServerLR
 	for i := range c.theta {
 		avg := sum[i] / denom

@@ -11,8 +11,9 @@ import (
 // clip norm. Both can change from round to round (pacing, adaptive
 // clipping); the ledger records them with the round.
 type roundPlan struct {
-	noise topology.Noise
-	clip  float64
+	noise    topology.Noise
+	clip     float64
+	eligible int // N of the fixed denominator q·N
 }
 
 // planRound decides the next round's noise and clip norm from the ledger.

@@ -12,11 +12,13 @@ type Kind uint8
 
 // Log entry kinds. Values are part of the on-disk format: never reuse one.
 const (
-	KindStartJob    Kind = 1
-	KindOpenRound   Kind = 2
-	KindCommitModel Kind = 3
-	KindAbortRound  Kind = 4
-	KindFinishJob   Kind = 5
+	KindStartJob      Kind = 1
+	KindOpenRound     Kind = 2
+	KindCommitModel   Kind = 3
+	KindAbortRound    Kind = 4
+	KindFinishJob     Kind = 5
+	KindEnrollClients Kind = 6
+	KindWithdraw      Kind = 7
 )
 
 // Command is one ledger command.
@@ -39,6 +41,14 @@ type OpenRound struct {
 	RDP          PerObserver[[]float64] `msgpack:"rdp"`
 	EpsilonAfter PerObserver[float64]   `msgpack:"epsilon_after"`
 	OpenedUnixMs int64                  `msgpack:"opened_ms"`
+	// Eligible is the size N of the eligible population the sample was
+	// drawn from (the fixed denominator is q·N).
+	Eligible int `msgpack:"eligible"`
+	// SampledClients lists the sampled clients, sorted; Retire lists the
+	// clients that leave the eligible population before this round because
+	// it would take them past their budget.
+	SampledClients []string `msgpack:"sampled_clients"`
+	Retire         []string `msgpack:"retire"`
 }
 
 // CommitModel records the model version a round released.
@@ -99,6 +109,10 @@ func Decode(b []byte) (Command, error) {
 		cmd = &AbortRound{}
 	case KindFinishJob:
 		cmd = &FinishJob{}
+	case KindEnrollClients:
+		cmd = &EnrollClients{}
+	case KindWithdraw:
+		cmd = &Withdraw{}
 	default:
 		return nil, fmt.Errorf("%w: unknown kind %d", ErrDecode, b[0])
 	}

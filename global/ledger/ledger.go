@@ -54,7 +54,10 @@ type Job struct {
 	PlannedRounds int       `msgpack:"planned_rounds" json:"planned_rounds"`
 	Accountant    string    `msgpack:"accountant" json:"accountant"`
 	Orders        []float64 `msgpack:"orders" json:"-"`
-	StartedUnixMs int64     `msgpack:"started_ms" json:"started_ms"`
+	// SlackPerRound is ε added per round charged, for costs stated by the
+	// noise sampler rather than modelled by RDP (see global.samplerSlack).
+	SlackPerRound float64 `msgpack:"slack_per_round" json:"slack_per_round"`
+	StartedUnixMs int64   `msgpack:"started_ms" json:"started_ms"`
 }
 
 // RoundEntry is one committed round.
@@ -78,6 +81,11 @@ type RoundEntry struct {
 	Regions       []string             `msgpack:"regions" json:"regions"`
 	ResultVersion uint64               `msgpack:"result_version" json:"result_version"`
 	Index         uint64               `msgpack:"index" json:"index"` // raft index of the OpenRound
+	Eligible      int                  `msgpack:"eligible" json:"eligible"`
+	Retired       []string             `msgpack:"retired" json:"retired,omitempty"`
+	// RDP is this round's one-step curve per observer, kept so that each
+	// client's spend can be composed over exactly its own rounds.
+	RDP PerObserver[[]float64] `msgpack:"rdp" json:"-"`
 }
 
 // Model is one committed model version.
@@ -94,7 +102,8 @@ type Ledger struct {
 	Job          *Job                   `msgpack:"job"`
 	Rounds       []RoundEntry           `msgpack:"rounds"`
 	Models       []Model                `msgpack:"models"`
-	RDP          PerObserver[[]float64] `msgpack:"rdp"` // cumulative curve per observer
+	RDP          PerObserver[[]float64] `msgpack:"rdp"`     // cumulative curve per observer
+	Clients      []Client               `msgpack:"clients"` // sorted by ID
 	Finished     bool                   `msgpack:"finished"`
 	FinishReason string                 `msgpack:"finish_reason"`
 	Applied      uint64                 `msgpack:"applied"` // last applied index
@@ -130,6 +139,10 @@ func (l *Ledger) Apply(index uint64, cmd Command) Result {
 		r = l.abortRound(c)
 	case *FinishJob:
 		r = l.finishJob(c)
+	case *EnrollClients:
+		r = l.enroll(c)
+	case *Withdraw:
+		r = l.withdraw(c)
 	default:
 		r = Result{Err: fmt.Errorf("%w: %T", ErrUnknown, cmd)}
 	}
@@ -192,6 +205,10 @@ func (l *Ledger) openRound(index uint64, c *OpenRound) Result {
 	if eps := c.EpsilonAfter.Public; !(eps <= l.Job.Budget) {
 		return Result{Err: fmt.Errorf("%w: round %d would bring public ε to %.4g, budget is %.4g (spent so far %.4g)", ErrBudget, c.Round, eps, l.Job.Budget, l.Spent(Public))}
 	}
+	if err := l.checkRoundClients(c); err != nil {
+		return Result{Err: err}
+	}
+	l.applyRoundClients(c)
 	for _, o := range Observers {
 		cum := l.RDP.Get(o)
 		for i, v := range c.RDP.Get(o) {
@@ -202,6 +219,7 @@ func (l *Ledger) openRound(index uint64, c *OpenRound) Result {
 		Round: c.Round, ModelVersion: c.ModelVersion, Sampled: c.Sampled, Q: c.Q, ClipNorm: c.ClipNorm,
 		Noise: c.Noise, Sigma: c.Sigma, EpsilonAfter: c.EpsilonAfter,
 		OpenedUnixMs: c.OpenedUnixMs, Status: "open", Index: index,
+		Eligible: c.Eligible, Retired: append([]string(nil), c.Retire...), RDP: c.RDP,
 	})
 	return Result{}
 }

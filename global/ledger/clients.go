@@ -1,0 +1,238 @@
+package ledger
+
+import (
+	"errors"
+	"fmt"
+	"sort"
+
+	"github.com/strata-fl/strata/privacy"
+)
+
+// Client statuses.
+const (
+	ClientActive    = "active"
+	ClientRetired   = "retired"   // left the eligible population: its next round would exceed its budget
+	ClientWithdrawn = "withdrawn" // consent withdrawn
+)
+
+// Errors of per-client commands.
+var (
+	ErrUnknownClient = errors.New("ledger: unknown client")
+	ErrNotEligible   = errors.New("ledger: client is not eligible")
+)
+
+// Client is one enrolled client and what the ledger needs to account it:
+// the rounds it was eligible for (public ε composes over them, sampled or
+// not) and the rounds it was sampled in (operator ε composes over them).
+type Client struct {
+	ID     string  `msgpack:"id" json:"id"`
+	Region string  `msgpack:"region" json:"region"`
+	Budget float64 `msgpack:"budget" json:"budget"` // public ε the client may spend
+	Status string  `msgpack:"status" json:"status"`
+	// EligibleFrom is the first round it could be sampled in; EligibleUntil
+	// the first round it no longer could (0 while active).
+	EligibleFrom  uint64   `msgpack:"eligible_from" json:"eligible_from"`
+	EligibleUntil uint64   `msgpack:"eligible_until" json:"eligible_until"`
+	Sampled       []uint64 `msgpack:"sampled" json:"sampled"`
+	EnrolledMs    int64    `msgpack:"enrolled_ms" json:"enrolled_ms"`
+	Purpose       string   `msgpack:"purpose" json:"purpose"`
+	WithdrawnMs   int64    `msgpack:"withdrawn_ms,omitempty" json:"withdrawn_ms,omitempty"`
+}
+
+// Enrollment is one client in an EnrollClients command.
+type Enrollment struct {
+	ID     string  `msgpack:"id"`
+	Region string  `msgpack:"region"`
+	Budget float64 `msgpack:"budget"`
+}
+
+// EnrollClients adds clients with their consent record; a client already
+// enrolled is left as it is, so a retried command changes nothing.
+type EnrollClients struct {
+	Clients []Enrollment `msgpack:"clients"`
+	Purpose string       `msgpack:"purpose"`
+	UnixMs  int64        `msgpack:"unix_ms"`
+}
+
+// Withdraw revokes a client's consent: it is never sampled again and its
+// spend stays on record.
+type Withdraw struct {
+	Client string `msgpack:"client"`
+	Reason string `msgpack:"reason"`
+	UnixMs int64  `msgpack:"unix_ms"`
+}
+
+// Kind implementations.
+func (*EnrollClients) Kind() Kind { return KindEnrollClients }
+func (*Withdraw) Kind() Kind      { return KindWithdraw }
+
+// client returns the index of id in the sorted client list.
+func (l *Ledger) client(id string) (int, bool) {
+	i := sort.Search(len(l.Clients), func(i int) bool { return l.Clients[i].ID >= id })
+	return i, i < len(l.Clients) && l.Clients[i].ID == id
+}
+
+// Client returns a copy of one client's record.
+func (l *Ledger) Client(id string) (Client, bool) {
+	i, ok := l.client(id)
+	if !ok {
+		return Client{}, false
+	}
+	c := l.Clients[i]
+	c.Sampled = append([]uint64(nil), c.Sampled...)
+	return c, true
+}
+
+func (l *Ledger) enroll(c *EnrollClients) Result {
+	if l.Job == nil {
+		return Result{Err: ErrNoJob}
+	}
+	added := 0
+	for _, e := range c.Clients {
+		i, ok := l.client(e.ID)
+		if ok {
+			continue
+		}
+		l.Clients = append(l.Clients, Client{})
+		copy(l.Clients[i+1:], l.Clients[i:])
+		l.Clients[i] = Client{ID: e.ID, Region: e.Region, Budget: e.Budget, Status: ClientActive,
+			EligibleFrom: l.NextRound(), EnrolledMs: c.UnixMs, Purpose: c.Purpose}
+		added++
+	}
+	return Result{Duplicate: added == 0 && len(c.Clients) > 0}
+}
+
+func (l *Ledger) withdraw(c *Withdraw) Result {
+	i, ok := l.client(c.Client)
+	if !ok {
+		return Result{Err: fmt.Errorf("%w: %q", ErrUnknownClient, c.Client)}
+	}
+	cl := &l.Clients[i]
+	if cl.Status == ClientWithdrawn {
+		return Result{Duplicate: true}
+	}
+	if cl.Status == ClientActive {
+		cl.EligibleUntil = l.NextRound()
+	}
+	cl.Status = ClientWithdrawn
+	cl.WithdrawnMs = c.UnixMs
+	return Result{}
+}
+
+// checkRoundClients validates an OpenRound's client lists before anything
+// changes: retirees must be active, sampled clients active and not retiring.
+func (l *Ledger) checkRoundClients(c *OpenRound) error {
+	retiring := map[string]bool{}
+	for _, id := range c.Retire {
+		i, ok := l.client(id)
+		if !ok {
+			return fmt.Errorf("%w: retire %q", ErrUnknownClient, id)
+		}
+		if l.Clients[i].Status != ClientActive {
+			return fmt.Errorf("%w: retire %q, which is %s", ErrNotEligible, id, l.Clients[i].Status)
+		}
+		retiring[id] = true
+	}
+	for _, id := range c.SampledClients {
+		i, ok := l.client(id)
+		if !ok {
+			return fmt.Errorf("%w: sampled %q", ErrUnknownClient, id)
+		}
+		if l.Clients[i].Status != ClientActive || retiring[id] {
+			return fmt.Errorf("%w: sampled %q, which is %s", ErrNotEligible, id, l.Clients[i].Status)
+		}
+	}
+	return nil
+}
+
+func (l *Ledger) applyRoundClients(c *OpenRound) {
+	for _, id := range c.Retire {
+		i, _ := l.client(id)
+		l.Clients[i].Status = ClientRetired
+		l.Clients[i].EligibleUntil = c.Round
+	}
+	for _, id := range c.SampledClients {
+		i, _ := l.client(id)
+		l.Clients[i].Sampled = append(l.Clients[i].Sampled, c.Round)
+	}
+}
+
+// Eligible returns the ids of active clients, sorted.
+func (l *Ledger) Eligible() []string {
+	var out []string
+	for _, c := range l.Clients {
+		if c.Status == ClientActive {
+			out = append(out, c.ID)
+		}
+	}
+	return out
+}
+
+// ClientCurves returns a client's cumulative RDP curves: public over the
+// rounds it was eligible for, operators over the rounds it was sampled in.
+// It only adds recorded per-round curves; it is safe on any replica.
+func (l *Ledger) ClientCurves(id string) (PerObserver[[]float64], error) {
+	var out PerObserver[[]float64]
+	i, ok := l.client(id)
+	if !ok {
+		return out, fmt.Errorf("%w: %q", ErrUnknownClient, id)
+	}
+	c := l.Clients[i]
+	n := len(l.Job.Orders)
+	for _, o := range Observers {
+		out.Set(o, make([]float64, n))
+	}
+	until := c.EligibleUntil
+	if until == 0 {
+		until = l.NextRound()
+	}
+	for r := c.EligibleFrom; r < until && r <= uint64(len(l.Rounds)); r++ {
+		addCurve(out.Public, l.Rounds[r-1].RDP.Public)
+	}
+	for _, r := range c.Sampled {
+		e := l.Rounds[r-1]
+		addCurve(out.GlobalOperator, e.RDP.GlobalOperator)
+		addCurve(out.RegionalOperator, e.RDP.RegionalOperator)
+	}
+	return out, nil
+}
+
+func addCurve(dst, src []float64) {
+	for i := range dst {
+		if i < len(src) {
+			dst[i] += src[i]
+		}
+	}
+}
+
+// ClientEpsilon converts a client's curves to ε per observer at the job's
+// δ. It reads state and never runs inside Apply.
+func (l *Ledger) ClientEpsilon(id string) (PerObserver[float64], error) {
+	var out PerObserver[float64]
+	curves, err := l.ClientCurves(id)
+	if err != nil {
+		return out, err
+	}
+	for _, o := range Observers {
+		e, _, err := privacy.EpsilonFromRDP(curves.Get(o), l.Job.Delta)
+		if err != nil {
+			return out, err
+		}
+		out.Set(o, e+l.Job.SlackPerRound*float64(l.roundsCounted(id, o)))
+	}
+	return out, nil
+}
+
+// roundsCounted is how many rounds charge a client against o.
+func (l *Ledger) roundsCounted(id string, o Observer) int {
+	i, _ := l.client(id)
+	c := l.Clients[i]
+	if o != Public {
+		return len(c.Sampled)
+	}
+	until := c.EligibleUntil
+	if until == 0 {
+		until = l.NextRound()
+	}
+	return int(min(until, uint64(len(l.Rounds))+1) - c.EligibleFrom)
+}

@@ -1,0 +1,118 @@
+package global
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"sort"
+	"time"
+
+	"github.com/strata-fl/strata/global/ledger"
+	"github.com/strata-fl/strata/privacy"
+	"github.com/strata-fl/strata/topology"
+)
+
+// enrollTopology enrolls the topology's clients with their budgets (the
+// topology default, or a per-client override). Clients already enrolled
+// keep their records.
+func (c *Coordinator) enrollTopology(ctx context.Context) error {
+	t := c.top
+	var es []ledger.Enrollment
+	for _, r := range t.Regions {
+		for i := 0; i < r.Clients; i++ {
+			id := topology.ClientID(r.ID, i)
+			b := t.Privacy.Budget
+			if v, ok := t.Privacy.ClientBudgets[id]; ok {
+				b = v
+			}
+			es = append(es, ledger.Enrollment{ID: id, Region: r.ID, Budget: b})
+		}
+	}
+	res, err := c.cfg.Node.Apply(ctx, &ledger.EnrollClients{Clients: es, Purpose: "federated fine-tuning job " + t.Job, UnixMs: time.Now().UnixMilli()})
+	if err != nil {
+		return err
+	}
+	return res.Err
+}
+
+// population is the round's eligible clients after budget retirement.
+type population struct {
+	eligible []ledger.Client // active and staying
+	retire   []string        // sorted
+}
+
+// choosePopulation drops from the eligible population every client whose
+// public ε, charged for this round too, would exceed its budget. Clients
+// eligible since the same round share a curve, so the ε is computed once
+// per group.
+func (c *Coordinator) choosePopulation(step []float64, dim int) (population, error) {
+	var pop population
+	var clients []ledger.Client
+	var curves = map[uint64][]float64{}
+	var counts = map[uint64]int{}
+	var delta float64
+	var err error
+	c.cfg.Node.Read(func(l *ledger.Ledger) {
+		delta = l.Job.Delta
+		for _, cl := range l.Clients {
+			if cl.Status != ledger.ClientActive {
+				continue
+			}
+			clients = append(clients, cl)
+			if _, ok := curves[cl.EligibleFrom]; !ok {
+				var cv ledger.PerObserver[[]float64]
+				if cv, err = l.ClientCurves(cl.ID); err != nil {
+					return
+				}
+				curves[cl.EligibleFrom] = cv.Public
+				counts[cl.EligibleFrom] = int(l.NextRound() - cl.EligibleFrom)
+			}
+		}
+	})
+	if err != nil {
+		return pop, err
+	}
+	next := map[uint64]float64{}
+	for from, cv := range curves {
+		after := make([]float64, len(cv))
+		for i := range cv {
+			after[i] = cv[i] + step[i]
+		}
+		e, _, err := privacy.EpsilonFromRDP(after, delta)
+		if err != nil {
+			return pop, err
+		}
+		next[from] = e + samplerSlack(dim, uint64(counts[from]+1))
+	}
+	for _, cl := range clients {
+		if next[cl.EligibleFrom] > cl.Budget {
+			pop.retire = append(pop.retire, cl.ID)
+			continue
+		}
+		pop.eligible = append(pop.eligible, cl)
+	}
+	sort.Strings(pop.retire)
+	return pop, nil
+}
+
+// sample Poisson-samples the eligible clients with rate q from a secure
+// source, grouped by region; the ids of each region stay sorted.
+func (c *Coordinator) sample(eligible []ledger.Client) (map[string][]string, []string, error) {
+	q := c.top.Privacy.SamplingRate
+	buf := make([]byte, 8)
+	out := map[string][]string{}
+	var all []string
+	for _, cl := range eligible {
+		if _, err := io.ReadFull(c.cfg.Rand, buf); err != nil {
+			return nil, nil, fmt.Errorf("global: sampling: %w", err)
+		}
+		u := float64(binary.LittleEndian.Uint64(buf)>>11) / (1 << 53)
+		if u < q {
+			out[cl.Region] = append(out[cl.Region], cl.ID)
+			all = append(all, cl.ID)
+		}
+	}
+	sort.Strings(all)
+	return out, all, nil
+}
