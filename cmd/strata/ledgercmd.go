@@ -18,6 +18,7 @@ func runLedger(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fs.SetOutput(stderr)
 	data := fs.String("data", "./strata-data", "data dir of a stopped strata up / global node")
 	asJSON := fs.Bool("json", false, "print the ledger as JSON")
+	client := fs.String("client", "", "show one client's spend and remaining budget against each observer")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
@@ -30,6 +31,9 @@ func runLedger(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	if l.Job == nil {
 		return fmt.Errorf("ledger in %s has no job yet", *data)
+	}
+	if *client != "" {
+		return printClient(stdout, l, *client, *asJSON)
 	}
 	if *asJSON {
 		out := map[string]any{"job": l.Job, "rounds": jsonRounds(l.Rounds), "models": l.Models, "finished": l.Finished, "finish_reason": l.FinishReason}
@@ -51,6 +55,10 @@ func runLedger(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		status = "finished: " + l.FinishReason
 	}
 	fmt.Fprintf(stdout, "%d rounds committed, %d models; %s\n", l.CommittedRounds(), len(l.Models), status)
+	if cs, err := summariseClients(l); err == nil && len(l.Clients) > 0 {
+		fmt.Fprintf(stdout, "%d clients: %d retired for budget, %d withdrawn; per-client public ε min %s, median %s, max %s\n",
+			len(l.Clients), cs.Retired, cs.Withdrawn, fmtEps(float64(cs.Epsilon[ledger.Public].Min)), fmtEps(float64(cs.Epsilon[ledger.Public].Median)), fmtEps(float64(cs.Epsilon[ledger.Public].Max)))
+	}
 	return nil
 }
 

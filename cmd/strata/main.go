@@ -24,6 +24,7 @@ func commands() map[string]command {
 	return map[string]command{
 		"privacy":  {"plan budgets: epsilon for a schedule, calibrate sigma", runPrivacy},
 		"check":    {"project ε per observer for a plan and enforce its policy", runCheck},
+		"withdraw": {"withdraw a client's consent in a stopped data dir", runWithdraw},
 		"up":       {"run a whole mesh and a DP fine-tuning job in one process", runUp},
 		"ledger":   {"print the committed privacy ledger of a data dir", runLedger},
 		"topology": {"print the default topology, validate a file", runTopology},

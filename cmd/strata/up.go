@@ -38,8 +38,9 @@ type report struct {
 	SamplingRate       float64                `json:"sampling_rate"`
 	Clients            int                    `json:"clients"`
 	ElapsedSeconds     float64                `json:"elapsed_seconds"`
-	Finished           bool                   `json:"finished"`
-	FinishReason       string                 `json:"finish_reason,omitempty"`
+	clientSummary
+	Finished     bool   `json:"finished"`
+	FinishReason string `json:"finish_reason,omitempty"`
 }
 
 // jf is a float that writes ±Inf as "inf"/"-inf" (JSON has no infinity).
@@ -195,6 +196,9 @@ func reportFrom(t *topology.Topology, l *ledger.Ledger, pre, final float64) *rep
 	}
 	for _, o := range ledger.Observers {
 		rep.Epsilon[o] = jf(l.Spent(o))
+	}
+	if cs, err := summariseClients(l); err == nil {
+		rep.clientSummary = cs
 	}
 	return rep
 }

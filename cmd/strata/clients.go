@@ -1,0 +1,149 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"path/filepath"
+	"sort"
+	"time"
+
+	"github.com/strata-fl/strata/global"
+	"github.com/strata-fl/strata/global/ledger"
+)
+
+// quantiles summarises per-client spend against one observer.
+type quantiles struct {
+	Min    jf `json:"min"`
+	Median jf `json:"median"`
+	Max    jf `json:"max"`
+}
+
+// clientSummary is the per-client part of report.json.
+type clientSummary struct {
+	Epsilon   map[ledger.Observer]quantiles `json:"client_epsilon"`
+	Retired   int                           `json:"clients_retired_for_budget"`
+	Withdrawn int                           `json:"clients_withdrawn"`
+}
+
+func summariseClients(l *ledger.Ledger) (clientSummary, error) {
+	s := clientSummary{Epsilon: map[ledger.Observer]quantiles{}}
+	vals := map[ledger.Observer][]float64{}
+	for _, c := range l.Clients {
+		switch c.Status {
+		case ledger.ClientRetired:
+			s.Retired++
+		case ledger.ClientWithdrawn:
+			s.Withdrawn++
+		}
+		e, err := l.ClientEpsilon(c.ID)
+		if err != nil {
+			return s, err
+		}
+		for _, o := range ledger.Observers {
+			vals[o] = append(vals[o], e.Get(o))
+		}
+	}
+	for _, o := range ledger.Observers {
+		v := vals[o]
+		if len(v) == 0 {
+			continue
+		}
+		sort.Float64s(v)
+		s.Epsilon[o] = quantiles{Min: jf(v[0]), Median: jf(v[len(v)/2]), Max: jf(v[len(v)-1])}
+	}
+	return s, nil
+}
+
+// printClient shows one client's spend and remaining budget per observer.
+func printClient(w io.Writer, l *ledger.Ledger, id string, asJSON bool) error {
+	c, ok := l.Client(id)
+	if !ok {
+		return fmt.Errorf("client %q is not enrolled in job %s (ids look like %s)", id, l.Job.Name, exampleID(l))
+	}
+	e, err := l.ClientEpsilon(id)
+	if err != nil {
+		return err
+	}
+	if asJSON {
+		eps := map[ledger.Observer]jf{}
+		for _, o := range ledger.Observers {
+			eps[o] = jf(e.Get(o))
+		}
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(map[string]any{"client": c, "epsilon": eps, "budget_remaining_public": jf(c.Budget - e.Public)})
+	}
+	until := "now"
+	if c.EligibleUntil != 0 {
+		until = fmt.Sprintf("round %d", c.EligibleUntil)
+	}
+	fmt.Fprintf(w, "client %s (region %s): %s; eligible from round %d until %s; sampled in %d rounds %v\n",
+		c.ID, c.Region, c.Status, c.EligibleFrom, until, len(c.Sampled), c.Sampled)
+	fmt.Fprintf(w, "consent: enrolled %s for %q", time.UnixMilli(c.EnrolledMs).Format(time.RFC3339), c.Purpose)
+	if c.WithdrawnMs != 0 {
+		fmt.Fprintf(w, ", withdrawn %s", time.UnixMilli(c.WithdrawnMs).Format(time.RFC3339))
+	}
+	fmt.Fprintln(w)
+	for _, o := range ledger.Observers {
+		line := fmt.Sprintf("  ε %-18s %s", o, fmtEps(e.Get(o)))
+		if o == ledger.Public {
+			line += fmt.Sprintf("   budget %.4g, remaining %.4g", c.Budget, c.Budget-e.Public)
+		}
+		fmt.Fprintln(w, line)
+	}
+	return nil
+}
+
+func exampleID(l *ledger.Ledger) string {
+	if len(l.Clients) > 0 {
+		return l.Clients[0].ID
+	}
+	return "(none enrolled)"
+}
+
+func runWithdraw(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("withdraw", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	data := fs.String("data", "./strata-data", "data dir of a stopped strata up")
+	client := fs.String("client", "", "client id whose consent is withdrawn (required)")
+	reason := fs.String("reason", "consent withdrawn", "reason recorded in the ledger")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	if *client == "" {
+		return fmt.Errorf("%w: --client is required", errUsage)
+	}
+	if _, err := global.ReadLedger(filepath.Join(*data, "global")); err != nil {
+		return err
+	}
+	n, err := global.OpenNode(global.NodeConfig{DataDir: filepath.Join(*data, "global")})
+	if err != nil {
+		return err
+	}
+	defer n.Close()
+	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if _, err := n.WaitLeader(wctx); err != nil {
+		return err
+	}
+	res, err := n.Apply(wctx, &ledger.Withdraw{Client: *client, Reason: *reason, UnixMs: time.Now().UnixMilli()})
+	if err != nil {
+		return err
+	}
+	if res.Err != nil {
+		return res.Err
+	}
+	if res.Duplicate {
+		fmt.Fprintf(stdout, "client %s had already withdrawn\n", *client)
+		return nil
+	}
+	fmt.Fprintf(stdout, "client %s withdrawn: it will never be sampled again; its spend stays on record\n", *client)
+	return nil
+}
