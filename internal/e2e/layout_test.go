@@ -12,6 +12,7 @@ const module = "github.com/strata-fl/strata/"
 // (DESIGN.md §5). Packages not listed (standalone, bench, cmd, internal,
 // *test helpers) may import anything.
 var allowed = map[string][]string{
+	"accum":         {},
 	"privacy":       {},
 	"topology":      {},
 	"secagg":        {},
@@ -20,7 +21,7 @@ var allowed = map[string][]string{
 	"mesh":          {"mesh/wire", "topology"},
 	"global/ledger": {"privacy"},
 	"edge":          {"mesh", "mesh/wire", "privacy", "topology", "secagg"},
-	"regional":      {"mesh", "mesh/wire", "privacy", "topology", "secagg"},
+	"regional":      {"accum", "mesh", "mesh/wire", "privacy", "topology", "secagg"},
 	"global":        {"global/ledger", "mesh", "mesh/wire", "privacy", "topology"},
 }
 
