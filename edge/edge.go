@@ -238,7 +238,8 @@ func (f *Fleet) serve(ctx context.Context, t task, delta []float64) error {
 	if err != nil {
 		return fmt.Errorf("trainer: %w", err)
 	}
-	if err := Clip(delta, t.open.ClipNorm); err != nil {
+	unclipped, err := ClipBit(delta, t.open.ClipNorm)
+	if err != nil {
 		return err
 	}
 	if s := t.open.EdgeNoise * t.open.ClipNorm; s > 0 {
@@ -251,7 +252,7 @@ func (f *Fleet) serve(ctx context.Context, t task, delta []float64) error {
 	}
 	u := wire.Update{
 		Job: f.cfg.Job, Round: t.open.Round, Region: t.client.Region, Client: t.client.ID,
-		ModelVersion: t.open.ModelVersion, Examples: examples,
+		ModelVersion: t.open.ModelVersion, Examples: examples, Unclipped: unclipped,
 		Vec: wire.AppendFloat64sAs32(make([]byte, 0, 4*len(delta)), delta),
 	}
 	b, err := wire.Encode(wire.TypeUpdate, &u)
@@ -268,6 +269,22 @@ func (f *Fleet) serve(ctx context.Context, t task, delta []float64) error {
 	}
 	f.cfg.Logger.Debug("update published", "client", t.client.ID, "round", t.open.Round)
 	return nil
+}
+
+// ClipBit clips v to norm c and returns the adaptive-clipping bit: 1 when
+// v was already within c.
+func ClipBit(v []float64, c float64) (uint8, error) {
+	n := 0.0
+	for _, x := range v {
+		n += x * x
+	}
+	if err := Clip(v, c); err != nil {
+		return 0, err
+	}
+	if math.Sqrt(n) <= c {
+		return 1, nil
+	}
+	return 0, nil
 }
 
 // ErrNonFinite reports a trainer result with NaN or ±Inf.

@@ -29,7 +29,11 @@ func (v Violation) String() string { return v.Rule + ": " + v.Detail }
 // Project computes the end-of-job ε per observer of a plan for a model of
 // dim parameters, exactly as the ledger would charge it round by round.
 func Project(t *topology.Topology, dim int) (Projection, error) {
-	mech := Mechanisms(t, t.Privacy.Noise, dim)
+	noise, err := roundOneNoise(t, dim)
+	if err != nil {
+		return Projection{}, err
+	}
+	mech := Mechanisms(t, noise, dim)
 	p := Projection{Rounds: t.Train.Rounds, Delta: t.Privacy.Delta}
 	for _, o := range ledger.Observers {
 		m := mech[o]
@@ -87,4 +91,17 @@ func fmtEpsilon(e float64) string {
 		return "∞"
 	}
 	return fmt.Sprintf("%.4g", e)
+}
+
+// roundOneNoise is the noise plan the first round would use: paced to land
+// on the target, adjusted for the clipping bits, or as planned.
+func roundOneNoise(t *topology.Topology, dim int) (topology.Noise, error) {
+	switch {
+	case t.Privacy.Pacing.TargetEpsilon > 0:
+		n, _, err := PaceNoise(t, dim, nil, 0, t.Train.Rounds)
+		return n, err
+	case t.Privacy.AdaptiveClip.Enabled:
+		return AdaptiveNoise(t, dim)
+	}
+	return t.Privacy.Noise, nil
 }

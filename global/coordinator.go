@@ -310,7 +310,15 @@ func (c *Coordinator) runRound(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	res, err = c.cfg.Node.Apply(ctx, &ledger.CommitModel{Round: round, Version: version + 1, Hash: newHash, Accuracy: acc, Loss: loss, Participants: participants, Regions: regions})
+	var nextClip float64
+	if ac := t.Privacy.AdaptiveClip; ac.Enabled {
+		bits := 0.0
+		for _, p := range parts {
+			bits += p.BitSum
+		}
+		nextClip = NextClip(plan.clip, bits, t.Privacy.SamplingRate*float64(plan.eligible), ac.Quantile, ac.LearningRate)
+	}
+	res, err = c.cfg.Node.Apply(ctx, &ledger.CommitModel{Round: round, Version: version + 1, Hash: newHash, Accuracy: acc, Loss: loss, Participants: participants, Regions: regions, NextClipNorm: nextClip})
 	if err != nil {
 		return err
 	}
@@ -335,6 +343,7 @@ func (c *Coordinator) publishOpen(round, version uint64, hash, region string, sa
 		Job: c.top.Job, Round: round, Region: region, ModelVersion: version, ModelHash: hash,
 		Dim: len(c.theta), ClipNorm: plan.clip, EdgeNoise: plan.noise.Edge, RegionalNoise: plan.noise.Regional,
 		DeadlineUnixMs: deadline.UnixMilli(), Sampled: sampled,
+		ClipBits: c.top.Privacy.AdaptiveClip.Enabled, BitNoise: c.top.Privacy.AdaptiveClip.BitNoise,
 	}
 	b, err := wire.Encode(wire.TypeRoundOpen, &msg)
 	if err != nil {

@@ -44,11 +44,40 @@ func Mechanisms(t *topology.Topology, n topology.Noise, dim int) map[ledger.Obse
 		}
 	}
 	scale := c / widened
-	return map[ledger.Observer]ObserverMechanism{
+	mech := map[ledger.Observer]ObserverMechanism{
 		ledger.Public:           {Q: t.Privacy.SamplingRate, Sigma: scale * math.Sqrt(n.Edge*n.Edge+m*n.Regional*n.Regional+n.Global*n.Global)},
 		ledger.GlobalOperator:   {Q: 1, Sigma: scale * math.Sqrt(n.Edge*n.Edge+n.Regional*n.Regional)},
 		ledger.RegionalOperator: {Q: 1, Sigma: scale * n.Edge},
 	}
+	if ac := t.Privacy.AdaptiveClip; ac.Enabled {
+		// The clipping bits are a second Gaussian release of the same
+		// clients: Σ(bit − ½) has sensitivity ½, so region noise σ_b is a
+		// multiplier 2σ_b. The public sees at least MinRegions regions'
+		// bit noise, the global operator its client's region's, and the
+		// regional operator the bits in clear.
+		sb := ac.BitNoise * 2 * widenedBit(ac.BitNoise, widened/c)
+		bits := map[ledger.Observer]float64{ledger.Public: math.Sqrt(m) * sb, ledger.GlobalOperator: sb, ledger.RegionalOperator: 0}
+		for o, mm := range mech {
+			mm.Sigma = combine(mm.Sigma, bits[o])
+			mech[o] = mm
+		}
+	}
+	return mech
+}
+
+// widenedBit charges the bit release the same relative sensitivity
+// widening as the update (the snapping of its single coordinate is far
+// smaller, so this over-counts).
+func widenedBit(_ float64, widening float64) float64 { return 1 / widening }
+
+// combine returns the multiplier of two independent Gaussian releases of
+// the same data, z = (z₁⁻² + z₂⁻²)^(−1/2); an unprotected part (0) makes
+// the whole unprotected.
+func combine(z1, z2 float64) float64 {
+	if z1 == 0 || z2 == 0 {
+		return 0
+	}
+	return 1 / math.Sqrt(1/(z1*z1)+1/(z2*z2))
 }
 
 // samplerSlack is the ε the secure sampler's float64 acceptance test may add

@@ -36,9 +36,7 @@ func projectPublic(t *topology.Topology, n topology.Noise, dim int, cum []float6
 func PaceNoise(t *topology.Topology, dim int, cum []float64, done uint64, remaining int) (topology.Noise, float64, error) {
 	target := t.Privacy.Pacing.TargetEpsilon
 	base := t.Privacy.Noise
-	scaled := func(s float64) topology.Noise {
-		return topology.Noise{Edge: s * base.Edge, Regional: s * base.Regional, Global: s * base.Global}
-	}
+	scaled := func(s float64) topology.Noise { return scaleNoise(base, s) }
 	eps := func(s float64) (float64, error) { return projectPublic(t, scaled(s), dim, cum, done, remaining) }
 	if e, err := eps(1e6); err != nil || e > target {
 		return topology.Noise{}, 0, fmt.Errorf("%w: even ×1e6 noise leaves ε above %.4g after %d more rounds (spent so far is too close to the target)", ErrPacing, target, remaining)

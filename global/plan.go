@@ -2,6 +2,7 @@ package global
 
 import (
 	"fmt"
+	"math"
 
 	"github.com/strata-fl/strata/global/ledger"
 	"github.com/strata-fl/strata/topology"
@@ -20,6 +21,18 @@ type roundPlan struct {
 func (c *Coordinator) planRound(cum *ledger.PerObserver[[]float64], round uint64) (roundPlan, error) {
 	t := c.top
 	plan := roundPlan{noise: t.Privacy.Noise, clip: t.Privacy.ClipNorm}
+	c.cfg.Node.Read(func(l *ledger.Ledger) {
+		if l.ClipNorm > 0 {
+			plan.clip = l.ClipNorm
+		}
+	})
+	if t.Privacy.AdaptiveClip.Enabled && t.Privacy.Pacing.TargetEpsilon == 0 {
+		n, err := AdaptiveNoise(t, len(c.theta))
+		if err != nil {
+			return plan, err
+		}
+		plan.noise = n
+	}
 	if t.Privacy.Pacing.TargetEpsilon > 0 {
 		var committed int
 		c.cfg.Node.Read(func(l *ledger.Ledger) { committed = l.CommittedRounds() })
@@ -62,4 +75,52 @@ func (c *Coordinator) converged() string {
 		return fmt.Sprintf("converged: evaluation loss has not improved for %d rounds (best %.4f at model v%d); remaining budget left unspent", k, best, bestAt+1)
 	}
 	return ""
+}
+
+// AdaptiveNoise returns the update noise plan that, together with the
+// clipping bits' noise, costs the public exactly what the plan would cost
+// with fixed clipping: z_Δ = (z⁻² − z_b⁻²)^(−1/2) (Andrew et al. 2021), with
+// every tier scaled by the same factor.
+func AdaptiveNoise(t *topology.Topology, dim int) (topology.Noise, error) {
+	fixed := t.Clone()
+	fixed.Privacy.AdaptiveClip.Enabled = false
+	z := Mechanisms(fixed, t.Privacy.Noise, dim)[ledger.Public].Sigma
+	if z == 0 {
+		return t.Privacy.Noise, nil
+	}
+	// Find s with Mechanisms(t, s·noise).Public = z; it is monotone in s.
+	lo, hi := 1.0, 1.0
+	at := func(s float64) float64 {
+		return Mechanisms(t, scaleNoise(t.Privacy.Noise, s), dim)[ledger.Public].Sigma
+	}
+	for at(hi) < z {
+		if hi > 1e6 {
+			return topology.Noise{}, fmt.Errorf("global: adaptive clipping: bit_noise %v is too small to keep the public noise multiplier at %.4g: raise privacy.adaptive_clip.bit_noise", t.Privacy.AdaptiveClip.BitNoise, z)
+		}
+		lo, hi = hi, hi*2
+	}
+	for i := 0; i < 200 && hi-lo > 1e-15*hi; i++ {
+		mid := (lo + hi) / 2
+		if at(mid) < z {
+			lo = mid
+		} else {
+			hi = mid
+		}
+	}
+	return scaleNoise(t.Privacy.Noise, hi), nil
+}
+
+func scaleNoise(n topology.Noise, s float64) topology.Noise {
+	return topology.Noise{Edge: s * n.Edge, Regional: s * n.Regional, Global: s * n.Global}
+}
+
+// NextClip is the geometric update of Andrew et al. (2021):
+// C ← C·exp(−η(b̄ − γ)), where b̄ is the noisy fraction of updates that were
+// not clipped, estimated with the expected participant count.
+func NextClip(c, bitSum, expected, gamma, eta float64) float64 {
+	if expected <= 0 {
+		return c
+	}
+	frac := bitSum/expected + 0.5
+	return c * math.Exp(-eta*(frac-gamma))
 }

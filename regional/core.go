@@ -41,6 +41,7 @@ type Round struct {
 	rejected  map[string]int
 	finalized bool
 	normBound float64
+	bitSum    float64 // Σ(bit − ½) of accepted updates (adaptive clipping)
 }
 
 // NewRound starts aggregating the round announced by open.
@@ -117,7 +118,13 @@ func (r *Round) add(b []byte) string {
 	if math.Sqrt(norm2) > r.normBound {
 		return ReasonNorm
 	}
+	if r.open.ClipBits && u.Unclipped > 1 {
+		return ReasonMalformed
+	}
 	r.seen[u.Client] = true
+	if r.open.ClipBits {
+		r.bitSum += float64(u.Unclipped) - 0.5
+	}
 	for i, x := range v {
 		r.sum[i] += float64(x)
 	}
@@ -156,8 +163,15 @@ func (r *Round) Finalize(n Noiser) (*wire.Partial, error) {
 			return nil, fmt.Errorf("regional %s: noise: %w", r.open.Region, err)
 		}
 	}
+	if r.open.ClipBits && r.open.BitNoise > 0 {
+		b := []float64{r.bitSum}
+		if err := n.AddTo64(b, r.open.BitNoise); err != nil {
+			return nil, fmt.Errorf("regional %s: bit noise: %w", r.open.Region, err)
+		}
+		r.bitSum = b[0]
+	}
 	r.finalized = true
-	return &wire.Partial{
+	return &wire.Partial{BitSum: r.bitSum,
 		Job: r.open.Job, Round: r.open.Round, Region: r.open.Region, Count: r.count,
 		Rejected: r.Rejected(), Sum: wire.AppendFloat64sAs32(make([]byte, 0, 4*len(r.sum)), r.sum),
 	}, nil

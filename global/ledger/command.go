@@ -60,6 +60,8 @@ type CommitModel struct {
 	Loss         float64  `msgpack:"loss"`
 	Participants int      `msgpack:"participants"`
 	Regions      []string `msgpack:"regions"`
+	// NextClipNorm is the adaptive clip norm for the next round (0 = keep).
+	NextClipNorm float64 `msgpack:"next_clip_norm,omitempty"`
 }
 
 // AbortRound closes a round without a model; its spend stays.

@@ -99,14 +99,17 @@ type Model struct {
 
 // Ledger is the replicated state. The zero value is an empty ledger.
 type Ledger struct {
-	Job          *Job                   `msgpack:"job"`
-	Rounds       []RoundEntry           `msgpack:"rounds"`
-	Models       []Model                `msgpack:"models"`
-	RDP          PerObserver[[]float64] `msgpack:"rdp"`     // cumulative curve per observer
-	Clients      []Client               `msgpack:"clients"` // sorted by ID
-	Finished     bool                   `msgpack:"finished"`
-	FinishReason string                 `msgpack:"finish_reason"`
-	Applied      uint64                 `msgpack:"applied"` // last applied index
+	Job     *Job                   `msgpack:"job"`
+	Rounds  []RoundEntry           `msgpack:"rounds"`
+	Models  []Model                `msgpack:"models"`
+	RDP     PerObserver[[]float64] `msgpack:"rdp"`     // cumulative curve per observer
+	Clients []Client               `msgpack:"clients"` // sorted by ID
+	// ClipNorm is the clip norm the next round uses under adaptive
+	// clipping (0 = the topology's).
+	ClipNorm     float64 `msgpack:"clip_norm"`
+	Finished     bool    `msgpack:"finished"`
+	FinishReason string  `msgpack:"finish_reason"`
+	Applied      uint64  `msgpack:"applied"` // last applied index
 }
 
 // New returns an empty ledger.
@@ -246,6 +249,9 @@ func (l *Ledger) commitModel(c *CommitModel) Result {
 	e.Regions = append([]string(nil), c.Regions...)
 	sort.Strings(e.Regions)
 	e.ResultVersion = c.Version
+	if c.NextClipNorm > 0 {
+		l.ClipNorm = c.NextClipNorm
+	}
 	l.Models = append(l.Models, Model{Version: c.Version, Round: c.Round, Hash: c.Hash, Accuracy: c.Accuracy, Loss: c.Loss})
 	return Result{}
 }

@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"errors"
+	"math"
 	"strings"
 	"sync"
 	"testing"
@@ -149,5 +150,39 @@ func TestMeshBudgetRefusesRoundAndReleasesNothing(t *testing.T) {
 		if r > 2 {
 			t.Fatalf("round %d was announced although refused", r)
 		}
+	}
+}
+
+// TestAdaptiveClippingInTheMesh runs a small job with adaptive clipping:
+// the clipping bits travel edge → region (summed and noised) → global, the
+// clip norm moves round by round and is recorded, and the job completes.
+func TestAdaptiveClippingInTheMesh(t *testing.T) {
+	if testing.Short() {
+		t.Skip("whole-mesh test")
+	}
+	top := smallTopology(t)
+	top.Privacy.ClipNorm = 0.05 // far below the update norms: the controller must raise it
+	top.Privacy.AdaptiveClip = topology.AdaptiveClip{Enabled: true}
+	top.ApplyDefaults()
+	if err := top.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	l, err := runSmall(t, top, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var clips []float64
+	for _, r := range l.Rounds {
+		clips = append(clips, r.ClipNorm)
+	}
+	t.Logf("clip norms by round: %v", clips)
+	if !(clips[len(clips)-1] > clips[0]) {
+		t.Fatalf("clip norm did not rise from %v although every update was clipped: %v", clips[0], clips)
+	}
+	fixed := top.Clone()
+	fixed.Privacy.AdaptiveClip.Enabled = false
+	want := projected(t, fixed, top.Train.Rounds)
+	if got := l.Spent(ledger.Public); math.Abs(got-want) > 1e-9*want {
+		t.Fatalf("public ε %v with adaptive clipping, %v for the same plan with fixed clipping", got, want)
 	}
 }

@@ -65,6 +65,10 @@ type RoundOpen struct {
 	RegionalNoise  float64  `msgpack:"regional_noise"` // multiplier of ClipNorm
 	DeadlineUnixMs int64    `msgpack:"deadline_ms"`
 	Sampled        []string `msgpack:"sampled"`
+	// ClipBits asks clients for the adaptive-clipping bit; BitNoise is the
+	// standard deviation each region adds to its sum of centred bits.
+	ClipBits bool    `msgpack:"clip_bits,omitempty"`
+	BitNoise float64 `msgpack:"bit_noise,omitempty"`
 }
 
 // Update is one client's clipped (and edge-noised) model delta.
@@ -76,6 +80,9 @@ type Update struct {
 	ModelVersion uint64 `msgpack:"model_version"`
 	Examples     int    `msgpack:"examples"`
 	Vec          []byte `msgpack:"vec"` // little-endian float32
+	// Unclipped is the adaptive-clipping bit: 1 if the update's norm was
+	// at most the clip norm before clipping. Only when the round asks.
+	Unclipped uint8 `msgpack:"unclipped,omitempty"`
 }
 
 // Partial is a region's noised sum of the updates it accepted.
@@ -86,6 +93,9 @@ type Partial struct {
 	Count    int            `msgpack:"count"`
 	Rejected map[string]int `msgpack:"rejected"`
 	Sum      []byte         `msgpack:"sum"` // little-endian float32
+	// BitSum is Σ(bit − ½) over accepted updates plus the region's bit
+	// noise, when the round asked for clipping bits.
+	BitSum float64 `msgpack:"bit_sum,omitempty"`
 }
 
 // JobDone tells every tier the job is over.
