@@ -37,9 +37,13 @@ type NodeConfig struct {
 	// in-memory transport: a single-node cluster inside one process
 	// (strata up), whose address stays the same across restarts.
 	Bind string
-	// Bootstrap forms a new single-voter cluster when the data dir has no
-	// raft state. Default true for an in-memory transport.
+	// Bootstrap forms a new cluster when the data dir has no raft state:
+	// of Peers if given (every listed node bootstraps the same
+	// configuration), else of this node alone. Default true for an
+	// in-memory transport.
 	Bootstrap bool
+	// Peers is the initial voter set, this node included.
+	Peers []Peer
 	// ApplyTimeout bounds one raft commit; default 10s.
 	ApplyTimeout time.Duration
 	// SnapshotThreshold is how many log entries trigger a snapshot; default 256.
@@ -137,6 +141,12 @@ func OpenNode(cfg NodeConfig) (*Node, error) {
 		}
 		if !has {
 			conf := raft.Configuration{Servers: []raft.Server{{ID: rc.LocalID, Address: addr}}}
+			if len(cfg.Peers) > 0 {
+				conf.Servers = nil
+				for _, p := range cfg.Peers {
+					conf.Servers = append(conf.Servers, raft.Server{ID: raft.ServerID(p.ID), Address: raft.ServerAddress(p.Addr)})
+				}
+			}
 			if err := raft.BootstrapCluster(rc, store, store, snaps, trans, conf); err != nil {
 				store.Close()
 				return nil, fmt.Errorf("global %s: bootstrap: %w", cfg.ID, err)

@@ -25,9 +25,14 @@ func commands() map[string]command {
 		"privacy":  {"plan budgets: epsilon for a schedule, calibrate sigma", runPrivacy},
 		"check":    {"project ε per observer for a plan and enforce its policy", runCheck},
 		"withdraw": {"withdraw a client's consent in a stopped data dir", runWithdraw},
+		"nats":     {"run a NATS server with JetStream for a multi-process mesh", runNATS},
+		"global":   {"run one node of the raft-replicated global tier (and `global members`)", runGlobal},
+		"regional": {"run one regional aggregator", runRegional},
+		"edge":     {"run one region's simulated edge clients", runEdge},
 		"up":       {"run a whole mesh and a DP fine-tuning job in one process", runUp},
 		"ledger":   {"print the committed privacy ledger of a data dir", runLedger},
 		"topology": {"print the default topology, validate a file", runTopology},
+		"bench":    {"benchmarks: strata bench ingest [--json]", runBench},
 	}
 }
 

@@ -1,0 +1,267 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"runtime"
+	"strings"
+
+	"github.com/strata-fl/strata/edge"
+	"github.com/strata-fl/strata/finetune"
+	"github.com/strata-fl/strata/global"
+	"github.com/strata-fl/strata/mesh"
+	"github.com/strata-fl/strata/regional"
+	"github.com/strata-fl/strata/standalone"
+	"github.com/strata-fl/strata/topology"
+)
+
+// roleFlags are the flags every role process shares.
+type roleFlags struct {
+	fs       *flag.FlagSet
+	natsURL  *string
+	topo     *string
+	verbose  *bool
+	progress io.Writer
+}
+
+func newRoleFlags(name, usage string, stderr io.Writer) *roleFlags {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, usage)
+		fs.PrintDefaults()
+	}
+	return &roleFlags{
+		fs:      fs,
+		natsURL: fs.String("nats", "nats://127.0.0.1:4222", "NATS server URL(s), comma-separated"),
+		topo:    fs.String("topology", "", "topology YAML file (default: the built-in one); every role of a mesh must use the same"),
+		verbose: fs.Bool("v", false, "log what this role does"),
+	}
+}
+
+func (r *roleFlags) parse(args []string) error {
+	if err := r.fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	if r.fs.NArg() > 0 {
+		return fmt.Errorf("%w: unexpected arguments %q", errUsage, r.fs.Args())
+	}
+	return nil
+}
+
+func (r *roleFlags) logger(stderr io.Writer) *slog.Logger {
+	if *r.verbose {
+		return slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+}
+
+func helpOK(err error) error {
+	if errors.Is(err, flag.ErrHelp) {
+		return nil
+	}
+	return err
+}
+
+func runNATS(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("nats", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	data := fs.String("data", "./strata-nats", "JetStream store dir")
+	host := fs.String("host", "127.0.0.1", "listen address")
+	port := fs.Int("port", 4222, "client port (0 picks a free one)")
+	if err := fs.Parse(args); err != nil {
+		return helpOK(fmt.Errorf("%w: %v", errUsage, err))
+	}
+	s, err := mesh.StartServer(mesh.ServerConfig{StoreDir: *data, Host: *host, Port: *port})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "nats server ready on %s (JetStream store %s)\n", s.ClientURL(), *data)
+	<-ctx.Done()
+	s.Shutdown()
+	s.WaitForShutdown()
+	return nil
+}
+
+func runGlobal(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == "members" {
+		return runMembers(ctx, args[1:], stdout, stderr)
+	}
+	rf := newRoleFlags("global", "usage: strata global --id ID --raft-bind HOST:PORT --data DIR [--peers ID=ADDR,...] [--nats URL] [--topology FILE]\n       strata global members add|remove|list ...\n\nRuns one node of the raft-replicated global tier; the leader coordinates rounds.", stderr)
+	id := rf.fs.String("id", "g1", "this node's id in the raft configuration")
+	bind := rf.fs.String("raft-bind", "127.0.0.1:7001", "raft transport address")
+	data := rf.fs.String("data", "./strata-global", "data dir: raft log, snapshots, checkpoint")
+	peers := rf.fs.String("peers", "", "initial voters ID=HOST:PORT,... (this node included); empty joins later via `strata global members add`")
+	if err := rf.parse(args); err != nil {
+		return helpOK(err)
+	}
+	t, err := loadTopology(*rf.topo)
+	if err != nil {
+		return err
+	}
+	ps, err := global.ParsePeers(*peers)
+	if err != nil {
+		return fmt.Errorf("%w: --peers: %v", errUsage, err)
+	}
+	logger := rf.logger(stderr).With("node", *id)
+	task, err := prepareTask(t, *data, stdout)
+	if err != nil {
+		return err
+	}
+	node, err := global.OpenNode(global.NodeConfig{ID: *id, DataDir: *data, Bind: *bind, Bootstrap: len(ps) > 0, Peers: ps, Logger: logger})
+	if err != nil {
+		return err
+	}
+	defer node.Close()
+	nc, err := mesh.Dialer{URL: *rf.natsURL}.Connect("global-" + *id)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	models, err := mesh.OpenModelStore(ctx, nc, t.Job, 1)
+	if err != nil {
+		return err
+	}
+	hash, err := standalone.ConfigHash(t)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "global %s: raft on %s, NATS %s, job %s\n", *id, *bind, *rf.natsURL, t.Job)
+	err = global.RunService(ctx, global.ServiceConfig{
+		Node: node, Conn: nc, ExitWhenFinished: true, Logger: logger,
+		NewCoordinator: func() (*global.Coordinator, error) {
+			return global.NewCoordinator(global.CoordinatorConfig{
+				Topology: t, Node: node, Conn: nc, Models: models, Initial: task.Theta0,
+				Evaluator: finetune.Evaluator{Task: task}, ConfigHash: hash, Progress: progressBar(stdout), Logger: logger,
+			})
+		},
+	})
+	if err != nil {
+		return err
+	}
+	st := node.Status()
+	fmt.Fprintf(stdout, "global %s: job finished with %d rounds committed (applied index %d)\n", *id, st.Committed, st.Applied)
+	return nil
+}
+
+// prepareTask loads MNIST and the checkpoint (pre-trained once, cached in
+// dir; pre-training is deterministic, so every role derives the same one).
+func prepareTask(t *topology.Topology, dir string, stdout io.Writer) (*finetune.Task, error) {
+	mn, err := finetune.LoadMNIST("")
+	if err != nil {
+		return nil, err
+	}
+	return finetune.PrepareTask(mn, standalone.TaskConfig(t), dir, func(f string, a ...any) { fmt.Fprintf(stdout, f+"\n", a...) })
+}
+
+func runRegional(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	rf := newRoleFlags("regional", "usage: strata regional --region R [--nats URL] [--topology FILE]\n\nRuns one regional aggregator until the job is done.", stderr)
+	region := rf.fs.String("region", "", "region id (required)")
+	if err := rf.parse(args); err != nil {
+		return helpOK(err)
+	}
+	t, err := loadTopology(*rf.topo)
+	if err != nil {
+		return err
+	}
+	if !hasRegion(t, *region) {
+		return fmt.Errorf("%w: --region %q is not in the topology (regions: %s)", errUsage, *region, regionIDs(t))
+	}
+	nc, err := mesh.Dialer{URL: *rf.natsURL}.Connect("regional-" + *region)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	r, err := regional.NewRunner(regional.Config{Job: t.Job, Region: *region, Conn: nc, Logger: rf.logger(stderr)})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "regional %s: aggregating job %s\n", *region, t.Job)
+	if err := r.Run(ctx); err != nil {
+		return err
+	}
+	st := r.Stats()
+	fmt.Fprintf(stdout, "regional %s: done: %d updates accepted, %d partials, rejected %v\n", *region, st.Accepted, st.Partials, st.Rejected)
+	return nil
+}
+
+func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	rf := newRoleFlags("edge", "usage: strata edge --region R [--nats URL] [--topology FILE] [--data DIR]\n\nRuns the simulated clients of one region (each with its own NATS connection) until the job is done.", stderr)
+	region := rf.fs.String("region", "", "region whose clients to simulate (required)")
+	data := rf.fs.String("data", "./strata-edge", "dir for the cached checkpoint")
+	workers := rf.fs.Int("workers", runtime.GOMAXPROCS(0), "concurrent local trainings")
+	if err := rf.parse(args); err != nil {
+		return helpOK(err)
+	}
+	t, err := loadTopology(*rf.topo)
+	if err != nil {
+		return err
+	}
+	if !hasRegion(t, *region) {
+		return fmt.Errorf("%w: --region %q is not in the topology (regions: %s)", errUsage, *region, regionIDs(t))
+	}
+	task, err := prepareTask(t, *data, stdout)
+	if err != nil {
+		return err
+	}
+	var ids []string
+	var clients []edge.Client
+	for _, r := range t.Regions {
+		for i := 0; i < r.Clients; i++ {
+			id := topology.ClientID(r.ID, i)
+			ids = append(ids, id)
+			if r.ID == *region {
+				clients = append(clients, edge.Client{ID: id, Region: r.ID})
+			}
+		}
+	}
+	trainer, err := finetune.NewClientTrainer(task, ids)
+	if err != nil {
+		return err
+	}
+	dialer := mesh.Dialer{URL: *rf.natsURL}
+	mc, err := dialer.Connect("edge-models-" + *region)
+	if err != nil {
+		return err
+	}
+	defer mc.Close()
+	models, err := mesh.OpenModelStore(ctx, mc, t.Job, 1)
+	if err != nil {
+		return err
+	}
+	f, err := edge.NewFleet(edge.FleetConfig{Job: t.Job, Dialer: dialer, Clients: clients, Trainer: trainer, Models: models, Workers: *workers, Logger: rf.logger(stderr)})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "edge %s: %d clients for job %s\n", *region, len(clients), t.Job)
+	if err := f.Run(ctx); err != nil {
+		return err
+	}
+	st := f.Stats()
+	fmt.Fprintf(stdout, "edge %s: done: %d updates published, %d failed\n", *region, st.Published, st.Failed)
+	return nil
+}
+
+func hasRegion(t *topology.Topology, id string) bool {
+	for _, r := range t.Regions {
+		if r.ID == id {
+			return true
+		}
+	}
+	return false
+}
+
+func regionIDs(t *topology.Topology) string {
+	var ids []string
+	for _, r := range t.Regions {
+		ids = append(ids, r.ID)
+	}
+	return strings.Join(ids, ", ")
+}

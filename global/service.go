@@ -1,0 +1,180 @@
+package global
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/strata-fl/strata/global/ledger"
+)
+
+// Status is what a global node answers on its status subject.
+type Status struct {
+	ID        string `json:"id"`
+	Leader    bool   `json:"leader"`
+	LeaderID  string `json:"leader_id"`
+	Applied   uint64 `json:"applied"`
+	Rounds    int    `json:"rounds"`
+	Committed int    `json:"committed"`
+	Finished  bool   `json:"finished"`
+	Members   []Peer `json:"members"`
+}
+
+// StatusSubject is where node id answers status requests.
+func StatusSubject(id string) string { return "strata.global." + id + ".status" }
+
+// MembersSubject takes membership changes; the leader acts on them.
+const MembersSubject = "strata.global.members"
+
+// MembersRequest asks the leader to add or remove a voter.
+type MembersRequest struct {
+	Op   string `json:"op"` // "add", "remove" or "list"
+	ID   string `json:"id"`
+	Addr string `json:"addr"`
+}
+
+// MembersReply answers a MembersRequest.
+type MembersReply struct {
+	Members []Peer `json:"members"`
+	Error   string `json:"error,omitempty"`
+}
+
+// ServiceConfig configures a global node process: raft node, NATS, and a
+// coordinator made afresh for every term in which this node leads.
+type ServiceConfig struct {
+	Node           *Node
+	Conn           *nats.Conn
+	NewCoordinator func() (*Coordinator, error)
+	// ExitWhenFinished makes Run return once the ledger records the job as
+	// finished (on followers too), after FinishGrace (default 3s) so that
+	// lagging followers receive the last entries first.
+	ExitWhenFinished bool
+	FinishGrace      time.Duration
+	Logger           *slog.Logger
+}
+
+// RunService serves status and membership requests and runs the
+// coordinator whenever this node leads; losing leadership stops it (the next
+// leader aborts the open round, whose spend stays).
+func RunService(ctx context.Context, cfg ServiceConfig) error {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	n := cfg.Node
+	ssub, err := cfg.Conn.Subscribe(StatusSubject(n.cfg.ID), func(m *nats.Msg) {
+		b, _ := json.Marshal(n.Status())
+		m.Respond(b)
+	})
+	if err != nil {
+		return err
+	}
+	defer ssub.Unsubscribe()
+	msub, err := cfg.Conn.QueueSubscribe(MembersSubject, "leader-"+n.cfg.ID, func(m *nats.Msg) {
+		if !n.IsLeader() {
+			return // only the leader answers
+		}
+		var req MembersRequest
+		rep := MembersReply{}
+		if err := json.Unmarshal(m.Data, &req); err != nil {
+			rep.Error = "malformed request: " + err.Error()
+		} else {
+			switch req.Op {
+			case "add":
+				err = n.AddVoter(Peer{ID: req.ID, Addr: req.Addr})
+			case "remove":
+				err = n.RemoveServer(req.ID)
+			case "list":
+			default:
+				err = fmt.Errorf("unknown op %q: use add, remove or list", req.Op)
+			}
+			if err != nil {
+				rep.Error = err.Error()
+			}
+		}
+		rep.Members, _ = n.Members()
+		b, _ := json.Marshal(rep)
+		m.Respond(b)
+	})
+	if err != nil {
+		return err
+	}
+	defer msub.Unsubscribe()
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	if cfg.FinishGrace == 0 {
+		cfg.FinishGrace = 3 * time.Second
+	}
+	for {
+		if cfg.ExitWhenFinished && n.Status().Finished {
+			select {
+			case <-ctx.Done():
+			case <-time.After(cfg.FinishGrace):
+			}
+			return nil
+		}
+		if n.IsLeader() {
+			err := runTerm(ctx, cfg)
+			switch {
+			case ctx.Err() != nil:
+				return nil
+			case err == nil:
+				continue // job finished: fall through to the finished check
+			case n.IsLeader() && !errors.Is(err, ErrNotLeader):
+				return err
+			default:
+				cfg.Logger.Warn("leadership lost during the term", "err", err)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		}
+	}
+}
+
+// runTerm runs a coordinator until it ends or this node stops leading.
+func runTerm(ctx context.Context, cfg ServiceConfig) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		t := time.NewTicker(100 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				if !cfg.Node.IsLeader() {
+					cancel()
+					return
+				}
+			}
+		}
+	}()
+	c, err := cfg.NewCoordinator()
+	if err != nil {
+		return err
+	}
+	cfg.Logger.Info("leading: coordinator starts", "node", cfg.Node.cfg.ID)
+	err = c.Run(ctx)
+	if err != nil && !cfg.Node.IsLeader() {
+		return fmt.Errorf("%w: %v", ErrNotLeader, err)
+	}
+	return err
+}
+
+// Status reports this node's view of the cluster and the ledger.
+func (n *Node) Status() Status {
+	s := Status{ID: n.cfg.ID, Leader: n.IsLeader(), LeaderID: n.LeaderID(), Applied: n.AppliedIndex()}
+	n.Read(func(l *ledger.Ledger) {
+		s.Rounds, s.Committed, s.Finished = len(l.Rounds), l.CommittedRounds(), l.Finished
+	})
+	s.Members, _ = n.Members()
+	return s
+}
