@@ -48,6 +48,10 @@ type FleetConfig struct {
 	// Rand is the edge-noise source; nil means crypto/rand.Reader.
 	Rand   io.Reader
 	Logger *slog.Logger
+	// Stream says how updates are encoded and when they are streamed in
+	// chunks (edge/publish.go); the zero value streams float32 updates
+	// larger than 1 MiB.
+	Stream StreamConfig
 }
 
 // Fleet runs simulated edge clients.
@@ -249,6 +253,9 @@ func (f *Fleet) serve(ctx context.Context, t task, delta []float64) error {
 		if err != nil {
 			return fmt.Errorf("edge noise: %w", err)
 		}
+	}
+	if f.cfg.Stream.streams(len(delta)) {
+		return f.publishStream(ctx, t, delta, examples, unclipped)
 	}
 	u := wire.Update{
 		Job: f.cfg.Job, Round: t.open.Round, Region: t.client.Region, Client: t.client.ID,

@@ -46,7 +46,7 @@ type Round struct {
 
 // NewRound starts aggregating the round announced by open.
 func NewRound(open wire.RoundOpen) (*Round, error) {
-	if open.Dim <= 0 || open.Dim > wire.MaxMessage/4 {
+	if open.Dim <= 0 || open.Dim > wire.MaxDim {
 		return nil, fmt.Errorf("regional: round %d announces dimension %d", open.Round, open.Dim)
 	}
 	if !(open.ClipNorm > 0) || math.IsInf(open.ClipNorm, 0) {

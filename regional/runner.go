@@ -26,7 +26,12 @@ type Config struct {
 	// QueueSize bounds updates waiting for the aggregator; default 4096.
 	// When full, further updates are dropped and counted ("queue_full").
 	QueueSize int
-	Logger    *slog.Logger
+	// StreamSlots bounds the streamed updates staged at once (each holds
+	// up to 4·d bytes); default DefaultStreamSlots. StreamWindow is the
+	// number of unacknowledged chunks a client may send; default 4.
+	StreamSlots  int
+	StreamWindow int
+	Logger       *slog.Logger
 }
 
 // Stats are cumulative counters of a runner.
@@ -35,6 +40,11 @@ type Stats struct {
 	Rejected   map[string]int
 	Partials   int
 	QueueDrops int
+	// StrayChunks counts chunks of no staged stream (e.g. in flight when
+	// their stream failed); SlowConsumerDrops counts messages NATS dropped
+	// because the runner fell behind.
+	StrayChunks       int
+	SlowConsumerDrops int
 }
 
 // Runner runs a regional aggregator over NATS.
@@ -45,6 +55,7 @@ type Runner struct {
 	mu    sync.Mutex
 	stats Stats
 	ready chan struct{}
+	sr    streamRun
 }
 
 // Ready is closed once the runner is subscribed.
@@ -58,6 +69,9 @@ func NewRunner(cfg Config) (*Runner, error) {
 	if cfg.QueueSize == 0 {
 		cfg.QueueSize = 4096
 	}
+	if cfg.StreamWindow <= 0 {
+		cfg.StreamWindow = 4
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -70,6 +84,7 @@ func (r *Runner) Stats() Stats {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	s := r.stats
+	s.SlowConsumerDrops = r.dropped()
 	s.Rejected = map[string]int{}
 	for k, v := range r.stats.Rejected {
 		s.Rejected[k] = v
@@ -105,6 +120,9 @@ func (r *Runner) Run(ctx context.Context) error {
 		s.SetPendingLimits(-1, 512<<20)
 		subs = append(subs, s)
 	}
+	r.mu.Lock()
+	r.sr.subs = subs
+	r.mu.Unlock()
 	if err := r.cfg.Conn.Flush(); err != nil {
 		return fmt.Errorf("regional %s: %w", r.cfg.Region, err)
 	}
@@ -132,6 +150,7 @@ func (r *Runner) loop(ctx context.Context, roundSubj, doneSubj string) error {
 		if cur == nil {
 			return nil
 		}
+		r.abortStreams(cur)
 		p, err := cur.Finalize(r.noise)
 		cur = nil
 		timer.Stop()
@@ -187,6 +206,14 @@ func (r *Runner) loop(ctx context.Context, roundSubj, doneSubj string) error {
 					}
 				}
 			default:
+				if r.onStream(cur, m) {
+					if cur != nil && cur.Complete() {
+						if err := finalize(); err != nil {
+							return err
+						}
+					}
+					continue
+				}
 				if cur == nil {
 					r.count(ReasonNoRound)
 					r.cfg.Logger.Debug("update rejected", "reason", ReasonNoRound)
@@ -218,6 +245,9 @@ func (r *Runner) count(reason string) {
 }
 
 func (r *Runner) publish(p *wire.Partial) error {
+	if len(p.Sum) > partialChunkBytes(r.cfg.Conn) {
+		return r.publishChunked(p)
+	}
 	b, err := wire.Encode(wire.TypePartial, p)
 	if err != nil {
 		return err

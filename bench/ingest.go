@@ -1,0 +1,433 @@
+package bench
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+
+	"github.com/strata-fl/strata/accum"
+	"github.com/strata-fl/strata/edge"
+	"github.com/strata-fl/strata/mesh"
+	"github.com/strata-fl/strata/mesh/wire"
+)
+
+// IngestConfig configures the ingest benchmark.
+type IngestConfig struct {
+	// Ns and Ds are the client counts and model dimensions; every pair is
+	// measured. Defaults {10, 100, 1000} × {1e5, 1e6, 1e7}.
+	Ns, Ds []int
+	// ChunkBytes of update data per chunk; default 1 MiB. The raw NATS
+	// reference publishes messages of the same size.
+	ChunkBytes int
+	// Slots and Window are the region's stream slots and the clients'
+	// window of unacknowledged chunks; defaults 2 and 4.
+	Slots, Window int
+	// Encoding of the updates; default f32.
+	Encoding string
+	// StoreDir is the NATS server's JetStream directory; required.
+	StoreDir string
+	// RegionCmd returns the command that runs the region process (it must
+	// call RegionMain with the RegionEnv variable, which Ingest sets);
+	// default: this executable with "bench region".
+	RegionCmd func() *exec.Cmd
+	// Logf reports progress; nil is silent.
+	Logf func(format string, args ...any)
+}
+
+// IngestResult is one (N, d) measurement. Ratios are of figures measured
+// in the same run.
+type IngestResult struct {
+	N            int     `json:"n"`
+	D            int     `json:"d"`
+	Encoding     string  `json:"encoding"`
+	ChunkBytes   int     `json:"chunk_bytes"`
+	WireBytes    int64   `json:"wire_bytes"` // update data bytes sent by all clients
+	IngestMBs    float64 `json:"ingest_mb_s"`
+	UpdatesPerS  float64 `json:"updates_s"`
+	NatsRawMBs   float64 `json:"nats_raw_mb_s"`
+	IngestRatio  float64 `json:"ingest_ratio"`
+	Kernel       string  `json:"kernel"`
+	KernelGBs    float64 `json:"kernel_gb_s"`
+	MemreadGBs   float64 `json:"memread_gb_s"`
+	KernelRatio  float64 `json:"kernel_ratio"`
+	PeakRSS      int64   `json:"peak_rss_bytes"`
+	RSSBound     int64   `json:"rss_bound_bytes"` // 3·(8·d) + 64 MiB
+	Accepted     int     `json:"accepted"`
+	Rejected     int     `json:"rejected"`
+	SlowConsumer int64   `json:"slow_consumers"` // server-side slow-consumer events in the ingest
+	SubDropped   int     `json:"region_dropped"` // messages the region's subscriptions dropped
+	Reconnects   uint64  `json:"region_reconnects"`
+}
+
+func (c IngestConfig) withDefaults() IngestConfig {
+	if len(c.Ns) == 0 {
+		c.Ns = []int{10, 100, 1000}
+	}
+	if len(c.Ds) == 0 {
+		c.Ds = []int{1e5, 1e6, 1e7}
+	}
+	if c.ChunkBytes <= 0 {
+		c.ChunkBytes = 1 << 20
+	}
+	if c.Slots <= 0 {
+		c.Slots = 2
+	}
+	if c.Window <= 0 {
+		c.Window = 4
+	}
+	if c.Encoding == "" {
+		c.Encoding = wire.EncodingF32
+	}
+	if c.RegionCmd == nil {
+		c.RegionCmd = func() *exec.Cmd {
+			self, err := os.Executable()
+			if err != nil {
+				self = os.Args[0]
+			}
+			return exec.Command(self, "bench", "region")
+		}
+	}
+	if c.Logf == nil {
+		c.Logf = func(string, ...any) {}
+	}
+	return c
+}
+
+// CPUFeatures returns the model name and the SIMD flags of /proc/cpuinfo.
+func CPUFeatures() string {
+	b, err := os.ReadFile("/proc/cpuinfo")
+	if err != nil {
+		return runtime.GOARCH
+	}
+	var model string
+	var flags []string
+	for _, line := range strings.Split(string(b), "\n") {
+		k, v, ok := strings.Cut(line, ":")
+		if !ok {
+			continue
+		}
+		switch strings.TrimSpace(k) {
+		case "model name":
+			if model == "" {
+				model = strings.TrimSpace(v)
+			}
+		case "flags":
+			if flags == nil {
+				flags = []string{}
+				for _, f := range strings.Fields(v) {
+					if strings.HasPrefix(f, "avx") || strings.HasPrefix(f, "sse4") || f == "fma" {
+						flags = append(flags, f)
+					}
+				}
+			}
+		}
+	}
+	return fmt.Sprintf("%s; %d CPUs; %s", model, runtime.NumCPU(), strings.Join(flags, " "))
+}
+
+// Ingest runs the benchmark for every (N, d).
+func Ingest(ctx context.Context, cfg IngestConfig) ([]IngestResult, error) {
+	cfg = cfg.withDefaults()
+	if cfg.StoreDir == "" {
+		return nil, errors.New("bench: IngestConfig.StoreDir is required")
+	}
+	srv, err := mesh.StartServer(mesh.ServerConfig{StoreDir: cfg.StoreDir, MaxPayload: 8 << 20})
+	if err != nil {
+		return nil, err
+	}
+	defer srv.Shutdown()
+	var out []IngestResult
+	for _, d := range cfg.Ds {
+		for _, n := range cfg.Ns {
+			res, err := ingestOne(ctx, cfg, srv, n, d)
+			if err != nil {
+				return out, fmt.Errorf("bench ingest N=%d d=%d: %w", n, d, err)
+			}
+			cfg.Logf("N=%d d=%d: ingest %.0f MB/s vs raw NATS %.0f MB/s (%.2f); kernel %.1f vs memread %.1f GB/s (%.2f); peak RSS %d MiB (bound %d MiB)",
+				n, d, res.IngestMBs, res.NatsRawMBs, res.IngestRatio, res.KernelGBs, res.MemreadGBs, res.KernelRatio, res.PeakRSS>>20, res.RSSBound>>20)
+			out = append(out, res)
+		}
+	}
+	return out, nil
+}
+
+func ingestOne(ctx context.Context, cfg IngestConfig, srv *server.Server, n, d int) (IngestResult, error) {
+	res := IngestResult{N: n, D: d, Encoding: cfg.Encoding, ChunkBytes: cfg.ChunkBytes, Kernel: accum.Kernel(), RSSBound: 3*8*int64(d) + 64<<20}
+	job, region := "bench", fmt.Sprintf("r%dx%d", n, d)
+	url := srv.ClientURL()
+
+	// The update every client sends: norm 0.9 under the clip norm 1.
+	rng := rand.New(rand.NewPCG(uint64(n), uint64(d)))
+	delta := make([]float64, d)
+	s := 0.0
+	for i := range delta {
+		delta[i] = rng.NormFloat64()
+		s += delta[i] * delta[i]
+	}
+	for i := range delta {
+		delta[i] *= 0.9 / math.Sqrt(s)
+	}
+	sc := edge.StreamConfig{ChunkBytes: cfg.ChunkBytes, Encoding: cfg.Encoding}
+	payload := sc.Encode(delta, rng.Float64)
+	delta = nil
+	res.WireBytes = int64(n) * int64(len(payload.Data))
+
+	// 1. The region, in its own process.
+	rc, _ := json.Marshal(RegionConfig{URL: url, Job: job, Region: region, Slots: cfg.Slots, Window: cfg.Window,
+		MemoryLimit: 3*8*int64(d) + 32<<20})
+	cmd := cfg.RegionCmd()
+	cmd.Env = append(os.Environ(), RegionEnv+"="+string(rc))
+	cmd.Stderr = os.Stderr
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return res, err
+	}
+	if err := cmd.Start(); err != nil {
+		return res, fmt.Errorf("start region: %w", err)
+	}
+	defer cmd.Process.Kill()
+	lines := bufio.NewScanner(stdout)
+	lines.Buffer(make([]byte, 1<<16), 1<<20)
+	if !lines.Scan() || lines.Text() != "ready" {
+		cmd.Wait()
+		return res, fmt.Errorf("region process did not start: %q", lines.Text())
+	}
+
+	// 2. The clients, each with its own connection, and the observer.
+	conns := make([]*nats.Conn, n)
+	defer func() {
+		for _, c := range conns {
+			if c != nil {
+				c.Close()
+			}
+		}
+	}()
+	for i := range conns {
+		if conns[i], err = (mesh.Dialer{URL: url}).Connect(fmt.Sprintf("bench-c%d", i)); err != nil {
+			return res, err
+		}
+	}
+	obs, err := mesh.Dialer{URL: url}.Connect("bench-observer")
+	if err != nil {
+		return res, err
+	}
+	defer obs.Close()
+	partSubj, _ := mesh.PartialSubject(job)
+	partDone := make(chan wire.PartialChunkHeader, 1)
+	psub, err := obs.Subscribe(partSubj, func(m *nats.Msg) {
+		if t, _ := wire.Peek(m.Data); t == wire.TypePartial {
+			var p wire.Partial
+			if wire.Decode(m.Data, wire.TypePartial, &p) == nil {
+				partDone <- wire.PartialChunkHeader{Count: p.Count, Rejected: p.Rejected, Last: true}
+			}
+			return
+		}
+		if h, _, err := wire.DecodePartialChunk(m.Data); err == nil && h.Last {
+			partDone <- h
+		}
+	})
+	if err != nil {
+		return res, err
+	}
+	psub.SetPendingLimits(-1, -1)
+	obs.Flush()
+
+	sampled := make([]string, n)
+	for i := range sampled {
+		sampled[i] = fmt.Sprintf("c%d", i)
+	}
+	open := wire.RoundOpen{Job: job, Round: 1, Region: region, ModelVersion: 1, Dim: d, ClipNorm: 1,
+		DeadlineUnixMs: time.Now().Add(time.Hour).UnixMilli(), Sampled: sampled}
+	ob, err := wire.Encode(wire.TypeRoundOpen, &open)
+	if err != nil {
+		return res, err
+	}
+	roundSubj, _ := mesh.RoundSubject(job, region)
+	if _, err := obs.Request(roundSubj, ob, 10*time.Second); err != nil {
+		return res, fmt.Errorf("round.open: %w", err)
+	}
+	slowBefore := srv.NumSlowConsumers()
+
+	// 3. The burst: every client streams at once.
+	updSubj, _ := mesh.UpdateSubject(job, region)
+	var failed atomic.Int64
+	var firstErr atomic.Value
+	start := time.Now()
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			so := wire.StreamOpen{Job: job, Round: 1, Region: region, Client: sampled[i], ModelVersion: 1, Dim: d}
+			if err := edge.PublishStream(ctx, conns[i], updSubj, so, payload); err != nil {
+				failed.Add(1)
+				firstErr.CompareAndSwap(nil, err)
+			}
+		}()
+	}
+	wg.Wait()
+	var ph wire.PartialChunkHeader
+	select {
+	case ph = <-partDone:
+	case <-time.After(time.Minute):
+		return res, errors.New("no partial within a minute of the last update")
+	case <-ctx.Done():
+		return res, ctx.Err()
+	}
+	el := time.Since(start).Seconds()
+	if f := failed.Load(); f > 0 {
+		return res, fmt.Errorf("%d clients failed, first: %v", f, firstErr.Load())
+	}
+	res.SlowConsumer = int64(srv.NumSlowConsumers() - slowBefore)
+	res.IngestMBs = float64(res.WireBytes) / el / 1e6
+	res.UpdatesPerS = float64(n) / el
+	res.Accepted = ph.Count
+	for _, v := range ph.Rejected {
+		res.Rejected += v
+	}
+
+	// 4. End the job; collect the region's peak RSS and counters.
+	doneSubj, _ := mesh.DoneSubject(job)
+	db, _ := wire.Encode(wire.TypeJobDone, &wire.JobDone{Job: job, Reason: "bench"})
+	obs.Publish(doneSubj, db)
+	obs.Flush()
+	var rr RegionResult
+	for lines.Scan() {
+		if json.Unmarshal(lines.Bytes(), &rr) == nil {
+			break
+		}
+	}
+	cmd.Wait()
+	if rr.Err != "" {
+		return res, fmt.Errorf("region: %s", rr.Err)
+	}
+	res.PeakRSS = rr.PeakRSS
+	res.SubDropped = rr.Stats.SlowConsumerDrops
+	for _, c := range conns {
+		c.Close()
+	}
+	conns = nil
+
+	// 5. Raw NATS: one publisher, one subscriber, the same bytes in
+	// messages of the same size, through the same server.
+	// Best of three when the run is short (under 2 GB), as machines are noisy.
+	for i := range 3 {
+		if i > 0 && res.WireBytes >= 2e9 {
+			break
+		}
+		raw, err := rawNATS(url, res.WireBytes, cfg.ChunkBytes)
+		if err != nil {
+			return res, err
+		}
+		res.NatsRawMBs = max(res.NatsRawMBs, raw)
+	}
+	res.IngestRatio = res.IngestMBs / res.NatsRawMBs
+
+	// 6. The kernel beside a memory read of the same bytes.
+	res.KernelGBs, res.MemreadGBs = kernelVsRead(n, d)
+	res.KernelRatio = res.KernelGBs / res.MemreadGBs
+	return res, nil
+}
+
+// rawNATS measures core NATS pub/sub of total bytes in msg-byte messages.
+func rawNATS(url string, total int64, msg int) (float64, error) {
+	pub, err := mesh.Dialer{URL: url}.Connect("bench-raw-pub")
+	if err != nil {
+		return 0, err
+	}
+	defer pub.Close()
+	sub, err := mesh.Dialer{URL: url}.Connect("bench-raw-sub")
+	if err != nil {
+		return 0, err
+	}
+	defer sub.Close()
+	count := int((total + int64(msg) - 1) / int64(msg))
+	done := make(chan struct{})
+	got := 0
+	s, err := sub.Subscribe("bench.raw", func(m *nats.Msg) {
+		got++
+		if got == count {
+			close(done)
+		}
+	})
+	if err != nil {
+		return 0, err
+	}
+	s.SetPendingLimits(-1, 1<<30)
+	sub.Flush()
+	data := make([]byte, msg)
+	start := time.Now()
+	for range count {
+		if err := pub.Publish("bench.raw", data); err != nil {
+			return 0, err
+		}
+	}
+	pub.Flush()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Minute):
+		return 0, fmt.Errorf("raw NATS: %d of %d messages after 5 minutes", got, count)
+	}
+	return float64(count) * float64(msg) / time.Since(start).Seconds() / 1e6, nil
+}
+
+// kernelVsRead sums n vectors of d float32 with accum.AddMany and reads
+// the same bytes with accum.ReadBytes; both in GB/s of input. At most
+// 512 MB of distinct vectors are allocated, reused cyclically.
+func kernelVsRead(n, d int) (kernel, read float64) {
+	// Enough distinct vectors that they do not fit in the last-level
+	// cache: both figures are then of input streamed from memory, as a
+	// region's updates are.
+	distinct := max(1, (512<<20)/(4*d))
+	n = max(n, distinct)
+	r := rand.New(rand.NewPCG(3, 4))
+	srcs := make([][]byte, distinct)
+	for i := range srcs {
+		v := make([]float32, d)
+		for j := range v {
+			v[j] = float32(r.NormFloat64())
+		}
+		srcs[i] = wire.AppendFloat32s(make([]byte, 0, 4*d), v)
+	}
+	dst := make([]float64, d)
+	batches := (n + distinct - 1) / distinct
+	bytes := float64(batches) * float64(distinct) * 4 * float64(d)
+	best := func(f func()) float64 {
+		b := math.Inf(1)
+		for range 3 {
+			t := time.Now()
+			f()
+			b = min(b, time.Since(t).Seconds())
+		}
+		return bytes / b / 1e9
+	}
+	kernel = best(func() {
+		for range batches {
+			accum.AddMany(dst, srcs)
+		}
+	})
+	var sink uint64
+	read = best(func() {
+		for range batches {
+			for _, s := range srcs {
+				sink ^= accum.ReadBytes(s)
+			}
+		}
+	})
+	_ = sink
+	return kernel, read
+}

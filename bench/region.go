@@ -1,0 +1,102 @@
+package bench
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"runtime/debug"
+	"strconv"
+	"strings"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/strata-fl/strata/mesh"
+	"github.com/strata-fl/strata/regional"
+)
+
+// RegionEnv names the environment variable that carries a RegionConfig to
+// a re-executed region process.
+const RegionEnv = "STRATA_BENCH_REGION"
+
+// RegionConfig configures a benchmark region process.
+type RegionConfig struct {
+	URL    string `json:"url"`
+	Job    string `json:"job"`
+	Region string `json:"region"`
+	Slots  int    `json:"slots"`
+	Window int    `json:"window"`
+	// MemoryLimit, in bytes, is handed to the Go runtime
+	// (debug.SetMemoryLimit) so the collector returns retired chunks before
+	// the heap doubles; 0 leaves the runtime's default.
+	MemoryLimit int64 `json:"memory_limit"`
+}
+
+// RegionResult is what a region process reports when the job ends.
+type RegionResult struct {
+	PeakRSS int64          `json:"peak_rss_bytes"`
+	Stats   regional.Stats `json:"stats"`
+	Err     string         `json:"err,omitempty"`
+}
+
+// RegionMain runs a region over NATS until the job is done. It writes
+// "ready" once subscribed and then one JSON RegionResult line to out.
+func RegionMain(ctx context.Context, cfgJSON string, out io.Writer) error {
+	var cfg RegionConfig
+	if err := json.Unmarshal([]byte(cfgJSON), &cfg); err != nil {
+		return fmt.Errorf("bench region: %s: %w", RegionEnv, err)
+	}
+	if cfg.MemoryLimit > 0 {
+		debug.SetMemoryLimit(cfg.MemoryLimit)
+	}
+	nc, err := mesh.Dialer{URL: cfg.URL}.Connect("bench-region")
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	r, err := regional.NewRunner(regional.Config{Job: cfg.Job, Region: cfg.Region, Conn: nc, StreamSlots: cfg.Slots, StreamWindow: cfg.Window})
+	if err != nil {
+		return err
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- r.Run(ctx) }()
+	select {
+	case <-r.Ready():
+	case err := <-errc:
+		return err
+	}
+	fmt.Fprintln(out, "ready")
+	err = <-errc
+	res := RegionResult{PeakRSS: PeakRSS(), Stats: r.Stats()}
+	if err != nil {
+		res.Err = err.Error()
+	}
+	b, _ := json.Marshal(res)
+	fmt.Fprintln(out, string(b))
+	return err
+}
+
+// PeakRSS returns this process's peak resident set size (VmHWM), or -1
+// where /proc is not available.
+func PeakRSS() int64 {
+	f, err := os.Open("/proc/self/status")
+	if err != nil {
+		return -1
+	}
+	defer f.Close()
+	s := bufio.NewScanner(f)
+	for s.Scan() {
+		if rest, ok := strings.CutPrefix(s.Text(), "VmHWM:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
+			if err != nil {
+				return -1
+			}
+			return kb << 10
+		}
+	}
+	return -1
+}
+
+var _ = nats.Connect

@@ -1,0 +1,275 @@
+package regional
+
+import (
+	"encoding/binary"
+	"hash/crc32"
+	"math"
+
+	"github.com/strata-fl/strata/accum"
+	"github.com/strata-fl/strata/mesh/wire"
+)
+
+// Rejection reasons of streamed updates.
+const (
+	ReasonIncomplete = "incomplete_stream" // the deadline came before the last chunk
+	ReasonDigest     = "digest_mismatch"
+	ReasonChunk      = "bad_chunk" // out of order, wrong total, wrong length, bad index or scale
+	ReasonEncoding   = "bad_encoding"
+	ReasonBusy       = "stream_already_open"
+)
+
+// DefaultStreamSlots is how many streams a region stages at once.
+const DefaultStreamSlots = 2
+
+// Streams stages the streamed updates of one Round. It is pure and
+// single-threaded like Round; the runner feeds it and does the I/O.
+//
+// Memory. A stream's chunks are retained as they arrive (the bytes NATS
+// delivered, no copy) while their norm, finiteness and digest are checked
+// incrementally; only when the last chunk verifies are they added to the
+// round's float64 sum, with the accum kernel. An incomplete or failed stream
+// is thus discarded whole, exactly: nothing of it ever touched the sum.
+// At most Slots streams are staged at once, and each client keeps at most a
+// window of chunks unacknowledged, so a region holds the sum (8·d bytes)
+// plus Slots staged updates (4·d bytes each for float32, d for q8, 8·k for
+// top-k) whatever the number of clients N: with the default 2 slots, 16·d
+// bytes for float32 updates.
+//
+// Clients beyond the slots wait in FIFO order for a grant; flow control is
+// thus by admission (slots) and by acknowledgement (window), and a burst of
+// large updates queues at the clients, never in the server's or the
+// region's buffers.
+type Streams struct {
+	r       *Round
+	slots   int
+	active  map[string]*stream
+	waiting []string
+	queued  map[string]wire.StreamOpen
+}
+
+type stream struct {
+	open    wire.StreamOpen
+	next    int // next expected element offset
+	chunks  [][]byte
+	offsets []int
+	scales  []float32
+	sumsq   float64
+	crc     uint32
+	lastIdx int64 // topk: last index seen
+}
+
+// NewStreams stages streams for r with the given number of slots
+// (0 means DefaultStreamSlots).
+func NewStreams(r *Round, slots int) *Streams {
+	if slots <= 0 {
+		slots = DefaultStreamSlots
+	}
+	return &Streams{r: r, slots: slots, active: map[string]*stream{}, queued: map[string]wire.StreamOpen{}}
+}
+
+// Round returns the round the streams feed.
+func (s *Streams) Round() *Round { return s.r }
+
+// Active returns the number of streams being staged.
+func (s *Streams) Active() int { return len(s.active) }
+
+// Open verifies a stream request. It returns a rejection reason, or "" and
+// whether the stream is granted now (false: queued until a slot frees).
+func (s *Streams) Open(o wire.StreamOpen) (granted bool, reason string) {
+	reason = s.checkOpen(o)
+	if reason != "" {
+		s.r.rejected[reason]++
+		return false, reason
+	}
+	if len(s.active) < s.slots {
+		s.active[o.Client] = &stream{open: o, lastIdx: -1}
+		return true, ""
+	}
+	s.queued[o.Client] = o
+	s.waiting = append(s.waiting, o.Client)
+	return false, ""
+}
+
+func (s *Streams) checkOpen(o wire.StreamOpen) string {
+	r := s.r
+	switch {
+	case r.finalized:
+		return ReasonWrongRound
+	case o.Job != r.open.Job:
+		return ReasonWrongJob
+	case o.Region != r.open.Region:
+		return ReasonWrongRegion
+	case o.Round != r.open.Round:
+		return ReasonWrongRound
+	case o.ModelVersion != r.open.ModelVersion:
+		return ReasonWrongVersion
+	case !r.sampled[o.Client]:
+		return ReasonNotSampled
+	case r.seen[o.Client]:
+		return ReasonDuplicate
+	case s.active[o.Client] != nil:
+		return ReasonBusy
+	case o.Dim != r.open.Dim:
+		return ReasonWrongDim
+	case wire.ElemBytes(o.Encoding) == 0:
+		return ReasonEncoding
+	case o.Unclipped > 1:
+		return ReasonMalformed
+	}
+	if _, ok := s.queued[o.Client]; ok {
+		return ReasonBusy
+	}
+	if o.Encoding == wire.EncodingTopK {
+		if o.Total < 0 || o.Total > o.Dim {
+			return ReasonChunk
+		}
+	} else if o.Total != o.Dim {
+		return ReasonWrongDim
+	}
+	return ""
+}
+
+// Chunk consumes one chunk of client's stream. It returns a rejection
+// reason ("" when the chunk was taken), whether the stream ended (accepted
+// when reason is ""), and the clients granted a slot this chunk freed.
+// A chunk of a client with no stream staged is ignored with ok false.
+func (s *Streams) Chunk(h wire.ChunkHeader, data []byte) (reason string, done, ok bool, grants []string) {
+	st := s.active[h.Client]
+	if st == nil || h.Job != s.r.open.Job || h.Round != s.r.open.Round || s.r.finalized {
+		return "", false, false, nil
+	}
+	reason = s.take(st, h, data)
+	if reason == "" && !h.Last {
+		return "", false, true, nil
+	}
+	if reason == "" {
+		s.commit(st)
+	} else {
+		s.r.rejected[reason]++
+	}
+	delete(s.active, h.Client)
+	return reason, true, true, s.promote()
+}
+
+// promote grants queued streams the free slots.
+func (s *Streams) promote() []string {
+	var grants []string
+	for len(s.active) < s.slots && len(s.waiting) > 0 {
+		c := s.waiting[0]
+		s.waiting = s.waiting[1:]
+		o := s.queued[c]
+		delete(s.queued, c)
+		s.active[c] = &stream{open: o, lastIdx: -1}
+		grants = append(grants, c)
+	}
+	return grants
+}
+
+func (s *Streams) take(st *stream, h wire.ChunkHeader, data []byte) string {
+	eb := wire.ElemBytes(st.open.Encoding)
+	n := len(data) / eb
+	switch {
+	case h.Offset != st.next, h.Total != st.open.Total, len(data)%eb != 0,
+		n == 0 && st.open.Total > 0, n > st.open.Total-h.Offset,
+		h.Last != (h.Offset+n == st.open.Total):
+		return ReasonChunk
+	}
+	var sq float64
+	switch st.open.Encoding {
+	case wire.EncodingF32:
+		sq, _ = accum.SumSquares(data)
+	case wire.EncodingQ8:
+		sc := float64(h.Scale)
+		if !(sc >= 0) || math.IsInf(sc, 0) {
+			return ReasonChunk
+		}
+		var q2 int64
+		for _, b := range data {
+			q := int64(int8(b))
+			q2 += q * q
+		}
+		sq = sc * sc * float64(q2)
+	case wire.EncodingTopK:
+		for i := 0; i < n; i++ {
+			idx := int64(binary.LittleEndian.Uint32(data[8*i:]))
+			if idx <= st.lastIdx || idx >= int64(st.open.Dim) {
+				return ReasonChunk
+			}
+			st.lastIdx = idx
+			x := float64(math.Float32frombits(binary.LittleEndian.Uint32(data[8*i+4:])))
+			sq += x * x
+		}
+	}
+	st.sumsq += sq
+	if math.IsNaN(st.sumsq) || math.IsInf(st.sumsq, 0) {
+		return ReasonNonFinite
+	}
+	if math.Sqrt(st.sumsq) > s.r.normBound {
+		return ReasonNorm
+	}
+	if st.open.Encoding == wire.EncodingQ8 {
+		var sb [4]byte
+		binary.LittleEndian.PutUint32(sb[:], math.Float32bits(h.Scale))
+		st.crc = crc32.Update(st.crc, wire.Castagnoli, sb[:])
+	}
+	st.crc = crc32.Update(st.crc, wire.Castagnoli, data)
+	st.chunks = append(st.chunks, data)
+	st.offsets = append(st.offsets, h.Offset)
+	st.scales = append(st.scales, h.Scale)
+	st.next += n
+	if h.Last && h.Digest != st.crc {
+		return ReasonDigest
+	}
+	return ""
+}
+
+// commit adds a verified stream to the round's sum.
+func (s *Streams) commit(st *stream) {
+	r := s.r
+	for i, data := range st.chunks {
+		off := st.offsets[i]
+		switch st.open.Encoding {
+		case wire.EncodingF32:
+			accum.Add(r.sum[off:off+len(data)/4], data)
+		case wire.EncodingQ8:
+			sc := float64(st.scales[i])
+			dst := r.sum[off : off+len(data)]
+			for j, b := range data {
+				dst[j] += sc * float64(int8(b))
+			}
+		case wire.EncodingTopK:
+			for j := 0; j+8 <= len(data); j += 8 {
+				idx := binary.LittleEndian.Uint32(data[j:])
+				r.sum[idx] += float64(math.Float32frombits(binary.LittleEndian.Uint32(data[j+4:])))
+			}
+		}
+	}
+	r.seen[st.open.Client] = true
+	r.count++
+	s.accepted(st.open)
+}
+
+// Abort discards every staged and queued stream, counting each as
+// incomplete, and returns the queued clients (to be told their stream is
+// refused). The runner calls it before finalizing the round.
+func (s *Streams) Abort() (refused []string) {
+	for c := range s.active {
+		s.r.rejected[ReasonIncomplete]++
+		delete(s.active, c)
+	}
+	for _, c := range s.waiting {
+		s.r.rejected[ReasonIncomplete]++
+		delete(s.queued, c)
+		refused = append(refused, c)
+	}
+	s.waiting = nil
+	return refused
+}
+
+// accepted records what an accepted stream contributes beside its vector:
+// the adaptive-clipping bit, as Round.Add does for a single update.
+func (s *Streams) accepted(o wire.StreamOpen) {
+	if s.r.open.ClipBits {
+		s.r.bitSum += float64(o.Unclipped) - 0.5
+	}
+}
