@@ -317,6 +317,7 @@ func ingestOne(ctx context.Context, cfg IngestConfig, srv *server.Server, n, d i
 	}
 	res.PeakRSS = rr.PeakRSS
 	res.SubDropped = rr.Stats.SlowConsumerDrops
+	res.Reconnects = rr.Reconnects
 	for _, c := range conns {
 		c.Close()
 	}

@@ -11,8 +11,6 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/nats-io/nats.go"
-
 	"github.com/strata-fl/strata/mesh"
 	"github.com/strata-fl/strata/regional"
 )
@@ -36,9 +34,10 @@ type RegionConfig struct {
 
 // RegionResult is what a region process reports when the job ends.
 type RegionResult struct {
-	PeakRSS int64          `json:"peak_rss_bytes"`
-	Stats   regional.Stats `json:"stats"`
-	Err     string         `json:"err,omitempty"`
+	PeakRSS    int64          `json:"peak_rss_bytes"`
+	Stats      regional.Stats `json:"stats"`
+	Reconnects uint64         `json:"reconnects"`
+	Err        string         `json:"err,omitempty"`
 }
 
 // RegionMain runs a region over NATS until the job is done. It writes
@@ -69,7 +68,7 @@ func RegionMain(ctx context.Context, cfgJSON string, out io.Writer) error {
 	}
 	fmt.Fprintln(out, "ready")
 	err = <-errc
-	res := RegionResult{PeakRSS: PeakRSS(), Stats: r.Stats()}
+	res := RegionResult{PeakRSS: PeakRSS(), Stats: r.Stats(), Reconnects: nc.Stats().Reconnects}
 	if err != nil {
 		res.Err = err.Error()
 	}
@@ -98,5 +97,3 @@ func PeakRSS() int64 {
 	}
 	return -1
 }
-
-var _ = nats.Connect
