@@ -1,0 +1,52 @@
+package secagg
+
+import (
+	"crypto/aes"
+	"crypto/cipher"
+	"encoding/binary"
+)
+
+// The PRG expands a 16-byte seed into ring elements: AES-128 in counter mode
+// from a zero IV, its key stream read as little-endian uint32s. Each seed is
+// used for one stream only (seeds are fresh per session and per pair), so the
+// zero IV is safe. Elements are drawn mod 2^32 and reduced mod 2^b with
+// everything else, which keeps them uniform in Z_{2^b}.
+
+// SeedSize is the size of a mask seed: an AES-128 key.
+const SeedSize = 16
+
+// prgBlock is how many bytes of key stream are made per pass: large enough
+// to amortise the call, small enough to stay in L1.
+const prgBlock = 8192
+
+// zeros is the all-zero source the key stream is XORed onto. It is never
+// written.
+var zeros [prgBlock]byte
+
+// addPRG adds (or, with neg, subtracts) PRG(seed) to dst, element-wise mod
+// 2^32.
+func addPRG(dst []uint32, seed *[SeedSize]byte, neg bool) {
+	block, err := aes.NewCipher(seed[:])
+	if err != nil {
+		panic(err) // unreachable: the key length is fixed
+	}
+	var iv [aes.BlockSize]byte
+	ctr := cipher.NewCTR(block, iv[:])
+	var buf [prgBlock]byte
+	for len(dst) > 0 {
+		n := min(len(dst), prgBlock/4)
+		ks := buf[:4*n]
+		ctr.XORKeyStream(ks, zeros[:4*n])
+		d := dst[:n]
+		if neg {
+			for i := range d {
+				d[i] -= binary.LittleEndian.Uint32(ks[4*i:])
+			}
+		} else {
+			for i := range d {
+				d[i] += binary.LittleEndian.Uint32(ks[4*i:])
+			}
+		}
+		dst = dst[n:]
+	}
+}
