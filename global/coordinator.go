@@ -287,12 +287,17 @@ func (c *Coordinator) runRound(ctx context.Context) error {
 		return res.Err
 	}
 	deadline := opened.Add(t.Round.Timeout.Duration)
+	acked := map[string]bool{}
 	for _, r := range t.Regions {
-		if err := c.publishOpen(round, version, hash, r.ID, sampled[r.ID], deadline, plan); err != nil {
+		ok, err := c.publishOpen(round, version, hash, r.ID, sampled[r.ID], deadline, plan)
+		if err != nil {
 			return err
 		}
+		if ok {
+			acked[r.ID] = true
+		}
 	}
-	parts, err := c.collect(ctx, round, deadline.Add(c.cfg.PartialGrace))
+	parts, err := c.collect(ctx, round, deadline.Add(c.cfg.PartialGrace), acked)
 	if err != nil {
 		return err
 	}
@@ -338,7 +343,10 @@ func (c *Coordinator) progress(r RoundReport) {
 	}
 }
 
-func (c *Coordinator) publishOpen(round, version uint64, hash, region string, sampled []string, deadline time.Time, plan roundPlan) error {
+// publishOpen announces the round to a region and, once the region has
+// acknowledged it, to the region's clients. It reports whether the region
+// acknowledged; a region that did not is left out of the round.
+func (c *Coordinator) publishOpen(round, version uint64, hash, region string, sampled []string, deadline time.Time, plan roundPlan) (bool, error) {
 	msg := wire.RoundOpen{
 		Job: c.top.Job, Round: round, Region: region, ModelVersion: version, ModelHash: hash,
 		Dim: len(c.theta), ClipNorm: plan.clip, EdgeNoise: plan.noise.Edge, RegionalNoise: plan.noise.Regional,
@@ -347,32 +355,32 @@ func (c *Coordinator) publishOpen(round, version uint64, hash, region string, sa
 	}
 	b, err := wire.Encode(wire.TypeRoundOpen, &msg)
 	if err != nil {
-		return err
+		return false, err
 	}
 	subj, err := mesh.RoundSubject(c.top.Job, region)
 	if err != nil {
-		return err
+		return false, err
 	}
 	// The region must hold the round before its clients hear of it;
 	// otherwise a fast client's update could reach the region first.
 	if _, err := c.cfg.Conn.Request(subj, b, c.cfg.AckTimeout); err != nil {
 		c.cfg.Logger.Warn("region did not acknowledge round", "region", region, "round", round, "err", err)
-		return nil
+		return false, nil
 	}
 	csubj, err := mesh.ClientRoundSubject(c.top.Job, region)
 	if err != nil {
-		return err
+		return false, err
 	}
 	if err := c.cfg.Conn.Publish(csubj, b); err != nil {
-		return fmt.Errorf("global: publish round %d to %s: %w", round, region, err)
+		return false, fmt.Errorf("global: publish round %d to %s: %w", round, region, err)
 	}
-	return nil
+	return true, nil
 }
 
 // collect gathers one partial per region for the round until all regions
 // reported or the deadline passed. Partials of other rounds or jobs,
 // duplicates and malformed ones are dropped and logged.
-func (c *Coordinator) collect(ctx context.Context, round uint64, deadline time.Time) (map[string]*wire.Partial, error) {
+func (c *Coordinator) collect(ctx context.Context, round uint64, deadline time.Time, expected map[string]bool) (map[string]*wire.Partial, error) {
 	parts := map[string]*wire.Partial{}
 	timer := time.NewTimer(time.Until(deadline))
 	defer timer.Stop()
@@ -380,7 +388,7 @@ func (c *Coordinator) collect(ctx context.Context, round uint64, deadline time.T
 	for _, r := range c.top.Regions {
 		known[r.ID] = true
 	}
-	for len(parts) < len(c.top.Regions) {
+	for len(parts) < len(expected) {
 		select {
 		case <-ctx.Done():
 			return nil, ctx.Err()
@@ -397,6 +405,8 @@ func (c *Coordinator) collect(ctx context.Context, round uint64, deadline time.T
 				c.cfg.Logger.Debug("partial for another round dropped", "round", p.Round, "region", p.Region)
 			case !known[p.Region]:
 				c.cfg.Logger.Warn("partial rejected", "reason", "unknown_region", "region", p.Region)
+			case !expected[p.Region]:
+				c.cfg.Logger.Warn("partial rejected", "reason", "not_acknowledged", "region", p.Region)
 			case parts[p.Region] != nil:
 				c.cfg.Logger.Warn("partial rejected", "reason", "duplicate", "region", p.Region)
 			case len(p.Sum) != 4*len(c.theta) || p.Count < 0:

@@ -95,9 +95,11 @@ func status(nc *nats.Conn, id string) (global.Status, bool) {
 // nodes on raft over TCP, 2 regions, 2 edge fleets, over a NATS server — and
 // SIGKILLs the raft leader at a random point 20 times in a row (seeded),
 // restarting it from its data dir each time. Every time a new leader must be
-// elected and rounds must progress; the job must complete; the ledgers of
-// all nodes must be byte-identical, with every round charged once and no
-// committed round or model version lost.
+// elected and rounds must progress. Then a follower is killed and restarted
+// (it must catch up), and one region is killed mid-job (min_regions 1: the
+// rounds complete from the other region). The job must complete; the
+// ledgers of all nodes must be byte-identical, with every round charged once
+// and no committed round or model version lost.
 func TestLeaderKilledTwentyTimes(t *testing.T) {
 	if testing.Short() {
 		t.Skip("fault test with real processes")
@@ -117,7 +119,7 @@ seed: 5
 regions:
   - {id: a, clients: 60}
   - {id: b, clients: 60}
-privacy: {sampling_rate: 0.3, budget: 100000, min_regions: 2, noise: {regional: 2, global: 2}}
+privacy: {sampling_rate: 0.3, budget: 100000, min_regions: 1, noise: {regional: 2, global: 2}}
 training: {rounds: 800, pretrain_epochs: 1, hidden: 32}
 data: {public_examples: 2000, eval_examples: 300}
 round: {timeout: 4s}
@@ -217,6 +219,42 @@ round: {timeout: 4s}
 		waitFor("the restarted node", 30*time.Second, func() bool { _, ok := status(nc, id); return ok })
 	}
 	t.Logf("first leader view: %+v", first)
+
+	// A follower killed and restarted from its data dir catches up.
+	lid, ls := leader("")
+	var follower string
+	for id := range globals {
+		if id != lid {
+			follower = id
+			break
+		}
+	}
+	globals[follower].kill()
+	if !waitFor("rounds without the follower", 60*time.Second, func() bool { _, s := leader(""); return s.Committed >= ls.Committed+5 }) {
+		t.Fatal("no progress with a follower down")
+	}
+	globals[follower].start(t, bin, dir)
+	if !waitFor("the follower to catch up", 60*time.Second, func() bool {
+		fs, ok := status(nc, follower)
+		_, s := leader("")
+		return ok && fs.Committed >= s.Committed-1 && fs.Committed > ls.Committed+5
+	}) {
+		t.Fatal("restarted follower did not catch up")
+	}
+
+	// Killing one region mid-round: with min_regions 1 the rounds complete
+	// from the other region and the job goes on.
+	var region *proc
+	for _, p := range all {
+		if p.name == "regional-a" {
+			region = p
+		}
+	}
+	_, before := leader("")
+	region.kill()
+	if !waitFor("rounds without region a", 60*time.Second, func() bool { _, s := leader(""); return s.Committed >= before.Committed+3 }) {
+		t.Fatal("the job stopped when region a died")
+	}
 	if !waitFor("the job to finish on every node", 5*time.Minute, func() bool {
 		for id := range globals {
 			s, ok := status(nc, id)
