@@ -5,6 +5,7 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"math"
 	"slices"
 	"sync"
@@ -94,6 +95,8 @@ func TestShortJobOverRealNATSAndRaft(t *testing.T) {
 	var mu sync.Mutex
 	var partialsSeen int
 	var violations []uint64
+	counts := map[string]int{}
+	seenKey := map[string]bool{}
 	psubj, _ := mesh.PartialSubject(top.Job)
 	if _, err := spy.Subscribe(psubj, func(msg *nats.Msg) {
 		var p wire.Partial
@@ -106,10 +109,18 @@ func TestShortJobOverRealNATSAndRaft(t *testing.T) {
 		})
 		mu.Lock()
 		defer mu.Unlock()
+		key := fmt.Sprintf("%d/%s", p.Round, p.Region)
+		if counts[key] != 0 || seenKey[key] {
+			return // our own duplicate coming back
+		}
+		seenKey[key] = true
+		counts[key] = p.Count
 		partialsSeen++
 		if !ok {
 			violations = append(violations, p.Round)
 		}
+		// Deliver every partial twice on purpose: it must count once.
+		spy.Publish(psubj, msg.Data)
 	}); err != nil {
 		t.Fatal(err)
 	}
@@ -181,6 +192,15 @@ func TestShortJobOverRealNATSAndRaft(t *testing.T) {
 	mu.Lock()
 	if partialsSeen < 2*top.Train.Rounds || len(violations) > 0 {
 		t.Fatalf("saw %d partials; partials released before their round was committed: %v", partialsSeen, violations)
+	}
+	mu.Unlock()
+
+	mu.Lock()
+	for _, r := range l.Rounds {
+		want := counts[fmt.Sprintf("%d/a", r.Round)] + counts[fmt.Sprintf("%d/b", r.Round)]
+		if r.Participants != want {
+			t.Errorf("round %d: %d participants recorded, the distinct partials carried %d (a duplicate counted?)", r.Round, r.Participants, want)
+		}
 	}
 	mu.Unlock()
 
