@@ -11,7 +11,10 @@ import (
 	"time"
 )
 
-var benchLarge = flag.Bool("secagg.large", false, "also run the d = 1e6 benchmarks (use with -benchtime=1x)")
+var (
+	benchLarge   = flag.Bool("secagg.large", false, "also run the d = 1e6 benchmarks (use with -benchtime=1x)")
+	benchCorrupt = flag.Float64("secagg.corrupt", 0, "Security.Corrupt (γ) for the benchmark sessions' parameters")
+)
 
 func benchDims() []int {
 	if *benchLarge {
@@ -80,22 +83,31 @@ type fixture struct {
 	nk        *NeighbourKeys
 }
 
+type fixtureKey struct {
+	n        int
+	complete bool
+}
+
 var (
 	fixturesMu sync.Mutex
-	fixtures   = map[int]*fixture{}
+	fixtures   = map[fixtureKey]*fixture{}
 )
 
 const serverSeed = 42
 
-func getFixture(b *testing.B, n int) *fixture {
+func getFixture(b *testing.B, n int, complete bool) *fixture {
 	fixturesMu.Lock()
 	defer fixturesMu.Unlock()
-	if f := fixtures[n]; f != nil {
+	key := fixtureKey{n, complete}
+	if f := fixtures[key]; f != nil {
 		return f
 	}
-	p, err := ChooseParams(n, 1, 32, Security{Dropout: 0.3})
+	p, err := ChooseParams(n, 1, 32, Security{Dropout: 0.3, Corrupt: *benchCorrupt})
 	if err != nil {
 		b.Fatal(err)
+	}
+	if complete { // Bonawitz et al. 2017: everyone is everyone's neighbour
+		p.Degree, p.Threshold = n-1, 7*(n-1)/10-1
 	}
 	f := &fixture{p: p}
 	r := seeded(uint64(n))
@@ -157,7 +169,7 @@ func getFixture(b *testing.B, n int) *fixture {
 		}
 		f.responses = append(f.responses, m)
 	}
-	fixtures[n] = f
+	fixtures[key] = f
 	return f
 }
 
@@ -171,38 +183,50 @@ func getFixture(b *testing.B, n int) *fixture {
 // expanded element (flat if the cost is n·k·d), and x-plain: the time over
 // a plain round's server work (summing the same survivors' vectors),
 // measured in the same run.
+//
+// graph=complete runs the same sessions on the complete graph (Bonawitz et
+// al. 2017, k = n-1) for n <= 100, whose server work grows like n²·d.
 func BenchmarkServer(b *testing.B) {
-	for _, n := range benchClients(b) {
-		for _, d := range benchDims() {
-			b.Run(fmt.Sprintf("n=%d/d=%.0e", n, float64(d)), func(b *testing.B) {
-				f := getFixture(b, n)
-				p := f.p
-				p.Dim = d
-				vec := make([]uint32, d)
-				addPRG(vec, &[SeedSize]byte{1}, false)
-				var res *Result
-				for b.Loop() {
-					res = runServer(b, f, p, vec)
-				}
-				elems := float64(res.Expansions+len(f.survivors)) * float64(d)
-				perOp := float64(b.Elapsed().Nanoseconds()) / float64(b.N)
-				// Plain round: the server sums the survivors' vectors.
-				t0 := time.Now()
-				sum := make([]uint32, d)
-				for range f.survivors {
-					for i, v := range vec {
-						sum[i] += v
-					}
-				}
-				plain := float64(time.Since(t0).Nanoseconds())
-				b.ReportMetric(float64(res.Degree), "k")
-				b.ReportMetric(float64(res.Expansions), "expansions")
-				b.ReportMetric(perOp/elems, "ns/elem")
-				b.ReportMetric(perOp/(float64(n)*math.Log2(float64(n))*float64(d)), "ns/(n·log2n·d)")
-				b.ReportMetric(perOp/plain, "x-plain")
-			})
+	for _, graph := range []string{"secagg+", "complete"} {
+		for _, n := range benchClients(b) {
+			if graph == "complete" && n > 100 {
+				continue // 10^6 key agreements to set up: minutes
+			}
+			for _, d := range benchDims() {
+				benchServer(b, graph, n, d)
+			}
 		}
 	}
+}
+
+func benchServer(b *testing.B, graph string, n, d int) {
+	b.Run(fmt.Sprintf("graph=%s/n=%d/d=%.0e", graph, n, float64(d)), func(b *testing.B) {
+		f := getFixture(b, n, graph == "complete")
+		p := f.p
+		p.Dim = d
+		vec := make([]uint32, d)
+		addPRG(vec, &[SeedSize]byte{1}, false)
+		var res *Result
+		for b.Loop() {
+			res = runServer(b, f, p, vec)
+		}
+		elems := float64(res.Expansions+len(f.survivors)) * float64(d)
+		perOp := float64(b.Elapsed().Nanoseconds()) / float64(b.N)
+		// Plain round: the server sums the survivors' vectors.
+		t0 := time.Now()
+		sum := make([]uint32, d)
+		for range f.survivors {
+			for i, v := range vec {
+				sum[i] += v
+			}
+		}
+		plain := float64(time.Since(t0).Nanoseconds())
+		b.ReportMetric(float64(res.Degree), "k")
+		b.ReportMetric(float64(res.Expansions), "expansions")
+		b.ReportMetric(perOp/elems, "ns/elem")
+		b.ReportMetric(perOp/(float64(n)*math.Log2(float64(n))*float64(d)), "ns/(n·log2n·d)")
+		b.ReportMetric(perOp/plain, "x-plain")
+	})
 }
 
 func runServer(b *testing.B, f *fixture, p Params, vec []uint32) *Result {
@@ -253,7 +277,7 @@ func runServer(b *testing.B, f *fixture, p Params, vec []uint32) *Result {
 func BenchmarkClient(b *testing.B) {
 	for _, n := range benchClients(b) {
 		b.Run(fmt.Sprintf("keys/n=%d", n), func(b *testing.B) {
-			f := getFixture(b, n)
+			f := getFixture(b, n, false)
 			r := seeded(7)
 			for b.Loop() {
 				c, _ := NewClient(ClientConfig{ID: f.nk.To, Params: f.p, Rand: r})
@@ -268,7 +292,7 @@ func BenchmarkClient(b *testing.B) {
 		})
 		for _, d := range benchDims() {
 			b.Run(fmt.Sprintf("mask/n=%d/d=%.0e", n, float64(d)), func(b *testing.B) {
-				f := getFixture(b, n)
+				f := getFixture(b, n, false)
 				x := make([]uint32, d)
 				for b.Loop() {
 					c := f.client
