@@ -108,6 +108,18 @@ func TestMessagesRoundTrip(t *testing.T) {
 	if !*updateCorpus {
 		return
 	}
+	hdir := filepath.Join("testdata", "fuzz", "FuzzHandlers")
+	if err := os.MkdirAll(hdir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for typ, name := range fuzzNames {
+		b, _ := msgs[typ][0].MarshalBinary()
+		stage := typ % 4
+		body := fmt.Sprintf("go test fuzz v1\nbyte(%q)\n[]byte(%s)\n", rune(stage), strconv.Quote(string(b)))
+		if err := os.WriteFile(filepath.Join(hdir, name[len("Fuzz"):]), []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
 	for typ, name := range fuzzNames {
 		dir := filepath.Join("testdata", "fuzz", name)
 		if err := os.MkdirAll(dir, 0o755); err != nil {
