@@ -41,8 +41,8 @@
 // neighbours under a corrupt fraction γ, and the graph without dropped and
 // colluding clients stays connected (except with probability 2^-σ); with
 // δ = 0.3, γ = 0.1 that is k = 42, t = 17 at n = 100 and k = 88, t = 36 at
-// n = 1000. Degree n-1 gives back the original protocol, in which any
-// dropout set of up to n-t clients is survived.
+// n = 1000. Degree n-1 gives back the original protocol, which
+// survives any dropout set of up to n-1-t clients (and MinSurvivors).
 //
 // # Rounds
 //

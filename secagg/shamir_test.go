@@ -126,3 +126,33 @@ func TestShamirBelowThresholdRevealsNothing(t *testing.T) {
 		t.Fatalf("alternative sharing, other subset, rebuilds %v, want B", got)
 	}
 }
+
+// TestPRGAddSubtract checks the mask PRG: adding and then subtracting a
+// stream restores the vector (at lengths that exercise the unrolled loop's
+// tail and several key-stream blocks), and a stream is a pure function of
+// its seed.
+func TestPRGAddSubtract(t *testing.T) {
+	for _, d := range []int{1, 3, 4, 5, 1023, 1024, 1025, 5000} {
+		x := make([]uint32, d)
+		for i := range x {
+			x[i] = uint32(i * 2654435761)
+		}
+		y := slices.Clone(x)
+		seed := &[SeedSize]byte{byte(d)}
+		addPRG(y, seed, false)
+		if d > 4 && slices.Equal(x, y) {
+			t.Fatalf("d = %d: the mask changed nothing", d)
+		}
+		z := make([]uint32, d)
+		addPRG(z, seed, false) // z = PRG(seed)
+		for i := range z {
+			if y[i]-x[i] != z[i] {
+				t.Fatalf("d = %d: element %d: the stream depends on the vector", d, i)
+			}
+		}
+		addPRG(y, seed, true)
+		if !slices.Equal(x, y) {
+			t.Fatalf("d = %d: add then subtract did not restore the vector", d)
+		}
+	}
+}
