@@ -14,6 +14,7 @@ import (
 var (
 	benchLarge   = flag.Bool("secagg.large", false, "also run the d = 1e6 benchmarks (use with -benchtime=1x)")
 	benchCorrupt = flag.Float64("secagg.corrupt", 0, "Security.Corrupt (γ) for the benchmark sessions' parameters")
+	benchWorkers = flag.Int("secagg.workers", 1, "ServerConfig.Workers in BenchmarkServer")
 )
 
 func benchDims() []int {
@@ -230,7 +231,7 @@ func benchServer(b *testing.B, graph string, n, d int) {
 }
 
 func runServer(b *testing.B, f *fixture, p Params, vec []uint32) *Result {
-	srv, err := NewServer(ServerConfig{Params: p, Rand: seeded(serverSeed)})
+	srv, err := NewServer(ServerConfig{Params: p, Rand: seeded(serverSeed), Workers: *benchWorkers})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -38,6 +38,8 @@ type Simulation struct {
 	Rand io.Reader
 	// Encode round-trips every message through MarshalBinary and Decode.
 	Encode bool
+	// Workers is the server's ServerConfig.Workers.
+	Workers int
 }
 
 // Traffic counts the bytes a simulated session moved, when Encode is set.
@@ -54,7 +56,7 @@ func Simulate(sim Simulation) (*Result, Traffic, error) {
 	if len(sim.Inputs) != p.Clients {
 		return nil, tr, fmt.Errorf("%w: %d inputs for %d clients", ErrParams, len(sim.Inputs), p.Clients)
 	}
-	srv, err := NewServer(ServerConfig{Session: sim.Session, Params: p, Rand: sim.Rand})
+	srv, err := NewServer(ServerConfig{Session: sim.Session, Params: p, Rand: sim.Rand, Workers: sim.Workers})
 	if err != nil {
 		return nil, tr, err
 	}

@@ -31,12 +31,22 @@ var zeros [prgBlock]byte
 
 // addPRG adds (or, with neg, subtracts) PRG(seed) to dst, element-wise mod
 // 2^32.
-func addPRG(dst []uint32, seed *[SeedSize]byte, neg bool) {
+func addPRG(dst []uint32, seed *[SeedSize]byte, neg bool) { addPRGAt(dst, seed, neg, 0) }
+
+// addPRGAt is addPRG on the window of the stream that starts at element
+// off, a multiple of 4 (one AES block holds 4 elements): dst[i] gets
+// element off+i. Workers use it to expand disjoint windows of one stream.
+func addPRGAt(dst []uint32, seed *[SeedSize]byte, neg bool, off int) {
+	if off%4 != 0 {
+		panic("secagg: addPRGAt offset not a multiple of 4") // a bug in this package, never input
+	}
 	block, err := aes.NewCipher(seed[:])
 	if err != nil {
 		panic(err) // unreachable: the key length is fixed
 	}
+	// The counter block is a 128-bit big-endian integer, starting at 0.
 	var iv [aes.BlockSize]byte
+	binary.BigEndian.PutUint64(iv[8:], uint64(off/4))
 	ctr := cipher.NewCTR(block, iv[:])
 	// The key stream lands in uint32 words so that, on little-endian
 	// machines, it is read in place with no alignment question.

@@ -491,3 +491,25 @@ func TestChooseParamsGrowth(t *testing.T) {
 		prev = p.Degree
 	}
 }
+
+// TestWorkersSameSum checks that the server's parallel unmasking gives the
+// sequential result, at a length that is not a multiple of the window.
+func TestWorkersSameSum(t *testing.T) {
+	const n, d, bits = 30, 5003, 32
+	p, err := ChooseParams(n, d, bits, Security{Dropout: 0.3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	inputs := quantizedInputs(t, n, d, bits, 4)
+	drop := dropPlan(n, 0.3, 4, DropBeforeMaskedInput, DropBeforeUnmask)
+	want := plainSum(inputs, expectedSurvivors(n, drop), bits)
+	for _, w := range []int{1, 2, 3, 8} {
+		res, _, err := Simulate(Simulation{Params: p, Inputs: inputs, Drop: drop, Rand: seeded(4), Workers: w})
+		if err != nil {
+			t.Fatalf("workers = %d: %v", w, err)
+		}
+		if !slices.Equal(res.Sum, want) {
+			t.Fatalf("workers = %d: sum differs from the plain sum", w)
+		}
+	}
+}

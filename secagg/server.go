@@ -2,11 +2,13 @@ package secagg
 
 import (
 	"bytes"
+	"crypto/ecdh"
 	"crypto/rand"
 	"encoding/binary"
 	"fmt"
 	"io"
 	"slices"
+	"sync"
 )
 
 // ServerConfig configures the server's side of a session.
@@ -17,6 +19,11 @@ type ServerConfig struct {
 	Params Params
 	// Rand relabels the graph's vertices. Nil means crypto/rand.Reader.
 	Rand io.Reader
+	// Workers is how many goroutines Finish uses to rebuild pairwise seeds
+	// and expand masks over disjoint windows of the sum; 0 or 1 means the
+	// caller's goroutine only. Finish joins them before it returns, and the
+	// result does not depend on Workers.
+	Workers int
 }
 
 type serverState uint8
@@ -517,31 +524,95 @@ func (s *Server) Finish() (*Result, error) {
 		drops = append(drops, dropped{u, key})
 		res.Dropped = append(res.Dropped, u)
 	}
-	sum := s.sum
+	// Every stream to take off the sum: the survivors' self masks, then for
+	// each dropped client u and survivor neighbour v the PRG(s_{u,v}) that v
+	// added (+ when v < u) and that u's absence left uncancelled.
+	streams := make([]stream, 0, len(seeds))
 	for _, seed := range seeds {
-		addPRG(sum, seed, true)
-		res.Expansions++
+		streams = append(streams, stream{seed: seed, neg: true})
 	}
+	var edges []edge
 	for _, d := range drops {
-		priv, _ := newPrivateKey(bytes.NewReader(d.priv))
 		for _, v := range s.nbr[d.id] {
-			if !s.inU3[v] {
-				continue
+			if s.inU3[v] {
+				edges = append(edges, edge{u: d.id, v: v, priv: d.priv})
 			}
-			seed, err := maskSeed(priv, s.keys[v].MaskKey[:], s.cfg.Session, d.id, v)
-			if err != nil {
-				return nil, s.fail(err)
-			}
-			// v added +PRG when v < d.id, -PRG otherwise: undo it.
-			addPRG(sum, seed, v < d.id)
-			res.Expansions++
 		}
 	}
-	for i := range sum {
-		sum[i] &= p.mask()
+	pair := make([]stream, len(edges))
+	errs := make([]error, len(edges))
+	workers := max(1, s.cfg.Workers)
+	parallel(workers, len(edges), func(lo, hi int) {
+		var priv *ecdh.PrivateKey
+		var last []byte
+		for i := lo; i < hi; i++ {
+			e := edges[i]
+			if priv == nil || !bytes.Equal(last, e.priv) {
+				priv, _ = newPrivateKey(bytes.NewReader(e.priv))
+				last = e.priv
+			}
+			seed, err := maskSeed(priv, s.keys[e.v].MaskKey[:], s.cfg.Session, e.u, e.v)
+			pair[i], errs[i] = stream{seed: seed, neg: e.v < e.u}, err
+		}
+	})
+	for _, err := range errs {
+		if err != nil {
+			return nil, s.fail(err)
+		}
 	}
+	streams = append(streams, pair...)
+	res.Expansions = len(streams)
+	sum := s.sum
+	mask := p.mask()
+	// Windows of whole 4 KiB key-stream blocks, one per worker.
+	parallel(workers, (len(sum)+prgBlock/4-1)/(prgBlock/4), func(lo, hi int) {
+		a, b := lo*prgBlock/4, min(len(sum), hi*prgBlock/4)
+		if a >= b {
+			return
+		}
+		w := sum[a:b]
+		for _, st := range streams {
+			addPRGAt(w, st.seed, st.neg, a)
+		}
+		for i := range w {
+			w[i] &= mask
+		}
+	})
 	res.Sum = sum
 	s.sum, s.values = nil, nil
 	s.state = serverDone
 	return res, nil
+}
+
+// stream is one mask to take off the sum.
+type stream struct {
+	seed *[SeedSize]byte
+	neg  bool
+}
+
+// edge is a dropped client u's mask with its surviving neighbour v.
+type edge struct {
+	u, v ID
+	priv []byte // u's rebuilt mask secret key
+}
+
+// parallel splits [0, n) into at most workers contiguous ranges and runs f
+// on each, in the caller's goroutine when there is one range; it returns
+// when all are done.
+func parallel(workers, n int, f func(lo, hi int)) {
+	if workers <= 1 || n <= 1 {
+		f(0, n)
+		return
+	}
+	workers = min(workers, n)
+	var wg sync.WaitGroup
+	for w := range workers {
+		lo, hi := w*n/workers, (w+1)*n/workers
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			f(lo, hi)
+		}()
+	}
+	wg.Wait()
 }

@@ -156,3 +156,20 @@ func TestPRGAddSubtract(t *testing.T) {
 		}
 	}
 }
+
+// TestPRGWindows checks that expanding disjoint windows of a stream with
+// addPRGAt, as Finish's workers do, gives the whole stream.
+func TestPRGWindows(t *testing.T) {
+	const d = 5000
+	seed := &[SeedSize]byte{7}
+	whole := make([]uint32, d)
+	addPRG(whole, seed, false)
+	for _, cut := range []int{0, 4, 1024, 1028, 4096, 4996} {
+		parts := make([]uint32, d)
+		addPRGAt(parts[:cut], seed, false, 0)
+		addPRGAt(parts[cut:], seed, false, cut)
+		if !slices.Equal(parts, whole) {
+			t.Fatalf("cut at %d: windows differ from the whole stream", cut)
+		}
+	}
+}
