@@ -9,6 +9,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"sort"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -192,7 +193,10 @@ func PublishStream(ctx context.Context, nc *nats.Conn, subj string, open wire.St
 		return fmt.Errorf("%w: %s", ErrStreamRefused, g.Reason)
 	}
 	window := max(1, g.Window)
-	var buf []byte
+	bp := chunkBufs.Get().(*[]byte)
+	defer chunkBufs.Put(bp)
+	buf := *bp
+	defer func() { *bp = buf[:0] }()
 	crc := uint32(0)
 	outstanding, sent := 0, 0
 	nchunks := (p.Total + p.ChunkElems - 1) / p.ChunkElems
@@ -241,6 +245,10 @@ func PublishStream(ctx context.Context, nc *nats.Conn, subj string, open wire.St
 	}
 	return nil
 }
+
+// chunkBufs recycles the buffers chunks are encoded into (one per
+// stream in flight), so a client does not allocate a chunk per stream.
+var chunkBufs = sync.Pool{New: func() any { return new([]byte) }}
 
 // streams reports whether an update of dim values goes as a stream.
 func (c StreamConfig) streams(dim int) bool {

@@ -27,8 +27,9 @@ type Config struct {
 	// When full, further updates are dropped and counted ("queue_full").
 	QueueSize int
 	// StreamSlots bounds the streamed updates staged at once (each holds
-	// up to 4·d bytes); default DefaultStreamSlots. StreamWindow is the
-	// number of unacknowledged chunks a client may send; default 4.
+	// up to 4·d bytes); default DefaultStreamSlots (3). StreamWindow is the
+	// number of unacknowledged chunks a client may send; default
+	// DefaultStreamWindow (4).
 	StreamSlots  int
 	StreamWindow int
 	Logger       *slog.Logger
@@ -70,7 +71,7 @@ func NewRunner(cfg Config) (*Runner, error) {
 		cfg.QueueSize = 4096
 	}
 	if cfg.StreamWindow <= 0 {
-		cfg.StreamWindow = 4
+		cfg.StreamWindow = DefaultStreamWindow
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -123,6 +124,15 @@ func (r *Runner) Run(ctx context.Context) error {
 	r.mu.Lock()
 	r.sr.subs = subs
 	r.mu.Unlock()
+	pingSubj, err := mesh.PingSubject(r.cfg.Job, r.cfg.Region)
+	if err != nil {
+		return err
+	}
+	ps, err := r.cfg.Conn.Subscribe(pingSubj, func(m *nats.Msg) { m.Respond([]byte("ok")) })
+	if err != nil {
+		return fmt.Errorf("regional %s: subscribe %s: %w", r.cfg.Region, pingSubj, err)
+	}
+	subs = append(subs, ps)
 	if err := r.cfg.Conn.Flush(); err != nil {
 		return fmt.Errorf("regional %s: %w", r.cfg.Region, err)
 	}

@@ -19,7 +19,10 @@ const (
 )
 
 // DefaultStreamSlots is how many streams a region stages at once.
-const DefaultStreamSlots = 2
+const DefaultStreamSlots = 3
+
+// DefaultStreamWindow is how many chunks a client may send unacknowledged.
+const DefaultStreamWindow = 4
 
 // Streams stages the streamed updates of one Round. It is pure and
 // single-threaded like Round; the runner feeds it and does the I/O.
@@ -38,10 +41,14 @@ const DefaultStreamSlots = 2
 // Clients beyond the slots wait in FIFO order for a grant; flow control is
 // thus by admission (slots) and by acknowledgement (window), and a burst of
 // large updates queues at the clients, never in the server's or the
-// region's buffers.
+// region's buffers. Grants are staggered: a queued stream is admitted only
+// when every staged stream is in its tail (its client may already send all
+// it has left), so streams follow each other through the pipe rather than
+// finishing together and leaving it empty while the next ones start.
 type Streams struct {
 	r       *Round
 	slots   int
+	window  int
 	active  map[string]*stream
 	waiting []string
 	queued  map[string]wire.StreamOpen
@@ -56,15 +63,37 @@ type stream struct {
 	sumsq   float64
 	crc     uint32
 	lastIdx int64 // topk: last index seen
+	chunkN  int   // elements in the last chunk received
 }
 
-// NewStreams stages streams for r with the given number of slots
-// (0 means DefaultStreamSlots).
-func NewStreams(r *Round, slots int) *Streams {
+// tail reports whether the client may already send everything it has left.
+func (st *stream) tail(window int) bool {
+	return st.chunkN > 0 && st.next+window*st.chunkN >= st.open.Total
+}
+
+// NewStreams stages streams for r with the given number of slots and the
+// clients' window of unacknowledged chunks (0 means the defaults).
+func NewStreams(r *Round, slots, window int) *Streams {
 	if slots <= 0 {
 		slots = DefaultStreamSlots
 	}
-	return &Streams{r: r, slots: slots, active: map[string]*stream{}, queued: map[string]wire.StreamOpen{}}
+	if window <= 0 {
+		window = DefaultStreamWindow
+	}
+	return &Streams{r: r, slots: slots, window: window, active: map[string]*stream{}, queued: map[string]wire.StreamOpen{}}
+}
+
+// admit reports whether a queued stream may start now.
+func (s *Streams) admit() bool {
+	if len(s.active) >= s.slots {
+		return false
+	}
+	for _, st := range s.active {
+		if !st.tail(s.window) {
+			return false
+		}
+	}
+	return true
 }
 
 // Round returns the round the streams feed.
@@ -81,7 +110,7 @@ func (s *Streams) Open(o wire.StreamOpen) (granted bool, reason string) {
 		s.r.rejected[reason]++
 		return false, reason
 	}
-	if len(s.active) < s.slots {
+	if len(s.waiting) == 0 && s.admit() {
 		s.active[o.Client] = &stream{open: o, lastIdx: -1}
 		return true, ""
 	}
@@ -140,7 +169,7 @@ func (s *Streams) Chunk(h wire.ChunkHeader, data []byte) (reason string, done, o
 	}
 	reason = s.take(st, h, data)
 	if reason == "" && !h.Last {
-		return "", false, true, nil
+		return "", false, true, s.promote()
 	}
 	if reason == "" {
 		s.commit(st)
@@ -154,7 +183,7 @@ func (s *Streams) Chunk(h wire.ChunkHeader, data []byte) (reason string, done, o
 // promote grants queued streams the free slots.
 func (s *Streams) promote() []string {
 	var grants []string
-	for len(s.active) < s.slots && len(s.waiting) > 0 {
+	for len(s.waiting) > 0 && s.admit() {
 		c := s.waiting[0]
 		s.waiting = s.waiting[1:]
 		o := s.queued[c]
@@ -217,6 +246,7 @@ func (s *Streams) take(st *stream, h wire.ChunkHeader, data []byte) string {
 	st.offsets = append(st.offsets, h.Offset)
 	st.scales = append(st.scales, h.Scale)
 	st.next += n
+	st.chunkN = n
 	if h.Last && h.Digest != st.crc {
 		return ReasonDigest
 	}

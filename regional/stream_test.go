@@ -60,23 +60,43 @@ func TestStreamEqualsSingleUpdate(t *testing.T) {
 	open := wire.RoundOpen{Job: "j", Round: 2, Region: "eu", ModelVersion: 1, Dim: d, ClipNorm: 1, Sampled: []string{"a", "b", "c"}}
 	single, _ := NewRound(open)
 	streamed, _ := NewRound(open)
-	s := NewStreams(streamed, 3)
+	s := NewStreams(streamed, 3, 0)
 	var all [][]chunk
-	for _, c := range open.Sampled {
+	for _, c := range open.Sampled { // a, b, c
 		v := randVec(r, d, 0.9)
 		b, _ := wire.Encode(wire.TypeUpdate, &wire.Update{Job: "j", Round: 2, Region: "eu", Client: c, ModelVersion: 1, Vec: wire.AppendFloat32s(nil, v)})
 		if reason := single.Add(b); reason != "" {
 			t.Fatal(reason)
 		}
-		if granted, reason := s.Open(streamOpen(c, d)); !granted || reason != "" {
-			t.Fatalf("open %s: granted %v, reason %q", c, granted, reason)
+		granted, reason := s.Open(streamOpen(c, d))
+		if reason != "" {
+			t.Fatalf("open %s: %q", c, reason)
+		}
+		if granted != (c == "a") {
+			t.Fatalf("open %s: granted %v; want only the first granted at once (staggered)", c, granted)
 		}
 		all = append(all, chunksOf(c, v, 300))
 	}
-	for i := range all[0] { // interleave the clients' chunks
-		for _, cs := range all {
-			if reason, _, ok, _ := s.Chunk(cs[i].h, cs[i].data); !ok || reason != "" {
-				t.Fatalf("chunk %d: ok %v, reason %q", i, ok, reason)
+	// Feed one chunk per granted client in turn (interleaved), granting as
+	// the region says.
+	live := map[int]bool{0: true}
+	next := make([]int, len(all))
+	for len(live) > 0 {
+		for k := range all {
+			if !live[k] {
+				continue
+			}
+			cs := all[k]
+			reason, done, ok, grants := s.Chunk(cs[next[k]].h, cs[next[k]].data)
+			if !ok || reason != "" {
+				t.Fatalf("client %d chunk %d: ok %v, reason %q", k, next[k], ok, reason)
+			}
+			next[k]++
+			if done {
+				delete(live, k)
+			}
+			for _, g := range grants {
+				live[int(g[0]-'a')] = true
 			}
 		}
 	}
@@ -127,7 +147,7 @@ func TestStreamRejectionsLeaveSumUntouched(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			rd, _ := NewRound(wire.RoundOpen{Job: "j", Round: 2, Region: "eu", ModelVersion: 1, Dim: d, ClipNorm: 1, Sampled: []string{"a"}})
-			s := NewStreams(rd, 1)
+			s := NewStreams(rd, 1, 0)
 			if _, reason := s.Open(streamOpen("a", d)); reason != "" {
 				t.Fatal(reason)
 			}
@@ -166,7 +186,7 @@ func TestStreamRejectionsLeaveSumUntouched(t *testing.T) {
 func TestStreamSlots(t *testing.T) {
 	const d = 10
 	rd, _ := NewRound(wire.RoundOpen{Job: "j", Round: 2, Region: "eu", ModelVersion: 1, Dim: d, ClipNorm: 1, Sampled: []string{"a", "b", "c", "e"}})
-	s := NewStreams(rd, 1)
+	s := NewStreams(rd, 1, 0)
 	v := make([]float32, d)
 	v[0] = 0.5
 	if g, _ := s.Open(streamOpen("a", d)); !g {
@@ -200,7 +220,7 @@ func TestStreamSlots(t *testing.T) {
 func TestStreamCompressedEncodings(t *testing.T) {
 	const d = 8
 	rd, _ := NewRound(wire.RoundOpen{Job: "j", Round: 2, Region: "eu", ModelVersion: 1, Dim: d, ClipNorm: 1, Sampled: []string{"q", "k"}})
-	s := NewStreams(rd, 2)
+	s := NewStreams(rd, 2, 0)
 	// q8: two chunks of 4 with their scales.
 	oq := streamOpen("q", d)
 	oq.Encoding = wire.EncodingQ8
@@ -251,7 +271,7 @@ func FuzzStreamChunk(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		rd, _ := NewRound(wire.RoundOpen{Job: "j", Round: 2, Region: "eu", ModelVersion: 1, Dim: 3, ClipNorm: 1, Sampled: []string{"a"}})
-		s := NewStreams(rd, 1)
+		s := NewStreams(rd, 1, 0)
 		s.Open(streamOpen("a", 3))
 		h, data, err := wire.DecodeChunk(b)
 		if err != nil {

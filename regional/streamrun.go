@@ -31,7 +31,7 @@ func (r *Runner) onStream(cur *Round, m *nats.Msg) bool {
 		return true
 	}
 	if r.sr.s == nil || r.sr.s.Round() != cur {
-		r.sr.s = NewStreams(cur, r.cfg.StreamSlots)
+		r.sr.s = NewStreams(cur, r.cfg.StreamSlots, r.cfg.StreamWindow)
 		r.sr.replies = map[string]string{}
 	}
 	switch t {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 
@@ -45,9 +46,10 @@ func runBenchIngest(ctx context.Context, args []string, stdout, stderr io.Writer
 	ns := fs.String("n", "10,100,1000", "client counts N, comma-separated")
 	ds := fs.String("d", "1e5,1e6,1e7", "model dimensions d, comma-separated")
 	chunk := fs.Int("chunk", 1<<20, "bytes of update data per chunk (and per raw NATS message)")
-	slots := fs.Int("slots", 2, "streams the region stages at once")
+	slots := fs.Int("slots", 3, "streams the region stages at once")
 	window := fs.Int("window", 4, "unacknowledged chunks per client")
 	enc := fs.String("encoding", "f32", "update encoding: f32, q8 or topk")
+	prof := fs.String("cpuprofile", "", "write a CPU profile of the bench process (server and clients) to this file")
 	if err := fs.Parse(args); err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
@@ -67,6 +69,17 @@ func runBenchIngest(ctx context.Context, args []string, stdout, stderr io.Writer
 	cfg.StoreDir = dir
 	if !*asJSON {
 		cfg.Logf = func(f string, a ...any) { fmt.Fprintf(stderr, f+"\n", a...) }
+	}
+	if *prof != "" {
+		f, err := os.Create(*prof)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
 	}
 	cpu := bench.CPUFeatures()
 	res, err := bench.Ingest(ctx, cfg)
