@@ -42,7 +42,8 @@ type RoundReport struct {
 	Epsilon      ledger.PerObserver[float64]
 	Noise        ledger.Noise // multipliers used this round (paced or planned)
 	ClipNorm     float64
-	Retired      int // clients that left the population for budget before this round
+	Retired      int    // clients that left the population for budget before this round
+	GateFailed   string // why the round's model was not promoted, if it was not
 	Aborted      string
 }
 
@@ -79,6 +80,8 @@ type Coordinator struct {
 	partials chan *nats.Msg
 	theta    []float64
 	velocity []float64
+	version  uint64  // the model version theta holds (the serving one)
+	baseAcc  float64 // evaluation accuracy of the checkpoint (v0)
 }
 
 // NewCoordinator checks the configuration.
@@ -122,6 +125,9 @@ func (c *Coordinator) Run(ctx context.Context) error {
 		return err
 	}
 	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 		var finished bool
 		var committed int
 		c.cfg.Node.Read(func(l *ledger.Ledger) { finished, committed = l.Finished, l.CommittedRounds() })
@@ -134,6 +140,17 @@ func (c *Coordinator) Run(ctx context.Context) error {
 		if reason := c.converged(); reason != "" {
 			return c.finish(ctx, reason)
 		}
+		if alive := c.liveRegions(); alive < c.top.Privacy.MinRegions {
+			// Opening a round charges its cost: never open one that cannot
+			// be released.
+			c.cfg.Logger.Warn("waiting for regions before opening a round", "alive", alive, "required", c.top.Privacy.MinRegions)
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(time.Second):
+			}
+			continue
+		}
 		if err := c.runRound(ctx); err != nil {
 			if errors.Is(err, ErrBudgetExhausted) {
 				if ferr := c.finish(ctx, err.Error()); ferr != nil {
@@ -143,6 +160,21 @@ func (c *Coordinator) Run(ctx context.Context) error {
 			return err
 		}
 	}
+}
+
+// liveRegions counts the regions that answer a ping.
+func (c *Coordinator) liveRegions() int {
+	alive := 0
+	for _, r := range c.top.Regions {
+		subj, err := mesh.PingSubject(c.top.Job, r.ID)
+		if err != nil {
+			continue
+		}
+		if _, err := c.cfg.Conn.Request(subj, nil, time.Second); err == nil {
+			alive++
+		}
+	}
+	return alive
 }
 
 func (c *Coordinator) startOrResume(ctx context.Context) error {
@@ -166,15 +198,7 @@ func (c *Coordinator) startOrResume(ctx context.Context) error {
 	}
 	var open ledger.RoundEntry
 	var isOpen bool
-	var version uint64
-	var hash string
-	c.cfg.Node.Read(func(l *ledger.Ledger) {
-		open, isOpen = l.OpenRoundEntry()
-		version = l.CurrentVersion()
-		if n := len(l.Models); n > 0 {
-			hash = l.Models[n-1].Hash
-		}
-	})
+	c.cfg.Node.Read(func(l *ledger.Ledger) { open, isOpen = l.OpenRoundEntry() })
 	if isOpen {
 		// The round's spend is already recorded and stays: abort it rather
 		// than guess what its clients and regions did.
@@ -183,11 +207,32 @@ func (c *Coordinator) startOrResume(ctx context.Context) error {
 			return err
 		}
 	}
+	initial := roundTo32(append([]float64(nil), c.cfg.Initial...))
+	if _, err := c.cfg.Models.Put(ctx, "model", 0, wire.AppendFloat64sAs32(nil, initial)); err != nil {
+		return err
+	}
+	if c.baseAcc, _, err = c.cfg.Evaluator.Evaluate(initial); err != nil {
+		return fmt.Errorf("global: evaluate the checkpoint: %w", err)
+	}
+	return c.loadServing(ctx)
+}
+
+// loadServing loads the serving model version (and its optimizer state)
+// from the model store, verifying its hash against the ledger.
+func (c *Coordinator) loadServing(ctx context.Context) error {
+	var version uint64
+	var hash string
+	c.cfg.Node.Read(func(l *ledger.Ledger) {
+		version = l.ServingVersion()
+		if m, ok := l.ServingModel(); ok {
+			hash = m.Hash
+		}
+	})
+	c.version = version
 	if version == 0 {
 		c.theta = roundTo32(append([]float64(nil), c.cfg.Initial...))
 		c.velocity = make([]float64, len(c.theta))
-		_, err := c.cfg.Models.Put(ctx, "model", 0, wire.AppendFloat64sAs32(nil, c.theta))
-		return err
+		return nil
 	}
 	blob, err := c.cfg.Models.Get(ctx, "model", version, hash)
 	if err != nil {
@@ -236,11 +281,17 @@ func (c *Coordinator) runRound(ctx context.Context) error {
 		for _, o := range ledger.Observers {
 			cum.Set(o, l.Curve(o))
 		}
-		round, version = l.NextRound(), l.CurrentVersion()
-		if n := len(l.Models); n > 0 {
-			hash = l.Models[n-1].Hash
+		round, version = l.NextRound(), l.ServingVersion()
+		if m, ok := l.ServingModel(); ok {
+			hash = m.Hash
 		}
 	})
+	if version != c.version {
+		// A rollback moved the serving version.
+		if err := c.loadServing(ctx); err != nil {
+			return err
+		}
+	}
 	if version == 0 {
 		hash = mesh.Hash(wire.AppendFloat64sAs32(nil, c.theta))
 	}
@@ -311,9 +362,26 @@ func (c *Coordinator) runRound(ctx context.Context) error {
 		c.progress(report)
 		return nil
 	}
-	acc, loss, participants, regions, newHash, err := c.merge(ctx, version+1, parts, plan)
+	var latest uint64
+	servingAcc := c.baseAcc
+	c.cfg.Node.Read(func(l *ledger.Ledger) {
+		latest = l.LatestVersion()
+		if m, ok := l.ServingModel(); ok {
+			servingAcc = m.Accuracy
+		}
+	})
+	prevTheta, prevVel := append([]float64(nil), c.theta...), append([]float64(nil), c.velocity...)
+	acc, loss, participants, regions, newHash, err := c.merge(ctx, latest+1, parts, plan)
 	if err != nil {
 		return err
+	}
+	promoted, gateReason := true, ""
+	if drop := servingAcc - acc; drop > t.Train.GateMaxDrop {
+		promoted = false
+		gateReason = fmt.Sprintf("evaluation accuracy %.4f is %.4f below the serving v%d's %.4f (gate allows %.4f)", acc, drop, version, servingAcc, t.Train.GateMaxDrop)
+		c.theta, c.velocity = prevTheta, prevVel
+	} else {
+		c.version = latest + 1
 	}
 	var nextClip float64
 	if ac := t.Privacy.AdaptiveClip; ac.Enabled {
@@ -323,14 +391,14 @@ func (c *Coordinator) runRound(ctx context.Context) error {
 		}
 		nextClip = NextClip(plan.clip, bits, t.Privacy.SamplingRate*float64(plan.eligible), ac.Quantile, ac.LearningRate)
 	}
-	res, err = c.cfg.Node.Apply(ctx, &ledger.CommitModel{Round: round, Version: version + 1, Hash: newHash, Accuracy: acc, Loss: loss, Participants: participants, Regions: regions, NextClipNorm: nextClip})
+	res, err = c.cfg.Node.Apply(ctx, &ledger.CommitModel{Round: round, Version: latest + 1, Hash: newHash, Accuracy: acc, Loss: loss, Participants: participants, Regions: regions, NextClipNorm: nextClip, Promoted: promoted, GateReason: gateReason})
 	if err != nil {
 		return err
 	}
 	if res.Err != nil {
 		return res.Err
 	}
-	report.Participants, report.Accuracy, report.Loss = participants, acc, loss
+	report.Participants, report.Accuracy, report.Loss, report.GateFailed = participants, acc, loss, gateReason
 	c.progress(report)
 	return nil
 }

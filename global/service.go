@@ -31,6 +31,15 @@ func StatusSubject(id string) string { return "strata.global." + id + ".status" 
 // MembersSubject takes membership changes; the leader acts on them.
 const MembersSubject = "strata.global.members"
 
+// ModelSubject takes model rollbacks; the leader acts on them.
+const ModelSubject = "strata.global.model"
+
+// RollbackRequest asks the leader to roll the serving model back.
+type RollbackRequest struct {
+	To     uint64 `json:"to"`
+	Reason string `json:"reason"`
+}
+
 // MembersRequest asks the leader to add or remove a voter.
 type MembersRequest struct {
 	Op   string `json:"op"` // "add", "remove" or "list"
@@ -104,6 +113,24 @@ func RunService(ctx context.Context, cfg ServiceConfig) error {
 		return err
 	}
 	defer msub.Unsubscribe()
+	rsub, err := cfg.Conn.Subscribe(ModelSubject, func(m *nats.Msg) {
+		if !n.IsLeader() {
+			return
+		}
+		var req RollbackRequest
+		reply := map[string]string{}
+		if err := json.Unmarshal(m.Data, &req); err != nil {
+			reply["error"] = "malformed request: " + err.Error()
+		} else if err := n.Rollback(ctx, req.To, req.Reason); err != nil {
+			reply["error"] = err.Error()
+		}
+		b, _ := json.Marshal(reply)
+		m.Respond(b)
+	})
+	if err != nil {
+		return err
+	}
+	defer rsub.Unsubscribe()
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
 	if cfg.FinishGrace == 0 {
@@ -177,4 +204,14 @@ func (n *Node) Status() Status {
 	})
 	s.Members, _ = n.Members()
 	return s
+}
+
+// Rollback makes version `to` the serving model through the raft log. The
+// ledger keeps every spend: rolling back never refunds privacy.
+func (n *Node) Rollback(ctx context.Context, to uint64, reason string) error {
+	res, err := n.Apply(ctx, &ledger.Rollback{To: to, Reason: reason, UnixMs: time.Now().UnixMilli()})
+	if err != nil {
+		return err
+	}
+	return res.Err
 }

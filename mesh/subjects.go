@@ -27,6 +27,12 @@ func ClientRoundSubject(job, region string) (string, error) {
 	return joinRegion(job, "clients", region)
 }
 
+// PingSubject is where a region answers liveness checks; the global tier
+// opens a round (and so charges its cost) only when enough regions answer.
+func PingSubject(job, region string) (string, error) {
+	return joinRegion(job, "ping", region)
+}
+
 // UpdateSubject is where a region's clients publish their updates.
 func UpdateSubject(job, region string) (string, error) {
 	return joinRegion(job, "update", region)

@@ -124,6 +124,15 @@ func (r *Runner) Run(ctx context.Context) error {
 	r.mu.Lock()
 	r.sr.subs = subs
 	r.mu.Unlock()
+	pingSubj, err := mesh.PingSubject(r.cfg.Job, r.cfg.Region)
+	if err != nil {
+		return err
+	}
+	ps, err := r.cfg.Conn.Subscribe(pingSubj, func(m *nats.Msg) { m.Respond([]byte("ok")) })
+	if err != nil {
+		return fmt.Errorf("regional %s: subscribe %s: %w", r.cfg.Region, pingSubj, err)
+	}
+	subs = append(subs, ps)
 	if err := r.cfg.Conn.Flush(); err != nil {
 		return fmt.Errorf("regional %s: %w", r.cfg.Region, err)
 	}

@@ -165,7 +165,8 @@ func (m *Mesh) wire(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		m.Regions[r.ID], err = regional.NewRunner(regional.Config{Job: t.Job, Region: r.ID, Conn: nc, Rand: m.cfg.Rand, Logger: m.cfg.Logger.With("tier", "regional")})
+		m.Regions[r.ID], err = regional.NewRunner(regional.Config{Job: t.Job, Region: r.ID, Conn: nc, Rand: m.cfg.Rand, Logger: m.cfg.Logger.With("tier", "regional"),
+			StreamSlots: t.DataPath.StreamSlots, StreamWindow: t.DataPath.StreamWindow})
 		if err != nil {
 			return err
 		}
@@ -196,7 +197,8 @@ func (m *Mesh) wire(ctx context.Context) error {
 		return err
 	}
 	m.Fleet, err = edge.NewFleet(edge.FleetConfig{Job: t.Job, Dialer: m.Dialer(), Clients: clients, Trainer: trainer, Models: emodels,
-		Workers: runtime.GOMAXPROCS(0), Rand: m.cfg.Rand, Logger: m.cfg.Logger.With("tier", "edge")})
+		Workers: runtime.GOMAXPROCS(0), Rand: m.cfg.Rand, Logger: m.cfg.Logger.With("tier", "edge"),
+		Stream: edge.StreamConfig{ChunkBytes: t.DataPath.ChunkBytes, Encoding: t.DataPath.Encoding(), TopK: t.DataPath.TopK}})
 	return err
 }
 

@@ -33,6 +33,8 @@ type Topology struct {
 	Data    Data      `yaml:"data"`
 	Round   RoundPlan `yaml:"round"`
 	Policy  Policy    `yaml:"policy,omitempty"`
+	// DataPath: chunking, flow control, compression (topology/datapath.go).
+	DataPath DataPath `yaml:"data_path,omitempty"`
 }
 
 // Policy states what a plan must guarantee before any data moves; `strata
@@ -375,6 +377,9 @@ func (t *Topology) Validate() error {
 	}
 	if t.Round.Timeout.Duration <= 0 {
 		bad("round.timeout", "%v: must be positive, e.g. 60s", t.Round.Timeout)
+	}
+	if err := t.DataPath.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }

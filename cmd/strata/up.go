@@ -225,8 +225,15 @@ func progressBar(w io.Writer) func(global.RoundReport) {
 			fmt.Fprintf(w, "[%s] round %3d  ABORTED: %s (spend kept: ε public %.4g)\n", bar, r.Round, r.Aborted, r.Epsilon.Public)
 			return
 		}
-		fmt.Fprintf(w, "[%s] round %3d  %3d/%d  participants %4d  accuracy %.4f  ε public %s\n",
-			bar, r.Round, r.Committed, r.Planned, r.Participants, r.Accuracy, fmtEps(r.Epsilon.Public))
+		note := ""
+		if r.GateFailed != "" {
+			note = "  (not promoted: evaluation gate)"
+		}
+		if r.Retired > 0 {
+			note += fmt.Sprintf("  (%d clients retired for budget)", r.Retired)
+		}
+		fmt.Fprintf(w, "[%s] round %3d  %3d/%d  participants %4d  accuracy %.4f  ε public %s%s\n",
+			bar, r.Round, r.Committed, r.Planned, r.Participants, r.Accuracy, fmtEps(r.Epsilon.Public), note)
 	}
 }
 

@@ -19,6 +19,7 @@ const (
 	KindFinishJob     Kind = 5
 	KindEnrollClients Kind = 6
 	KindWithdraw      Kind = 7
+	KindRollback      Kind = 8
 )
 
 // Command is one ledger command.
@@ -60,9 +61,24 @@ type CommitModel struct {
 	Loss         float64  `msgpack:"loss"`
 	Participants int      `msgpack:"participants"`
 	Regions      []string `msgpack:"regions"`
+	// Promoted says the version passed the evaluation gate; GateReason
+	// says why not otherwise.
+	Promoted   bool   `msgpack:"promoted"`
+	GateReason string `msgpack:"gate_reason,omitempty"`
 	// NextClipNorm is the adaptive clip norm for the next round (0 = keep).
 	NextClipNorm float64 `msgpack:"next_clip_norm,omitempty"`
 }
+
+// Rollback makes an earlier promoted version the one new rounds train
+// from. It refunds nothing: every spend stays.
+type Rollback struct {
+	To     uint64 `msgpack:"to"`
+	Reason string `msgpack:"reason"`
+	UnixMs int64  `msgpack:"unix_ms"`
+}
+
+// Kind implements Command.
+func (*Rollback) Kind() Kind { return KindRollback }
 
 // AbortRound closes a round without a model; its spend stays.
 type AbortRound struct {
@@ -115,6 +131,8 @@ func Decode(b []byte) (Command, error) {
 		cmd = &EnrollClients{}
 	case KindWithdraw:
 		cmd = &Withdraw{}
+	case KindRollback:
+		cmd = &Rollback{}
 	default:
 		return nil, fmt.Errorf("%w: unknown kind %d", ErrDecode, b[0])
 	}

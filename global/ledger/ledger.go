@@ -35,6 +35,7 @@ var (
 	ErrVersion       = errors.New("ledger: model version out of order")
 	ErrCurve         = errors.New("ledger: RDP curve does not match the job's orders")
 	ErrUnknown       = errors.New("ledger: unknown command")
+	ErrRollback      = errors.New("ledger: cannot roll back")
 )
 
 // Noise is the noise plan of a round: multipliers of the clip norm per tier.
@@ -95,6 +96,19 @@ type Model struct {
 	Hash     string  `msgpack:"hash" json:"hash"`
 	Accuracy float64 `msgpack:"accuracy" json:"accuracy"`
 	Loss     float64 `msgpack:"loss" json:"loss"`
+	// Promoted is false when the version failed the evaluation gate (or
+	// was superseded by a rollback during its round): it is recorded but
+	// never served.
+	Promoted   bool   `msgpack:"promoted" json:"promoted"`
+	GateReason string `msgpack:"gate_reason,omitempty" json:"gate_reason,omitempty"`
+}
+
+// RollbackEntry records a rollback of the serving model version.
+type RollbackEntry struct {
+	From   uint64 `msgpack:"from" json:"from"`
+	To     uint64 `msgpack:"to" json:"to"`
+	Reason string `msgpack:"reason" json:"reason"`
+	UnixMs int64  `msgpack:"unix_ms" json:"unix_ms"`
 }
 
 // Ledger is the replicated state. The zero value is an empty ledger.
@@ -104,6 +118,10 @@ type Ledger struct {
 	Models  []Model                `msgpack:"models"`
 	RDP     PerObserver[[]float64] `msgpack:"rdp"`     // cumulative curve per observer
 	Clients []Client               `msgpack:"clients"` // sorted by ID
+	// Serving is the model version new rounds train from (0 = the
+	// pre-trained checkpoint); it moves on promotion and on rollback.
+	Serving   uint64          `msgpack:"serving"`
+	Rollbacks []RollbackEntry `msgpack:"rollbacks"`
 	// ClipNorm is the clip norm the next round uses under adaptive
 	// clipping (0 = the topology's).
 	ClipNorm     float64 `msgpack:"clip_norm"`
@@ -146,6 +164,8 @@ func (l *Ledger) Apply(index uint64, cmd Command) Result {
 		r = l.enroll(c)
 	case *Withdraw:
 		r = l.withdraw(c)
+	case *Rollback:
+		r = l.rollback(c)
 	default:
 		r = Result{Err: fmt.Errorf("%w: %T", ErrUnknown, cmd)}
 	}
@@ -241,8 +261,15 @@ func (l *Ledger) commitModel(c *CommitModel) Result {
 	if e.Status != "open" {
 		return Result{Err: fmt.Errorf("%w: round %d is %s", ErrRoundNotOpen, c.Round, e.Status)}
 	}
-	if c.Version != l.CurrentVersion()+1 {
-		return Result{Err: fmt.Errorf("%w: got v%d, current is v%d", ErrVersion, c.Version, l.CurrentVersion())}
+	if c.Version != l.LatestVersion()+1 {
+		return Result{Err: fmt.Errorf("%w: got v%d, latest is v%d", ErrVersion, c.Version, l.LatestVersion())}
+	}
+	promoted, reason := c.Promoted, c.GateReason
+	if promoted && e.ModelVersion != l.Serving {
+		promoted, reason = false, fmt.Sprintf("trained from v%d but v%d is serving (rollback during the round)", e.ModelVersion, l.Serving)
+	}
+	if promoted {
+		l.Serving = c.Version
 	}
 	e.Status = "committed"
 	e.Participants = c.Participants
@@ -252,7 +279,7 @@ func (l *Ledger) commitModel(c *CommitModel) Result {
 	if c.NextClipNorm > 0 {
 		l.ClipNorm = c.NextClipNorm
 	}
-	l.Models = append(l.Models, Model{Version: c.Version, Round: c.Round, Hash: c.Hash, Accuracy: c.Accuracy, Loss: c.Loss})
+	l.Models = append(l.Models, Model{Version: c.Version, Round: c.Round, Hash: c.Hash, Accuracy: c.Accuracy, Loss: c.Loss, Promoted: promoted, GateReason: reason})
 	return Result{}
 }
 
@@ -287,9 +314,35 @@ func (l *Ledger) finishJob(c *FinishJob) Result {
 	return Result{}
 }
 
-// CurrentVersion returns the latest committed model version (0 = the
-// pre-trained checkpoint).
-func (l *Ledger) CurrentVersion() uint64 {
+// ServingVersion returns the version new rounds train from.
+func (l *Ledger) ServingVersion() uint64 { return l.Serving }
+
+// ServingModel returns the record of the serving version (false for v0).
+func (l *Ledger) ServingModel() (Model, bool) {
+	if l.Serving == 0 || l.Serving > uint64(len(l.Models)) {
+		return Model{}, false
+	}
+	return l.Models[l.Serving-1], true
+}
+
+func (l *Ledger) rollback(c *Rollback) Result {
+	if l.Job == nil {
+		return Result{Err: ErrNoJob}
+	}
+	if c.To > l.LatestVersion() {
+		return Result{Err: fmt.Errorf("%w: no model v%d (latest is v%d)", ErrRollback, c.To, l.LatestVersion())}
+	}
+	if c.To > 0 && !l.Models[c.To-1].Promoted {
+		return Result{Err: fmt.Errorf("%w: v%d never passed the gate (%s)", ErrRollback, c.To, l.Models[c.To-1].GateReason)}
+	}
+	l.Rollbacks = append(l.Rollbacks, RollbackEntry{From: l.Serving, To: c.To, Reason: c.Reason, UnixMs: c.UnixMs})
+	l.Serving = c.To
+	return Result{}
+}
+
+// LatestVersion returns the latest recorded model version (0 = the
+// pre-trained checkpoint), promoted or not.
+func (l *Ledger) LatestVersion() uint64 {
 	if n := len(l.Models); n > 0 {
 		return l.Models[n-1].Version
 	}

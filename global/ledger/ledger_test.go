@@ -96,7 +96,7 @@ func TestCurvesAddAndSpendNeverShrinks(t *testing.T) {
 		if r == 2 {
 			l.Apply(2*r+1, &AbortRound{Round: r, Reason: "test"})
 		} else {
-			l.Apply(2*r+1, &CommitModel{Round: r, Version: l.CurrentVersion() + 1})
+			l.Apply(2*r+1, &CommitModel{Round: r, Version: l.LatestVersion() + 1})
 		}
 		if s := l.Spent(Public); s < prev {
 			t.Fatalf("spend went from %v to %v", prev, s)

@@ -1,0 +1,106 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"path/filepath"
+	"time"
+
+	"github.com/strata-fl/strata/global"
+	"github.com/strata-fl/strata/global/ledger"
+	"github.com/strata-fl/strata/mesh"
+)
+
+// runModel lists model versions and rolls the serving one back through
+// the raft log (never by editing files).
+func runModel(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || (args[0] != "list" && args[0] != "rollback") {
+		return fmt.Errorf("%w: strata model list [--data DIR] | rollback --to N [--data DIR | --nats URL] [--reason R]", errUsage)
+	}
+	op := args[0]
+	fs := flag.NewFlagSet("model "+op, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	data := fs.String("data", "./strata-data", "data dir of a stopped strata up (its ledger is under global/)")
+	natsURL := fs.String("nats", "", "roll back on a running global tier through its leader instead")
+	to := fs.Int64("to", -1, "version to serve again (0 = the pre-trained checkpoint)")
+	reason := fs.String("reason", "operator rollback", "reason recorded in the ledger")
+	if err := fs.Parse(args[1:]); err != nil {
+		return helpOK(fmt.Errorf("%w: %v", errUsage, err))
+	}
+	dir := filepath.Join(*data, "global")
+	if op == "list" {
+		l, err := global.ReadLedger(dir)
+		if err != nil {
+			return err
+		}
+		printModels(stdout, l)
+		return nil
+	}
+	if *to < 0 {
+		return fmt.Errorf("%w: model rollback needs --to N", errUsage)
+	}
+	if *natsURL != "" {
+		nc, err := mesh.Dialer{URL: *natsURL}.Connect("strata-model")
+		if err != nil {
+			return err
+		}
+		defer nc.Close()
+		b, _ := json.Marshal(global.RollbackRequest{To: uint64(*to), Reason: *reason})
+		rctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		defer cancel()
+		msg, err := nc.RequestWithContext(rctx, global.ModelSubject, b)
+		if err != nil {
+			return fmt.Errorf("model rollback: no leader answered on %s: %w", *natsURL, err)
+		}
+		var rep map[string]string
+		if err := json.Unmarshal(msg.Data, &rep); err != nil {
+			return fmt.Errorf("model rollback: malformed reply: %w", err)
+		}
+		if rep["error"] != "" {
+			return fmt.Errorf("model rollback: %s", rep["error"])
+		}
+	} else {
+		if _, err := global.ReadLedger(dir); err != nil {
+			return err
+		}
+		n, err := global.OpenNode(global.NodeConfig{DataDir: dir})
+		if err != nil {
+			return err
+		}
+		defer n.Close()
+		wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		if _, err := n.WaitLeader(wctx); err != nil {
+			return err
+		}
+		if err := n.Rollback(wctx, uint64(*to), *reason); err != nil {
+			return err
+		}
+	}
+	fmt.Fprintf(stdout, "model v%d serves new rounds again; the ledger's spend is unchanged\n", *to)
+	return nil
+}
+
+func printModels(w io.Writer, l *ledger.Ledger) {
+	mark := func(v uint64) string {
+		if v == l.ServingVersion() {
+			return "*"
+		}
+		return " "
+	}
+	fmt.Fprintf(w, "%s v0     pre-trained checkpoint\n", mark(0))
+	for _, m := range l.Models {
+		state := "promoted"
+		if !m.Promoted {
+			state = "not promoted: " + m.GateReason
+		}
+		fmt.Fprintf(w, "%s v%-4d  round %-4d  accuracy %.4f  loss %.4f  %.12s  %s\n", mark(m.Version), m.Version, m.Round, m.Accuracy, m.Loss, m.Hash, state)
+	}
+	for _, r := range l.Rollbacks {
+		fmt.Fprintf(w, "rollback v%d → v%d at %s: %s\n", r.From, r.To, time.UnixMilli(r.UnixMs).Format(time.RFC3339), r.Reason)
+	}
+	fmt.Fprintf(w, "* = serving; public ε spent %s (rollbacks refund nothing)\n", fmtEps(l.Spent(ledger.Public)))
+}
