@@ -43,6 +43,9 @@ type Config struct {
 	// WrapTrainer, when set, wraps the built-in trainer (tests use it to
 	// slow clients down or make them fail).
 	WrapTrainer func(edge.Trainer) edge.Trainer
+	// WrapEvaluator, when set, wraps the global tier's evaluator (tests use
+	// it to make the evaluation gate fail).
+	WrapEvaluator func(global.Evaluator) global.Evaluator
 	// Status receives one-line messages about start-up work.
 	Status func(format string, args ...any)
 	Logger *slog.Logger
@@ -152,9 +155,13 @@ func (m *Mesh) wire(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	var evaluator global.Evaluator = finetune.Evaluator{Task: m.Task}
+	if m.cfg.WrapEvaluator != nil {
+		evaluator = m.cfg.WrapEvaluator(evaluator)
+	}
 	m.coord, err = global.NewCoordinator(global.CoordinatorConfig{
 		Topology: t, Node: m.Node, Conn: gc, Models: models, Initial: m.Task.Theta0,
-		Evaluator: finetune.Evaluator{Task: m.Task}, Rand: m.cfg.Rand, ConfigHash: hash,
+		Evaluator: evaluator, Rand: m.cfg.Rand, ConfigHash: hash,
 		Progress: m.cfg.Progress, Logger: m.cfg.Logger.With("tier", "global"),
 	})
 	if err != nil {

@@ -107,6 +107,11 @@ type Training struct {
 	ServerLR       float64 `yaml:"server_lr"`       // default 2
 	ServerMomentum float64 `yaml:"server_momentum"` // default 0.5
 	PretrainEpochs int     `yaml:"pretrain_epochs"` // default 6
+	// GateMaxDrop is the evaluation gate: a new model version is promoted
+	// only if its evaluation accuracy is at most this much below the
+	// serving version's; otherwise it is recorded and the old version keeps
+	// serving. Default 0.05; 1 disables the gate.
+	GateMaxDrop float64 `yaml:"gate_max_drop"`
 }
 
 // Data is the data plan of the built-in MNIST task.
@@ -194,6 +199,7 @@ func (t *Topology) ApplyDefaults() {
 	setF(&tr.ServerLR, 2)
 	setF(&tr.ServerMomentum, 0.5)
 	setI(&tr.PretrainEpochs, 6)
+	setF(&tr.GateMaxDrop, 0.05)
 	d := &t.Data
 	setI(&d.PublicExamples, 10000)
 	setI(&d.ExamplesPerClient, 10)
@@ -334,6 +340,9 @@ func (t *Topology) Validate() error {
 	}
 	if !(tr.LocalLR > 0) || !(tr.ServerLR > 0) {
 		bad("training.local_lr/server_lr", "%v/%v: both must be positive", tr.LocalLR, tr.ServerLR)
+	}
+	if !(tr.GateMaxDrop > 0 && tr.GateMaxDrop <= 1) {
+		bad("training.gate_max_drop", "%v: must be in (0, 1]; 1 disables the evaluation gate", tr.GateMaxDrop)
 	}
 	if !(tr.ServerMomentum >= 0 && tr.ServerMomentum < 1) {
 		bad("training.server_momentum", "%v: must be in [0, 1)", tr.ServerMomentum)
