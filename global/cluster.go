@@ -74,3 +74,17 @@ func (n *Node) RemoveServer(id string) error {
 	}
 	return n.raft.RemoveServer(raft.ServerID(id), 0, 10*time.Second).Error()
 }
+
+// TakeSnapshot forces a raft snapshot and returns its size in bytes.
+func (n *Node) TakeSnapshot() (int64, error) {
+	f := n.raft.Snapshot()
+	if err := f.Error(); err != nil {
+		return 0, fmt.Errorf("global %s: snapshot: %w", n.cfg.ID, err)
+	}
+	meta, rc, err := f.Open()
+	if err != nil {
+		return 0, fmt.Errorf("global %s: open snapshot: %w", n.cfg.ID, err)
+	}
+	rc.Close()
+	return meta.Size, nil
+}

@@ -25,6 +25,9 @@ var (
 // the rounds it was eligible for (public ε composes over them, sampled or
 // not) and the rounds it was sampled in (operator ε composes over them).
 type Client struct {
+	// Clients are the bulk of a snapshot: encode them as arrays, not maps.
+	_msgpack struct{} `msgpack:",as_array" json:"-"`
+
 	ID     string  `msgpack:"id" json:"id"`
 	Region string  `msgpack:"region" json:"region"`
 	Budget float64 `msgpack:"budget" json:"budget"` // public ε the client may spend
