@@ -84,8 +84,8 @@ func chiSquare(counts []int) (stat, p float64) {
 
 // alpha is the per-test false-reject rate of the uniformity tests: a
 // chi-square test rejects when its p-value is below alpha. A truly uniform
-// masked input fails one test with probability 1e-6, all of
-// TestMaskedInputUniform's five tests together with at most 5e-6 (union
+// masked input fails one test with probability 1e-6, and
+// TestMaskedInputUniform's four tests together with at most 4e-6 (union
 // bound), for a random seed; the seeds below are fixed, so the test is
 // deterministic.
 const alpha = 1e-6
