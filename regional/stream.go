@@ -41,9 +41,10 @@ const DefaultStreamWindow = 4
 // Clients beyond the slots wait in FIFO order for a grant; flow control is
 // thus by admission (slots) and by acknowledgement (window), and a burst of
 // large updates queues at the clients, never in the server's or the
-// region's buffers. Grants are staggered: a queued stream is admitted only
-// when every staged stream is in its tail (its client may already send all
-// it has left), so streams follow each other through the pipe rather than
+// region's buffers. Grants are staggered: a queued stream is admitted
+// only while fewer than slots−1 staged streams are still ramping up (a
+// stream in its tail — its client may already send all it has left — does
+// not count), so streams follow each other through the pipe rather than
 // finishing together and leaving it empty while the next ones start.
 type Streams struct {
 	r       *Round
@@ -83,17 +84,22 @@ func NewStreams(r *Round, slots, window int) *Streams {
 	return &Streams{r: r, slots: slots, window: window, active: map[string]*stream{}, queued: map[string]wire.StreamOpen{}}
 }
 
-// admit reports whether a queued stream may start now.
+// admit reports whether a queued stream may start now: when a slot is
+// free and fewer than slots−1 (at least one) staged streams are still
+// ramping up. Streams in their tail do not count, so grants are staggered;
+// and one client that stalls mid-stream cannot hold up the others (its
+// stream is discarded at the deadline).
 func (s *Streams) admit() bool {
 	if len(s.active) >= s.slots {
 		return false
 	}
+	ramping := 0
 	for _, st := range s.active {
 		if !st.tail(s.window) {
-			return false
+			ramping++
 		}
 	}
-	return true
+	return ramping < max(1, s.slots-1)
 }
 
 // Round returns the round the streams feed.

@@ -92,7 +92,7 @@ func TestStreamedRoundOverNATS(t *testing.T) {
 		sampled = append(sampled, fmt.Sprintf("c%d", i))
 	}
 	open := wire.RoundOpen{Job: "j", Round: 1, Region: "eu", ModelVersion: 1, Dim: d, ClipNorm: 1,
-		DeadlineUnixMs: time.Now().Add(4 * time.Second).UnixMilli(), Sampled: sampled}
+		DeadlineUnixMs: time.Now().Add(6 * time.Second).UnixMilli(), Sampled: sampled}
 	ob, _ := wire.Encode(wire.TypeRoundOpen, &open)
 	if _, err := obs.Request("strata.j.round.eu", ob, 5*time.Second); err != nil {
 		t.Fatal(err)
