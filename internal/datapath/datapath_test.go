@@ -260,3 +260,24 @@ func TestBurstAndMemory(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkIngest is `strata bench ingest --n 100 --d 1e6` in Go's
+// harness: the region's ingest beside raw NATS, and the kernel beside a
+// memory read, measured in the same run and reported as ratios.
+func BenchmarkIngest(b *testing.B) {
+	for b.Loop() {
+		res, err := bench.Ingest(context.Background(), bench.IngestConfig{
+			Ns: []int{100}, Ds: []int{1_000_000}, StoreDir: b.TempDir(),
+			RegionCmd: func() *exec.Cmd { return exec.Command(os.Args[0], "-test.run=^$") },
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+		r := res[0]
+		b.ReportMetric(r.IngestMBs, "ingest_MB/s")
+		b.ReportMetric(r.NatsRawMBs, "nats_raw_MB/s")
+		b.ReportMetric(r.IngestRatio, "ingest_ratio")
+		b.ReportMetric(r.KernelRatio, "kernel_ratio")
+		b.ReportMetric(float64(r.PeakRSS)/(1<<20), "peak_RSS_MiB")
+	}
+}
