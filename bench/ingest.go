@@ -35,10 +35,17 @@ type IngestConfig struct {
 	// reference publishes messages of the same size.
 	ChunkBytes int
 	// Slots and Window are the region's stream slots and the clients'
-	// window of unacknowledged chunks; defaults 3 and 4.
+	// window of unacknowledged chunks; 0 means the region's defaults.
 	Slots, Window int
 	// Encoding of the updates; default f32.
 	Encoding string
+	// Conns is how many NATS connections the simulated clients share
+	// (client i uses connection i mod Conns); default 16. Each stream has
+	// its own inbox, so sharing changes nothing in the protocol; it keeps
+	// the load generator's own cost near the raw reference's one publisher
+	// (a thousand connections in one process each keep a write buffer as
+	// large as a chunk).
+	Conns int
 	// StoreDir is the NATS server's JetStream directory; required.
 	StoreDir string
 	// RegionCmd returns the command that runs the region process (it must
@@ -84,14 +91,14 @@ func (c IngestConfig) withDefaults() IngestConfig {
 	if c.ChunkBytes <= 0 {
 		c.ChunkBytes = 1 << 20
 	}
-	if c.Slots <= 0 {
-		c.Slots = 3
-	}
 	if c.Window <= 0 {
 		c.Window = 4
 	}
 	if c.Encoding == "" {
 		c.Encoding = wire.EncodingF32
+	}
+	if c.Conns <= 0 {
+		c.Conns = 16
 	}
 	if c.RegionCmd == nil {
 		c.RegionCmd = func() *exec.Cmd {
@@ -209,8 +216,8 @@ func ingestOne(ctx context.Context, cfg IngestConfig, srv *server.Server, n, d i
 		return res, fmt.Errorf("region process did not start: %q", lines.Text())
 	}
 
-	// 2. The clients, each with its own connection, and the observer.
-	conns := make([]*nats.Conn, n)
+	// 2. The clients' connections, and the observer.
+	conns := make([]*nats.Conn, min(n, cfg.Conns))
 	defer func() {
 		for _, c := range conns {
 			if c != nil {
@@ -291,7 +298,7 @@ func ingestOne(ctx context.Context, cfg IngestConfig, srv *server.Server, n, d i
 			go func() {
 				defer wg.Done()
 				so := wire.StreamOpen{Job: job, Round: round, Region: region, Client: sampled[i], ModelVersion: 1, Dim: d}
-				if err := edge.PublishStream(ctx, conns[i], updSubj, so, payload); err != nil {
+				if err := edge.PublishStream(ctx, conns[i%len(conns)], updSubj, so, payload); err != nil {
 					failed.Add(1)
 					firstErr.CompareAndSwap(nil, err)
 				}

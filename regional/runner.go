@@ -27,7 +27,8 @@ type Config struct {
 	// When full, further updates are dropped and counted ("queue_full").
 	QueueSize int
 	// StreamSlots bounds the streamed updates staged at once (each holds
-	// up to 4·d bytes); default DefaultStreamSlots (3). StreamWindow is the
+	// up to 4·d bytes); default DefaultStreamSlots (3; 2 above LargeDim
+	// parameters). StreamWindow is the
 	// number of unacknowledged chunks a client may send; default
 	// DefaultStreamWindow (4).
 	StreamSlots  int

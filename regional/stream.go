@@ -18,8 +18,14 @@ const (
 	ReasonBusy       = "stream_already_open"
 )
 
-// DefaultStreamSlots is how many streams a region stages at once.
+// DefaultStreamSlots is how many streams a region stages at once; above
+// LargeDim parameters the default is 2, so that the sum and the staged
+// streams (16·d bytes) leave the garbage collector room under 24·d.
 const DefaultStreamSlots = 3
+
+// LargeDim is the dimension above which a region stages 2 streams by
+// default rather than DefaultStreamSlots.
+const LargeDim = 4 << 20
 
 // DefaultStreamWindow is how many chunks a client may send unacknowledged.
 const DefaultStreamWindow = 4
@@ -35,8 +41,8 @@ const DefaultStreamWindow = 4
 // At most Slots streams are staged at once, and each client keeps at most a
 // window of chunks unacknowledged, so a region holds the sum (8·d bytes)
 // plus Slots staged updates (4·d bytes each for float32, d for q8, 8·k for
-// top-k) whatever the number of clients N: with the default 2 slots, 16·d
-// bytes for float32 updates.
+// top-k) whatever the number of clients N: with the default 3 slots (2
+// above LargeDim), at most 20·d bytes (16·d) for float32 updates.
 //
 // Clients beyond the slots wait in FIFO order for a grant; flow control is
 // thus by admission (slots) and by acknowledgement (window), and a burst of
@@ -77,6 +83,9 @@ func (st *stream) tail(window int) bool {
 func NewStreams(r *Round, slots, window int) *Streams {
 	if slots <= 0 {
 		slots = DefaultStreamSlots
+		if r.open.Dim > LargeDim {
+			slots = 2
+		}
 	}
 	if window <= 0 {
 		window = DefaultStreamWindow

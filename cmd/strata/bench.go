@@ -46,14 +46,15 @@ func runBenchIngest(ctx context.Context, args []string, stdout, stderr io.Writer
 	ns := fs.String("n", "10,100,1000", "client counts N, comma-separated")
 	ds := fs.String("d", "1e5,1e6,1e7", "model dimensions d, comma-separated")
 	chunk := fs.Int("chunk", 1<<20, "bytes of update data per chunk (and per raw NATS message)")
-	slots := fs.Int("slots", 3, "streams the region stages at once")
-	window := fs.Int("window", 4, "unacknowledged chunks per client")
+	slots := fs.Int("slots", 0, "streams the region stages at once (0: 3, or 2 above 4M parameters)")
+	window := fs.Int("window", 0, "unacknowledged chunks per client (0: 4)")
 	enc := fs.String("encoding", "f32", "update encoding: f32, q8 or topk")
+	conns := fs.Int("conns", 16, "NATS connections the simulated clients share")
 	prof := fs.String("cpuprofile", "", "write a CPU profile of the bench process (server and clients) to this file")
 	if err := fs.Parse(args); err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
-	cfg := bench.IngestConfig{ChunkBytes: *chunk, Slots: *slots, Window: *window, Encoding: *enc}
+	cfg := bench.IngestConfig{ChunkBytes: *chunk, Slots: *slots, Window: *window, Encoding: *enc, Conns: *conns}
 	var err error
 	if cfg.Ns, err = parseInts(*ns); err != nil {
 		return err
