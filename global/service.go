@@ -28,6 +28,10 @@ type Status struct {
 // StatusSubject is where node id answers status requests.
 func StatusSubject(id string) string { return "strata.global." + id + ".status" }
 
+// LedgerSubject is where node id answers with its ledger's snapshot bytes
+// (what `strata ledger --nats` reads from a running node).
+func LedgerSubject(id string) string { return "strata.global." + id + ".ledger" }
+
 // MembersSubject takes membership changes; the leader acts on them.
 const MembersSubject = "strata.global.members"
 
@@ -83,6 +87,17 @@ func RunService(ctx context.Context, cfg ServiceConfig) error {
 		return err
 	}
 	defer ssub.Unsubscribe()
+	lsub, err := cfg.Conn.Subscribe(LedgerSubject(n.cfg.ID), func(m *nats.Msg) {
+		b, err := n.Snapshot()
+		if err != nil {
+			b = nil
+		}
+		m.Respond(b)
+	})
+	if err != nil {
+		return err
+	}
+	defer lsub.Unsubscribe()
 	msub, err := cfg.Conn.QueueSubscribe(MembersSubject, "leader-"+n.cfg.ID, func(m *nats.Msg) {
 		if !n.IsLeader() {
 			return // only the leader answers

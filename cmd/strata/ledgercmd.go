@@ -11,6 +11,7 @@ import (
 
 	"github.com/strata-fl/strata/global"
 	"github.com/strata-fl/strata/global/ledger"
+	"github.com/strata-fl/strata/mesh"
 )
 
 func runLedger(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -19,13 +20,21 @@ func runLedger(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	data := fs.String("data", "./strata-data", "data dir of a stopped strata up / global node")
 	asJSON := fs.Bool("json", false, "print the ledger as JSON")
 	client := fs.String("client", "", "show one client's spend and remaining budget against each observer")
+	natsURL := fs.String("nats", "", "read the ledger of a running global node over NATS instead of a data dir")
+	node := fs.String("node", "g1", "with --nats: the global node to ask")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
 		}
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
-	l, err := global.ReadLedger(*data + "/global")
+	var l *ledger.Ledger
+	var err error
+	if *natsURL != "" {
+		l, err = ledgerFromNode(ctx, *natsURL, *node)
+	} else {
+		l, err = global.ReadLedger(*data + "/global")
+	}
 	if err != nil {
 		return err
 	}
@@ -78,4 +87,23 @@ func jsonRounds(rs []ledger.RoundEntry) []jsonRound {
 		}
 	}
 	return out
+}
+
+// ledgerFromNode fetches a running node's ledger snapshot over NATS.
+func ledgerFromNode(ctx context.Context, url, id string) (*ledger.Ledger, error) {
+	nc, err := mesh.Dialer{URL: url}.Connect("strata-ledger")
+	if err != nil {
+		return nil, err
+	}
+	defer nc.Close()
+	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	msg, err := nc.RequestWithContext(rctx, global.LedgerSubject(id), nil)
+	if err != nil {
+		return nil, fmt.Errorf("ledger: global node %q did not answer on %s: %w", id, url, err)
+	}
+	if len(msg.Data) == 0 {
+		return nil, fmt.Errorf("ledger: global node %q could not snapshot its ledger", id)
+	}
+	return ledger.Restore(msg.Data)
 }

@@ -255,6 +255,13 @@ round: {timeout: 4s}
 	if !waitFor("rounds without region a", 60*time.Second, func() bool { _, s := leader(""); return s.Committed >= before.Committed+3 }) {
 		t.Fatal("the job stopped when region a died")
 	}
+
+	// The ledger of a running node can be read over NATS.
+	lid, _ = leader("")
+	out, err := exec.Command(bin, "ledger", "--nats", url, "--node", lid).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "rounds committed") {
+		t.Fatalf("strata ledger --nats: %v\n%s", err, out)
+	}
 	if !waitFor("the job to finish on every node", 5*time.Minute, func() bool {
 		for id := range globals {
 			s, ok := status(nc, id)

@@ -41,6 +41,9 @@ func TestGateAndRollback(t *testing.T) {
 	}
 	top := smallTopology(t)
 	top.Train.Rounds = 5
+	// A lenient gate: only the sabotaged evaluation (accuracy −1) fails it,
+	// whatever the noise does to this tiny job's accuracy.
+	top.Train.GateMaxDrop = 0.9
 	dir := t.TempDir()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
