@@ -227,8 +227,12 @@ func (n *Node) Barrier(timeout time.Duration) error {
 	return n.raft.Barrier(timeout).Error()
 }
 
-// Close shuts raft down and closes the stores.
+// Close snapshots the ledger (so the audit chain is on disk in a form the
+// log can be checked against), shuts raft down and closes the stores.
 func (n *Node) Close() error {
+	if f := n.raft.Snapshot(); f.Error() != nil {
+		n.cfg.Logger.Debug("no snapshot at close", "err", f.Error())
+	}
 	err := n.raft.Shutdown().Error()
 	if t, ok := n.trans.(io.Closer); ok {
 		t.Close()
@@ -249,16 +253,11 @@ func (f *fsm) Apply(log *raft.Log) any {
 	if log.Type != raft.LogCommand {
 		return ledger.Result{}
 	}
-	cmd, err := ledger.Decode(log.Data)
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if err != nil {
-		// A replica must never crash on a bad entry; record the index as
-		// applied so every replica stays aligned.
-		f.l.Applied = log.Index
-		return ledger.Result{Err: err}
-	}
-	return f.l.Apply(log.Index, cmd)
+	// A bad entry never crashes a replica: ApplyEntry records it as
+	// rejected, so every replica stays aligned.
+	return f.l.ApplyEntry(log.Index, log.Data)
 }
 
 func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {

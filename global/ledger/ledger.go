@@ -120,7 +120,9 @@ type Ledger struct {
 	Clients []Client               `msgpack:"clients"` // sorted by ID
 	// Serving is the model version new rounds train from (0 = the
 	// pre-trained checkpoint); it moves on promotion and on rollback.
-	Serving   uint64          `msgpack:"serving"`
+	Serving uint64 `msgpack:"serving"`
+	// Audit is the hash-chained record of every applied log entry.
+	Audit     []AuditRecord   `msgpack:"audit"`
 	Rollbacks []RollbackEntry `msgpack:"rollbacks"`
 	// ClipNorm is the clip norm the next round uses under adaptive
 	// clipping (0 = the topology's).
