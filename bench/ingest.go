@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"runtime/debug"
 	"sort"
 	"strings"
 	"sync"
@@ -153,6 +154,9 @@ func Ingest(ctx context.Context, cfg IngestConfig) ([]IngestResult, error) {
 	if cfg.StoreDir == "" {
 		return nil, errors.New("bench: IngestConfig.StoreDir is required")
 	}
+	// The server and the load generator (both arms: raw NATS and ingest)
+	// allocate a buffer per large message; collect less often.
+	defer debug.SetGCPercent(debug.SetGCPercent(400))
 	srv, err := mesh.StartServer(mesh.ServerConfig{StoreDir: cfg.StoreDir, MaxPayload: 8 << 20})
 	if err != nil {
 		return nil, err
