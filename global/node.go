@@ -19,6 +19,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/strata-fl/strata/global/ledger"
+	"github.com/strata-fl/strata/seal"
 )
 
 // Errors callers test for.
@@ -48,7 +49,10 @@ type NodeConfig struct {
 	ApplyTimeout time.Duration
 	// SnapshotThreshold is how many log entries trigger a snapshot; default 256.
 	SnapshotThreshold uint64
-	Logger            *slog.Logger
+	// Key encrypts ledger snapshots at rest (AES-256-GCM); nil leaves them
+	// in clear.
+	Key    *seal.Key
+	Logger *slog.Logger
 }
 
 func (c NodeConfig) withDefaults() NodeConfig {
@@ -132,7 +136,7 @@ func OpenNode(cfg NodeConfig) (*Node, error) {
 		rc.ElectionTimeout = 200 * time.Millisecond
 		rc.LeaderLeaseTimeout = 100 * time.Millisecond
 	}
-	f := &fsm{l: ledger.New()}
+	f := &fsm{l: ledger.New(), key: cfg.Key}
 	if cfg.Bootstrap {
 		has, err := raft.HasExistingState(store, store, snaps)
 		if err != nil {
@@ -152,6 +156,10 @@ func OpenNode(cfg NodeConfig) (*Node, error) {
 				return nil, fmt.Errorf("global %s: bootstrap: %w", cfg.ID, err)
 			}
 		}
+	}
+	if err := checkSnapshotKey(snaps, cfg.Key); err != nil {
+		store.Close()
+		return nil, fmt.Errorf("global %s: %w", cfg.ID, err)
 	}
 	r, err := raft.NewRaft(rc, f, store, store, snaps, trans)
 	if err != nil {
@@ -245,8 +253,9 @@ func (n *Node) Close() error {
 
 // fsm adapts the pure ledger to raft: it decodes bytes and calls Apply.
 type fsm struct {
-	mu sync.RWMutex
-	l  *ledger.Ledger
+	mu  sync.RWMutex
+	l   *ledger.Ledger
+	key *seal.Key
 }
 
 func (f *fsm) Apply(log *raft.Log) any {
@@ -267,6 +276,9 @@ func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
 	if err != nil {
 		return nil, err
 	}
+	if b, err = f.key.Seal(b); err != nil {
+		return nil, err
+	}
 	return snapshot(b), nil
 }
 
@@ -275,6 +287,9 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 	b, err := io.ReadAll(rc)
 	if err != nil {
 		return fmt.Errorf("global: read snapshot: %w", err)
+	}
+	if b, err = f.key.Open(b); err != nil {
+		return fmt.Errorf("global: ledger snapshot: %w", err)
 	}
 	l, err := ledger.Restore(b)
 	if err != nil {
@@ -297,3 +312,26 @@ func (s snapshot) Persist(sink raft.SnapshotSink) error {
 }
 
 func (s snapshot) Release() {}
+
+// checkSnapshotKey opens the latest snapshot with the configured key before
+// raft does, so that a wrong or missing key is reported as such rather than
+// as raft's "failed to load any existing snapshots".
+func checkSnapshotKey(snaps raft.SnapshotStore, key *seal.Key) error {
+	metas, err := snaps.List()
+	if err != nil || len(metas) == 0 {
+		return nil
+	}
+	_, rc, err := snaps.Open(metas[0].ID)
+	if err != nil {
+		return nil // raft reports it
+	}
+	defer rc.Close()
+	b, err := io.ReadAll(rc)
+	if err != nil {
+		return nil
+	}
+	if _, err := key.Open(b); err != nil {
+		return fmt.Errorf("ledger snapshot %s: %w", metas[0].ID, err)
+	}
+	return nil
+}

@@ -16,6 +16,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/strata-fl/strata/global/ledger"
+	"github.com/strata-fl/strata/seal"
 )
 
 // ErrNoLedger reports a data dir without a global node's state.
@@ -24,7 +25,10 @@ var ErrNoLedger = errors.New("global: no ledger in this data dir")
 // ReadLedger rebuilds the ledger of a stopped node from its data dir by
 // restoring the latest snapshot and replaying the log after it, without
 // starting raft (so nothing on disk changes).
-func ReadLedger(dataDir string) (*ledger.Ledger, error) {
+func ReadLedger(dataDir string) (*ledger.Ledger, error) { return ReadLedgerKey(dataDir, nil) }
+
+// ReadLedgerKey is ReadLedger for a node whose snapshots are encrypted.
+func ReadLedgerKey(dataDir string, key *seal.Key) (*ledger.Ledger, error) {
 	dir := filepath.Join(dataDir, "raft")
 	path := filepath.Join(dir, "raft.bolt")
 	if _, err := os.Stat(path); err != nil {
@@ -53,6 +57,9 @@ func ReadLedger(dataDir string) (*ledger.Ledger, error) {
 		rc.Close()
 		if err != nil {
 			return nil, fmt.Errorf("global: read snapshot: %w", err)
+		}
+		if b, err = key.Open(b); err != nil {
+			return nil, fmt.Errorf("global: ledger snapshot %s: %w", metas[0].ID, err)
 		}
 		if l, err = ledger.Restore(b); err != nil {
 			return nil, err
@@ -96,9 +103,9 @@ type AuditReport struct {
 // link up, every record's hash must hold, and every record whose log entry
 // is still on disk must carry that entry's digest. It names the first bad
 // record.
-func VerifyAuditDir(dataDir string) (AuditReport, error) {
+func VerifyAuditDir(dataDir string, key *seal.Key) (AuditReport, error) {
 	var rep AuditReport
-	l, err := ReadLedger(dataDir)
+	l, err := ReadLedgerKey(dataDir, key)
 	if err != nil {
 		return rep, err
 	}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/strata-fl/strata/seal"
 	"github.com/strata-fl/strata/topology"
 )
 
@@ -21,7 +22,12 @@ var ErrModelHash = errors.New("mesh: model hash mismatch")
 type ModelStore struct {
 	obs jetstream.ObjectStore
 	job string
+	key *seal.Key
 }
+
+// SetKey makes the store encrypt blobs at rest (AES-256-GCM); hashes are
+// always of the plaintext, so the ledger's hashes do not depend on the key.
+func (m *ModelStore) SetKey(k *seal.Key) { m.key = k }
 
 // OpenModelStore opens (creating if needed) the job's model bucket.
 func OpenModelStore(ctx context.Context, nc *nats.Conn, job string, replicas int) (*ModelStore, error) {
@@ -58,7 +64,11 @@ func objectName(kind string, version uint64) string { return fmt.Sprintf("%s-%08
 // Put stores blob under (kind, version) and returns its hash. kind is
 // "model" for released parameters or another name for server state.
 func (m *ModelStore) Put(ctx context.Context, kind string, version uint64, blob []byte) (string, error) {
-	if _, err := m.obs.PutBytes(ctx, objectName(kind, version), blob); err != nil {
+	stored, err := m.key.Seal(blob)
+	if err != nil {
+		return "", fmt.Errorf("mesh: put %s v%d: %w", kind, version, err)
+	}
+	if _, err := m.obs.PutBytes(ctx, objectName(kind, version), stored); err != nil {
 		return "", fmt.Errorf("mesh: put %s v%d: %w", kind, version, err)
 	}
 	return Hash(blob), nil
@@ -69,6 +79,9 @@ func (m *ModelStore) Get(ctx context.Context, kind string, version uint64, wantH
 	b, err := m.obs.GetBytes(ctx, objectName(kind, version))
 	if err != nil {
 		return nil, fmt.Errorf("mesh: get %s v%d: %w", kind, version, err)
+	}
+	if b, err = m.key.Open(b); err != nil {
+		return nil, fmt.Errorf("mesh: %s v%d: %w", kind, version, err)
 	}
 	if wantHash != "" && Hash(b) != wantHash {
 		return nil, fmt.Errorf("%w: %s v%d has %s, ledger says %s", ErrModelHash, kind, version, Hash(b), wantHash)

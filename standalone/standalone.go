@@ -27,6 +27,7 @@ import (
 	"github.com/strata-fl/strata/global/ledger"
 	"github.com/strata-fl/strata/mesh"
 	"github.com/strata-fl/strata/regional"
+	"github.com/strata-fl/strata/seal"
 	"github.com/strata-fl/strata/topology"
 )
 
@@ -46,6 +47,9 @@ type Config struct {
 	// WrapEvaluator, when set, wraps the global tier's evaluator (tests use
 	// it to make the evaluation gate fail).
 	WrapEvaluator func(global.Evaluator) global.Evaluator
+	// Key encrypts model blobs and ledger snapshots at rest; nil leaves
+	// them in clear.
+	Key *seal.Key
 	// Status receives one-line messages about start-up work.
 	Status func(format string, args ...any)
 	Logger *slog.Logger
@@ -93,9 +97,10 @@ func Start(ctx context.Context, cfg Config) (m *Mesh, err error) {
 		return nil, err
 	}
 	m = &Mesh{cfg: cfg, Regions: map[string]*regional.Runner{}}
+	started := m // the returns below set m to nil on error
 	defer func() {
 		if err != nil {
-			m.Close()
+			started.Close()
 		}
 	}()
 	if cfg.MNIST == nil {
@@ -111,7 +116,7 @@ func Start(ctx context.Context, cfg Config) (m *Mesh, err error) {
 	if m.Server, err = mesh.StartServer(mesh.ServerConfig{StoreDir: filepath.Join(cfg.DataDir, "nats"), Port: -1, Logger: cfg.Logger}); err != nil {
 		return nil, err
 	}
-	if m.Node, err = global.OpenNode(global.NodeConfig{DataDir: filepath.Join(cfg.DataDir, "global"), Logger: cfg.Logger}); err != nil {
+	if m.Node, err = global.OpenNode(global.NodeConfig{DataDir: filepath.Join(cfg.DataDir, "global"), Key: cfg.Key, Logger: cfg.Logger}); err != nil {
 		return nil, err
 	}
 	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
@@ -151,6 +156,7 @@ func (m *Mesh) wire(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	models.SetKey(m.cfg.Key)
 	hash, err := ConfigHash(t)
 	if err != nil {
 		return err
@@ -203,6 +209,7 @@ func (m *Mesh) wire(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	emodels.SetKey(m.cfg.Key)
 	m.Fleet, err = edge.NewFleet(edge.FleetConfig{Job: t.Job, Dialer: m.Dialer(), Clients: clients, Trainer: trainer, Models: emodels,
 		Workers: runtime.GOMAXPROCS(0), Rand: m.cfg.Rand, Logger: m.cfg.Logger.With("tier", "edge"),
 		Stream: edge.StreamConfig{ChunkBytes: t.DataPath.ChunkBytes, Encoding: t.DataPath.Encoding(), TopK: t.DataPath.TopK}})

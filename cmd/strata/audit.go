@@ -31,7 +31,11 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	dir := nodeDir(*data)
 	if op == "export" {
-		l, err := global.ReadLedger(dir)
+		key, err := dataKey()
+		if err != nil {
+			return err
+		}
+		l, err := global.ReadLedgerKey(dir, key)
 		if err != nil {
 			return err
 		}
@@ -70,7 +74,11 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		fmt.Fprintf(stdout, "%s: %d records, chain intact; head %s\n", *file, len(recs), head)
 		return nil
 	}
-	rep, err := global.VerifyAuditDir(dir)
+	key, err := dataKey()
+	if err != nil {
+		return err
+	}
+	rep, err := global.VerifyAuditDir(dir, key)
 	if err != nil {
 		return err
 	}

@@ -120,10 +120,14 @@ func runWithdraw(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if *client == "" {
 		return fmt.Errorf("%w: --client is required", errUsage)
 	}
-	if _, err := global.ReadLedger(filepath.Join(*data, "global")); err != nil {
+	key, err := dataKey()
+	if err != nil {
 		return err
 	}
-	n, err := global.OpenNode(global.NodeConfig{DataDir: filepath.Join(*data, "global")})
+	if _, err := global.ReadLedgerKey(filepath.Join(*data, "global"), key); err != nil {
+		return err
+	}
+	n, err := global.OpenNode(global.NodeConfig{DataDir: filepath.Join(*data, "global"), Key: key})
 	if err != nil {
 		return err
 	}

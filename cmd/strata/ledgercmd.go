@@ -12,6 +12,7 @@ import (
 	"github.com/strata-fl/strata/global"
 	"github.com/strata-fl/strata/global/ledger"
 	"github.com/strata-fl/strata/mesh"
+	"github.com/strata-fl/strata/seal"
 )
 
 func runLedger(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -33,7 +34,10 @@ func runLedger(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if *natsURL != "" {
 		l, err = ledgerFromNode(ctx, *natsURL, *node)
 	} else {
-		l, err = global.ReadLedger(*data + "/global")
+		var key *seal.Key
+		if key, err = dataKey(); err == nil {
+			l, err = global.ReadLedgerKey(*data+"/global", key)
+		}
 	}
 	if err != nil {
 		return err

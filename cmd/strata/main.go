@@ -30,6 +30,7 @@ func commands() map[string]command {
 		"regional": {"run one regional aggregator", runRegional},
 		"edge":     {"run one region's simulated edge clients", runEdge},
 		"audit":    {"verify or export the tamper-evident audit trail", runAudit},
+		"keygen":   {"print a new AES-256 key for encryption at rest (--key-file)", runKeygen},
 		"model":    {"list model versions, roll the serving one back", runModel},
 		"up":       {"run a whole mesh and a DP fine-tuning job in one process", runUp},
 		"ledger":   {"print the committed privacy ledger of a data dir", runLedger},

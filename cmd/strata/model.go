@@ -31,8 +31,12 @@ func runModel(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return helpOK(fmt.Errorf("%w: %v", errUsage, err))
 	}
 	dir := filepath.Join(*data, "global")
+	key, err := dataKey()
+	if err != nil {
+		return err
+	}
 	if op == "list" {
-		l, err := global.ReadLedger(dir)
+		l, err := global.ReadLedgerKey(dir, key)
 		if err != nil {
 			return err
 		}
@@ -63,10 +67,10 @@ func runModel(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return fmt.Errorf("model rollback: %s", rep["error"])
 		}
 	} else {
-		if _, err := global.ReadLedger(dir); err != nil {
+		if _, err := global.ReadLedgerKey(dir, key); err != nil {
 			return err
 		}
-		n, err := global.OpenNode(global.NodeConfig{DataDir: dir})
+		n, err := global.OpenNode(global.NodeConfig{DataDir: dir, Key: key})
 		if err != nil {
 			return err
 		}

@@ -99,6 +99,7 @@ func runGlobal(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	bind := rf.fs.String("raft-bind", "127.0.0.1:7001", "raft transport address")
 	data := rf.fs.String("data", "./strata-global", "data dir: raft log, snapshots, checkpoint")
 	peers := rf.fs.String("peers", "", "initial voters ID=HOST:PORT,... (this node included); empty joins later via `strata global members add`")
+	keyFile := rf.fs.String("key-file", "", "AES-256 key (hex or base64) encrypting model blobs and ledger snapshots at rest; default $STRATA_KEY_FILE or $STRATA_KEY, else none")
 	if err := rf.parse(args); err != nil {
 		return helpOK(err)
 	}
@@ -115,7 +116,11 @@ func runGlobal(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
-	node, err := global.OpenNode(global.NodeConfig{ID: *id, DataDir: *data, Bind: *bind, Bootstrap: len(ps) > 0, Peers: ps, Logger: logger})
+	key, err := roleKey(*keyFile)
+	if err != nil {
+		return err
+	}
+	node, err := global.OpenNode(global.NodeConfig{ID: *id, DataDir: *data, Bind: *bind, Bootstrap: len(ps) > 0, Peers: ps, Key: key, Logger: logger})
 	if err != nil {
 		return err
 	}
@@ -129,6 +134,7 @@ func runGlobal(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
+	models.SetKey(key)
 	hash, err := standalone.ConfigHash(t)
 	if err != nil {
 		return err
@@ -197,6 +203,7 @@ func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	region := rf.fs.String("region", "", "region whose clients to simulate (required)")
 	data := rf.fs.String("data", "./strata-edge", "dir for the cached checkpoint")
 	workers := rf.fs.Int("workers", runtime.GOMAXPROCS(0), "concurrent local trainings")
+	keyFile := rf.fs.String("key-file", "", "key the global tier encrypts model blobs with (as strata global --key-file)")
 	if err := rf.parse(args); err != nil {
 		return helpOK(err)
 	}
@@ -236,6 +243,11 @@ func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
+	key, err := roleKey(*keyFile)
+	if err != nil {
+		return err
+	}
+	models.SetKey(key)
 	f, err := edge.NewFleet(edge.FleetConfig{Job: t.Job, Dialer: dialer, Clients: clients, Trainer: trainer, Models: models, Workers: *workers, Logger: rf.logger(stderr)})
 	if err != nil {
 		return err

@@ -17,6 +17,7 @@ import (
 	"github.com/strata-fl/strata/finetune"
 	"github.com/strata-fl/strata/global"
 	"github.com/strata-fl/strata/global/ledger"
+	"github.com/strata-fl/strata/seal"
 	"github.com/strata-fl/strata/standalone"
 	"github.com/strata-fl/strata/topology"
 )
@@ -89,6 +90,7 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	topo := fs.String("topology", "", "topology YAML file (default: the built-in one, see `strata topology default`)")
 	baseline := fs.Bool("baseline", false, "also run the same job without noise and print it beside")
 	verbose := fs.Bool("v", false, "log what every tier does")
+	keyFile := fs.String("key-file", "", "AES-256 key (hex or base64) encrypting model blobs and ledger snapshots at rest; default $STRATA_KEY_FILE or $STRATA_KEY, else none")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: strata up [--data DIR] [--topology FILE] [--baseline]\n\nRuns a whole mesh in one process (embedded NATS, single-node raft global\ntier, regional aggregators, simulated clients) and a DP fine-tuning job on it.")
 		fs.PrintDefaults()
@@ -117,11 +119,15 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err := checkPlan(t, stdout); err != nil {
 		return err
 	}
+	key, err := roleKey(*keyFile)
+	if err != nil {
+		return err
+	}
 	mn, err := finetune.LoadMNIST("")
 	if err != nil {
 		return err
 	}
-	rep, err := runJob(ctx, t, *data, mn, stdout, logger)
+	rep, err := runJob(ctx, t, *data, mn, key, stdout, logger)
 	if err != nil {
 		return err
 	}
@@ -132,7 +138,7 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		bt.Privacy.Noise = topology.Noise{}
 		bt.Privacy.Budget = math.Inf(1)
 		fmt.Fprintln(stdout, "\nbaseline: the same job without noise (ε = ∞)")
-		if base, err = runJob(ctx, bt, filepath.Join(*data, "baseline"), mn, stdout, logger); err != nil {
+		if base, err = runJob(ctx, bt, filepath.Join(*data, "baseline"), mn, key, stdout, logger); err != nil {
 			return fmt.Errorf("baseline: %w", err)
 		}
 		rep.AccuracyNonprivate = &base.AccuracyFinal
@@ -148,10 +154,10 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 }
 
 // runJob runs (or resumes, or reports) one job in one data dir.
-func runJob(ctx context.Context, t *topology.Topology, dataDir string, mn *finetune.MNIST, stdout io.Writer, logger *slog.Logger) (*report, error) {
+func runJob(ctx context.Context, t *topology.Topology, dataDir string, mn *finetune.MNIST, key *seal.Key, stdout io.Writer, logger *slog.Logger) (*report, error) {
 	status := func(format string, args ...any) { fmt.Fprintf(stdout, format+"\n", args...) }
 	bar := progressBar(stdout)
-	m, err := standalone.Start(ctx, standalone.Config{Topology: t, DataDir: dataDir, MNIST: mn, Progress: bar, Status: status, Logger: logger})
+	m, err := standalone.Start(ctx, standalone.Config{Topology: t, DataDir: dataDir, MNIST: mn, Key: key, Progress: bar, Status: status, Logger: logger})
 	if err != nil {
 		return nil, err
 	}

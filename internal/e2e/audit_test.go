@@ -43,7 +43,7 @@ func TestAuditTrailDetectsAnyEditedByte(t *testing.T) {
 	}
 	m.Close() // snapshots the ledger, audit chain included
 	gdir := filepath.Join(dir, "global")
-	rep, err := global.VerifyAuditDir(gdir)
+	rep, err := global.VerifyAuditDir(gdir, nil)
 	if err != nil {
 		t.Fatalf("untouched data dir: %v", err)
 	}
@@ -105,7 +105,7 @@ func TestAuditTrailDetectsAnyEditedByte(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A naive edit trips raft's snapshot checksum.
-	if _, err := global.VerifyAuditDir(gdir); err == nil {
+	if _, err := global.VerifyAuditDir(gdir, nil); err == nil {
 		t.Fatal("edited snapshot verified")
 	}
 	// A careful one also fixes the checksum; the chain still names the record.
@@ -123,7 +123,7 @@ func TestAuditTrailDetectsAnyEditedByte(t *testing.T) {
 	meta["CRC"] = h.Sum(nil)
 	mb, _ = json.Marshal(meta)
 	os.WriteFile(metaPath, mb, 0o600)
-	_, err = global.VerifyAuditDir(gdir)
+	_, err = global.VerifyAuditDir(gdir, nil)
 	var ae *ledger.AuditError
 	if !errors.As(err, &ae) || ae.Position != 2 {
 		t.Fatalf("edited snapshot with a fixed checksum: got %v, want audit record 2 named", err)

@@ -18,11 +18,12 @@ var allowed = map[string][]string{
 	"secagg":        {},
 	"finetune":      {},
 	"mesh/wire":     {},
-	"mesh":          {"mesh/wire", "topology"},
+	"seal":          {},
+	"mesh":          {"mesh/wire", "topology", "seal"},
 	"global/ledger": {"privacy"},
 	"edge":          {"mesh", "mesh/wire", "privacy", "topology", "secagg"},
 	"regional":      {"accum", "mesh", "mesh/wire", "privacy", "topology", "secagg"},
-	"global":        {"global/ledger", "mesh", "mesh/wire", "privacy", "topology"},
+	"global":        {"global/ledger", "mesh", "mesh/wire", "privacy", "topology", "seal"},
 }
 
 func TestImportsPointOneWay(t *testing.T) {

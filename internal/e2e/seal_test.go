@@ -1,0 +1,94 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/strata-fl/strata/finetune"
+	"github.com/strata-fl/strata/global"
+	"github.com/strata-fl/strata/mesh"
+	"github.com/strata-fl/strata/seal"
+	"github.com/strata-fl/strata/standalone"
+)
+
+// TestEncryptionAtRest runs a short job with a key: ledger snapshots and
+// model blobs are stored encrypted, the right key reads them, and a wrong
+// or missing key fails with a clear error instead of garbage.
+func TestEncryptionAtRest(t *testing.T) {
+	if testing.Short() {
+		t.Skip("whole-mesh test")
+	}
+	mn, err := finetune.LoadMNIST("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, _ := seal.NewKey(bytes.Repeat([]byte{3}, 32))
+	wrong, _ := seal.NewKey(bytes.Repeat([]byte{4}, 32))
+	top := smallTopology(t)
+	top.Train.Rounds = 2
+	dir := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	m, err := standalone.Start(ctx, standalone.Config{Topology: top, DataDir: dir, MNIST: mn, Key: key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+	l, _ := m.Ledger()
+	hash := l.Models[0].Hash
+	nc, err := m.Dialer().Connect("reader")
+	if err != nil {
+		t.Fatal(err)
+	}
+	store, err := mesh.OpenModelStore(ctx, nc, top.Job, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.Get(ctx, "model", 1, hash); !errors.Is(err, seal.ErrNeedKey) {
+		t.Fatalf("model blob read without the key: got %v, want ErrNeedKey", err)
+	}
+	store.SetKey(wrong)
+	if _, err := store.Get(ctx, "model", 1, hash); !errors.Is(err, seal.ErrWrongKey) {
+		t.Fatalf("model blob read with a wrong key: got %v, want ErrWrongKey", err)
+	}
+	store.SetKey(key)
+	if _, err := store.Get(ctx, "model", 1, hash); err != nil {
+		t.Fatalf("model blob read with the key: %v", err)
+	}
+	nc.Close()
+	m.Close()
+
+	gdir := filepath.Join(dir, "global")
+	snaps, _ := filepath.Glob(filepath.Join(gdir, "raft", "snapshots", "*", "state.bin"))
+	if len(snaps) == 0 {
+		t.Fatal("no snapshot on disk")
+	}
+	b, _ := os.ReadFile(snaps[len(snaps)-1])
+	if !seal.IsSealed(b) || bytes.Contains(b, []byte("a-c00003")) {
+		t.Fatal("the ledger snapshot is stored in clear")
+	}
+	if _, err := global.ReadLedgerKey(gdir, wrong); !errors.Is(err, seal.ErrWrongKey) {
+		t.Fatalf("ledger with a wrong key: got %v, want ErrWrongKey", err)
+	}
+	if _, err := global.ReadLedger(gdir); !errors.Is(err, seal.ErrNeedKey) {
+		t.Fatalf("ledger without the key: got %v, want ErrNeedKey", err)
+	}
+	got, err := global.ReadLedgerKey(gdir, key)
+	if err != nil || got.CommittedRounds() != 2 {
+		t.Fatalf("ledger with the key: %v, %d rounds", err, got.CommittedRounds())
+	}
+	// A node restarted with the wrong key refuses to start rather than
+	// serve a garbage ledger.
+	if _, err := standalone.Start(ctx, standalone.Config{Topology: top, DataDir: dir, MNIST: mn, Key: wrong}); err == nil {
+		t.Fatal("mesh started with the wrong key")
+	} else {
+		t.Logf("restart with the wrong key: %v", err)
+	}
+}
