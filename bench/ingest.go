@@ -200,7 +200,7 @@ func ingestOne(ctx context.Context, cfg IngestConfig, srv *server.Server, n, d i
 
 	// 1. The region, in its own process.
 	rc, _ := json.Marshal(RegionConfig{URL: url, Job: job, Region: region, Slots: cfg.Slots, Window: cfg.Window,
-		MemoryLimit: 3*8*int64(d) + 32<<20})
+		MemoryLimit: 20*int64(d) + 32<<20})
 	cmd := cfg.RegionCmd()
 	cmd.Env = append(os.Environ(), RegionEnv+"="+string(rc))
 	cmd.Stderr = os.Stderr
