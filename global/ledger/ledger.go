@@ -209,6 +209,9 @@ func (l *Ledger) openRound(index uint64, c *OpenRound) Result {
 	if l.Finished {
 		return Result{Err: ErrJobFinished}
 	}
+	if c.Round == 0 {
+		return Result{Err: fmt.Errorf("%w: round 0 does not exist (rounds count from 1)", ErrRoundOrder)}
+	}
 	if c.Round < l.NextRound() {
 		prev := l.Rounds[c.Round-1]
 		if prev.Sampled == c.Sampled && prev.ModelVersion == c.ModelVersion && prev.OpenedUnixMs == c.OpenedUnixMs {

@@ -138,6 +138,9 @@ func Decode(b []byte, want Type, v any) error {
 	if b[1] != Version {
 		return fmt.Errorf("%w: %v version %d, this node speaks %d", ErrVersion, t, b[1], Version)
 	}
+	if err := validate(b[2:]); err != nil {
+		return fmt.Errorf("%v: %w", t, err)
+	}
 	if err := msgpack.Unmarshal(b[2:], v); err != nil {
 		return fmt.Errorf("%w: %v: %v", ErrMalformed, t, err)
 	}
