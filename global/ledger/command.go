@@ -5,6 +5,8 @@ import (
 	"fmt"
 
 	"github.com/vmihailenco/msgpack/v5"
+
+	"github.com/strata-fl/strata/msgcheck"
 )
 
 // Kind is the type byte of a log entry.
@@ -135,6 +137,9 @@ func Decode(b []byte) (Command, error) {
 		cmd = &Rollback{}
 	default:
 		return nil, fmt.Errorf("%w: unknown kind %d", ErrDecode, b[0])
+	}
+	if err := msgcheck.Validate(b[1:]); err != nil {
+		return nil, fmt.Errorf("%w: kind %d: %v", ErrDecode, b[0], err)
 	}
 	if err := msgpack.Unmarshal(b[1:], cmd); err != nil {
 		return nil, fmt.Errorf("%w: kind %d: %v", ErrDecode, b[0], err)

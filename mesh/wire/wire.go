@@ -9,6 +9,8 @@ import (
 	"fmt"
 
 	"github.com/vmihailenco/msgpack/v5"
+
+	"github.com/strata-fl/strata/msgcheck"
 )
 
 // Type identifies a message on the wire.
@@ -138,8 +140,8 @@ func Decode(b []byte, want Type, v any) error {
 	if b[1] != Version {
 		return fmt.Errorf("%w: %v version %d, this node speaks %d", ErrVersion, t, b[1], Version)
 	}
-	if err := validate(b[2:]); err != nil {
-		return fmt.Errorf("%v: %w", t, err)
+	if err := msgcheck.Validate(b[2:]); err != nil {
+		return fmt.Errorf("%w: %v: %v", ErrMalformed, t, err)
 	}
 	if err := msgpack.Unmarshal(b[2:], v); err != nil {
 		return fmt.Errorf("%w: %v: %v", ErrMalformed, t, err)

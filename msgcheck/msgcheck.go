@@ -1,17 +1,23 @@
-package wire
+// Package msgcheck checks a msgpack body before a decoder sees it: every
+// length the body claims must fit in the bytes actually there. msgpack
+// decoders allocate what a header claims, so without this a dozen hostile
+// bytes could make a node allocate gigabytes.
+package msgcheck
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 )
 
-// validate walks a msgpack body and checks every length it claims (bytes of
+// ErrMalformed reports a body that is not msgpack or claims more than it holds.
+var ErrMalformed = errors.New("msgcheck: malformed msgpack")
+
+// Validate walks a msgpack body and checks every length it claims (bytes of
 // a str, bin or ext; items of an array or map) against the bytes that are
-// actually left, before the real decoder sees it. msgpack decoders allocate
-// what a header claims, so without this a dozen hostile bytes could make a
-// node allocate gigabytes. It also caps the number of items pending, so the
-// walk is linear in the input.
-func validate(b []byte) error {
+// actually left. It caps the number of items pending, so the walk is linear
+// in the input.
+func Validate(b []byte) error {
 	pending := 1 // items still to read
 	i := 0
 	need := func(n uint64) error {
