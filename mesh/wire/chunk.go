@@ -7,6 +7,8 @@ import (
 	"hash/crc32"
 
 	"github.com/vmihailenco/msgpack/v5"
+
+	"github.com/strata-fl/strata/msgcheck"
 )
 
 // Streamed updates. An update too large for one message travels as a
@@ -183,6 +185,12 @@ func decodeFramed(b []byte, want Type, h any) ([]byte, error) {
 	}
 	if b[1] != Version {
 		return nil, fmt.Errorf("%w: %v version %d, this node speaks %d", ErrVersion, t, b[1], Version)
+	}
+	// The header's claimed lengths must fit in the message before the
+	// decoder allocates them (msgcheck walks the header only: the first
+	// msgpack value).
+	if err := msgcheck.Validate(b[2:]); err != nil {
+		return nil, fmt.Errorf("%w: %v header: %v", ErrMalformed, t, err)
 	}
 	r := bytes.NewReader(b[2:])
 	dec := msgpack.NewDecoder(r)

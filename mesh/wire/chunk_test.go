@@ -73,3 +73,16 @@ func FuzzDecodeChunk(f *testing.F) {
 		_ = h
 	})
 }
+
+// TestDecodeChunkClaimedLengths: a header claiming a 4 GiB string in a
+// short message is rejected before anything is allocated for it.
+func TestDecodeChunkClaimedLengths(t *testing.T) {
+	b := []byte{byte(TypeChunk), Version, 0x81, 0xa3, 'j', 'o', 'b', 0xdb, 0xff, 0xff, 0xff, 0xff, 'x'}
+	allocs := testing.AllocsPerRun(10, func() { DecodeChunk(b) })
+	if _, _, err := DecodeChunk(b); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("got %v, want ErrMalformed", err)
+	}
+	if allocs > 20 {
+		t.Errorf("%v allocations for a 13-byte message", allocs)
+	}
+}
