@@ -190,12 +190,12 @@ func (l *Ledger) ClientCurves(id string) (PerObserver[[]float64], error) {
 		until = l.NextRound()
 	}
 	for r := c.EligibleFrom; r < until && r <= uint64(len(l.Rounds)); r++ {
-		addCurve(out.Public, l.Rounds[r-1].RDP.Public)
+		addCurve(out.Public, l.StepCurves(&l.Rounds[r-1]).Public)
 	}
 	for _, r := range c.Sampled {
-		e := l.Rounds[r-1]
-		addCurve(out.GlobalOperator, e.RDP.GlobalOperator)
-		addCurve(out.RegionalOperator, e.RDP.RegionalOperator)
+		st := l.StepCurves(&l.Rounds[r-1])
+		addCurve(out.GlobalOperator, st.GlobalOperator)
+		addCurve(out.RegionalOperator, st.RegionalOperator)
 	}
 	return out, nil
 }

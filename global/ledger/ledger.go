@@ -86,7 +86,45 @@ type RoundEntry struct {
 	Retired       []string             `msgpack:"retired" json:"retired,omitempty"`
 	// RDP is this round's one-step curve per observer, kept so that each
 	// client's spend can be composed over exactly its own rounds.
-	RDP PerObserver[[]float64] `msgpack:"rdp" json:"-"`
+	// (The curves themselves live once in Ledger.Steps; rounds with the same
+	// mechanism share one, so the state does not grow by a curve a round.)
+	Step int `msgpack:"step" json:"-"`
+}
+
+// StepCurves returns the round's one-step RDP curves per observer.
+func (l *Ledger) StepCurves(e *RoundEntry) PerObserver[[]float64] {
+	if e.Step < 0 || e.Step >= len(l.Steps) {
+		return PerObserver[[]float64]{}
+	}
+	return l.Steps[e.Step]
+}
+
+// stepIndex returns the index of an identical curve set in l.Steps,
+// appending it if new. Comparison is exact, so every replica agrees.
+func (l *Ledger) stepIndex(c PerObserver[[]float64]) int {
+	for i, s := range l.Steps {
+		if equalCurves(s.Public, c.Public) && equalCurves(s.GlobalOperator, c.GlobalOperator) && equalCurves(s.RegionalOperator, c.RegionalOperator) {
+			return i
+		}
+	}
+	l.Steps = append(l.Steps, PerObserver[[]float64]{
+		Public:           append([]float64(nil), c.Public...),
+		GlobalOperator:   append([]float64(nil), c.GlobalOperator...),
+		RegionalOperator: append([]float64(nil), c.RegionalOperator...),
+	})
+	return len(l.Steps) - 1
+}
+
+func equalCurves(a, b []float64) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] && !(math.IsNaN(a[i]) && math.IsNaN(b[i])) {
+			return false
+		}
+	}
+	return true
 }
 
 // Model is one committed model version.
@@ -121,6 +159,8 @@ type Ledger struct {
 	// Serving is the model version new rounds train from (0 = the
 	// pre-trained checkpoint); it moves on promotion and on rollback.
 	Serving uint64 `msgpack:"serving"`
+	// Steps holds the distinct one-step RDP curve sets rounds refer to.
+	Steps []PerObserver[[]float64] `msgpack:"steps"`
 	// Audit is the hash-chained record of every applied log entry.
 	Audit     []AuditRecord   `msgpack:"audit"`
 	Rollbacks []RollbackEntry `msgpack:"rollbacks"`
@@ -247,7 +287,7 @@ func (l *Ledger) openRound(index uint64, c *OpenRound) Result {
 		Round: c.Round, ModelVersion: c.ModelVersion, Sampled: c.Sampled, Q: c.Q, ClipNorm: c.ClipNorm,
 		Noise: c.Noise, Sigma: c.Sigma, EpsilonAfter: c.EpsilonAfter,
 		OpenedUnixMs: c.OpenedUnixMs, Status: "open", Index: index,
-		Eligible: c.Eligible, Retired: append([]string(nil), c.Retire...), RDP: c.RDP,
+		Eligible: c.Eligible, Retired: append([]string(nil), c.Retire...), Step: l.stepIndex(c.RDP),
 	})
 	return Result{}
 }
