@@ -120,7 +120,7 @@ regions:
   - {id: a, clients: 60}
   - {id: b, clients: 60}
 privacy: {sampling_rate: 0.3, budget: 100000, min_regions: 1, noise: {regional: 2, global: 2}}
-training: {rounds: 800, pretrain_epochs: 1, hidden: 32}
+training: {rounds: 2000, pretrain_epochs: 1, hidden: 32}
 data: {public_examples: 2000, eval_examples: 300}
 round: {timeout: 4s}
 `), 0o600)
@@ -300,8 +300,8 @@ round: {timeout: 4s}
 	if !bytes.Equal(snaps[0], snaps[1]) || !bytes.Equal(snaps[1], snaps[2]) {
 		t.Fatal("the ledgers of the three nodes differ")
 	}
-	if !ref.Finished || ref.CommittedRounds() != 800 {
-		t.Fatalf("finished %v with %d committed rounds, want 800", ref.Finished, ref.CommittedRounds())
+	if !ref.Finished || ref.CommittedRounds() != 2000 {
+		t.Fatalf("finished %v with %d committed rounds, want 2000", ref.Finished, ref.CommittedRounds())
 	}
 	if ref.CommittedRounds() < maxCommitted {
 		t.Fatalf("committed rounds went from %d to %d: entries lost", maxCommitted, ref.CommittedRounds())
@@ -329,5 +329,5 @@ round: {timeout: 4s}
 			t.Fatalf("model v%d lost or corrupted: %v", m.Version, err)
 		}
 	}
-	t.Logf("%d rounds recorded: 800 committed, %d aborted by failovers (their spend kept)", len(ref.Rounds), aborted)
+	t.Logf("%d rounds recorded: 2000 committed, %d aborted by failovers (their spend kept)", len(ref.Rounds), aborted)
 }
