@@ -173,12 +173,9 @@ func runRegional(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if err := rf.parse(args); err != nil {
 		return helpOK(err)
 	}
-	t, err := loadTopology(*rf.topo)
+	t, err := loadRegionTopology(*rf.topo, *region)
 	if err != nil {
 		return err
-	}
-	if !hasRegion(t, *region) {
-		return fmt.Errorf("%w: --region %q is not in the topology (regions: %s)", errUsage, *region, regionIDs(t))
 	}
 	nc, err := mesh.Dialer{URL: *rf.natsURL}.Connect("regional-" + *region)
 	if err != nil {
@@ -207,12 +204,9 @@ func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err := rf.parse(args); err != nil {
 		return helpOK(err)
 	}
-	t, err := loadTopology(*rf.topo)
+	t, err := loadRegionTopology(*rf.topo, *region)
 	if err != nil {
 		return err
-	}
-	if !hasRegion(t, *region) {
-		return fmt.Errorf("%w: --region %q is not in the topology (regions: %s)", errUsage, *region, regionIDs(t))
 	}
 	task, err := prepareTask(t, *data, stdout)
 	if err != nil {
@@ -259,6 +253,18 @@ func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	st := f.Stats()
 	fmt.Fprintf(stdout, "edge %s: done: %d updates published, %d failed\n", *region, st.Published, st.Failed)
 	return nil
+}
+
+// loadRegionTopology loads the topology and checks that it has the region.
+func loadRegionTopology(path, region string) (*topology.Topology, error) {
+	t, err := loadTopology(path)
+	if err != nil {
+		return nil, err
+	}
+	if !hasRegion(t, region) {
+		return nil, fmt.Errorf("%w: --region %q is not in the topology (regions: %s)", errUsage, region, regionIDs(t))
+	}
+	return t, nil
 }
 
 func hasRegion(t *topology.Topology, id string) bool {
