@@ -456,6 +456,7 @@ func (c *Coordinator) collect(ctx context.Context, round uint64, deadline time.T
 	for _, r := range c.top.Regions {
 		known[r.ID] = true
 	}
+	chunks := map[string]*partialAssembly{}
 	for len(parts) < len(expected) {
 		select {
 		case <-ctx.Done():
@@ -464,7 +465,28 @@ func (c *Coordinator) collect(ctx context.Context, round uint64, deadline time.T
 			return parts, nil
 		case m := <-c.partials:
 			var p wire.Partial
-			if err := wire.Decode(m.Data, wire.TypePartial, &p); err != nil {
+			if t, _ := wire.Peek(m.Data); t == wire.TypePartialChunk {
+				h, data, err := wire.DecodePartialChunk(m.Data)
+				if err != nil || h.Job != c.top.Job || h.Round != round || !expected[h.Region] || parts[h.Region] != nil {
+					continue // malformed, stale, unexpected or already complete
+				}
+				a := chunks[h.Region]
+				if a == nil {
+					a = &partialAssembly{}
+					chunks[h.Region] = a
+				}
+				full, err := a.add(h, data, len(c.theta))
+				if err != nil {
+					c.cfg.Logger.Warn("chunked partial rejected", "region", h.Region, "err", err)
+					delete(chunks, h.Region)
+					continue
+				}
+				if full == nil {
+					continue
+				}
+				delete(chunks, h.Region)
+				p = *full
+			} else if err := wire.Decode(m.Data, wire.TypePartial, &p); err != nil {
 				c.cfg.Logger.Warn("partial rejected", "reason", "malformed", "err", err)
 				continue
 			}

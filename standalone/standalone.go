@@ -47,6 +47,9 @@ type Config struct {
 	// WrapEvaluator, when set, wraps the global tier's evaluator (tests use
 	// it to make the evaluation gate fail).
 	WrapEvaluator func(global.Evaluator) global.Evaluator
+	// MaxPayload bounds one NATS message (default 8 MiB); tests lower it to
+	// make updates and partials travel in chunks.
+	MaxPayload int32
 	// Key encrypts model blobs and ledger snapshots at rest; nil leaves
 	// them in clear.
 	Key *seal.Key
@@ -113,7 +116,7 @@ func Start(ctx context.Context, cfg Config) (m *Mesh, err error) {
 	if err != nil {
 		return nil, err
 	}
-	if m.Server, err = mesh.StartServer(mesh.ServerConfig{StoreDir: filepath.Join(cfg.DataDir, "nats"), Port: -1, Logger: cfg.Logger}); err != nil {
+	if m.Server, err = mesh.StartServer(mesh.ServerConfig{StoreDir: filepath.Join(cfg.DataDir, "nats"), Port: -1, MaxPayload: cfg.MaxPayload, Logger: cfg.Logger}); err != nil {
 		return nil, err
 	}
 	if m.Node, err = global.OpenNode(global.NodeConfig{DataDir: filepath.Join(cfg.DataDir, "global"), Key: cfg.Key, Logger: cfg.Logger}); err != nil {

@@ -1,0 +1,49 @@
+package e2e
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/strata-fl/strata/finetune"
+	"github.com/strata-fl/strata/standalone"
+)
+
+// TestChunkedPartialsReachTheGlobalTier: with a 128 KiB message limit and
+// full fine-tuning (27 018 parameters, 108 KB a vector), regions send their
+// partials in chunks and the global tier reassembles them; every round
+// commits with both regions.
+func TestChunkedPartialsReachTheGlobalTier(t *testing.T) {
+	if testing.Short() {
+		t.Skip("whole-mesh test")
+	}
+	mn, err := finetune.LoadMNIST("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	top := smallTopology(t)
+	top.Train.Rounds = 3
+	top.Train.Full = true
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	m, err := standalone.Start(ctx, standalone.Config{Topology: top, DataDir: t.TempDir(), MNIST: mn, MaxPayload: 128 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	if err := m.Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+	l, _ := m.Ledger()
+	if l.CommittedRounds() != 3 {
+		t.Fatalf("%d rounds committed, want 3", l.CommittedRounds())
+	}
+	for _, r := range l.Rounds {
+		if len(r.Regions) != 2 {
+			t.Fatalf("round %d merged regions %v, want both (chunked partials reassembled)", r.Round, r.Regions)
+		}
+	}
+	if m.Task.Model.Dim()*4 <= 64<<10 {
+		t.Fatalf("model of %d parameters fits one chunk: the test would not exercise chunking", m.Task.Model.Dim())
+	}
+}
