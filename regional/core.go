@@ -87,20 +87,10 @@ func (r *Round) add(b []byte) string {
 	if err := wire.Decode(b, wire.TypeUpdate, &u); err != nil {
 		return ReasonMalformed
 	}
-	switch {
-	case u.Job != r.open.Job:
-		return ReasonWrongJob
-	case u.Region != r.open.Region:
-		return ReasonWrongRegion
-	case u.Round != r.open.Round:
-		return ReasonWrongRound
-	case u.ModelVersion != r.open.ModelVersion:
-		return ReasonWrongVersion
-	case !r.sampled[u.Client]:
-		return ReasonNotSampled
-	case r.seen[u.Client]:
-		return ReasonDuplicate
-	case len(u.Vec) != 4*r.open.Dim:
+	if reason := r.checkSender(u.Job, u.Region, u.Round, u.ModelVersion, u.Client); reason != "" {
+		return reason
+	}
+	if len(u.Vec) != 4*r.open.Dim {
 		return ReasonWrongDim
 	}
 	v, err := wire.Float32s(u.Vec)
@@ -175,4 +165,25 @@ func (r *Round) Finalize(n Noiser) (*wire.Partial, error) {
 		Job: r.open.Job, Round: r.open.Round, Region: r.open.Region, Count: r.count,
 		Rejected: r.Rejected(), Sum: wire.AppendFloat64sAs32(make([]byte, 0, 4*len(r.sum)), r.sum),
 	}, nil
+}
+
+// checkSender checks what every update, whole or streamed, must match: the
+// round's job, region, number and model version, a sampled client that has
+// not reported yet. It returns the rejection reason or "".
+func (r *Round) checkSender(job, region string, round, version uint64, client string) string {
+	switch {
+	case job != r.open.Job:
+		return ReasonWrongJob
+	case region != r.open.Region:
+		return ReasonWrongRegion
+	case round != r.open.Round:
+		return ReasonWrongRound
+	case version != r.open.ModelVersion:
+		return ReasonWrongVersion
+	case !r.sampled[client]:
+		return ReasonNotSampled
+	case r.seen[client]:
+		return ReasonDuplicate
+	}
+	return ""
 }

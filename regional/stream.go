@@ -136,21 +136,13 @@ func (s *Streams) Open(o wire.StreamOpen) (granted bool, reason string) {
 
 func (s *Streams) checkOpen(o wire.StreamOpen) string {
 	r := s.r
+	if r.finalized {
+		return ReasonWrongRound
+	}
+	if reason := r.checkSender(o.Job, o.Region, o.Round, o.ModelVersion, o.Client); reason != "" {
+		return reason
+	}
 	switch {
-	case r.finalized:
-		return ReasonWrongRound
-	case o.Job != r.open.Job:
-		return ReasonWrongJob
-	case o.Region != r.open.Region:
-		return ReasonWrongRegion
-	case o.Round != r.open.Round:
-		return ReasonWrongRound
-	case o.ModelVersion != r.open.ModelVersion:
-		return ReasonWrongVersion
-	case !r.sampled[o.Client]:
-		return ReasonNotSampled
-	case r.seen[o.Client]:
-		return ReasonDuplicate
 	case s.active[o.Client] != nil:
 		return ReasonBusy
 	case o.Dim != r.open.Dim:

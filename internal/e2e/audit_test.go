@@ -2,16 +2,13 @@ package e2e
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
 	"hash/crc64"
 	"os"
 	"path/filepath"
 	"testing"
-	"time"
 
-	"github.com/strata-fl/strata/finetune"
 	"github.com/strata-fl/strata/global"
 	"github.com/strata-fl/strata/global/ledger"
 	"github.com/strata-fl/strata/standalone"
@@ -25,19 +22,10 @@ func TestAuditTrailDetectsAnyEditedByte(t *testing.T) {
 	if testing.Short() {
 		t.Skip("whole-mesh test")
 	}
-	mn, err := finetune.LoadMNIST("")
-	if err != nil {
-		t.Fatal(err)
-	}
 	top := smallTopology(t)
 	top.Train.Rounds = 2
 	dir := t.TempDir()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	m, err := standalone.Start(ctx, standalone.Config{Topology: top, DataDir: dir, MNIST: mn})
-	if err != nil {
-		t.Fatal(err)
-	}
+	m, ctx := startMesh(t, standalone.Config{Topology: top, DataDir: dir})
 	if err := m.Run(ctx); err != nil {
 		t.Fatal(err)
 	}

@@ -1,13 +1,11 @@
 package e2e
 
 import (
-	"context"
 	"errors"
 	"math"
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/nats-io/nats.go"
 
@@ -35,16 +33,7 @@ func projected(t *testing.T, top *topology.Topology, k int) float64 {
 
 func runSmall(t *testing.T, top *topology.Topology, observe func(m *standalone.Mesh)) (*ledger.Ledger, error) {
 	t.Helper()
-	mn, err := finetune.LoadMNIST("")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	m, err := standalone.Start(ctx, standalone.Config{Topology: top, DataDir: t.TempDir(), MNIST: mn})
-	if err != nil {
-		t.Fatal(err)
-	}
+	m, ctx := startMesh(t, standalone.Config{Topology: top})
 	defer m.Close()
 	if observe != nil {
 		observe(m)

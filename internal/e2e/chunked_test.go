@@ -1,11 +1,8 @@
 package e2e
 
 import (
-	"context"
 	"testing"
-	"time"
 
-	"github.com/strata-fl/strata/finetune"
 	"github.com/strata-fl/strata/standalone"
 )
 
@@ -17,19 +14,10 @@ func TestChunkedPartialsReachTheGlobalTier(t *testing.T) {
 	if testing.Short() {
 		t.Skip("whole-mesh test")
 	}
-	mn, err := finetune.LoadMNIST("")
-	if err != nil {
-		t.Fatal(err)
-	}
 	top := smallTopology(t)
 	top.Train.Rounds = 3
 	top.Train.Full = true
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	m, err := standalone.Start(ctx, standalone.Config{Topology: top, DataDir: t.TempDir(), MNIST: mn, MaxPayload: 128 << 10})
-	if err != nil {
-		t.Fatal(err)
-	}
+	m, ctx := startMesh(t, standalone.Config{Topology: top, MaxPayload: 128 << 10})
 	defer m.Close()
 	if err := m.Run(ctx); err != nil {
 		t.Fatal(err)

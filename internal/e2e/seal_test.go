@@ -2,14 +2,11 @@ package e2e
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"os"
 	"path/filepath"
 	"testing"
-	"time"
 
-	"github.com/strata-fl/strata/finetune"
 	"github.com/strata-fl/strata/global"
 	"github.com/strata-fl/strata/mesh"
 	"github.com/strata-fl/strata/seal"
@@ -23,7 +20,7 @@ func TestEncryptionAtRest(t *testing.T) {
 	if testing.Short() {
 		t.Skip("whole-mesh test")
 	}
-	mn, err := finetune.LoadMNIST("")
+	mn, err := mnist()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -32,12 +29,7 @@ func TestEncryptionAtRest(t *testing.T) {
 	top := smallTopology(t)
 	top.Train.Rounds = 2
 	dir := t.TempDir()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	m, err := standalone.Start(ctx, standalone.Config{Topology: top, DataDir: dir, MNIST: mn, Key: key})
-	if err != nil {
-		t.Fatal(err)
-	}
+	m, ctx := startMesh(t, standalone.Config{Topology: top, DataDir: dir, Key: key})
 	if err := m.Run(ctx); err != nil {
 		t.Fatal(err)
 	}

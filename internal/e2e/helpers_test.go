@@ -1,0 +1,35 @@
+package e2e
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/strata-fl/strata/finetune"
+	"github.com/strata-fl/strata/standalone"
+)
+
+var mnist = sync.OnceValues(func() (*finetune.MNIST, error) { return finetune.LoadMNIST("") })
+
+// startMesh starts a one-process mesh for a test: MNIST loaded once per
+// test binary, a temp data dir unless cfg names one, a context bounded to
+// three minutes. The caller closes the mesh (some tests reopen its dir).
+func startMesh(t *testing.T, cfg standalone.Config) (*standalone.Mesh, context.Context) {
+	t.Helper()
+	mn, err := mnist()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.MNIST = mn
+	if cfg.DataDir == "" {
+		cfg.DataDir = t.TempDir()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	t.Cleanup(cancel)
+	m, err := standalone.Start(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m, ctx
+}
