@@ -52,6 +52,12 @@ type FleetConfig struct {
 	// chunks (edge/publish.go); the zero value streams float32 updates
 	// larger than 1 MiB.
 	Stream StreamConfig
+	// Canaries maps canary clients (topology audit.canaries) to their unit
+	// directions. A sampled canary never trains: its update is its
+	// direction scaled to twice the round's clip norm, which clipping
+	// brings to exactly C; everything after (edge noise, publishing) is as
+	// for any client.
+	Canaries map[string][]float64
 }
 
 // Fleet runs simulated edge clients.
@@ -238,8 +244,15 @@ func (f *Fleet) serve(ctx context.Context, t task, delta []float64) error {
 	if err != nil {
 		return err
 	}
-	examples, err := f.cfg.Trainer.Train(ctx, t.client.ID, t.open.Round, theta, delta)
-	if err != nil {
+	var examples int
+	if dir, ok := f.cfg.Canaries[t.client.ID]; ok {
+		if len(dir) != len(delta) {
+			return fmt.Errorf("edge: canary %s has a %d-dimensional direction, the model %d", t.client.ID, len(dir), len(delta))
+		}
+		for i, u := range dir {
+			delta[i] = 2 * t.open.ClipNorm * u
+		}
+	} else if examples, err = f.cfg.Trainer.Train(ctx, t.client.ID, t.open.Round, theta, delta); err != nil {
 		return fmt.Errorf("trainer: %w", err)
 	}
 	unclipped, err := ClipBit(delta, t.open.ClipNorm)

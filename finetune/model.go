@@ -361,3 +361,29 @@ func Pretrain(s *Set, cfg PretrainConfig) (*Checkpoint, error) {
 	copy(ck.B2, v.b2)
 	return ck, nil
 }
+
+// Losses returns the cross-entropy loss of θ on each example of s, in
+// order: the score of a loss-threshold membership inference attack.
+func (m *Model) Losses(theta []float64, s *Set) ([]float64, error) {
+	if len(theta) != m.Dim() {
+		return nil, fmt.Errorf("%w: θ has %d values, model needs %d", ErrShape, len(theta), m.Dim())
+	}
+	const batch = 500
+	var ws Workspace
+	v := m.view(theta)
+	out := make([]float64, 0, s.Len())
+	idx := make([]int, 0, batch)
+	for lo := 0; lo < s.Len(); lo += batch {
+		idx = idx[:0]
+		for i := lo; i < min(lo+batch, s.Len()); i++ {
+			idx = append(idx, i)
+		}
+		ws.ensure(len(idx), m.Hidden)
+		loadBatch(s, idx, v, ws.x, nil)
+		m.forward(v, len(idx), &ws)
+		for r := range idx {
+			out = append(out, softmaxGrad(ws.z2[r*Classes:(r+1)*Classes], int(s.Labels[idx[r]]), 1))
+		}
+	}
+	return out, nil
+}

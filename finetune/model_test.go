@@ -95,3 +95,28 @@ func TestInvert(t *testing.T) {
 		t.Fatal("Invert must map p to 255-p on a copy")
 	}
 }
+
+func TestLossesAverageToEvaluate(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	s := randomSet(1203, rng)
+	ck, err := Pretrain(s, PretrainConfig{Hidden: 16, Epochs: 1, Seed: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, theta := ck.Model(false)
+	_, mean, err := m.Evaluate(theta, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ls, err := m.Losses(theta, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := 0.0
+	for _, l := range ls {
+		sum += l
+	}
+	if len(ls) != s.Len() || math.Abs(sum/float64(len(ls))-mean) > 1e-12 {
+		t.Fatalf("%d losses averaging %v; Evaluate's mean loss %v over %d", len(ls), sum/float64(len(ls)), mean, s.Len())
+	}
+}

@@ -375,6 +375,11 @@ func (c *Coordinator) runRound(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// Canaries never count as participants. Partials carry only counts, so
+	// every sampled canary of a reporting region is subtracted: its update
+	// needs no training and is normally in; one that missed the deadline
+	// makes the count of real participants low by one, never high.
+	participants = max(0, participants-c.sampledCanaries(sampled, regions))
 	promoted, gateReason := true, ""
 	if drop := servingAcc - acc; drop > t.Train.GateMaxDrop {
 		promoted = false

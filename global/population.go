@@ -29,6 +29,15 @@ func (c *Coordinator) enrollTopology(ctx context.Context) error {
 			es = append(es, ledger.Enrollment{ID: id, Region: r.ID, Budget: b})
 		}
 	}
+	// Canary clients (audit.canaries) are members like any other: enrolled,
+	// budgeted, sampled and charged.
+	for _, cc := range t.CanaryClients() {
+		b := t.Privacy.Budget
+		if v, ok := t.Privacy.ClientBudgets[cc.ID]; ok {
+			b = v
+		}
+		es = append(es, ledger.Enrollment{ID: cc.ID, Region: cc.Region, Budget: b})
+	}
 	res, err := c.cfg.Node.Apply(ctx, &ledger.EnrollClients{Clients: es, Purpose: "federated fine-tuning job " + t.Job, UnixMs: time.Now().UnixMilli()})
 	if err != nil {
 		return err
@@ -115,4 +124,25 @@ func (c *Coordinator) sample(eligible []ledger.Client) (map[string][]string, []s
 	}
 	sort.Strings(all)
 	return out, all, nil
+}
+
+// sampledCanaries counts the canary clients sampled in the given regions:
+// they are taken out of the participants reported for utility.
+func (c *Coordinator) sampledCanaries(sampled map[string][]string, regions []string) int {
+	if c.top.Audit.Canaries == 0 {
+		return 0
+	}
+	canary := map[string]bool{}
+	for _, cc := range c.top.CanaryClients() {
+		canary[cc.ID] = true
+	}
+	n := 0
+	for _, r := range regions {
+		for _, id := range sampled[r] {
+			if canary[id] {
+				n++
+			}
+		}
+	}
+	return n
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/strata-fl/strata/edge"
+	"github.com/strata-fl/strata/empirical"
 	"github.com/strata-fl/strata/finetune"
 	"github.com/strata-fl/strata/global"
 	"github.com/strata-fl/strata/global/ledger"
@@ -196,6 +197,12 @@ func (m *Mesh) wire(ctx context.Context) error {
 			ids = append(ids, id)
 		}
 	}
+	// Canary clients (audit.canaries) join the fleet; they never train.
+	canaries := map[string][]float64{}
+	for _, cc := range t.CanaryClients() {
+		clients = append(clients, edge.Client{ID: cc.ID, Region: cc.Region})
+		canaries[cc.ID] = empirical.Direction(t.CanarySeed(), cc.Index, len(m.Task.Theta0))
+	}
 	ct, err := finetune.NewClientTrainer(m.Task, ids)
 	if err != nil {
 		return err
@@ -215,7 +222,7 @@ func (m *Mesh) wire(ctx context.Context) error {
 	emodels.SetKey(m.cfg.Key)
 	m.Fleet, err = edge.NewFleet(edge.FleetConfig{Job: t.Job, Dialer: m.Dialer(), Clients: clients, Trainer: trainer, Models: emodels,
 		Workers: runtime.GOMAXPROCS(0), Rand: m.cfg.Rand, Logger: m.cfg.Logger.With("tier", "edge"),
-		Stream: edge.StreamConfig{ChunkBytes: t.DataPath.ChunkBytes, Encoding: t.DataPath.Encoding(), TopK: t.DataPath.TopK}})
+		Stream: edge.StreamConfig{ChunkBytes: t.DataPath.ChunkBytes, Encoding: t.DataPath.Encoding(), TopK: t.DataPath.TopK}, Canaries: canaries})
 	return err
 }
 

@@ -35,6 +35,8 @@ type Topology struct {
 	Policy  Policy    `yaml:"policy,omitempty"`
 	// DataPath: chunking, flow control, compression (topology/datapath.go).
 	DataPath DataPath `yaml:"data_path,omitempty"`
+	// Audit: canary clients for empirical privacy measurement (topology/audit.go).
+	Audit Audit `yaml:"audit,omitempty"`
 }
 
 // Policy states what a plan must guarantee before any data moves; `strata
@@ -388,6 +390,9 @@ func (t *Topology) Validate() error {
 		bad("round.timeout", "%v: must be positive, e.g. 60s", t.Round.Timeout)
 	}
 	if err := t.DataPath.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := t.Audit.Validate(); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)

@@ -17,6 +17,7 @@ var allowed = map[string][]string{
 	"topology":      {},
 	"secagg":        {},
 	"finetune":      {},
+	"empirical":     {},
 	"msgcheck":      {},
 	"mesh/wire":     {"msgcheck"},
 	"seal":          {},
