@@ -468,3 +468,57 @@ func median(v []float64) float64 {
 	}
 	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
+
+// IngestScenario runs Ingest as a scenario of the suite (quick: N = 10,
+// 100 at d = 1e5 and N = 10 at d = 1e6).
+func IngestScenario(ctx context.Context, env Env, cfg IngestConfig) (Output, error) {
+	quickSet := env.Quick && len(cfg.Ns) == 0 && len(cfg.Ds) == 0
+	if quickSet {
+		cfg.Ns, cfg.Ds = []int{10, 100}, []int{1e5}
+	}
+	cfg = cfg.withDefaults()
+	if cfg.StoreDir == "" {
+		cfg.StoreDir = env.TempDir
+	}
+	out := begin("ingest", env, struct {
+		Ns         []int  `json:"n"`
+		Ds         []int  `json:"d"`
+		ChunkBytes int    `json:"chunk_bytes"`
+		Encoding   string `json:"encoding"`
+		Conns      int    `json:"conns"`
+	}{cfg.Ns, cfg.Ds, cfg.ChunkBytes, cfg.Encoding, cfg.Conns})
+	bar := NewProgress(env.Progress, "ingest", len(cfg.Ns)*len(cfg.Ds))
+	cfg.Logf = func(format string, args ...any) {
+		bar.Step()
+	}
+	bar.Label("N × d = %v × %v", cfg.Ns, cfg.Ds)
+	res, err := Ingest(ctx, cfg)
+	if err != nil {
+		return out, err
+	}
+	bar.Done()
+	out.Report.Rows = res
+	t := Table{Title: "ingest: a region's ingest over real NATS beside raw NATS pub/sub of the same bytes (same run)",
+		Header: []string{"N", "d", "ingest MB/s", "raw NATS MB/s", "ratio", "updates/s", "kernel GB/s", "memread GB/s", "ratio", "peak RSS MiB", "bound MiB", "slow"}}
+	byD := map[int]*[2]Series{}
+	var ds []int
+	for _, r := range res {
+		t.Add(r.N, r.D, r.IngestMBs, r.NatsRawMBs, r.IngestRatio, r.UpdatesPerS, r.KernelGBs, r.MemreadGBs, r.KernelRatio, r.PeakRSS>>20, r.RSSBound>>20, r.SlowConsumer+int64(r.SubDropped))
+		s, ok := byD[r.D]
+		if !ok {
+			s = &[2]Series{{Name: fmt.Sprintf("ingest, d=%.0e", float64(r.D))}, {Name: fmt.Sprintf("raw NATS, d=%.0e", float64(r.D)), Dashed: true}}
+			byD[r.D] = s
+			ds = append(ds, r.D)
+		}
+		s[0].X, s[0].Y = append(s[0].X, float64(r.N)), append(s[0].Y, r.IngestMBs)
+		s[1].X, s[1].Y = append(s[1].X, float64(r.N)), append(s[1].Y, r.NatsRawMBs)
+	}
+	fig := Figure{Name: "ingest", Title: "Region ingest vs raw NATS (same run)", XLabel: "clients N", YLabel: "MB/s", LogX: true}
+	for _, d := range ds {
+		fig.Series = append(fig.Series, byD[d][0], byD[d][1])
+	}
+	out.Tables = []Table{t}
+	out.Figures = []Figure{fig}
+	out.end()
+	return out, nil
+}

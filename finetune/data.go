@@ -217,6 +217,55 @@ func PartitionDirichlet(s *Set, n, size int, alpha float64, seed uint64) ([][]in
 	return parts, nil
 }
 
+// PartitionShards deals the examples of s to n clients as label shards,
+// the non-IID split of McMahan et al. 2017 and Geyer et al. 2017: the
+// examples (shuffled within each label, seeded) are sorted by label and
+// cut into n·shards shards of size/shards consecutive examples; each
+// client gets shards of them, drawn by a seeded permutation, so most
+// clients see only about shards labels. It is deterministic for a seed.
+func PartitionShards(s *Set, n, size, shards int, seed uint64) ([][]int, error) {
+	if n <= 0 || size <= 0 || shards <= 0 {
+		return nil, fmt.Errorf("finetune: partition into %d clients of %d examples in %d shards: all must be positive", n, size, shards)
+	}
+	if size%shards != 0 {
+		return nil, fmt.Errorf("finetune: %d examples per client do not cut into %d equal shards: make examples a multiple of shards", size, shards)
+	}
+	if n*size > s.Len() {
+		return nil, fmt.Errorf("finetune: partition into %d clients of %d examples needs %d examples, have %d: lower clients or examples_per_client", n, size, n*size, s.Len())
+	}
+	rng := rand.New(rand.NewPCG(seed, seed^0x5a4d))
+	pools := make([][]int, Classes)
+	for i, l := range s.Labels {
+		pools[l] = append(pools[l], i)
+	}
+	sorted := make([]int, 0, s.Len())
+	for _, p := range pools {
+		rng.Shuffle(len(p), func(i, j int) { p[i], p[j] = p[j], p[i] })
+		sorted = append(sorted, p...)
+	}
+	// Drop examples evenly across labels so the shards cover every label.
+	if extra := len(sorted) - n*size; extra > 0 {
+		keep := make([]int, 0, n*size)
+		for i, idx := range sorted {
+			// keep example i when it is not one of the evenly spaced drops
+			if (i+1)*(n*size)/len(sorted) != i*(n*size)/len(sorted) {
+				keep = append(keep, idx)
+			}
+		}
+		sorted = keep
+	}
+	per := size / shards
+	perm := rng.Perm(n * shards)
+	parts := make([][]int, n)
+	for c := range parts {
+		for k := range shards {
+			sh := perm[c*shards+k]
+			parts[c] = append(parts[c], sorted[sh*per:(sh+1)*per]...)
+		}
+	}
+	return parts, nil
+}
+
 func drawCategory(rng *rand.Rand, p []float64) int {
 	u := rng.Float64()
 	for k, pk := range p {

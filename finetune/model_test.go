@@ -120,3 +120,43 @@ func TestLossesAverageToEvaluate(t *testing.T) {
 		t.Fatalf("%d losses averaging %v; Evaluate's mean loss %v over %d", len(ls), sum/float64(len(ls)), mean, s.Len())
 	}
 }
+
+func TestPartitionShardsIsDisjointDeterministicAndSkewed(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	s := randomSet(1000, rng)
+	a, err := PartitionShards(s, 90, 10, 2, 7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := PartitionShards(s, 90, 10, 2, 7)
+	seen := map[int]bool{}
+	labels := 0
+	for c := range a {
+		if len(a[c]) != 10 {
+			t.Fatalf("client %d has %d examples, want 10", c, len(a[c]))
+		}
+		distinct := map[uint8]bool{}
+		for j, i := range a[c] {
+			if seen[i] {
+				t.Fatalf("example %d dealt twice", i)
+			}
+			seen[i] = true
+			if b[c][j] != i {
+				t.Fatal("same seed gave a different partition")
+			}
+			distinct[s.Labels[i]] = true
+		}
+		labels += len(distinct)
+	}
+	// Two shards of 5 label-sorted examples: a client sees 2 labels unless
+	// a shard straddles a label boundary (about 1 shard in 20 here).
+	if mean := float64(labels) / 90; mean > 2.5 {
+		t.Fatalf("clients see %.2f labels on average, want about 2", mean)
+	}
+	if _, err := PartitionShards(s, 90, 9, 2, 7); err == nil {
+		t.Fatal("9 examples in 2 shards: got nil error")
+	}
+	if _, err := PartitionShards(s, 200, 10, 2, 7); err == nil {
+		t.Fatal("asked for more examples than exist: got nil error")
+	}
+}

@@ -21,11 +21,14 @@ type TaskConfig struct {
 	Clients           int
 	ExamplesPerClient int
 	DirichletAlpha    float64
-	Invert            bool // the clients' domain shift
-	EvalExamples      int
-	Full              bool
-	Seed              uint64
-	Local             LocalConfig
+	// Shards, when positive, deals label shards (PartitionShards) instead
+	// of Dirichlet label mixes.
+	Shards       int
+	Invert       bool // the clients' domain shift
+	EvalExamples int
+	Full         bool
+	Seed         uint64
+	Local        LocalConfig
 }
 
 // Task is the prepared task: a pre-trained checkpoint, the clients'
@@ -58,7 +61,12 @@ func PrepareTask(mn *MNIST, cfg TaskConfig, cacheDir string, logf func(string, .
 	if err != nil {
 		return nil, err
 	}
-	parts, err := PartitionDirichlet(clients, cfg.Clients, cfg.ExamplesPerClient, cfg.DirichletAlpha, cfg.Seed)
+	var parts [][]int
+	if cfg.Shards > 0 {
+		parts, err = PartitionShards(clients, cfg.Clients, cfg.ExamplesPerClient, cfg.Shards, cfg.Seed)
+	} else {
+		parts, err = PartitionDirichlet(clients, cfg.Clients, cfg.ExamplesPerClient, cfg.DirichletAlpha, cfg.Seed)
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -136,6 +136,7 @@ func TaskConfig(t *topology.Topology) finetune.TaskConfig {
 	return finetune.TaskConfig{
 		Hidden: t.Train.Hidden, PretrainEpochs: t.Train.PretrainEpochs, PublicExamples: t.Data.PublicExamples,
 		Clients: t.Population(), ExamplesPerClient: t.Data.ExamplesPerClient, DirichletAlpha: t.Data.DirichletAlpha,
+		Shards: t.Data.ShardsPerClient,
 		Invert: t.Data.Shift == "invert", EvalExamples: t.Data.EvalExamples, Full: t.Train.Full, Seed: t.Seed,
 		Local: finetune.LocalConfig{Epochs: t.Train.LocalEpochs, Batch: t.Train.LocalBatch, LR: t.Train.LocalLR},
 	}

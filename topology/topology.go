@@ -129,6 +129,16 @@ type Data struct {
 	// EvalExamples is the size of the per-round evaluation subset of the
 	// shifted test set; the final accuracy uses all 10000. Default 2000.
 	EvalExamples int `yaml:"eval_examples"`
+	// Partition deals the clients' examples: "dirichlet" (the default,
+	// label mix from Dirichlet(dirichlet_alpha)) or "shards" (sorted by
+	// label and cut into equal shards, shards_per_client of them dealt to
+	// each client at random, as McMahan et al. 2017 and Geyer et al. 2017
+	// do for non-IID MNIST).
+	Partition string `yaml:"partition,omitempty"`
+	// ShardsPerClient is how many label shards each client holds with
+	// partition "shards"; default 2. examples_per_client must be a
+	// multiple of it.
+	ShardsPerClient int `yaml:"shards_per_client,omitempty"`
 }
 
 // RoundPlan sets round timing.
@@ -210,6 +220,9 @@ func (t *Topology) ApplyDefaults() {
 		d.Shift = "invert"
 	}
 	setI(&d.EvalExamples, 2000)
+	if d.Partition == PartitionShards {
+		setI(&d.ShardsPerClient, 2)
+	}
 	if t.Round.Timeout.Duration == 0 {
 		t.Round.Timeout.Duration = 60 * time.Second
 	}
@@ -258,6 +271,12 @@ func (t *Topology) Population() int {
 
 // ClientID names client i (0-based) of a region; IDs are stable across runs.
 func ClientID(region string, i int) string { return fmt.Sprintf("%s-c%05d", region, i) }
+
+// Partitions of the clients' data (Data.Partition).
+const (
+	PartitionDirichlet = "dirichlet"
+	PartitionShards    = "shards"
+)
 
 // MNISTTrainSize and MNISTTestSize bound the data plan.
 const (
@@ -361,6 +380,20 @@ func (t *Topology) Validate() error {
 	}
 	if d.Shift != "invert" && d.Shift != "none" {
 		bad("data.shift", "%q: use invert or none", d.Shift)
+	}
+	switch d.Partition {
+	case "", PartitionDirichlet:
+		if d.ShardsPerClient != 0 {
+			bad("data.shards_per_client", "%d: only used with partition: shards; remove it or set partition: shards", d.ShardsPerClient)
+		}
+	case PartitionShards:
+		if d.ShardsPerClient < 1 || d.ShardsPerClient > 100 {
+			bad("data.shards_per_client", "%d: must be in 1..100 (2 is the usual non-IID setting)", d.ShardsPerClient)
+		} else if d.ExamplesPerClient%d.ShardsPerClient != 0 {
+			bad("data.shards_per_client", "examples_per_client %d is not a multiple of shards_per_client %d: make it one", d.ExamplesPerClient, d.ShardsPerClient)
+		}
+	default:
+		bad("data.partition", "%q: use dirichlet or shards", d.Partition)
 	}
 	if d.EvalExamples <= 0 || d.EvalExamples > MNISTTestSize {
 		bad("data.eval_examples", "%d: must be in 1..%d", d.EvalExamples, MNISTTestSize)

@@ -39,6 +39,9 @@ func TestValidationNamesTheField(t *testing.T) {
 		{"min regions", "job: j\nregions: [{id: r, clients: 1}]\nprivacy: {min_regions: 3}\n", "privacy.min_regions"},
 		{"accountant", "job: j\nregions: [{id: r, clients: 1}]\nprivacy: {accountant: moments}\n", "privacy.accountant"},
 		{"too many clients", "job: j\nregions: [{id: r, clients: 10000}]\n", "data.examples_per_client"},
+		{"partition", "job: j\nregions: [{id: r, clients: 1}]\ndata: {partition: sorted}\n", "data.partition"},
+		{"shards not a divisor", "job: j\nregions: [{id: r, clients: 1}]\ndata: {partition: shards, examples_per_client: 9}\n", "data.shards_per_client"},
+		{"shards without partition", "job: j\nregions: [{id: r, clients: 1}]\ndata: {shards_per_client: 2}\n", "data.shards_per_client"},
 		{"unknown key", "job: j\nregions: [{id: r, clients: 1}]\nprivacy: {sigma: 1}\n", "sigma"},
 		{"bad duration", "job: j\nregions: [{id: r, clients: 1}]\nround: {timeout: soon}\n", "duration"},
 	}
@@ -65,5 +68,22 @@ func TestDefaultsDoNotTouchSetFields(t *testing.T) {
 	}
 	if p.Privacy.SamplingRate != 0.2 || p.Privacy.Delta != 1e-5 || p.Privacy.MinRegions != 1 {
 		t.Fatalf("got %+v", p.Privacy)
+	}
+}
+
+func TestShardsPartitionDefaultsAndLeavesDefaultYAMLAlone(t *testing.T) {
+	top, err := Parse([]byte("job: j\nregions: [{id: r, clients: 100}]\ndata: {partition: shards, examples_per_client: 500}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if top.Data.ShardsPerClient != 2 {
+		t.Fatalf("shards_per_client defaulted to %d, want 2", top.Data.ShardsPerClient)
+	}
+	b, err := Default().YAML()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(b), "partition") || strings.Contains(string(b), "shards") {
+		t.Fatalf("the default topology's YAML (and so its config hash) changed:\n%s", b)
 	}
 }

@@ -35,7 +35,7 @@ func commands() map[string]command {
 		"up":       {"run a whole mesh and a DP fine-tuning job in one process", runUp},
 		"ledger":   {"print the committed privacy ledger of a data dir", runLedger},
 		"topology": {"print the default topology, validate a file", runTopology},
-		"bench":    {"benchmarks: strata bench ingest [--json]", runBench},
+		"bench":    {"benchmarks: strata bench SCENARIO|--all [--quick] [--json] [--plot DIR]", runBench},
 	}
 }
 

@@ -1,0 +1,409 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"net"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/strata-fl/strata/edge"
+	"github.com/strata-fl/strata/global"
+	"github.com/strata-fl/strata/mesh"
+	"github.com/strata-fl/strata/regional"
+	"github.com/strata-fl/strata/topology"
+)
+
+// synthConfig describes one synthetic mesh run: the real tiers (embedded
+// NATS server, raft global tier with bolt stores, regional runners, an
+// edge fleet with one NATS connection per client) around a trainer that
+// does no training, so a round's latency is the system's alone.
+type synthConfig struct {
+	Regions, PerRegion, Dim int
+	// Rounds are measured after one warm-up round.
+	Rounds int
+	// Q is the sampling rate; default 1 (every client every round).
+	Q float64
+	// GlobalNodes is 1 (in-memory raft transport) or 3 (raft over TCP
+	// loopback, a quorum of 2 for every commit).
+	GlobalNodes int
+	// ProbeRaft commits a raft barrier every 50 ms during the rounds and
+	// records how long each took to commit and apply.
+	ProbeRaft bool
+	Dir       string
+	// OnRound is called after every round (warm-up included).
+	OnRound func(done, total int)
+}
+
+type synthResult struct {
+	RoundSeconds []float64 // measured rounds, warm-up excluded
+	Participants int       // of the last round
+	ConnectSec   float64   // connecting and subscribing every client
+	PeakRSS      int64     // highest VmRSS sampled during the rounds
+	PeakHeap     uint64    // highest Go heap in use sampled
+	BaseRSS      int64     // VmRSS before the mesh started
+	RaftMs       []float64 // barrier commit latencies
+	Goroutines   int
+	// LeaderChanges counts coordinator terms after the first: raft
+	// elections the load caused (a round in flight is then aborted and
+	// the next leader goes on).
+	LeaderChanges int
+}
+
+// fixedTrainer is the load generator's client: it "trains" by writing a
+// fixed update of norm 0.9 (under the clip norm 1), so clipping changes
+// nothing and the region's checks pass, at the cost of one copy.
+type fixedTrainer struct{ delta []float64 }
+
+func newFixedTrainer(d int) fixedTrainer {
+	r := rand.New(rand.NewPCG(uint64(d), 99))
+	v := make([]float64, d)
+	s := 0.0
+	for i := range v {
+		v[i] = r.NormFloat64()
+		s += v[i] * v[i]
+	}
+	for i := range v {
+		v[i] *= 0.9 / math.Sqrt(s)
+	}
+	return fixedTrainer{v}
+}
+
+func (f fixedTrainer) Train(_ context.Context, _ string, _ uint64, theta, delta []float64) (int, error) {
+	if len(delta) != len(f.delta) {
+		return 0, fmt.Errorf("bench: trainer of dim %d asked for %d", len(f.delta), len(delta))
+	}
+	copy(delta, f.delta)
+	return 1, nil
+}
+
+// normEvaluator scores a model by its mean square (the synthetic task has
+// no test set); the gate is off in synthetic topologies, so it only costs
+// the pass over θ an evaluation would.
+type normEvaluator struct{}
+
+func (normEvaluator) Evaluate(theta []float64) (float64, float64, error) {
+	s := 0.0
+	for _, x := range theta {
+		s += x * x
+	}
+	return 0, s / float64(len(theta)), nil
+}
+
+func freePorts(n int) ([]int, error) {
+	var ls []net.Listener
+	var ports []int
+	defer func() {
+		for _, l := range ls {
+			l.Close()
+		}
+	}()
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		ls = append(ls, l)
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	return ports, nil
+}
+
+func synthTopology(cfg synthConfig) (*topology.Topology, error) {
+	t := &topology.Topology{Job: "bench", Seed: 1}
+	for r := range cfg.Regions {
+		t.Regions = append(t.Regions, topology.Region{ID: fmt.Sprintf("r%d", r), Clients: cfg.PerRegion})
+	}
+	t.Privacy = topology.Privacy{SamplingRate: cfg.Q, Budget: 1e9, MinRegions: cfg.Regions, Noise: topology.Noise{Regional: 1, Global: 1}}
+	t.Train = topology.Training{Rounds: cfg.Rounds + 1, GateMaxDrop: 1}
+	t.Data = topology.Data{ExamplesPerClient: 1}
+	t.Round.Timeout.Duration = 30 * time.Minute
+	t.ApplyDefaults()
+	return t, t.Validate()
+}
+
+// runSynth runs one synthetic mesh to the end of its rounds.
+func runSynth(ctx context.Context, cfg synthConfig) (res synthResult, err error) {
+	if cfg.Q == 0 {
+		cfg.Q = 1
+	}
+	if cfg.GlobalNodes == 0 {
+		cfg.GlobalNodes = 1
+	}
+	t, err := synthTopology(cfg)
+	if err != nil {
+		return res, err
+	}
+	runtime.GC()
+	res.BaseRSS = RSS()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
+		return res, err
+	}
+	defer os.RemoveAll(cfg.Dir)
+	srv, err := mesh.StartServer(mesh.ServerConfig{StoreDir: filepath.Join(cfg.Dir, "nats"), Port: -1})
+	if err != nil {
+		return res, err
+	}
+	defer func() { srv.Shutdown(); srv.WaitForShutdown() }()
+	dial := mesh.Dialer{Server: srv}
+	var conns []*nats.Conn
+	defer func() {
+		for _, nc := range conns {
+			nc.Close()
+		}
+	}()
+	connect := func(name string) (*nats.Conn, error) {
+		nc, err := dial.Connect(name)
+		if err == nil {
+			conns = append(conns, nc)
+		}
+		return nc, err
+	}
+
+	// The global tier.
+	var nodes []*global.Node
+	defer func() {
+		for _, n := range nodes {
+			n.Close()
+		}
+	}()
+	if cfg.GlobalNodes == 1 {
+		n, err := global.OpenNode(global.NodeConfig{DataDir: filepath.Join(cfg.Dir, "g1")})
+		if err != nil {
+			return res, err
+		}
+		nodes = append(nodes, n)
+	} else {
+		ports, err := freePorts(cfg.GlobalNodes)
+		if err != nil {
+			return res, err
+		}
+		var peers []global.Peer
+		for i, p := range ports {
+			peers = append(peers, global.Peer{ID: fmt.Sprintf("g%d", i+1), Addr: fmt.Sprintf("127.0.0.1:%d", p)})
+		}
+		for _, p := range peers {
+			n, err := global.OpenNode(global.NodeConfig{ID: p.ID, DataDir: filepath.Join(cfg.Dir, p.ID), Bind: p.Addr, Bootstrap: true, Peers: peers})
+			if err != nil {
+				return res, err
+			}
+			nodes = append(nodes, n)
+		}
+	}
+	leader := func() *global.Node {
+		for _, n := range nodes {
+			if n.IsLeader() {
+				return n
+			}
+		}
+		return nil
+	}
+	var mu sync.Mutex
+	var stamps []time.Time
+	var last int
+	progress := func(r global.RoundReport) {
+		mu.Lock()
+		stamps = append(stamps, time.Now())
+		last = r.Participants
+		n := len(stamps)
+		mu.Unlock()
+		if cfg.OnRound != nil {
+			cfg.OnRound(n, cfg.Rounds+1)
+		}
+	}
+	// Every global node runs the service of `strata global`: it serves
+	// status and runs the coordinator whenever it leads, so a leadership
+	// change under load moves the job rather than ending it.
+	type service struct {
+		node *global.Node
+		run  func(ctx context.Context) error
+	}
+	var services []service
+	var terms atomic.Int64
+	for i, n := range nodes {
+		gc, err := connect(fmt.Sprintf("global-%d", i))
+		if err != nil {
+			return res, err
+		}
+		models, err := mesh.OpenModelStore(ctx, gc, t.Job, 1)
+		if err != nil {
+			return res, err
+		}
+		scfg := global.ServiceConfig{Node: n, Conn: gc, ExitWhenFinished: true, FinishGrace: 200 * time.Millisecond,
+			NewCoordinator: func() (*global.Coordinator, error) {
+				terms.Add(1)
+				return global.NewCoordinator(global.CoordinatorConfig{Topology: t, Node: n, Conn: gc, Models: models,
+					Initial: make([]float64, cfg.Dim), Evaluator: normEvaluator{}, ConfigHash: "bench", Progress: progress})
+			}}
+		services = append(services, service{n, func(ctx context.Context) error { return global.RunService(ctx, scfg) }})
+	}
+	var runners []*regional.Runner
+	for _, r := range t.Regions {
+		nc, err := connect("regional-" + r.ID)
+		if err != nil {
+			return res, err
+		}
+		rr, err := regional.NewRunner(regional.Config{Job: t.Job, Region: r.ID, Conn: nc, QueueSize: r.Clients + 16})
+		if err != nil {
+			return res, err
+		}
+		runners = append(runners, rr)
+	}
+	var clients []edge.Client
+	for _, r := range t.Regions {
+		for i := range r.Clients {
+			clients = append(clients, edge.Client{ID: topology.ClientID(r.ID, i), Region: r.ID})
+		}
+	}
+	ec, err := connect("edge-models")
+	if err != nil {
+		return res, err
+	}
+	emodels, err := mesh.OpenModelStore(ctx, ec, t.Job, 1)
+	if err != nil {
+		return res, err
+	}
+	fleet, err := edge.NewFleet(edge.FleetConfig{Job: t.Job, Dialer: dial, Clients: clients, Trainer: newFixedTrainer(cfg.Dim),
+		Models: emodels, Workers: runtime.GOMAXPROCS(0)})
+	if err != nil {
+		return res, err
+	}
+
+	var wg sync.WaitGroup
+	errs := make(chan error, len(runners)+2)
+	for _, r := range runners {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := r.Run(ctx); err != nil && ctx.Err() == nil {
+				errs <- fmt.Errorf("region: %w", err)
+				cancel()
+			}
+		}()
+	}
+	connStart := time.Now()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := fleet.Run(ctx); err != nil && ctx.Err() == nil {
+			errs <- fmt.Errorf("edge fleet: %w", err)
+			cancel()
+		}
+	}()
+	// Memory: sample RSS and the Go heap while the mesh runs.
+	sampleDone := make(chan struct{})
+	var peakRSS int64
+	var peakHeap uint64
+	var ms runtime.MemStats
+	sample := func() {
+		peakRSS = max(peakRSS, RSS())
+		runtime.ReadMemStats(&ms)
+		peakHeap = max(peakHeap, ms.HeapInuse)
+	}
+	go func() {
+		defer close(sampleDone)
+		tk := time.NewTicker(250 * time.Millisecond)
+		defer tk.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tk.C:
+				sample()
+			}
+		}
+	}()
+	waits := []<-chan struct{}{fleet.Ready()}
+	for _, r := range runners {
+		waits = append(waits, r.Ready())
+	}
+	for _, w := range waits {
+		select {
+		case <-ctx.Done():
+			cancel()
+			wg.Wait()
+			<-sampleDone
+			return res, errors.Join(ctx.Err(), drain(errs))
+		case <-w:
+		}
+	}
+	res.ConnectSec = time.Since(connStart).Seconds()
+	res.Goroutines = runtime.NumGoroutine()
+
+	// Raft commit latency, probed while the rounds run.
+	svcErrs := make(chan error, len(services))
+	for _, sv := range services {
+		go func() { svcErrs <- sv.run(ctx) }()
+	}
+	probeDone := make(chan struct{})
+	var raftMs []float64
+	go func() {
+		defer close(probeDone)
+		if !cfg.ProbeRaft {
+			return
+		}
+		tk := time.NewTicker(50 * time.Millisecond)
+		defer tk.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tk.C:
+				l := leader()
+				if l == nil {
+					continue
+				}
+				start := time.Now()
+				if err := l.Barrier(5 * time.Second); err == nil {
+					raftMs = append(raftMs, time.Since(start).Seconds()*1e3)
+				}
+			}
+		}
+	}()
+	var cerr error
+	for range services {
+		if err := <-svcErrs; err != nil {
+			cerr = errors.Join(cerr, err)
+			cancel() // one failed service ends the run
+		}
+	}
+	cancel()
+	wg.Wait()
+	<-sampleDone
+	<-probeDone
+	if err := errors.Join(cerr, drain(errs)); err != nil {
+		return res, err
+	}
+	res.PeakRSS, res.PeakHeap, res.RaftMs, res.Participants = peakRSS, peakHeap, raftMs, last
+	res.LeaderChanges = int(terms.Load()) - 1
+	for i := 1; i < len(stamps); i++ {
+		res.RoundSeconds = append(res.RoundSeconds, stamps[i].Sub(stamps[i-1]).Seconds())
+	}
+	if len(res.RoundSeconds) == 0 {
+		return res, fmt.Errorf("bench: %d rounds reported, need at least 2", len(stamps))
+	}
+	return res, nil
+}
+
+func drain(errs chan error) error {
+	var all []error
+	for {
+		select {
+		case e := <-errs:
+			all = append(all, e)
+		default:
+			return errors.Join(all...)
+		}
+	}
+}
