@@ -7,6 +7,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/strata-fl/strata/finetune"
@@ -88,17 +89,35 @@ func GeyerRuns() []UtilityRun {
 	}
 }
 
-// CurvesOnly returns the default runs without the Geyer settings.
-func (c UtilityConfig) CurvesOnly(quick bool) UtilityConfig {
+// Only returns the default runs (full-size, or quick) that match which:
+// "geyer" (the Geyer settings), "curves" (the rest) or a comma-separated
+// list of run names; "" keeps them all. A positive serverLR replaces each
+// run's server learning rate.
+func (c UtilityConfig) Only(which string, quick bool, serverLR float64) (UtilityConfig, error) {
 	c = c.withDefaults(quick)
+	names := map[string]bool{}
+	for _, n := range strings.Split(which, ",") {
+		names[strings.TrimSpace(n)] = true
+	}
 	var runs []UtilityRun
 	for _, r := range c.Runs {
-		if r.PaperAcc == 0 {
+		geyer := r.PaperAcc > 0
+		if which == "" || (which == "geyer" && geyer) || (which == "curves" && !geyer) || names[r.Name] {
+			if serverLR > 0 {
+				r.ServerLR = serverLR
+			}
 			runs = append(runs, r)
 		}
 	}
+	if len(runs) == 0 {
+		var all []string
+		for _, r := range c.Runs {
+			all = append(all, r.Name)
+		}
+		return c, fmt.Errorf("%q matches no run: use geyer, curves or names among %v", which, all)
+	}
 	c.Runs = runs
-	return c
+	return c, nil
 }
 
 func (c UtilityConfig) withDefaults(quick bool) UtilityConfig {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -184,6 +185,12 @@ func RunService(ctx context.Context, cfg ServiceConfig) error {
 func runTerm(ctx context.Context, cfg ServiceConfig) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	// lost records that this term ended because leadership was lost, even
+	// if the node leads again by the time the coordinator returns (a
+	// loaded machine can flap an election within one tick): the caller
+	// must see ErrNotLeader, not the cancelled context, and start a new
+	// term rather than stop the service.
+	var lost atomic.Bool
 	go func() {
 		t := time.NewTicker(100 * time.Millisecond)
 		defer t.Stop()
@@ -193,6 +200,7 @@ func runTerm(ctx context.Context, cfg ServiceConfig) error {
 				return
 			case <-t.C:
 				if !cfg.Node.IsLeader() {
+					lost.Store(true)
 					cancel()
 					return
 				}
@@ -205,7 +213,7 @@ func runTerm(ctx context.Context, cfg ServiceConfig) error {
 	}
 	cfg.Logger.Info("leading: coordinator starts", "node", cfg.Node.cfg.ID)
 	err = c.Run(ctx)
-	if err != nil && !cfg.Node.IsLeader() {
+	if err != nil && (lost.Load() || !cfg.Node.IsLeader()) {
 		return fmt.Errorf("%w: %v", ErrNotLeader, err)
 	}
 	return err

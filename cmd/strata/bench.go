@@ -68,7 +68,8 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	regions := fs.Int("regions", 0, "scale: regions the clients are spread over (default 10)")
 	rounds := fs.Int("rounds", 0, "round, scale: rounds measured per point after a warm-up")
 	kills := fs.Int("kills", 0, "faults: leader kills (default 10)")
-	only := fs.String("only", "", "utility: run only \"geyer\" or only \"curves\"")
+	only := fs.String("only", "", "utility: run only \"geyer\", only \"curves\", or the runs named (comma-separated)")
+	serverLR := fs.Float64("server-lr", 0, "utility: the server learning rate of the runs (0: each run's own)")
 	prof := fs.String("cpuprofile", "", "write a CPU profile of the bench process to this file")
 	if err := fs.Parse(args); err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
@@ -113,9 +114,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	if *only != "" && *only != "geyer" && *only != "curves" {
-		return fmt.Errorf("%w: --only %q: use geyer or curves", errUsage, *only)
-	}
+
 	// Scenario flags replace the defaults of the named scenario.
 	for i, s := range scenarios {
 		switch s.Name {
@@ -139,14 +138,12 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			cfg := bench.FaultsConfig{LeaderKills: *kills}
 			scenarios[i].Run = func(ctx context.Context, env bench.Env) (bench.Output, error) { return bench.Faults(ctx, env, cfg) }
 		case "utility":
-			if *only != "" {
+			if *only != "" || *serverLR != 0 {
 				o := *only
 				scenarios[i].Run = func(ctx context.Context, env bench.Env) (bench.Output, error) {
-					var cfg bench.UtilityConfig
-					if o == "geyer" {
-						cfg.Runs = bench.GeyerRuns()
-					} else {
-						cfg = bench.UtilityConfig{}.CurvesOnly(env.Quick)
+					cfg, err := bench.UtilityConfig{}.Only(o, env.Quick, *serverLR)
+					if err != nil {
+						return bench.Output{}, fmt.Errorf("%w: --only: %v", errUsage, err)
 					}
 					return bench.Utility(ctx, env, cfg)
 				}
