@@ -1,6 +1,7 @@
 package empirical
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -16,7 +17,7 @@ var ErrBelowLowerBound = errors.New("empirical: the ledger's ε is below the emp
 // inserted ones (Observed). It is an estimate of what this run leaked to
 // this attack, never a guarantee.
 type Estimate struct {
-	Epsilon  float64  `json:"epsilon"`
+	Epsilon  Float    `json:"epsilon"`
 	Null     Gaussian `json:"null"`
 	Observed Gaussian `json:"observed"`
 	// Unseen is the fit of the unseen canaries' statistics: for the final
@@ -37,7 +38,7 @@ type Report struct {
 	AllIterates Estimate `json:"all_iterates"`
 	// EmpiricalEpsilon is AllIterates.Epsilon: the estimate for the
 	// threat model the ledger's public ε covers.
-	EmpiricalEpsilon float64 `json:"empirical_epsilon"`
+	EmpiricalEpsilon Float `json:"empirical_epsilon"`
 	// LowerBound is the better of the two statistics' threshold tests,
 	// each at half the error probability.
 	LowerBound LowerBound `json:"lower_bound"`
@@ -104,17 +105,56 @@ func estimate(inserted, unseen []float64, null *Gaussian, delta float64) (Estima
 	if null != nil {
 		e.Null = *null
 	}
-	e.Epsilon, err = Epsilon(e.Null, e.Observed, delta)
+	eps, err := Epsilon(e.Null, e.Observed, delta)
+	e.Epsilon = Float(eps)
 	return e, err
 }
 
 // CheckLedger returns ErrBelowLowerBound when the ledger's ε is below the
 // rigorous lower bound.
 func (r Report) CheckLedger(ledgerEpsilon float64) error {
-	if math.IsNaN(ledgerEpsilon) || ledgerEpsilon < r.LowerBound.Epsilon {
+	if math.IsNaN(ledgerEpsilon) || ledgerEpsilon < float64(r.LowerBound.Epsilon) {
 		return fmt.Errorf("%w: ledger ε %.4g < %.4g (%s statistic, %.0f%% confidence; %d of %d inserted and %d of %d unseen canaries flagged)",
 			ErrBelowLowerBound, ledgerEpsilon, r.LowerBound.Epsilon, r.LowerBoundStatistic, 100*r.LowerBound.Confidence,
 			r.LowerBound.Hits, r.LowerBound.Inserted, r.LowerBound.False, r.LowerBound.Unseen)
 	}
+	return nil
+}
+
+// Float is a float64 whose JSON form writes ±Inf as "inf"/"-inf" (JSON
+// has no infinity; an unprotected observer's ε is +Inf).
+type Float float64
+
+// MarshalJSON implements json.Marshaler.
+func (f Float) MarshalJSON() ([]byte, error) {
+	switch v := float64(f); {
+	case math.IsInf(v, 1):
+		return []byte(`"inf"`), nil
+	case math.IsInf(v, -1):
+		return []byte(`"-inf"`), nil
+	case math.IsNaN(v):
+		return []byte(`"nan"`), nil
+	}
+	return json.Marshal(float64(f))
+}
+
+// UnmarshalJSON implements json.Unmarshaler.
+func (f *Float) UnmarshalJSON(b []byte) error {
+	switch string(b) {
+	case `"inf"`:
+		*f = Float(math.Inf(1))
+		return nil
+	case `"-inf"`:
+		*f = Float(math.Inf(-1))
+		return nil
+	case `"nan"`:
+		*f = Float(math.NaN())
+		return nil
+	}
+	var v float64
+	if err := json.Unmarshal(b, &v); err != nil {
+		return err
+	}
+	*f = Float(v)
 	return nil
 }

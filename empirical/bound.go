@@ -32,7 +32,7 @@ func ClopperPearson(k, n int, alpha float64) (lo, hi float64, err error) {
 // LowerBound is an ε that the mechanism cannot have below, at the stated
 // confidence, given the threshold test that achieves it.
 type LowerBound struct {
-	Epsilon float64 `json:"epsilon"`
+	Epsilon Float `json:"epsilon"`
 	// Confidence is the probability, over the canaries' draws, that the
 	// true ε is at least Epsilon (simultaneously over every threshold tried).
 	Confidence float64 `json:"confidence"`
@@ -106,8 +106,8 @@ func ThresholdLowerBound(inserted, unseen []float64, delta, confidence float64) 
 				continue
 			}
 			e := math.Log((tprLo - delta) / fprHi)
-			if e > best.Epsilon {
-				best.Epsilon, best.Threshold, best.Above = e, t, above
+			if e > float64(best.Epsilon) {
+				best.Epsilon, best.Threshold, best.Above = Float(e), t, above
 				best.Hits, best.False, best.TPRLower, best.FPRUpper = hits, falses, tprLo, fprHi
 			}
 		}

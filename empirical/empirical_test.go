@@ -47,7 +47,7 @@ func TestEstimateRecoversGaussianMechanism(t *testing.T) {
 		}
 		t.Logf("σ=%v: true ε %.4f, estimate %.4f (final %.4f), lower bound %.4f (%d/%d vs %d/%d)", sigma, truth, rep.EmpiricalEpsilon, rep.Final.Epsilon,
 			rep.LowerBound.Epsilon, rep.LowerBound.Hits, rep.LowerBound.Inserted, rep.LowerBound.False, rep.LowerBound.Unseen)
-		if rep.Final.Epsilon < 0.65*truth || rep.Final.Epsilon > 1.15*truth {
+		if float64(rep.Final.Epsilon) < 0.65*truth || float64(rep.Final.Epsilon) > 1.15*truth {
 			t.Errorf("σ=%v: final-model estimate %.4f, true ε %.4f", sigma, rep.Final.Epsilon, truth)
 		}
 		// One release: all iterates are the final model.
@@ -132,7 +132,7 @@ func TestThresholdLowerBound(t *testing.T) {
 	}
 	alpha := 0.05 / (4 * 200)
 	want := math.Log((math.Pow(alpha, 0.01) - 1e-5) / (1 - math.Pow(alpha, 0.01)))
-	if math.Abs(lb.Epsilon-want) > 1e-9 || lb.Hits != 100 || lb.False != 0 || !lb.Above {
+	if math.Abs(float64(lb.Epsilon)-want) > 1e-9 || lb.Hits != 100 || lb.False != 0 || !lb.Above {
 		t.Errorf("separated: %+v, want ε %v", lb, want)
 	}
 	// Same distribution: a valid bound is 0 with probability ≥ 95 %.

@@ -19,7 +19,7 @@ import (
 
 // ErrNoCanaries reports a job run without audit.canaries: there is nothing
 // to measure the ε estimate with.
-var ErrNoCanaries = errors.New("standalone: the job has no canaries: set audit: {canaries: K} in its topology and run it again")
+var ErrNoCanaries = errors.New("standalone: the topology sets no audit.canaries: give the topology the job ran with, or run a job whose topology sets audit: {canaries: K}")
 
 // AuditConfig configures a privacy audit of a stopped data dir.
 type AuditConfig struct {
@@ -44,7 +44,7 @@ type AuditConfig struct {
 type PrivacyAudit struct {
 	empirical.Report
 	// LedgerEpsilon is the public ε the ledger states, at Report.Delta.
-	LedgerEpsilon float64 `json:"ledger_epsilon"`
+	LedgerEpsilon empirical.Float `json:"ledger_epsilon"`
 	// Versions is how many released versions the statistics read.
 	Versions int `json:"versions"`
 	// NonMembersFromTest is set when no real client went unsampled and the
@@ -100,7 +100,7 @@ func AuditPrivacy(ctx context.Context, cfg AuditConfig) (*PrivacyAudit, error) {
 	if err != nil {
 		return nil, err
 	}
-	out := &PrivacyAudit{Report: rep, LedgerEpsilon: l.Spent(ledger.Public), Versions: len(rel.Steps)}
+	out := &PrivacyAudit{Report: rep, LedgerEpsilon: empirical.Float(l.Spent(ledger.Public)), Versions: len(rel.Steps)}
 	if cfg.MNIST == nil {
 		cfg.Status("loading MNIST")
 		if cfg.MNIST, err = finetune.LoadMNIST(""); err != nil {
@@ -122,7 +122,7 @@ func AuditPrivacy(ctx context.Context, cfg AuditConfig) (*PrivacyAudit, error) {
 		return nil, err
 	}
 	out.MIA, out.NonMembersFromTest = &mia, fromTest
-	return out, out.CheckLedger(out.LedgerEpsilon)
+	return out, out.CheckLedger(float64(out.LedgerEpsilon))
 }
 
 // readRelease fetches model version 0 and every version the ledger

@@ -17,8 +17,11 @@ import (
 
 // runAudit verifies and exports the tamper-evident audit trail.
 func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == "privacy" {
+		return runAuditPrivacy(ctx, args[1:], stdout, stderr)
+	}
 	if len(args) == 0 || (args[0] != "verify" && args[0] != "export") {
-		return fmt.Errorf("%w: strata audit verify [--data DIR | --file FILE.jsonl] | export [--data DIR] [--out FILE]", errUsage)
+		return fmt.Errorf("%w: strata audit verify [--data DIR | --file FILE.jsonl] | export [--data DIR] [--out FILE] | privacy [--data DIR]", errUsage)
 	}
 	op := args[0]
 	fs := flag.NewFlagSet("audit "+op, flag.ContinueOnError)

@@ -29,7 +29,7 @@ func commands() map[string]command {
 		"global":   {"run one node of the raft-replicated global tier (and `global members`)", runGlobal},
 		"regional": {"run one regional aggregator", runRegional},
 		"edge":     {"run one region's simulated edge clients", runEdge},
-		"audit":    {"verify or export the tamper-evident audit trail", runAudit},
+		"audit":    {"verify or export the audit trail; measure the privacy a job leaked (audit privacy)", runAudit},
 		"keygen":   {"print a new AES-256 key for encryption at rest (--key-file)", runKeygen},
 		"model":    {"list model versions, roll the serving one back", runModel},
 		"up":       {"run a whole mesh and a DP fine-tuning job in one process", runUp},

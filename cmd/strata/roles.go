@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/strata-fl/strata/edge"
+	"github.com/strata-fl/strata/empirical"
 	"github.com/strata-fl/strata/finetune"
 	"github.com/strata-fl/strata/global"
 	"github.com/strata-fl/strata/mesh"
@@ -223,6 +224,13 @@ func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			}
 		}
 	}
+	canaries := map[string][]float64{}
+	for _, cc := range t.CanaryClients() {
+		if cc.Region == *region {
+			clients = append(clients, edge.Client{ID: cc.ID, Region: cc.Region})
+			canaries[cc.ID] = empirical.Direction(t.CanarySeed(), cc.Index, len(task.Theta0))
+		}
+	}
 	trainer, err := finetune.NewClientTrainer(task, ids)
 	if err != nil {
 		return err
@@ -242,7 +250,7 @@ func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 	models.SetKey(key)
-	f, err := edge.NewFleet(edge.FleetConfig{Job: t.Job, Dialer: dialer, Clients: clients, Trainer: trainer, Models: models, Workers: *workers, Logger: rf.logger(stderr)})
+	f, err := edge.NewFleet(edge.FleetConfig{Job: t.Job, Dialer: dialer, Clients: clients, Trainer: trainer, Models: models, Workers: *workers, Logger: rf.logger(stderr), Canaries: canaries})
 	if err != nil {
 		return err
 	}

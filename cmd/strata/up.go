@@ -40,6 +40,7 @@ type report struct {
 	Clients            int                    `json:"clients"`
 	ElapsedSeconds     float64                `json:"elapsed_seconds"`
 	clientSummary
+	empiricalFields
 	Finished     bool   `json:"finished"`
 	FinishReason string `json:"finish_reason,omitempty"`
 }
@@ -116,6 +117,9 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fmt.Fprintf(stdout, "strata up: job %s, %d clients in %d regions, %d rounds, q=%g, noise ×C (C=%g): edge %g, regional %g, global %g; δ=%g, budget ε=%g\n",
 		t.Job, t.Population(), len(t.Regions), t.Train.Rounds, t.Privacy.SamplingRate, t.Privacy.ClipNorm,
 		t.Privacy.Noise.Edge, t.Privacy.Noise.Regional, t.Privacy.Noise.Global, t.Privacy.Delta, t.Privacy.Budget)
+	if k := t.Audit.Canaries; k > 0 {
+		fmt.Fprintf(stdout, "audit: %d canary clients join the population (sampled and charged like any client; %d more directions stay unseen)\n", k, k)
+	}
 	if err := checkPlan(t, stdout); err != nil {
 		return err
 	}
@@ -144,9 +148,21 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		rep.AccuracyNonprivate = &base.AccuracyFinal
 		rep.EpsilonNonprivate = base.Epsilon
 	}
+	var auditErr error
+	if t.Audit.Canaries > 0 {
+		var a *standalone.PrivacyAudit
+		if a, auditErr = auditPrivacy(ctx, t, *data, mn, key, 0.95, stdout); a != nil {
+			rep.empiricalFields = fieldsOf(a)
+		} else if auditErr != nil {
+			return auditErr
+		}
+	}
 	rep.ElapsedSeconds = time.Since(start).Seconds()
 	if err := writeReport(*data, rep); err != nil {
 		return err
+	}
+	if auditErr != nil {
+		return auditErr
 	}
 	printSummary(stdout, rep, base)
 	fmt.Fprintf(stdout, "\nreport: %s\nledger: strata ledger --data %s\n", filepath.Join(*data, "report.json"), *data)
