@@ -59,6 +59,9 @@ type LowerBound struct {
 // tried in both directions, and the error probability 1 − confidence is
 // split evenly over all of them and the two proportions (Bonferroni), so
 // choosing the best test after looking costs confidence, not validity.
+// The thresholds tried are the inserted canaries' values: the optimal
+// "≥ τ" test always sits at one, and at an order statistic the
+// Clopper–Pearson bound on the TPR is exact even though τ is random.
 //
 // The canaries are treated as independent trials, as in the standard
 // analysis of auditing by canaries: their directions are independent and
@@ -79,8 +82,12 @@ func ThresholdLowerBound(inserted, unseen []float64, delta, confidence float64) 
 	}
 	ins := slices.Sorted(slices.Values(inserted))
 	uns := slices.Sorted(slices.Values(unseen))
-	cands := slices.Compact(slices.Sorted(slices.Values(slices.Concat(ins, uns))))
-	// Each candidate τ defines "≥ τ" and "< τ"; two proportions each.
+	// Thresholds sit at the inserted canaries' values: the true TPR at an
+	// order statistic x₍ₖ₎ has an exact Beta law whatever the distribution
+	// (so its Clopper–Pearson bound holds at that random threshold), and
+	// the unseen canaries, independent of it, give a binomial FPR there.
+	// Each τ defines "≥ τ" and "< τ"; two proportions each.
+	cands := slices.Compact(slices.Clone(ins))
 	alpha := (1 - confidence) / float64(4*len(cands))
 	best := LowerBound{Confidence: confidence, Inserted: len(ins), Unseen: len(uns)}
 	countGE := func(s []float64, t float64) int {

@@ -96,6 +96,10 @@ func checkCanariesAccounted(t *testing.T, l *ledger.Ledger, top *topology.Topolo
 	for _, c := range l.Clients {
 		byID[c.ID] = c
 	}
+	real, err := l.ClientEpsilon(topology.ClientID(top.Regions[0].ID, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
 	sampled := 0
 	for _, cc := range top.CanaryClients() {
 		c, ok := byID[cc.ID]
@@ -103,6 +107,16 @@ func checkCanariesAccounted(t *testing.T, l *ledger.Ledger, top *topology.Topolo
 			t.Fatalf("canary %s is not enrolled in the ledger", cc.ID)
 		}
 		sampled += len(c.Sampled)
+		// Public ε composes over the rounds a client was eligible for, so
+		// a canary enrolled with everyone is charged exactly what a real
+		// client is.
+		e, err := l.ClientEpsilon(cc.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if e.Public != real.Public || c.Budget != top.Privacy.Budget {
+			t.Fatalf("canary %s: public ε %v, budget %v; a real client's ε %v, the budget %v", cc.ID, e.Public, c.Budget, real.Public, top.Privacy.Budget)
+		}
 	}
 	rounds := l.CommittedRounds()
 	want := top.Privacy.SamplingRate * float64(rounds*top.Audit.Canaries)
