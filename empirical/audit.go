@@ -66,12 +66,12 @@ func Audit(r Release, seed uint64, canaries int, delta, confidence float64) (Rep
 	rep := Report{Canaries: canaries, Dim: d, Delta: delta, Seed: seed}
 	// Final model: the unseen canary's cosine with a fixed vector has mean 0
 	// and variance exactly 1/d (Andrew et al.'s null).
-	if rep.Final, err = estimate(st.Final[:canaries], st.Final[canaries:], &Gaussian{0, 1 / math.Sqrt(float64(d))}, delta); err != nil {
+	if rep.Final, err = EstimateFrom(st.Final[:canaries], st.Final[canaries:], &Gaussian{0, 1 / math.Sqrt(float64(d))}, delta); err != nil {
 		return Report{}, fmt.Errorf("final-model estimate: %w", err)
 	}
 	// All iterates: the max over correlated rounds has no closed-form null;
 	// the unseen canaries give it.
-	if rep.AllIterates, err = estimate(st.AllIterates[:canaries], st.AllIterates[canaries:], nil, delta); err != nil {
+	if rep.AllIterates, err = EstimateFrom(st.AllIterates[:canaries], st.AllIterates[canaries:], nil, delta); err != nil {
 		return Report{}, fmt.Errorf("all-iterates estimate: %w", err)
 	}
 	rep.EmpiricalEpsilon = rep.AllIterates.Epsilon
@@ -92,18 +92,28 @@ func Audit(r Release, seed uint64, canaries int, delta, confidence float64) (Rep
 	return rep, nil
 }
 
-func estimate(inserted, unseen []float64, null *Gaussian, delta float64) (Estimate, error) {
+// EstimateFrom fits the inserted and unseen canaries' statistics and
+// returns the ε at delta between the null (the unseen fit, or null when
+// given) and the inserted fit. Statistics that are all equal (no version
+// moved the model) estimate 0.
+func EstimateFrom(inserted, unseen []float64, null *Gaussian, delta float64) (Estimate, error) {
 	var e Estimate
 	var err error
-	if e.Observed, err = Fit(inserted); err != nil {
+	e.Observed, err = Fit(inserted)
+	if err != nil && e.Observed.Sigma != 0 {
 		return e, err
 	}
-	if e.Unseen, err = Fit(unseen); err != nil {
+	if e.Unseen, err = Fit(unseen); err != nil && e.Unseen.Sigma != 0 {
 		return e, err
 	}
 	e.Null = e.Unseen
 	if null != nil {
 		e.Null = *null
+	}
+	if e.Observed.Sigma == 0 && e.Unseen.Sigma == 0 {
+		// No released version moved the model: every canary's statistic
+		// is the same, and nothing tells inserted from unseen.
+		return e, nil
 	}
 	eps, err := Epsilon(e.Null, e.Observed, delta)
 	e.Epsilon = Float(eps)

@@ -145,6 +145,7 @@ func (r Release) Statistics(seed uint64, n int) (Stats, error) {
 }
 
 // Fit returns the sample mean and standard deviation (n − 1 denominator).
+// Constant samples return the fit and an error (a Gaussian needs σ > 0).
 func Fit(x []float64) (Gaussian, error) {
 	if len(x) < 2 {
 		return Gaussian{}, fmt.Errorf("%w: %d samples: a Gaussian fit needs at least 2", ErrInvalid, len(x))

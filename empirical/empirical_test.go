@@ -195,3 +195,16 @@ func TestReleaseRejectsUnknownBase(t *testing.T) {
 		t.Fatalf("err = %v, want ErrInvalid", err)
 	}
 }
+
+// TestNothingReleasedEstimatesZero: when no version moved the model, every
+// statistic is 0 and the estimate is 0, not an error.
+func TestNothingReleasedEstimatesZero(t *testing.T) {
+	r := Release{Initial: []float64{1, 2, 3}, Steps: []Step{{Version: 1, Base: 0, Theta: []float64{1, 2, 3}}}, Final: 0}
+	rep, err := Audit(r, 1, 10, 1e-5, 0.95)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.EmpiricalEpsilon != 0 || rep.Final.Epsilon != 0 || rep.LowerBound.Epsilon != 0 {
+		t.Fatalf("got %+v", rep)
+	}
+}

@@ -82,6 +82,7 @@ type Coordinator struct {
 	velocity []float64
 	version  uint64  // the model version theta holds (the serving one)
 	baseAcc  float64 // evaluation accuracy of the checkpoint (v0)
+	gate     *canaryGate
 }
 
 // NewCoordinator checks the configuration.
@@ -382,8 +383,12 @@ func (c *Coordinator) runRound(ctx context.Context) error {
 	participants = max(0, participants-c.sampledCanaries(sampled, regions))
 	promoted, gateReason := true, ""
 	if drop := servingAcc - acc; drop > t.Train.GateMaxDrop {
-		promoted = false
 		gateReason = fmt.Sprintf("evaluation accuracy %.4f is %.4f below the serving v%d's %.4f (gate allows %.4f)", acc, drop, version, servingAcc, t.Train.GateMaxDrop)
+	} else if gateReason, err = c.canaryGateReason(ctx, prevTheta); err != nil {
+		return err
+	}
+	if gateReason != "" {
+		promoted = false
 		c.theta, c.velocity = prevTheta, prevVel
 	} else {
 		c.version = latest + 1

@@ -1,6 +1,9 @@
 package topology
 
-import "fmt"
+import (
+	"fmt"
+	"math"
+)
 
 // Audit asks for an empirical privacy measurement of the job (Andrew et al.
 // 2024): canary clients join the population, and `strata audit privacy`
@@ -16,6 +19,11 @@ type Audit struct {
 	Canaries int `yaml:"canaries,omitempty"`
 	// Seed draws the canaries' directions; 0 means the topology's seed.
 	Seed uint64 `yaml:"seed,omitempty"`
+	// MaxEpsilon, when positive, is a promotion gate: a new model version
+	// whose one-shot ε estimate (all-iterates statistic over the versions
+	// served so far and this one) exceeds it is recorded but not served,
+	// like a version failing the evaluation gate. It needs canaries.
+	MaxEpsilon float64 `yaml:"max_empirical_epsilon,omitempty"`
 }
 
 // MaxCanaries bounds audit.canaries: each canary is a simulated client with
@@ -26,6 +34,12 @@ const MaxCanaries = 100000
 func (a Audit) Validate() error {
 	if a.Canaries != 0 && (a.Canaries < 10 || a.Canaries > MaxCanaries) {
 		return fmt.Errorf("%w: audit.canaries: %d: use 0 (no audit) or 10..%d (a few hundred to a thousand give tight estimates)", ErrInvalid, a.Canaries, MaxCanaries)
+	}
+	if !(a.MaxEpsilon >= 0) || math.IsInf(a.MaxEpsilon, 0) {
+		return fmt.Errorf("%w: audit.max_empirical_epsilon: %v: use a finite ε > 0, or 0 for no gate", ErrInvalid, a.MaxEpsilon)
+	}
+	if a.MaxEpsilon > 0 && a.Canaries == 0 {
+		return fmt.Errorf("%w: audit.max_empirical_epsilon: the gate measures canaries: set audit.canaries too", ErrInvalid)
 	}
 	return nil
 }

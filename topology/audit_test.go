@@ -13,6 +13,12 @@ func TestAuditCanaries(t *testing.T) {
 			t.Errorf("canaries %s: err = %v, want one naming audit.canaries", bad, err)
 		}
 	}
+	for _, bad := range []string{"{max_empirical_epsilon: 3}", "{canaries: 10, max_empirical_epsilon: -1}", "{canaries: 10, max_empirical_epsilon: .inf}"} {
+		_, err := Parse([]byte("job: j\nregions: [{id: r, clients: 1}]\naudit: " + bad + "\n"))
+		if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "audit.max_empirical_epsilon") {
+			t.Errorf("audit %s: err = %v, want one naming audit.max_empirical_epsilon", bad, err)
+		}
+	}
 	p, err := Parse([]byte("job: j\nseed: 7\nregions: [{id: a, clients: 1}, {id: b, clients: 2}]\naudit: {canaries: 11}\n"))
 	if err != nil {
 		t.Fatal(err)

@@ -14,7 +14,8 @@ import (
 // TestUpAndAuditPrivacy runs a small noise-free job with canaries through
 // the binary's commands: `strata up` audits it and records the figures in
 // report.json; `strata audit privacy` re-measures, keeps the report's other
-// fields, and its release gate refuses the (unprotected) model.
+// fields, and its release gate refuses the (unprotected) model; the
+// promotion gate (audit.max_empirical_epsilon) held versions back.
 func TestUpAndAuditPrivacy(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs a small job (~20 s)")
@@ -28,7 +29,7 @@ privacy: {sampling_rate: 0.3, budget: .inf, noise: {regional: 0, global: 0}}
 training: {rounds: 4, pretrain_epochs: 1, hidden: 32}
 data: {public_examples: 2000, eval_examples: 500}
 round: {timeout: 20s}
-audit: {canaries: 20}
+audit: {canaries: 20, max_empirical_epsilon: 3}
 `), 0o600)
 	data := filepath.Join(dir, "data")
 	var out bytes.Buffer
@@ -58,6 +59,17 @@ audit: {canaries: 20}
 	}
 	if e, _ := rep["empirical_epsilon"].(float64); !(e > 1) {
 		t.Errorf("noise off: empirical_epsilon %v, want the canaries detected (> 1)", rep["empirical_epsilon"])
+	}
+	// The promotion gate held back the versions that would have taken the
+	// served estimate past 3.
+	out.Reset()
+	if err := run(ctx, []string{"model", "list", "--data", data}, &out, &out); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "not promoted: empirical ε estimate") {
+		t.Errorf("no version was held back by the empirical gate on a noise-free job:\n%s", out.String())
+	} else {
+		t.Logf("model list:\n%s", out.String())
 	}
 	os.Remove(filepath.Join(data, "report.json"))
 	out.Reset()

@@ -25,7 +25,7 @@ var allowed = map[string][]string{
 	"global/ledger": {"privacy", "msgcheck"},
 	"edge":          {"mesh", "mesh/wire", "privacy", "topology", "secagg"},
 	"regional":      {"accum", "mesh", "mesh/wire", "privacy", "topology", "secagg"},
-	"global":        {"global/ledger", "mesh", "mesh/wire", "privacy", "topology", "seal"},
+	"global":        {"global/ledger", "mesh", "mesh/wire", "privacy", "topology", "seal", "empirical"},
 }
 
 func TestImportsPointOneWay(t *testing.T) {
