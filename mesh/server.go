@@ -80,6 +80,9 @@ func StartServer(cfg ServerConfig) (*server.Server, error) {
 type Dialer struct {
 	Server *server.Server // in-process when set
 	URL    string
+	// OnConnect, when set, is told of every connection opened (metrics
+	// sum the bytes of a fleet's many connections through it).
+	OnConnect func(*nats.Conn)
 }
 
 // Connect opens a named connection. Handlers never block the connection's
@@ -99,6 +102,9 @@ func (d Dialer) Connect(name string) (*nats.Conn, error) {
 	nc, err := nats.Connect(url, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("mesh: connect %s: %w", name, err)
+	}
+	if d.OnConnect != nil {
+		d.OnConnect(nc)
 	}
 	return nc, nil
 }

@@ -33,7 +33,11 @@ type Config struct {
 	// DefaultStreamWindow (4).
 	StreamSlots  int
 	StreamWindow int
-	Logger       *slog.Logger
+	// OnPartial, when set, is called after the runner publishes a round's
+	// partial, with how long the round was open here; it must not block
+	// (the metrics package observes aggregation latency through it).
+	OnPartial func(p *wire.Partial, elapsed time.Duration)
+	Logger    *slog.Logger
 }
 
 // Stats are cumulative counters of a runner.
@@ -47,6 +51,8 @@ type Stats struct {
 	// because the runner fell behind.
 	StrayChunks       int
 	SlowConsumerDrops int
+	// Queued is how many messages wait in the runner's queue now.
+	Queued int
 }
 
 // Runner runs a regional aggregator over NATS.
@@ -87,6 +93,7 @@ func (r *Runner) Stats() Stats {
 	defer r.mu.Unlock()
 	s := r.stats
 	s.SlowConsumerDrops = r.dropped()
+	s.Queued = len(r.msgs)
 	s.Rejected = map[string]int{}
 	for k, v := range r.stats.Rejected {
 		s.Rejected[k] = v
@@ -154,6 +161,7 @@ func (r *Runner) enqueue(m *nats.Msg) {
 
 func (r *Runner) loop(ctx context.Context, roundSubj, doneSubj string) error {
 	var cur *Round
+	var openedAt time.Time
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	defer timer.Stop()
@@ -168,7 +176,13 @@ func (r *Runner) loop(ctx context.Context, roundSubj, doneSubj string) error {
 		if err != nil {
 			return err
 		}
-		return r.publish(p)
+		if err := r.publish(p); err != nil {
+			return err
+		}
+		if r.cfg.OnPartial != nil {
+			r.cfg.OnPartial(p, time.Since(openedAt))
+		}
+		return nil
 	}
 	for {
 		select {
@@ -202,7 +216,7 @@ func (r *Runner) loop(ctx context.Context, roundSubj, doneSubj string) error {
 					r.cfg.Logger.Warn("round.open rejected", "err", err)
 					continue
 				}
-				cur = nr
+				cur, openedAt = nr, time.Now()
 				if m.Reply != "" {
 					// The coordinator tells clients only after this ack, so no
 					// update can overtake the round it belongs to.
