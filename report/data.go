@@ -1,0 +1,100 @@
+// Package report turns a job's ledger into what people look at: per-round
+// series, charts drawn server-side with gonum/plot (SVG for the live
+// dashboard, PNG for the report), and the self-contained HTML report that
+// `strata report` and `strata up` write. It reads only the ledger (and the
+// topology when given): everything it shows is what the raft ledger
+// recorded, so a report of a finished job and the dashboard of a running one
+// agree.
+package report
+
+import (
+	"encoding/json"
+	"math"
+	"sort"
+
+	"github.com/strata-fl/strata/global/ledger"
+)
+
+// Float is a float64 that JSON-encodes ±Inf as "inf"/"-inf" and NaN as
+// "nan" (JSON has no infinity, and an unprotected observer's ε is ∞).
+type Float float64
+
+// MarshalJSON implements json.Marshaler.
+func (f Float) MarshalJSON() ([]byte, error) {
+	switch v := float64(f); {
+	case math.IsInf(v, 1):
+		return []byte(`"inf"`), nil
+	case math.IsInf(v, -1):
+		return []byte(`"-inf"`), nil
+	case math.IsNaN(v):
+		return []byte(`"nan"`), nil
+	}
+	return json.Marshal(float64(f))
+}
+
+// Floats converts a per-observer value for JSON.
+func Floats(p ledger.PerObserver[float64]) ledger.PerObserver[Float] {
+	return ledger.PerObserver[Float]{Public: Float(p.Public), GlobalOperator: Float(p.GlobalOperator), RegionalOperator: Float(p.RegionalOperator)}
+}
+
+// Round is one round of a job as the ledger recorded it.
+type Round struct {
+	Round        uint64                    `json:"round"`
+	Status       string                    `json:"status"` // open, committed, aborted
+	ModelVersion uint64                    `json:"model_version"`
+	Sampled      int                       `json:"sampled"`
+	Eligible     int                       `json:"eligible"`
+	Participants int                       `json:"participants"`
+	Regions      []string                  `json:"regions"`
+	Noise        ledger.Noise              `json:"noise"`
+	ClipNorm     float64                   `json:"clip_norm"`
+	Sigma        ledger.PerObserver[Float] `json:"sigma"`
+	Epsilon      ledger.PerObserver[Float] `json:"epsilon_after"`
+	OpenedMs     int64                     `json:"opened_ms"`
+	AbortReason  string                    `json:"abort_reason,omitempty"`
+	// Model is the version the round produced (nil unless committed).
+	Model *ledger.Model `json:"model,omitempty"`
+}
+
+// Closed reports whether the round has ended (committed or aborted): an
+// open round's ε is already charged (write-ahead) but it has no outcome.
+func (r *Round) Closed() bool { return r.Status == "committed" || r.Status == "aborted" }
+
+// Rounds lists every round the ledger recorded, in order.
+func Rounds(l *ledger.Ledger) []Round {
+	byRound := map[uint64]*ledger.Model{}
+	for i := range l.Models {
+		m := l.Models[i]
+		byRound[m.Round] = &m
+	}
+	out := make([]Round, 0, len(l.Rounds))
+	for _, e := range l.Rounds {
+		out = append(out, Round{
+			Round: e.Round, Status: e.Status, ModelVersion: e.ModelVersion, Sampled: e.Sampled, Eligible: e.Eligible,
+			Participants: e.Participants, Regions: append([]string(nil), e.Regions...), Noise: e.Noise, ClipNorm: e.ClipNorm,
+			Sigma: Floats(e.Sigma), Epsilon: Floats(e.EpsilonAfter), OpenedMs: e.OpenedUnixMs, AbortReason: e.AbortReason,
+			Model: byRound[e.Round],
+		})
+	}
+	return out
+}
+
+// ClientSpend returns every enrolled client's ε against each observer,
+// composed over exactly its own rounds (ledger.ClientEpsilon), sorted
+// ascending per observer.
+func ClientSpend(l *ledger.Ledger) (ledger.PerObserver[[]float64], error) {
+	var out ledger.PerObserver[[]float64]
+	for _, c := range l.Clients {
+		e, err := l.ClientEpsilon(c.ID)
+		if err != nil {
+			return out, err
+		}
+		for _, o := range ledger.Observers {
+			out.Set(o, append(out.Get(o), e.Get(o)))
+		}
+	}
+	for _, o := range ledger.Observers {
+		sort.Float64s(out.Get(o))
+	}
+	return out, nil
+}
