@@ -1,0 +1,409 @@
+package metrics
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/strata-fl/strata/global"
+	"github.com/strata-fl/strata/global/ledger"
+	"github.com/strata-fl/strata/mesh"
+	"github.com/strata-fl/strata/mesh/wire"
+	"github.com/strata-fl/strata/report"
+	"github.com/strata-fl/strata/topology"
+)
+
+// GlobalConfig configures the global tier's tracker and collector.
+type GlobalConfig struct {
+	Node *global.Node
+	// Conn, when set, is used to listen to the regions' partials (read
+	// only: the coordinator is what merges them), which carry each
+	// region's accepted and rejected counts per round.
+	Conn *nats.Conn
+	// Traffic, when set, is the coordinator's connection, whose byte and
+	// message counters are exported as the global role's.
+	Traffic  *nats.Conn
+	Topology *topology.Topology
+	// Dim is the model's parameter count, for the policy check.
+	Dim    int
+	Alerts Alerts
+	// Poll is how often the ledger is checked for change; default 250ms.
+	// Round durations are measured to within it.
+	Poll   time.Duration
+	Logger *slog.Logger
+}
+
+// RegionRound is what one region reported for one round.
+type RegionRound struct {
+	Accepted int            `json:"accepted"`
+	Rejected map[string]int `json:"rejected"`
+}
+
+// Policy is the `strata check` result of the running topology.
+type Policy struct {
+	Rounds     int                              `json:"rounds"`
+	Delta      float64                          `json:"delta"`
+	Epsilon    ledger.PerObserver[report.Float] `json:"projected_epsilon"`
+	Sigma      ledger.PerObserver[report.Float] `json:"sigma"`
+	Violations []global.Violation               `json:"violations"`
+	OK         bool                             `json:"ok"`
+	Error      string                           `json:"error,omitempty"`
+}
+
+// Global tracks the global tier for metrics and the dashboard: it polls the
+// ledger (round durations, change notifications) and listens to partials
+// (per-region participation and rejections). It is a prometheus.Collector.
+type Global struct {
+	cfg    GlobalConfig
+	policy Policy
+
+	mu        sync.Mutex
+	regions   map[uint64]map[string]RegionRound
+	durations map[uint64]float64
+	seen      map[uint64]string // round → status when last polled
+	applied   uint64
+	version   uint64
+	started   time.Time // rounds opened after it were opened while watched
+	watchers  map[chan struct{}]struct{}
+
+	roundSeconds prometheus.Histogram
+	partials     *prometheus.CounterVec
+	updates      *prometheus.CounterVec
+	rejections   *prometheus.CounterVec
+}
+
+// NewGlobal checks the configuration and runs the policy check once.
+func NewGlobal(cfg GlobalConfig) (*Global, error) {
+	if cfg.Node == nil || cfg.Topology == nil {
+		return nil, errors.New("metrics: GlobalConfig needs Node and Topology")
+	}
+	cfg.Alerts = cfg.Alerts.WithDefaults(cfg.Topology.Round.Timeout.Seconds())
+	if err := cfg.Alerts.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Poll <= 0 {
+		cfg.Poll = 250 * time.Millisecond
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	g := &Global{
+		cfg: cfg, regions: map[uint64]map[string]RegionRound{}, durations: map[uint64]float64{}, seen: map[uint64]string{},
+		watchers: map[chan struct{}]struct{}{},
+		roundSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "strata_round_duration_seconds", Help: "Time from a round's opening (ledger) to its commit or abort, for rounds closed while this node watched.",
+			Buckets: prometheus.ExponentialBuckets(0.25, 2, 12),
+		}),
+		partials:   prometheus.NewCounterVec(prometheus.CounterOpts{Name: "strata_global_partials_total", Help: "Partials received from each region (first delivery per round)."}, []string{"region"}),
+		updates:    prometheus.NewCounterVec(prometheus.CounterOpts{Name: "strata_global_region_updates_accepted_total", Help: "Updates each region reported accepted in its partials."}, []string{"region"}),
+		rejections: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "strata_global_region_updates_rejected_total", Help: "Updates each region reported rejected in its partials, by reason."}, []string{"region", "reason"}),
+	}
+	g.policy = checkPolicy(cfg.Topology, cfg.Dim)
+	g.started = time.Now()
+	return g, nil
+}
+
+func checkPolicy(t *topology.Topology, dim int) Policy {
+	p, vs, err := global.Check(t, dim)
+	out := Policy{Rounds: p.Rounds, Delta: p.Delta, Epsilon: report.Floats(p.Epsilon), Sigma: report.Floats(p.Sigma), Violations: vs, OK: err == nil && len(vs) == 0}
+	if out.Violations == nil {
+		out.Violations = []global.Violation{}
+	}
+	if err != nil {
+		out.Error = err.Error()
+	}
+	return out
+}
+
+// Node is the tracked node.
+func (g *Global) Node() *global.Node { return g.cfg.Node }
+
+// Topology is the topology the node runs.
+func (g *Global) Topology() *topology.Topology { return g.cfg.Topology }
+
+// Policy is the policy check of the topology.
+func (g *Global) Policy() Policy { return g.policy }
+
+// Run listens to partials and polls the ledger until ctx ends.
+func (g *Global) Run(ctx context.Context) error {
+	if g.cfg.Conn != nil {
+		subj, err := mesh.PartialSubject(g.cfg.Topology.Job)
+		if err != nil {
+			return err
+		}
+		sub, err := g.cfg.Conn.Subscribe(subj, g.onPartial)
+		if err != nil {
+			return fmt.Errorf("metrics: subscribe %s: %w", subj, err)
+		}
+		defer sub.Unsubscribe()
+	}
+	t := time.NewTicker(g.cfg.Poll)
+	defer t.Stop()
+	for {
+		g.poll()
+		select {
+		case <-ctx.Done():
+			g.poll() // what the last moments changed
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// onPartial records a region's counts; it runs on the NATS reader, so it
+// only decodes a header and takes a short lock.
+func (g *Global) onPartial(m *nats.Msg) {
+	var round uint64
+	var region string
+	var rr RegionRound
+	switch t, _ := wire.Peek(m.Data); t {
+	case wire.TypePartialChunk:
+		h, _, err := wire.DecodePartialChunk(m.Data)
+		if err != nil || h.Offset != 0 {
+			return // the first slice carries the counts
+		}
+		round, region, rr = h.Round, h.Region, RegionRound{Accepted: h.Count, Rejected: h.Rejected}
+	case wire.TypePartial:
+		var p wire.Partial
+		if err := wire.Decode(m.Data, wire.TypePartial, &p); err != nil {
+			return
+		}
+		round, region, rr = p.Round, p.Region, RegionRound{Accepted: p.Count, Rejected: p.Rejected}
+	default:
+		return
+	}
+	if !knownRegion(g.cfg.Topology, region) || rr.Accepted < 0 {
+		return
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.regions[round] == nil {
+		g.regions[round] = map[string]RegionRound{}
+	}
+	if _, dup := g.regions[round][region]; dup {
+		return
+	}
+	if rr.Rejected == nil {
+		rr.Rejected = map[string]int{}
+	}
+	g.regions[round][region] = rr
+	g.partials.WithLabelValues(region).Inc()
+	g.updates.WithLabelValues(region).Add(float64(rr.Accepted))
+	for reason, n := range rr.Rejected {
+		if n > 0 {
+			g.rejections.WithLabelValues(region, reason).Add(float64(n))
+		}
+	}
+	g.bumpLocked()
+}
+
+func knownRegion(t *topology.Topology, id string) bool {
+	for _, r := range t.Regions {
+		if r.ID == id {
+			return true
+		}
+	}
+	return false
+}
+
+// poll notices ledger changes and rounds that closed since the last poll.
+func (g *Global) poll() {
+	now := time.Now()
+	var applied uint64
+	type st struct {
+		round  uint64
+		status string
+		opened int64
+	}
+	var rounds []st
+	g.cfg.Node.Read(func(l *ledger.Ledger) {
+		applied = l.Applied
+		if applied == g.appliedSeen() {
+			return
+		}
+		for _, r := range l.Rounds {
+			rounds = append(rounds, st{r.Round, r.Status, r.OpenedUnixMs})
+		}
+	})
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if applied == g.applied {
+		return
+	}
+	g.applied = applied
+	for _, r := range rounds {
+		prev, known := g.seen[r.round]
+		g.seen[r.round] = r.status
+		// A round closed since the last poll: timed if it was seen open, or
+		// opened (by its ledger time) after watching began — a round
+		// shorter than one poll interval.
+		wasOpen := prev == "open" || (!known && !time.UnixMilli(r.opened).Before(g.started.Truncate(time.Millisecond)))
+		if r.status != "open" && (!known || prev == "open") && wasOpen {
+			d := now.Sub(time.UnixMilli(r.opened)).Seconds()
+			g.durations[r.round] = d
+			g.roundSeconds.Observe(d)
+		}
+	}
+	g.bumpLocked()
+}
+
+func (g *Global) appliedSeen() uint64 {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.applied
+}
+
+func (g *Global) bumpLocked() {
+	g.version++
+	for w := range g.watchers {
+		select {
+		case w <- struct{}{}:
+		default: // already signalled
+		}
+	}
+}
+
+// Watch returns a channel signalled (coalesced) whenever the ledger or the
+// per-region figures change, and a function that stops the signals.
+func (g *Global) Watch() (<-chan struct{}, func()) {
+	c := make(chan struct{}, 1)
+	g.mu.Lock()
+	g.watchers[c] = struct{}{}
+	g.mu.Unlock()
+	return c, func() {
+		g.mu.Lock()
+		delete(g.watchers, c)
+		g.mu.Unlock()
+	}
+}
+
+// Version increases with every change Watch signals.
+func (g *Global) Version() uint64 {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.version
+}
+
+// Regions returns the per-region figures of the given rounds. For a
+// committed round only the regions whose partial the ledger says was merged
+// are kept, so the regions' accepted counts add up to the round's
+// participants.
+func (g *Global) Regions(rounds []report.Round) map[uint64]map[string]RegionRound {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	out := map[uint64]map[string]RegionRound{}
+	for _, r := range rounds {
+		m := g.regions[r.Round]
+		if m == nil {
+			continue
+		}
+		keep := map[string]RegionRound{}
+		for id, rr := range m {
+			if r.Status == "committed" && !contains(r.Regions, id) {
+				continue
+			}
+			keep[id] = rr
+		}
+		out[r.Round] = keep
+	}
+	return out
+}
+
+func contains(s []string, v string) bool {
+	for _, x := range s {
+		if x == v {
+			return true
+		}
+	}
+	return false
+}
+
+// Durations returns how long each round this node watched took to close.
+func (g *Global) Durations() map[uint64]float64 {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	out := make(map[uint64]float64, len(g.durations))
+	for k, v := range g.durations {
+		out[k] = v
+	}
+	return out
+}
+
+// Alerts evaluates every threshold against the ledger and what was seen.
+func (g *Global) Alerts() []Alert {
+	a := g.cfg.Alerts
+	var spent ledger.PerObserver[float64]
+	var budget float64
+	var rounds []report.Round
+	g.cfg.Node.Read(func(l *ledger.Ledger) {
+		for _, o := range ledger.Observers {
+			spent.Set(o, l.Spent(o))
+		}
+		budget = g.cfg.Topology.Privacy.Budget
+		if l.Job != nil {
+			budget = l.Job.Budget
+		}
+		if n := len(l.Rounds); n > 0 {
+			rounds = report.Rounds(&ledger.Ledger{Rounds: l.Rounds[max(0, n-3):]})
+		}
+	})
+	var out []Alert
+	for _, o := range ledger.Observers {
+		limit, ok := g.cfg.Topology.Policy.MaxEpsilon[string(o)]
+		what := "policy.max_epsilon." + string(o)
+		if o == ledger.Public {
+			limit, ok, what = budget, true, "the budget"
+		}
+		if !ok {
+			continue
+		}
+		e := spent.Get(o)
+		th := a.EpsilonFraction * limit
+		out = append(out, Alert{Name: "epsilon_" + string(o), Value: report.Float(e), Threshold: report.Float(th), Firing: e >= th,
+			Detail: fmt.Sprintf("ε against %s is %s, %.0f%% of %s (%.4g) fires the alert", o, fmtEps(e), 100*a.EpsilonFraction, what, limit)})
+	}
+	// The latest round with region figures: rejected / (accepted + rejected).
+	regions := g.Regions(rounds)
+	rate, seenRound := 0.0, uint64(0)
+	for i := len(rounds) - 1; i >= 0; i-- {
+		if m, ok := regions[rounds[i].Round]; ok && len(m) > 0 {
+			acc, rej := 0, 0
+			for _, rr := range m {
+				acc += rr.Accepted
+				for _, n := range rr.Rejected {
+					rej += n
+				}
+			}
+			if acc+rej > 0 {
+				rate = float64(rej) / float64(acc+rej)
+			}
+			seenRound = rounds[i].Round
+			break
+		}
+	}
+	out = append(out, Alert{Name: "rejection_rate", Value: report.Float(rate), Threshold: report.Float(a.RejectionRate), Firing: rate >= a.RejectionRate,
+		Detail: fmt.Sprintf("share of updates the regions rejected in round %d", seenRound)})
+	lat, latRound := 0.0, uint64(0)
+	for r, d := range g.Durations() {
+		if r > latRound {
+			lat, latRound = d, r
+		}
+	}
+	out = append(out, Alert{Name: "round_latency", Value: report.Float(lat), Threshold: report.Float(a.RoundSeconds), Firing: lat > a.RoundSeconds,
+		Detail: fmt.Sprintf("seconds round %d took from opening to closing", latRound)})
+	return out
+}
+
+func fmtEps(e float64) string {
+	if math.IsInf(e, 1) {
+		return "∞"
+	}
+	return fmt.Sprintf("%.4g", e)
+}
