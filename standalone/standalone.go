@@ -20,6 +20,7 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/strata-fl/strata/edge"
 	"github.com/strata-fl/strata/empirical"
@@ -27,6 +28,7 @@ import (
 	"github.com/strata-fl/strata/global"
 	"github.com/strata-fl/strata/global/ledger"
 	"github.com/strata-fl/strata/mesh"
+	"github.com/strata-fl/strata/metrics"
 	"github.com/strata-fl/strata/regional"
 	"github.com/strata-fl/strata/seal"
 	"github.com/strata-fl/strata/topology"
@@ -56,6 +58,12 @@ type Config struct {
 	Key *seal.Key
 	// Status receives one-line messages about start-up work.
 	Status func(format string, args ...any)
+	// Registry, when set, receives the Prometheus collectors of every
+	// role (strata up --metrics).
+	Registry *prometheus.Registry
+	// Alerts are the thresholds the tracker checks; zero values take the
+	// defaults.
+	Alerts metrics.Alerts
 	Logger *slog.Logger
 }
 
@@ -67,6 +75,8 @@ type Mesh struct {
 	Task    *finetune.Task
 	Regions map[string]*regional.Runner
 	Fleet   *edge.Fleet
+	// Tracker follows the global tier for metrics and the dashboard.
+	Tracker *metrics.Global
 	coord   *global.Coordinator
 	conns   []*nats.Conn
 }
@@ -170,6 +180,15 @@ func (m *Mesh) wire(ctx context.Context) error {
 	if m.cfg.WrapEvaluator != nil {
 		evaluator = m.cfg.WrapEvaluator(evaluator)
 	}
+	tc, err := m.connect("tracker")
+	if err != nil {
+		return err
+	}
+	m.Tracker, err = metrics.NewGlobal(metrics.GlobalConfig{Node: m.Node, Conn: tc, Traffic: gc, Topology: t, Dim: len(m.Task.Theta0), Alerts: m.cfg.Alerts, Logger: m.cfg.Logger})
+	if err != nil {
+		return err
+	}
+	collectors := []prometheus.Collector{m.Tracker}
 	m.coord, err = global.NewCoordinator(global.CoordinatorConfig{
 		Topology: t, Node: m.Node, Conn: gc, Models: models, Initial: m.Task.Theta0,
 		Evaluator: evaluator, Rand: m.cfg.Rand, ConfigHash: hash,
@@ -183,11 +202,14 @@ func (m *Mesh) wire(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
+		rc := metrics.NewRegional(r.ID, nc)
 		m.Regions[r.ID], err = regional.NewRunner(regional.Config{Job: t.Job, Region: r.ID, Conn: nc, Rand: m.cfg.Rand, Logger: m.cfg.Logger.With("tier", "regional"),
-			StreamSlots: t.DataPath.StreamSlots, StreamWindow: t.DataPath.StreamWindow})
+			StreamSlots: t.DataPath.StreamSlots, StreamWindow: t.DataPath.StreamWindow, OnPartial: rc.OnPartial})
 		if err != nil {
 			return err
 		}
+		rc.SetRunner(m.Regions[r.ID])
+		collectors = append(collectors, rc)
 	}
 	var clients []edge.Client
 	var ids []string
@@ -221,15 +243,40 @@ func (m *Mesh) wire(ctx context.Context) error {
 		return err
 	}
 	emodels.SetKey(m.cfg.Key)
-	m.Fleet, err = edge.NewFleet(edge.FleetConfig{Job: t.Job, Dialer: m.Dialer(), Clients: clients, Trainer: trainer, Models: emodels,
+	ecol := metrics.NewEdge("all")
+	dialer := m.Dialer()
+	dialer.OnConnect = ecol.OnConnect
+	m.Fleet, err = edge.NewFleet(edge.FleetConfig{Job: t.Job, Dialer: dialer, Clients: clients, Trainer: trainer, Models: emodels,
 		Workers: runtime.GOMAXPROCS(0), Rand: m.cfg.Rand, Logger: m.cfg.Logger.With("tier", "edge"),
 		Stream: edge.StreamConfig{ChunkBytes: t.DataPath.ChunkBytes, Encoding: t.DataPath.Encoding(), TopK: t.DataPath.TopK}, Canaries: canaries})
-	return err
+	if err != nil {
+		return err
+	}
+	ecol.SetFleet(m.Fleet)
+	collectors = append(collectors, ecol, metrics.NewNATS(m.Server))
+	if m.cfg.Registry != nil {
+		for _, c := range collectors {
+			if err := m.cfg.Registry.Register(c); err != nil {
+				return fmt.Errorf("standalone: metrics: %w", err)
+			}
+		}
+	}
+	return nil
 }
 
 // Run runs the job to its end (or until ctx is cancelled) and returns the
 // coordinator's error. Regional and edge tiers stop when the job is done.
 func (m *Mesh) Run(ctx context.Context) error {
+	tctx, stopTracker := context.WithCancel(ctx)
+	defer stopTracker()
+	tracked := make(chan struct{})
+	go func() {
+		defer close(tracked)
+		if err := m.Tracker.Run(tctx); err != nil {
+			m.cfg.Logger.Warn("tracker stopped", "err", err)
+		}
+	}()
+	defer func() { stopTracker(); <-tracked }()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup

@@ -34,6 +34,7 @@ func commands() map[string]command {
 		"model":    {"list model versions, roll the serving one back", runModel},
 		"up":       {"run a whole mesh and a DP fine-tuning job in one process", runUp},
 		"ledger":   {"print the committed privacy ledger of a data dir", runLedger},
+		"report":   {"write the HTML report (and PNG plots) of a job from its data dir", runReport},
 		"topology": {"print the default topology, validate a file", runTopology},
 		"bench":    {"benchmarks: strata bench SCENARIO|--all [--quick] [--json] [--plot DIR]", runBench},
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/strata-fl/strata/finetune"
 	"github.com/strata-fl/strata/global"
 	"github.com/strata-fl/strata/mesh"
+	"github.com/strata-fl/strata/metrics"
 	"github.com/strata-fl/strata/regional"
 	"github.com/strata-fl/strata/standalone"
 	"github.com/strata-fl/strata/topology"
@@ -77,6 +78,7 @@ func runNATS(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	data := fs.String("data", "./strata-nats", "JetStream store dir")
 	host := fs.String("host", "127.0.0.1", "listen address")
 	port := fs.Int("port", 4222, "client port (0 picks a free one)")
+	metricsAddr := metricsFlag(fs)
 	if err := fs.Parse(args); err != nil {
 		return helpOK(fmt.Errorf("%w: %v", errUsage, err))
 	}
@@ -85,6 +87,14 @@ func runNATS(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 	fmt.Fprintf(stdout, "nats server ready on %s (JetStream store %s)\n", s.ClientURL(), *data)
+	obs := newObservers(ctx, stdout)
+	defer obs.stop()
+	reg := metrics.NewRegistry()
+	reg.MustRegister(metrics.NewNATS(s))
+	if err := obs.metrics(*metricsAddr, reg); err != nil {
+		s.Shutdown()
+		return err
+	}
 	<-ctx.Done()
 	s.Shutdown()
 	s.WaitForShutdown()
@@ -101,6 +111,9 @@ func runGlobal(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	data := rf.fs.String("data", "./strata-global", "data dir: raft log, snapshots, checkpoint")
 	peers := rf.fs.String("peers", "", "initial voters ID=HOST:PORT,... (this node included); empty joins later via `strata global members add`")
 	keyFile := rf.fs.String("key-file", "", "AES-256 key (hex or base64) encrypting model blobs and ledger snapshots at rest; default $STRATA_KEY_FILE or $STRATA_KEY, else none")
+	metricsAddr := metricsFlag(rf.fs)
+	httpAddr := rf.fs.String("http", "", "serve the dashboard on host:port (port 0 picks a free one); empty: none")
+	alerts := alertFlags(rf.fs)
 	if err := rf.parse(args); err != nil {
 		return helpOK(err)
 	}
@@ -141,6 +154,31 @@ func runGlobal(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	fmt.Fprintf(stdout, "global %s: raft on %s, NATS %s, job %s\n", *id, *bind, *rf.natsURL, t.Job)
+	if *metricsAddr != "" || *httpAddr != "" {
+		if err := saveTopology(*data, t); err != nil {
+			return err
+		}
+		tc, err := mesh.Dialer{URL: *rf.natsURL}.Connect("tracker-" + *id)
+		if err != nil {
+			return err
+		}
+		defer tc.Close()
+		tr, err := metrics.NewGlobal(metrics.GlobalConfig{Node: node, Conn: tc, Traffic: nc, Topology: t, Dim: len(task.Theta0), Alerts: alerts(), Logger: logger})
+		if err != nil {
+			return fmt.Errorf("%w: %v", errUsage, err)
+		}
+		obs := newObservers(ctx, stdout)
+		defer obs.stop()
+		obs.track(tr)
+		reg := metrics.NewRegistry()
+		reg.MustRegister(tr)
+		if err := obs.metrics(*metricsAddr, reg); err != nil {
+			return err
+		}
+		if err := obs.dashboard(*httpAddr, tr); err != nil {
+			return err
+		}
+	}
 	err = global.RunService(ctx, global.ServiceConfig{
 		Node: node, Conn: nc, ExitWhenFinished: true, Logger: logger,
 		NewCoordinator: func() (*global.Coordinator, error) {
@@ -171,6 +209,7 @@ func prepareTask(t *topology.Topology, dir string, stdout io.Writer) (*finetune.
 func runRegional(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	rf := newRoleFlags("regional", "usage: strata regional --region R [--nats URL] [--topology FILE]\n\nRuns one regional aggregator until the job is done.", stderr)
 	region := rf.fs.String("region", "", "region id (required)")
+	metricsAddr := metricsFlag(rf.fs)
 	if err := rf.parse(args); err != nil {
 		return helpOK(err)
 	}
@@ -183,8 +222,17 @@ func runRegional(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		return err
 	}
 	defer nc.Close()
-	r, err := regional.NewRunner(regional.Config{Job: t.Job, Region: *region, Conn: nc, Logger: rf.logger(stderr)})
+	rc := metrics.NewRegional(*region, nc)
+	r, err := regional.NewRunner(regional.Config{Job: t.Job, Region: *region, Conn: nc, Logger: rf.logger(stderr), OnPartial: rc.OnPartial})
 	if err != nil {
+		return err
+	}
+	rc.SetRunner(r)
+	obs := newObservers(ctx, stdout)
+	defer obs.stop()
+	reg := metrics.NewRegistry()
+	reg.MustRegister(rc)
+	if err := obs.metrics(*metricsAddr, reg); err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "regional %s: aggregating job %s\n", *region, t.Job)
@@ -202,6 +250,7 @@ func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	data := rf.fs.String("data", "./strata-edge", "dir for the cached checkpoint")
 	workers := rf.fs.Int("workers", runtime.GOMAXPROCS(0), "concurrent local trainings")
 	keyFile := rf.fs.String("key-file", "", "key the global tier encrypts model blobs with (as strata global --key-file)")
+	metricsAddr := metricsFlag(rf.fs)
 	if err := rf.parse(args); err != nil {
 		return helpOK(err)
 	}
@@ -235,7 +284,8 @@ func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
-	dialer := mesh.Dialer{URL: *rf.natsURL}
+	ecol := metrics.NewEdge(*region)
+	dialer := mesh.Dialer{URL: *rf.natsURL, OnConnect: ecol.OnConnect}
 	mc, err := dialer.Connect("edge-models-" + *region)
 	if err != nil {
 		return err
@@ -252,6 +302,14 @@ func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	models.SetKey(key)
 	f, err := edge.NewFleet(edge.FleetConfig{Job: t.Job, Dialer: dialer, Clients: clients, Trainer: trainer, Models: models, Workers: *workers, Logger: rf.logger(stderr), Canaries: canaries})
 	if err != nil {
+		return err
+	}
+	ecol.SetFleet(f)
+	obs := newObservers(ctx, stdout)
+	defer obs.stop()
+	reg := metrics.NewRegistry()
+	reg.MustRegister(ecol)
+	if err := obs.metrics(*metricsAddr, reg); err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "edge %s: %d clients for job %s\n", *region, len(clients), t.Job)

@@ -17,6 +17,7 @@ import (
 	"github.com/strata-fl/strata/finetune"
 	"github.com/strata-fl/strata/global"
 	"github.com/strata-fl/strata/global/ledger"
+	"github.com/strata-fl/strata/metrics"
 	"github.com/strata-fl/strata/seal"
 	"github.com/strata-fl/strata/standalone"
 	"github.com/strata-fl/strata/topology"
@@ -43,6 +44,8 @@ type report struct {
 	empiricalFields
 	Finished     bool   `json:"finished"`
 	FinishReason string `json:"finish_reason,omitempty"`
+	// htmlReport is where the HTML report went (not in report.json).
+	htmlReport string
 }
 
 // jf is a float that writes ±Inf as "inf"/"-inf" (JSON has no infinity).
@@ -92,8 +95,11 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	baseline := fs.Bool("baseline", false, "also run the same job without noise and print it beside")
 	verbose := fs.Bool("v", false, "log what every tier does")
 	keyFile := fs.String("key-file", "", "AES-256 key (hex or base64) encrypting model blobs and ledger snapshots at rest; default $STRATA_KEY_FILE or $STRATA_KEY, else none")
+	httpAddr := fs.String("http", "127.0.0.1:0", "serve the dashboard on host:port (port 0 picks a free one); off: none")
+	metricsAddr := metricsFlag(fs)
+	alerts := alertFlags(fs)
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: strata up [--data DIR] [--topology FILE] [--baseline]\n\nRuns a whole mesh in one process (embedded NATS, single-node raft global\ntier, regional aggregators, simulated clients) and a DP fine-tuning job on it.")
+		fmt.Fprintln(stderr, "usage: strata up [--data DIR] [--topology FILE] [--baseline] [--http ADDR] [--metrics ADDR]\n\nRuns a whole mesh in one process (embedded NATS, single-node raft global\ntier, regional aggregators, simulated clients) and a DP fine-tuning job on it.")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -131,7 +137,10 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	rep, err := runJob(ctx, t, *data, mn, key, stdout, logger)
+	if err := alerts().WithDefaults(t.Round.Timeout.Seconds()).Validate(); err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	rep, err := runJob(ctx, t, *data, mn, key, stdout, logger, &upObserve{http: *httpAddr, metrics: *metricsAddr, alerts: alerts()})
 	if err != nil {
 		return err
 	}
@@ -142,7 +151,7 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		bt.Privacy.Noise = topology.Noise{}
 		bt.Privacy.Budget = math.Inf(1)
 		fmt.Fprintln(stdout, "\nbaseline: the same job without noise (ε = ∞)")
-		if base, err = runJob(ctx, bt, filepath.Join(*data, "baseline"), mn, key, stdout, logger); err != nil {
+		if base, err = runJob(ctx, bt, filepath.Join(*data, "baseline"), mn, key, stdout, logger, nil); err != nil {
 			return fmt.Errorf("baseline: %w", err)
 		}
 		rep.AccuracyNonprivate = &base.AccuracyFinal
@@ -165,19 +174,51 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return auditErr
 	}
 	printSummary(stdout, rep, base)
-	fmt.Fprintf(stdout, "\nreport: %s\nledger: strata ledger --data %s\n", filepath.Join(*data, "report.json"), *data)
+	fmt.Fprintf(stdout, "\nreport: %s\n", filepath.Join(*data, "report.json"))
+	if rep.htmlReport != "" {
+		fmt.Fprintf(stdout, "report (HTML, plots): %s\n", rep.htmlReport)
+	}
+	fmt.Fprintf(stdout, "ledger: strata ledger --data %s\n", *data)
 	return nil
 }
 
+// upObserve says how strata up shows the job while it runs.
+type upObserve struct {
+	http, metrics string
+	alerts        metrics.Alerts
+}
+
 // runJob runs (or resumes, or reports) one job in one data dir.
-func runJob(ctx context.Context, t *topology.Topology, dataDir string, mn *finetune.MNIST, key *seal.Key, stdout io.Writer, logger *slog.Logger) (*report, error) {
+// With obs, it serves the dashboard and metrics while the job runs and
+// writes the HTML report at the end.
+func runJob(ctx context.Context, t *topology.Topology, dataDir string, mn *finetune.MNIST, key *seal.Key, stdout io.Writer, logger *slog.Logger, obs *upObserve) (*report, error) {
 	status := func(format string, args ...any) { fmt.Fprintf(stdout, format+"\n", args...) }
 	bar := progressBar(stdout)
-	m, err := standalone.Start(ctx, standalone.Config{Topology: t, DataDir: dataDir, MNIST: mn, Key: key, Progress: bar, Status: status, Logger: logger})
+	cfg := standalone.Config{Topology: t, DataDir: dataDir, MNIST: mn, Key: key, Progress: bar, Status: status, Logger: logger}
+	if obs != nil {
+		cfg.Alerts = obs.alerts
+		if obs.metrics != "" {
+			cfg.Registry = metrics.NewRegistry()
+		}
+	}
+	m, err := standalone.Start(ctx, cfg)
 	if err != nil {
 		return nil, err
 	}
 	defer m.Close()
+	if obs != nil {
+		if err := saveTopology(dataDir, t); err != nil {
+			return nil, err
+		}
+		o := newObservers(ctx, stdout)
+		defer o.stop()
+		if err := o.metrics(obs.metrics, cfg.Registry); err != nil {
+			return nil, err
+		}
+		if err := o.dashboard(obs.http, m.Tracker); err != nil {
+			return nil, err
+		}
+	}
 	pre, _, err := m.Task.Model.Evaluate(m.Task.Theta0, m.Task.Test)
 	if err != nil {
 		return nil, err
@@ -201,7 +242,17 @@ func runJob(ctx context.Context, t *topology.Topology, dataDir string, mn *finet
 	if err != nil {
 		return nil, err
 	}
-	return reportFrom(t, l, pre, final), nil
+	rep := reportFrom(t, l, pre, final)
+	if obs != nil {
+		yaml, err := t.YAML()
+		if err != nil {
+			return nil, err
+		}
+		if rep.htmlReport, err = writeHTMLReport(l, yaml, filepath.Join(dataDir, "report")); err != nil {
+			return nil, err
+		}
+	}
+	return rep, nil
 }
 
 func reportFrom(t *topology.Topology, l *ledger.Ledger, pre, final float64) *report {

@@ -26,6 +26,10 @@ var allowed = map[string][]string{
 	"edge":          {"mesh", "mesh/wire", "privacy", "topology", "secagg"},
 	"regional":      {"accum", "mesh", "mesh/wire", "privacy", "topology", "secagg"},
 	"global":        {"global/ledger", "mesh", "mesh/wire", "privacy", "topology", "seal", "empirical"},
+	// Observability sits above the tiers: it reads them, they never import it.
+	"report":    {"global/ledger"},
+	"metrics":   {"global", "global/ledger", "mesh", "mesh/wire", "regional", "edge", "report", "topology"},
+	"dashboard": {"global", "global/ledger", "metrics", "report"},
 }
 
 func TestImportsPointOneWay(t *testing.T) {
