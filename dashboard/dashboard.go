@@ -53,7 +53,7 @@ type Server struct {
 }
 
 // Charts the dashboard draws, by the name in /api/v1/charts/NAME.svg.
-var Charts = []string{"epsilon", "accuracy", "participation", "rejections"}
+var Charts = []string{"epsilon", "accuracy", "loss", "participation", "rejections"}
 
 // New checks the configuration and builds the routes.
 func New(cfg Config) (*Server, error) {
@@ -268,6 +268,8 @@ func (s *Server) render(name string) ([]byte, error) {
 		c, err = report.EpsilonChart(rounds, budget, "svg")
 	case "accuracy":
 		c, err = report.AccuracyChart(rounds, "svg")
+	case "loss":
+		c, err = report.LossChart(rounds, "svg")
 	case "participation", "rejections":
 		regions := s.g.Regions(rounds)
 		if name == "participation" {

@@ -190,18 +190,36 @@ func (g *Global) onPartial(m *nats.Msg) {
 	if _, dup := g.regions[round][region]; dup {
 		return
 	}
-	if rr.Rejected == nil {
-		rr.Rejected = map[string]int{}
+	// Reasons come off the bus: keep label values bounded and tidy.
+	clean := map[string]int{}
+	for reason, n := range rr.Rejected {
+		if n > 0 {
+			clean[reasonLabel(reason)] += n
+		}
 	}
+	rr.Rejected = clean
 	g.regions[round][region] = rr
 	g.partials.WithLabelValues(region).Inc()
 	g.updates.WithLabelValues(region).Add(float64(rr.Accepted))
 	for reason, n := range rr.Rejected {
-		if n > 0 {
-			g.rejections.WithLabelValues(region, reason).Add(float64(n))
-		}
+		g.rejections.WithLabelValues(region, reason).Add(float64(n))
 	}
 	g.bumpLocked()
+}
+
+// reasonLabel keeps a rejection reason as it is when it looks like one
+// (lower-case letters and underscores, at most 32) and calls it "other"
+// otherwise.
+func reasonLabel(r string) string {
+	if len(r) == 0 || len(r) > 32 {
+		return "other"
+	}
+	for _, c := range r {
+		if (c < 'a' || c > 'z') && c != '_' {
+			return "other"
+		}
+	}
+	return r
 }
 
 func knownRegion(t *topology.Topology, id string) bool {

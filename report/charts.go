@@ -224,30 +224,38 @@ func EpsilonChart(rounds []Round, budget float64, format string) (Chart, error) 
 	return render("epsilon", p, format, points)
 }
 
-// AccuracyChart draws the evaluation accuracy and loss of the model each
-// committed round produced (one point per committed round).
+// AccuracyChart draws the evaluation accuracy of the model each committed
+// round produced (one point per committed round), on [0, 1].
 func AccuracyChart(rounds []Round, format string) (Chart, error) {
-	p := newPlot("model quality after each committed round", "round", "accuracy / loss")
-	var acc, loss plotter.XYs
+	return modelChart(rounds, "accuracy", "accuracy after each committed round", 2, func(m *ledger.Model) float64 { return m.Accuracy }, format)
+}
+
+// LossChart draws the evaluation loss of the model each committed round
+// produced (one point per committed round).
+func LossChart(rounds []Round, format string) (Chart, error) {
+	return modelChart(rounds, "loss", "evaluation loss after each committed round", 1, func(m *ledger.Model) float64 { return m.Loss }, format)
+}
+
+func modelChart(rounds []Round, name, title string, colour int, value func(*ledger.Model) float64, format string) (Chart, error) {
+	p := newPlot(title, "round", name)
+	var xys plotter.XYs
 	for _, r := range rounds {
-		if r.Model == nil {
-			continue
+		if r.Model != nil {
+			xys = append(xys, plotter.XY{X: float64(r.Round), Y: value(r.Model)})
 		}
-		acc = append(acc, plotter.XY{X: float64(r.Round), Y: r.Model.Accuracy})
-		loss = append(loss, plotter.XY{X: float64(r.Round), Y: r.Model.Loss})
 	}
-	if err := addLine(p, "accuracy", acc, 2, false); err != nil {
-		return Chart{}, err
-	}
-	if err := addLine(p, "loss", loss, 1, true); err != nil {
+	if err := addLine(p, name, xys, colour, false); err != nil {
 		return Chart{}, err
 	}
 	p.Y.Min, p.X.Min = 0, 0
+	if name == "accuracy" {
+		p.Y.Max = 1
+	}
 	p.Legend.Left = false
-	if len(acc) == 0 {
+	if len(xys) == 0 {
 		emptyRange(p, rounds)
 	}
-	return render("accuracy", p, format, map[string]int{"accuracy": len(acc), "loss": len(loss)})
+	return render(name, p, format, map[string]int{name: len(xys)})
 }
 
 // PrivacyUtilityChart draws accuracy against the public ε spent when each

@@ -32,6 +32,25 @@ func (f Float) MarshalJSON() ([]byte, error) {
 	return json.Marshal(float64(f))
 }
 
+// UnmarshalJSON reads what MarshalJSON writes.
+func (f *Float) UnmarshalJSON(b []byte) error {
+	switch string(b) {
+	case `"inf"`:
+		*f = Float(math.Inf(1))
+	case `"-inf"`:
+		*f = Float(math.Inf(-1))
+	case `"nan"`:
+		*f = Float(math.NaN())
+	default:
+		var v float64
+		if err := json.Unmarshal(b, &v); err != nil {
+			return err
+		}
+		*f = Float(v)
+	}
+	return nil
+}
+
 // Floats converts a per-observer value for JSON.
 func Floats(p ledger.PerObserver[float64]) ledger.PerObserver[Float] {
 	return ledger.PerObserver[Float]{Public: Float(p.Public), GlobalOperator: Float(p.GlobalOperator), RegionalOperator: Float(p.RegionalOperator)}

@@ -55,6 +55,7 @@ func Write(dir string, in Input) (Files, error) {
 		func() (Chart, error) { return PrivacyUtilityChart(rounds, "png") },
 		func() (Chart, error) { return EpsilonChart(rounds, l.Job.Budget, "png") },
 		func() (Chart, error) { return AccuracyChart(rounds, "png") },
+		func() (Chart, error) { return LossChart(rounds, "png") },
 		func() (Chart, error) { return ClientSpendChart(spend, "png") },
 	}
 	if err := os.MkdirAll(filepath.Join(dir, "plots"), 0o755); err != nil {

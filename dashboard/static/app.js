@@ -3,7 +3,7 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const CHARTS = ["epsilon", "accuracy", "participation", "rejections"];
+const CHARTS = ["epsilon", "accuracy", "loss", "participation", "rejections"];
 
 function fmt(v, digits) {
   if (v === "inf") return "∞";

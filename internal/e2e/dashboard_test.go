@@ -56,15 +56,15 @@ func dashboardTopology(t *testing.T) *topology.Topology {
 job: dash
 seed: 5
 regions:
-  - {id: eu, clients: 80}
-  - {id: us, clients: 80}
+  - {id: eu, clients: 100}
+  - {id: us, clients: 100}
 privacy:
-  sampling_rate: 0.3
+  sampling_rate: 0.5
   budget: 60
   min_regions: 2
   noise: {regional: 0.8, global: 0.8}
 policy: {max_epsilon: {global_operator: 200}, require_noise_against: [global_operator]}
-training: {rounds: 8, pretrain_epochs: 1, hidden: 32}
+training: {rounds: 8, pretrain_epochs: 2, hidden: 64}
 data: {public_examples: 2000, eval_examples: 500}
 round: {timeout: 60s}
 `))
@@ -162,8 +162,8 @@ func TestDashboardMetricsAndReport(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(files.Plots) != 4 {
-		t.Fatalf("report wrote %d plots, want 4: %v", len(files.Plots), files.Plots)
+	if len(files.Plots) != 5 {
+		t.Fatalf("report wrote %d plots, want 5: %v", len(files.Plots), files.Plots)
 	}
 	t.Run("report offline", func(t *testing.T) {
 		browse(t, func(bctx context.Context) { checkReport(t, bctx, files.HTML) })
@@ -244,7 +244,7 @@ func checkMetrics(t *testing.T, url string, l *ledger.Ledger, participants int) 
 		{"strata_epsilon_spent", map[string]string{"observer": "public"}, l.Spent(ledger.Public)},
 		{"strata_epsilon_spent", map[string]string{"observer": "global_operator"}, l.Spent(ledger.GlobalOperator)},
 		{"strata_epsilon_budget_remaining", nil, l.Job.Budget - l.Spent(ledger.Public)},
-		{"strata_clients", map[string]string{"status": "active"}, 160},
+		{"strata_clients", map[string]string{"status": "active"}, 200},
 		{"strata_clients", map[string]string{"status": "retired"}, 0},
 		{"strata_model_version", map[string]string{"which": "latest"}, float64(l.LatestVersion())},
 		{"strata_model_accuracy", nil, l.Models[len(l.Models)-1].Accuracy},
@@ -256,7 +256,7 @@ func checkMetrics(t *testing.T, url string, l *ledger.Ledger, participants int) 
 		{"strata_alert_firing", map[string]string{"alert": "epsilon_public"}, 0},
 		{"strata_regional_queue_drops_total", nil, 0},
 		{"strata_edge_queue_drops_total", nil, 0},
-		{"strata_edge_connections", nil, 160},
+		{"strata_edge_connections", nil, 200},
 	} {
 		if got := sum(t, fams, c.name, c.labels); math.Abs(got-c.want) > 1e-9*math.Max(1, math.Abs(c.want)) {
 			t.Errorf("%s%v = %v, want %v", c.name, c.labels, got, c.want)
@@ -368,7 +368,8 @@ func checkDashboard(t *testing.T, ctx context.Context, url string, committed int
 	waitFor("the charts", fmt.Sprintf(`document.body.dataset.committed === "%d" && %s`, committed, allCharts()))
 	for chart, want := range map[string]map[string]int{
 		"epsilon":       {"public": committed, "global_operator": committed, "open": 1},
-		"accuracy":      {"accuracy": committed, "loss": committed},
+		"accuracy":      {"accuracy": committed},
+		"loss":          {"loss": committed},
 		"participation": {"total": committed, "region_eu": committed, "region_us": committed},
 	} {
 		got, err := chartPoints(ctx, chart)
@@ -467,7 +468,7 @@ func checkReport(t *testing.T, ctx context.Context, path string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []string{"plot-privacy_utility", "plot-epsilon", "plot-accuracy", "plot-client_spend"}
+	want := []string{"plot-privacy_utility", "plot-epsilon", "plot-accuracy", "plot-loss", "plot-client_spend"}
 	if len(plots) != len(want) {
 		t.Fatalf("report has plots %v, want %v", plots, want)
 	}

@@ -1,0 +1,215 @@
+package report
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"image/png"
+	"math"
+	"os"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/strata-fl/strata/global/ledger"
+	"github.com/strata-fl/strata/privacy"
+)
+
+// testLedger holds a job with rounds 1 and 2 committed and round 3 open.
+func testLedger(t *testing.T) *ledger.Ledger {
+	t.Helper()
+	orders := privacy.Orders()
+	l := ledger.New()
+	cmds := []ledger.Command{
+		&ledger.StartJob{Job: ledger.Job{Name: "j", ConfigHash: "h", Delta: 1e-5, Budget: 10, Population: 4, PlannedRounds: 5, Accountant: "rdp", Orders: orders}},
+		&ledger.EnrollClients{Clients: []ledger.Enrollment{{ID: "a-0", Region: "a", Budget: 10}, {ID: "a-1", Region: "a", Budget: 10}, {ID: "b-0", Region: "b", Budget: 10}, {ID: "b-1", Region: "b", Budget: 10}}},
+	}
+	for r := uint64(1); r <= 3; r++ {
+		curve, inf := make([]float64, len(orders)), make([]float64, len(orders))
+		for i, a := range orders {
+			curve[i], inf[i] = 0.01*a, math.Inf(1)
+		}
+		cmds = append(cmds, &ledger.OpenRound{
+			Round: r, ModelVersion: r - 1, Sampled: 2, Q: 0.5, ClipNorm: 1, Noise: ledger.Noise{Regional: 0.7, Global: 0.7},
+			Sigma:        ledger.PerObserver[float64]{Public: 1, GlobalOperator: 0.7},
+			RDP:          ledger.PerObserver[[]float64]{Public: curve, GlobalOperator: curve, RegionalOperator: inf},
+			EpsilonAfter: ledger.PerObserver[float64]{Public: float64(r), GlobalOperator: 2 * float64(r), RegionalOperator: math.Inf(1)},
+			OpenedUnixMs: int64(r) * 1000, Eligible: 4, SampledClients: []string{"a-0", "b-1"},
+		})
+		if r < 3 {
+			cmds = append(cmds, &ledger.CommitModel{Round: r, Version: r, Hash: "x", Accuracy: 0.5 + 0.1*float64(r), Loss: 1 / float64(r), Participants: 2, Regions: []string{"a", "b"}, Promoted: true})
+		}
+	}
+	for i, c := range cmds {
+		if res := l.Apply(uint64(i+1), c); res.Err != nil {
+			t.Fatalf("command %d (%T): %v", i, c, res.Err)
+		}
+	}
+	return l
+}
+
+func TestRoundsFollowTheLedger(t *testing.T) {
+	rounds := Rounds(testLedger(t))
+	if len(rounds) != 3 {
+		t.Fatalf("got %d rounds, want 3", len(rounds))
+	}
+	for i, r := range rounds {
+		wantClosed := i < 2
+		if r.Closed() != wantClosed || (r.Model != nil) != wantClosed {
+			t.Errorf("round %d: closed %v, model %v; want closed and a model = %v", r.Round, r.Closed(), r.Model, wantClosed)
+		}
+	}
+	if m := rounds[1].Model; m == nil || m.Accuracy != 0.7 || m.Round != 2 {
+		t.Errorf("round 2's model: got %+v, want accuracy 0.7 from round 2", m)
+	}
+}
+
+var pointsAttr = regexp.MustCompile(`^<svg data-chart="([a-z_]+)" data-points="([^"]*)"`)
+
+func TestChartsCountOnePointPerClosedRound(t *testing.T) {
+	l := testLedger(t)
+	rounds := Rounds(l)
+	eps, err := EpsilonChart(rounds, l.Job.Budget, "svg")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := pointsAttr.FindSubmatch(eps.Bytes)
+	if m == nil {
+		t.Fatalf("SVG does not start with the tagged root element: %.200s", eps.Bytes)
+	}
+	// Rounds 1 and 2 closed; round 3 open, already charged; ε against the
+	// regional operator is ∞, so it has no point.
+	if got, want := string(m[2]), "global_operator:2 open:1 public:2 regional_operator:0"; got != want {
+		t.Errorf("epsilon chart data-points = %q, want %q", got, want)
+	}
+	acc, err := AccuracyChart(rounds, "svg")
+	if err != nil {
+		t.Fatal(err)
+	}
+	loss, err := LossChart(rounds, "svg")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if acc.Points["accuracy"] != 2 || loss.Points["loss"] != 2 {
+		t.Errorf("accuracy chart points %v, loss chart points %v, want 2 each", acc.Points, loss.Points)
+	}
+	part, err := ParticipationChart(rounds, map[uint64]map[string]int{1: {"a": 1, "b": 1}, 2: {"a": 2}}, "svg")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := map[string]int{"total": 2, "region_a": 2, "region_b": 1}; !equalCounts(part.Points, want) {
+		t.Errorf("participation points %v, want %v", part.Points, want)
+	}
+	rej, err := RejectionsChart(rounds, nil, "svg")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rej.Points) != 0 {
+		t.Errorf("rejections without data: points %v, want none", rej.Points)
+	}
+	pu, err := PrivacyUtilityChart(rounds, "png")
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := png.Decode(bytes.NewReader(pu.Bytes))
+	if err != nil {
+		t.Fatalf("privacy-utility PNG: %v", err)
+	}
+	if img.Bounds().Dx() < 300 {
+		t.Errorf("PNG is %d px wide", img.Bounds().Dx())
+	}
+	if _, err := AccuracyChart(rounds, "gif"); err == nil || !strings.Contains(err.Error(), "use svg or png") {
+		t.Errorf("format gif: got %v, want an error naming svg and png", err)
+	}
+}
+
+func equalCounts(a, b map[string]int) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if b[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+func TestWriteIsSelfContained(t *testing.T) {
+	l := testLedger(t)
+	dir := t.TempDir()
+	f, err := Write(dir, Input{Ledger: l, TopologyYAML: []byte("job: j\n")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	html, err := os.ReadFile(f.HTML)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := string(html)
+	if n := strings.Count(s, `src="data:image/png;base64,`); n != 5 {
+		t.Errorf("report embeds %d PNG plots, want 5", n)
+	}
+	for _, bad := range []string{"http://", "https://", "<script", "<link"} {
+		if strings.Contains(s, bad) {
+			t.Errorf("report contains %q: it must load nothing from outside", bad)
+		}
+	}
+	for _, want := range []string{l.AuditHead(), "job: j", "<td>∞</td>"} {
+		if !strings.Contains(s, want) {
+			t.Errorf("report lacks %q", want)
+		}
+	}
+	if len(f.Plots) != 5 {
+		t.Fatalf("wrote plots %v, want 5", f.Plots)
+	}
+	for _, p := range f.Plots {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := png.Decode(bytes.NewReader(b)); err != nil {
+			t.Errorf("%s: %v", p, err)
+		}
+	}
+	if _, err := Write(dir, Input{Ledger: ledger.New()}); !errors.Is(err, ErrNoJob) {
+		t.Errorf("empty ledger: got %v, want ErrNoJob", err)
+	}
+}
+
+func TestFloatJSON(t *testing.T) {
+	b, err := json.Marshal([]Float{1.5, Float(math.Inf(1)), Float(math.Inf(-1)), Float(math.NaN())})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := string(b), `[1.5,"inf","-inf","nan"]`; got != want {
+		t.Errorf("got %s, want %s", got, want)
+	}
+	var back []Float
+	if err := json.Unmarshal(b, &back); err != nil {
+		t.Fatal(err)
+	}
+	if back[0] != 1.5 || !math.IsInf(float64(back[1]), 1) || !math.IsInf(float64(back[2]), -1) || !math.IsNaN(float64(back[3])) {
+		t.Errorf("round trip: %v", back)
+	}
+}
+
+func FuzzFloatJSON(f *testing.F) {
+	for _, s := range []string{`1.5`, `"inf"`, `"-inf"`, `"nan"`, `"x"`, `1e999`, `null`, `[]`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var v Float
+		if err := json.Unmarshal(b, &v); err != nil {
+			return
+		}
+		out, err := json.Marshal(v)
+		if err != nil {
+			t.Fatalf("%q decoded to %v, which does not encode: %v", b, v, err)
+		}
+		var back Float
+		if err := json.Unmarshal(out, &back); err != nil || (back != v && !(math.IsNaN(float64(v)) && math.IsNaN(float64(back)))) {
+			t.Fatalf("%q → %v → %s → %v (%v)", b, v, out, back, err)
+		}
+	})
+}
