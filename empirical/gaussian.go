@@ -58,6 +58,13 @@ func HockeyStick(p, q Gaussian, epsilon float64) (float64, error) {
 	if math.IsInf(epsilon, 1) {
 		return 0, nil
 	}
+	// The divergence is invariant under x → (x − μp)/σp: work with
+	// P = N(0, 1) and Q = N(m, r²), where nothing underflows.
+	m, r := (q.Mu-p.Mu)/p.Sigma, q.Sigma/p.Sigma
+	if !(math.Abs(m) <= 1e8) || !(r >= 1e-8 && r <= 1e8) {
+		return 0, fmt.Errorf("%w: q is %v standard deviations of p from it with %v times its spread: outside the range [−1e8, 1e8] × [1e-8, 1e8] this computes", ErrInvalid, m, r)
+	}
+	p, q = Gaussian{0, 1}, Gaussian{m, r}
 	// log q(x) − log p(x) − ε = a x² + b x + c.
 	vp, vq := p.Sigma*p.Sigma, q.Sigma*q.Sigma
 	a := 1/(2*vp) - 1/(2*vq)
@@ -117,6 +124,9 @@ func HockeyStick(p, q Gaussian, epsilon float64) (float64, error) {
 		h = mass(math.Inf(-1), r1) + mass(r2, math.Inf(1))
 	} else {
 		h = mass(r1, r2)
+	}
+	if math.IsNaN(h) {
+		return 0, fmt.Errorf("%w: the divergence of %v and %v at ε = %v is not a number", ErrInvalid, p, q, epsilon)
 	}
 	return math.Max(h, 0), nil
 }
