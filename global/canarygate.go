@@ -12,9 +12,15 @@ import (
 // canaryGate holds, per canary (K inserted, then K unseen), the maximum
 // over served versions of the cosine of its direction with the version's
 // delta: the all-iterates statistic of what the public has been served.
+// Directions are drawn again when needed rather than kept: 2K·d float64s
+// would be the largest thing the global tier holds.
 type canaryGate struct {
-	dirs   [][]float64
 	maxCos []float64
+}
+
+// direction is canary i's direction for the current model size.
+func (c *Coordinator) direction(i int) []float64 {
+	return empirical.Direction(c.top.CanarySeed(), i, len(c.theta))
 }
 
 // canaryGateReason is the audit gate (audit.max_empirical_epsilon): it
@@ -37,8 +43,8 @@ func (c *Coordinator) canaryGateReason(ctx context.Context, base []float64) (str
 	for i := range delta {
 		delta[i] = c.theta[i] - base[i]
 	}
-	for i, u := range c.gate.dirs {
-		cand[i] = math.Max(cand[i], empirical.Cosine(u, delta))
+	for i := range cand {
+		cand[i] = math.Max(cand[i], empirical.Cosine(c.direction(i), delta))
 	}
 	k := a.Canaries
 	est, err := empirical.EstimateFrom(cand[:k], cand[k:], nil, c.top.Privacy.Delta)
@@ -58,7 +64,6 @@ func (c *Coordinator) loadCanaryGate(ctx context.Context) error {
 	a := c.top.Audit
 	g := &canaryGate{maxCos: make([]float64, 2*a.Canaries)}
 	for i := range g.maxCos {
-		g.dirs = append(g.dirs, empirical.Direction(c.top.CanarySeed(), i, len(c.theta)))
 		g.maxCos[i] = math.Inf(-1)
 	}
 	var models []ledger.Model
@@ -81,6 +86,8 @@ func (c *Coordinator) loadCanaryGate(ctx context.Context) error {
 		}
 		return decode64(b, len(c.theta))
 	}
+	// One version at a time, directions drawn again for each: memory stays
+	// O(d + K) whatever the number of rounds.
 	for j, m := range models {
 		theta, err := get(m.Version)
 		if err != nil {
@@ -93,8 +100,8 @@ func (c *Coordinator) loadCanaryGate(ctx context.Context) error {
 		for i := range theta {
 			theta[i] -= base[i]
 		}
-		for i, u := range g.dirs {
-			g.maxCos[i] = math.Max(g.maxCos[i], empirical.Cosine(u, theta))
+		for i := range g.maxCos {
+			g.maxCos[i] = math.Max(g.maxCos[i], empirical.Cosine(c.direction(i), theta))
 		}
 	}
 	c.gate = g
