@@ -22,6 +22,27 @@ type Input struct {
 	TopologyYAML []byte
 	// Now stamps the report; zero means time.Now.
 	Now time.Time
+	// Empirical is the job's empirical privacy audit (strata audit
+	// privacy), shown beside the ledger's ε; nil shows none.
+	Empirical *Empirical
+}
+
+// Empirical is what an empirical privacy audit measured (see the empirical
+// package): estimates, never guarantees, beside the ledger's ε.
+type Empirical struct {
+	Canaries int `json:"canaries"`
+	// EstimateAllIterates and EstimateFinal are the one-shot ε estimates
+	// for an observer of every release and of the final model only.
+	EstimateAllIterates Float `json:"empirical_epsilon"`
+	EstimateFinal       Float `json:"empirical_epsilon_final_model"`
+	// LowerBound holds at Confidence.
+	LowerBound Float   `json:"epsilon_lower_bound"`
+	Confidence float64 `json:"confidence"`
+	// MIAAUC and MIATPR (at MIAFPR) are the loss-threshold membership
+	// attack's figures; MIAFPR 0 means the attack was not run.
+	MIAAUC float64 `json:"mia_auc"`
+	MIATPR float64 `json:"mia_tpr"`
+	MIAFPR float64 `json:"mia_fpr"`
 }
 
 // Files names what Write wrote.
@@ -74,7 +95,7 @@ func Write(dir string, in Input) (Files, error) {
 		f.Plots = append(f.Plots, path)
 		plots = append(plots, plotView{Name: c.Name, Data: template.URL("data:image/png;base64," + base64.StdEncoding.EncodeToString(c.Bytes))})
 	}
-	v := view{Job: *l.Job, Rounds: rounds, Plots: plots, Topology: string(in.TopologyYAML), Generated: in.Now.UTC().Format(time.RFC3339),
+	v := view{Empirical: in.Empirical, Job: *l.Job, Rounds: rounds, Plots: plots, Topology: string(in.TopologyYAML), Generated: in.Now.UTC().Format(time.RFC3339),
 		Finished: l.Finished, FinishReason: l.FinishReason, AuditHead: l.AuditHead(), AuditRecords: len(l.Audit),
 		Committed: l.CommittedRounds(), Started: time.UnixMilli(l.Job.StartedUnixMs).UTC().Format(time.RFC3339)}
 	for _, o := range ledger.Observers {
@@ -122,6 +143,7 @@ type observerView struct {
 }
 
 type view struct {
+	Empirical    *Empirical
 	Job          ledger.Job
 	Rounds       []Round
 	Last         *Round
@@ -149,6 +171,7 @@ func fmtEps(e float64) string {
 
 var page = template.Must(template.New("report").Funcs(template.FuncMap{
 	"eps": func(f Float) string { return fmtEps(float64(f)) },
+	"pct": func(f float64) float64 { return 100 * f },
 	"acc": func(m *ledger.Model) string {
 		if m == nil {
 			return ""
@@ -183,6 +206,13 @@ pre{background:#f8f8f8;padding:1em;overflow:auto;max-height:30em}.muted{color:#7
 <table id="epsilon"><tr><th>observer</th><th>ε (mesh)</th><th>median client ε</th><th>max client ε</th></tr>
 {{range .Observers}}<tr><td>{{.Name}}</td><td>{{.Epsilon}}</td><td>{{.ClientMedian}}</td><td>{{.ClientMax}}</td></tr>
 {{end}}</table>
+{{with .Empirical}}<h3>Empirical privacy (estimates, not guarantees)</h3>
+<table id="empirical">
+<tr><th>ε estimate, every release seen ({{.Canaries}} canaries)</th><td>{{eps .EstimateAllIterates}}</td></tr>
+<tr><th>ε estimate, final model only</th><td>{{eps .EstimateFinal}}</td></tr>
+<tr><th>ε lower bound ({{printf "%.0f" (pct .Confidence)}}% confidence)</th><td>{{eps .LowerBound}}</td></tr>
+{{if .MIAFPR}}<tr><th>membership inference (loss threshold): AUC, TPR at {{printf "%.0f" (pct .MIAFPR)}}% FPR</th><td>{{printf "%.4f" .MIAAUC}}, {{printf "%.4f" .MIATPR}}</td></tr>{{end}}
+</table>{{end}}
 <h2>Plots</h2>
 <div class="plots">{{range .Plots}}<img id="plot-{{.Name}}" alt="{{.Name}}" src="{{.Data}}">{{end}}</div>
 <h2>Audit trail</h2>

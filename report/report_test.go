@@ -213,3 +213,28 @@ func FuzzFloatJSON(f *testing.F) {
 		}
 	})
 }
+
+// TestWriteShowsEmpiricalPrivacy: an audit given to Write appears beside
+// the ledger's ε, and none appears without one.
+func TestWriteShowsEmpiricalPrivacy(t *testing.T) {
+	l := testLedger(t)
+	dir := t.TempDir()
+	f, err := Write(dir, Input{Ledger: l, Empirical: &Empirical{Canaries: 1000, EstimateAllIterates: 0.5645, EstimateFinal: 0.5403,
+		LowerBound: 0, Confidence: 0.95, MIAAUC: 0.4968, MIATPR: 0.0094, MIAFPR: 0.01}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile(f.HTML)
+	for _, want := range []string{`id="empirical"`, "1000 canaries", "<td>0.5645</td>", "<td>0.5403</td>", "95% confidence", "0.4968, 0.0094", "TPR at 1% FPR"} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("report lacks %q", want)
+		}
+	}
+	f, err = Write(dir, Input{Ledger: l})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, _ = os.ReadFile(f.HTML); strings.Contains(string(b), `id="empirical"`) {
+		t.Error("report without an audit shows an empirical section")
+	}
+}

@@ -12,6 +12,8 @@ import (
 
 	"github.com/strata-fl/strata/empirical"
 	"github.com/strata-fl/strata/finetune"
+	"github.com/strata-fl/strata/global"
+	htmlreport "github.com/strata-fl/strata/report"
 	"github.com/strata-fl/strata/seal"
 	"github.com/strata-fl/strata/standalone"
 	"github.com/strata-fl/strata/topology"
@@ -72,7 +74,7 @@ func runAuditPrivacy(ctx context.Context, args []string, stdout, stderr io.Write
 	if werr := mergeReport(*data, fieldsOf(a)); werr != nil {
 		return errors.Join(err, werr)
 	}
-	fmt.Fprintf(stdout, "\nreport: %s\n", filepath.Join(*data, "report.json"))
+	fmt.Fprintf(stdout, "\nreport: %s (`strata report --data %s` puts the audit in the HTML report)\n", filepath.Join(*data, "report.json"), *data)
 	if err == nil && *maxEps > 0 && float64(a.EmpiricalEpsilon) > *maxEps {
 		err = fmt.Errorf("%w: ε estimate %.4g exceeds --max-epsilon %.4g: do not release this model", errGate, a.EmpiricalEpsilon, *maxEps)
 	}
@@ -151,4 +153,51 @@ func mergeReport(dir string, f empiricalFields) error {
 		return fmt.Errorf("write report: %w", err)
 	}
 	return os.Rename(path+".tmp", path)
+}
+
+// empiricalView is what the HTML report shows of an audit.
+func empiricalView(a *standalone.PrivacyAudit) *htmlreport.Empirical {
+	v := &htmlreport.Empirical{Canaries: a.Canaries, EstimateAllIterates: htmlreport.Float(a.AllIterates.Epsilon),
+		EstimateFinal: htmlreport.Float(a.Final.Epsilon), LowerBound: htmlreport.Float(a.LowerBound.Epsilon), Confidence: a.LowerBound.Confidence}
+	if m := a.MIA; m != nil {
+		v.MIAAUC, v.MIATPR, v.MIAFPR = m.AUC, m.TPRAtFPR, m.FPR
+	}
+	return v
+}
+
+// empiricalFromReport reads the audit `strata audit privacy` or `strata up`
+// recorded in dir/report.json; nil when there is none.
+func empiricalFromReport(dir string) (*htmlreport.Empirical, error) {
+	b, err := os.ReadFile(filepath.Join(dir, "report.json"))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var doc struct {
+		A *standalone.PrivacyAudit `json:"empirical_privacy"`
+	}
+	if err := json.Unmarshal(b, &doc); err != nil {
+		return nil, fmt.Errorf("%s: %w", filepath.Join(dir, "report.json"), err)
+	}
+	if doc.A == nil {
+		return nil, nil
+	}
+	return empiricalView(doc.A), nil
+}
+
+// rewriteHTMLReport renders dir/report again with the audit beside the
+// ledger's ε (strata up writes it before the audit runs).
+func rewriteHTMLReport(t *topology.Topology, dir string, key *seal.Key, a *standalone.PrivacyAudit) error {
+	l, err := global.ReadLedgerKey(filepath.Join(dir, "global"), key)
+	if err != nil {
+		return err
+	}
+	yaml, err := t.YAML()
+	if err != nil {
+		return err
+	}
+	_, err = writeHTMLReport(l, yaml, filepath.Join(dir, "report"), empiricalView(a))
+	return err
 }

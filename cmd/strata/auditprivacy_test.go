@@ -60,6 +60,24 @@ audit: {canaries: 20, max_empirical_epsilon: 3}
 	if e, _ := rep["empirical_epsilon"].(float64); !(e > 1) {
 		t.Errorf("noise off: empirical_epsilon %v, want the canaries detected (> 1)", rep["empirical_epsilon"])
 	}
+	html := func() string {
+		b, err := os.ReadFile(filepath.Join(data, "report", "report.html"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	if !strings.Contains(html(), `id="empirical"`) {
+		t.Error("the HTML report strata up wrote lacks the empirical privacy section")
+	}
+	os.Remove(filepath.Join(data, "report", "report.html"))
+	out.Reset()
+	if err := run(ctx, []string{"report", "--data", data}, &out, &out); err != nil {
+		t.Fatalf("report: %v\n%s", err, out.String())
+	}
+	if !strings.Contains(html(), `id="empirical"`) {
+		t.Error("strata report lacks the empirical privacy section recorded in report.json")
+	}
 	// The promotion gate held back the versions that would have taken the
 	// served estimate past 3.
 	out.Reset()

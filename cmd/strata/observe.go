@@ -160,8 +160,9 @@ func reportTopology(l *ledger.Ledger, data, path string) ([]byte, error) {
 }
 
 // writeHTMLReport writes the report of l into out and returns its path.
-func writeHTMLReport(l *ledger.Ledger, yaml []byte, out string) (string, error) {
-	f, err := htmlreport.Write(out, htmlreport.Input{Ledger: l, TopologyYAML: yaml})
+// emp, when set, is the job's empirical privacy audit.
+func writeHTMLReport(l *ledger.Ledger, yaml []byte, out string, emp *htmlreport.Empirical) (string, error) {
+	f, err := htmlreport.Write(out, htmlreport.Input{Ledger: l, TopologyYAML: yaml, Empirical: emp})
 	if err != nil {
 		return "", err
 	}
@@ -206,7 +207,11 @@ func runReport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if *out == "" {
 		*out = filepath.Join(*data, "report")
 	}
-	path, err := writeHTMLReport(l, yaml, *out)
+	emp, err := empiricalFromReport(*data)
+	if err != nil {
+		return err
+	}
+	path, err := writeHTMLReport(l, yaml, *out, emp)
 	if err != nil {
 		return err
 	}

@@ -162,6 +162,11 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		var a *standalone.PrivacyAudit
 		if a, auditErr = auditPrivacy(ctx, t, *data, mn, key, 0.95, stdout); a != nil {
 			rep.empiricalFields = fieldsOf(a)
+			if rep.htmlReport != "" {
+				if err := rewriteHTMLReport(t, *data, key, a); err != nil {
+					return err
+				}
+			}
 		} else if auditErr != nil {
 			return auditErr
 		}
@@ -248,7 +253,7 @@ func runJob(ctx context.Context, t *topology.Topology, dataDir string, mn *finet
 		if err != nil {
 			return nil, err
 		}
-		if rep.htmlReport, err = writeHTMLReport(l, yaml, filepath.Join(dataDir, "report")); err != nil {
+		if rep.htmlReport, err = writeHTMLReport(l, yaml, filepath.Join(dataDir, "report"), nil); err != nil {
 			return nil, err
 		}
 	}
