@@ -176,3 +176,18 @@ func checkOutput(t *testing.T, out Output) {
 		t.Fatal("no table")
 	}
 }
+
+// TestUtilityRunsAreValidTopologies checks every default run (full and
+// quick) makes a topology that validates: a run name is part of the job
+// name, which must be a NATS subject token.
+func TestUtilityRunsAreValidTopologies(t *testing.T) {
+	for _, quick := range []bool{false, true} {
+		for _, r := range (UtilityConfig{}).withDefaults(quick).Runs {
+			for _, noise := range []bool{true, false} {
+				if err := r.topology(noise).Validate(); err != nil {
+					t.Errorf("run %s (noise %v): %v", r.Name, noise, err)
+				}
+			}
+		}
+	}
+}

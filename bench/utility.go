@@ -134,7 +134,7 @@ func (c UtilityConfig) withDefaults(quick bool) UtilityConfig {
 	}
 	for _, n := range []int{1000, 5000} {
 		for _, z := range []float64{0.5, 1, 2} {
-			c.Runs = append(c.Runs, UtilityRun{Name: fmt.Sprintf("curve-n%d-z%g", n, z), Clients: n, Regions: 3, Q: 0.05, Sigma: z, Delta: 1e-5,
+			c.Runs = append(c.Runs, UtilityRun{Name: fmt.Sprintf("curve-n%d-z%s", n, strings.ReplaceAll(fmt.Sprint(z), ".", "p")), Clients: n, Regions: 3, Q: 0.05, Sigma: z, Delta: 1e-5,
 				Budget: 1e6, Rounds: 40, PerClient: 10, ServerLR: 2})
 		}
 	}
