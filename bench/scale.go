@@ -26,7 +26,10 @@ type ScaleConfig struct {
 	SweepD       int
 	// Rounds measured per point after a warm-up; default 3 (quick 2).
 	Rounds int
-	// GlobalNodes of the raft tier; default 3 (raft over TCP loopback).
+	// GlobalNodes of the raft tier; default 1 (raft with its bolt store,
+	// in-memory transport). 3 runs a raft cluster over TCP loopback inside
+	// the same process: on a loaded 2-core machine the load generator then
+	// starves its heartbeats and elections abort rounds (docs/benchmarks.md).
 	GlobalNodes int
 }
 
@@ -49,8 +52,9 @@ type ScaleRow struct {
 	PeakHeap   uint64  `json:"peak_heap_bytes"`
 	ConnectSec float64 `json:"connect_s"`
 	Goroutines int     `json:"goroutines"`
-	// Raft commit latency of a barrier entry through the global tier's
-	// quorum, probed every 50 ms while the rounds ran.
+	// Raft commit latency of a barrier entry through the global tier
+	// (log append with fsync to bolt, and the quorum when GlobalNodes > 1),
+	// probed every 50 ms while the rounds ran.
 	RaftProbes int     `json:"raft_probes"`
 	RaftP50    float64 `json:"raft_commit_p50_ms"`
 	RaftP99    float64 `json:"raft_commit_p99_ms"`
@@ -58,6 +62,11 @@ type ScaleRow struct {
 	// LeaderChanges counts raft elections during the run (the machine's
 	// load can starve heartbeats); a round in flight is then aborted.
 	LeaderChanges int `json:"leader_changes"`
+	// SlowConsumers counts connections the NATS server cut off for falling
+	// behind; MinParticipants is the smallest round (below N when updates
+	// were lost and the round ended at its deadline).
+	SlowConsumers   int `json:"slow_consumers"`
+	MinParticipants int `json:"min_participants"`
 }
 
 func (c ScaleConfig) withDefaults(quick bool) ScaleConfig {
@@ -92,7 +101,7 @@ func (c ScaleConfig) withDefaults(quick bool) ScaleConfig {
 		}
 	}
 	if c.GlobalNodes == 0 {
-		c.GlobalNodes = 3
+		c.GlobalNodes = 1
 	}
 	return c
 }
@@ -139,7 +148,8 @@ func Scale(ctx context.Context, env Env, cfg ScaleConfig) (Output, error) {
 		row := ScaleRow{Clients: p.r * (p.n / p.r), Regions: p.r, D: p.d, Participants: res.Participants,
 			P50: percentile(res.RoundSeconds, 0.5), P95: percentile(res.RoundSeconds, 0.95), Max: percentile(res.RoundSeconds, 1),
 			PeakRSS: res.PeakRSS, RSSGrowth: res.PeakRSS - res.BaseRSS, PeakHeap: res.PeakHeap, ConnectSec: res.ConnectSec,
-			Goroutines: res.Goroutines, RaftProbes: len(res.RaftMs), Sweep: p.sweep, LeaderChanges: res.LeaderChanges}
+			Goroutines: res.Goroutines, RaftProbes: len(res.RaftMs), Sweep: p.sweep, LeaderChanges: res.LeaderChanges,
+			SlowConsumers: res.SlowConsumers, MinParticipants: res.MinParticipants}
 		row.ND = float64(row.Clients) * float64(p.d)
 		if len(res.RaftMs) > 0 {
 			row.RaftP50, row.RaftP99 = percentile(res.RaftMs, 0.5), percentile(res.RaftMs, 0.99)
@@ -167,10 +177,10 @@ func Scale(ctx context.Context, env Env, cfg ScaleConfig) (Output, error) {
 	}
 	out.Report.Summary["max_clients"] = float64(maxN)
 
-	t := Table{Title: fmt.Sprintf("scale: one process, one NATS connection per client, %d-node raft global tier, q = 1", cfg.GlobalNodes),
-		Header: []string{"N", "regions", "d", "N·d", "p50 s", "p95 s", "peak RSS MiB", "RSS growth MiB", "heap MiB", "connect s", "raft p50 ms", "raft p99 ms", "elections"}}
+	t := Table{Title: fmt.Sprintf("scale: one process, one NATS connection per client, %d-node raft global tier, q = 1, %d rounds per point", cfg.GlobalNodes, cfg.Rounds),
+		Header: []string{"N", "regions", "d", "N·d", "p50 s", "p95 s", "peak RSS MiB", "RSS growth MiB", "heap MiB", "connect s", "raft p50 ms", "raft p99 ms", "elections", "min part.", "slow cons."}}
 	for _, r := range rows {
-		t.Add(r.Clients, r.Regions, r.D, r.ND, r.P50, r.P95, r.PeakRSS>>20, r.RSSGrowth>>20, r.PeakHeap>>20, r.ConnectSec, r.RaftP50, r.RaftP99, r.LeaderChanges)
+		t.Add(r.Clients, r.Regions, r.D, r.ND, r.P50, r.P95, r.PeakRSS>>20, r.RSSGrowth>>20, r.PeakHeap>>20, r.ConnectSec, r.RaftP50, r.RaftP99, r.LeaderChanges, r.MinParticipants, r.SlowConsumers)
 	}
 	if !math.IsNaN(slope) {
 		t.Title += fmt.Sprintf("\nfitted log-log slope of round time vs N·d: %.3f (R² %.3f, %d points)", slope, r2, len(x))

@@ -40,6 +40,8 @@ type synthConfig struct {
 	// records how long each took to commit and apply.
 	ProbeRaft bool
 	Dir       string
+	// Timeout is the round deadline; default 10 minutes.
+	Timeout time.Duration
 	// OnRound is called after every round (warm-up included).
 	OnRound func(done, total int)
 }
@@ -53,6 +55,18 @@ type synthResult struct {
 	BaseRSS      int64     // VmRSS before the mesh started
 	RaftMs       []float64 // barrier commit latencies
 	Goroutines   int
+	// SlowConsumers counts the server's slow-consumer events (a
+	// connection that fell WriteDeadline behind is cut off and its
+	// messages lost); MinParticipants is the smallest round's count.
+	SlowConsumers   int
+	MinParticipants int
+	// Region counters summed over regions: rejected updates by reason,
+	// updates dropped because a region's queue was full, and messages NATS
+	// dropped because a region fell behind.
+	Rejected         map[string]int
+	RegionQueueDrops int
+	RegionNATSDrops  int
+	FleetFailed      int
 	// LeaderChanges counts coordinator terms after the first: raft
 	// elections the load caused (a round in flight is then aborted and
 	// the next leader goes on).
@@ -126,7 +140,13 @@ func synthTopology(cfg synthConfig) (*topology.Topology, error) {
 	t.Privacy = topology.Privacy{SamplingRate: cfg.Q, Budget: 1e9, MinRegions: cfg.Regions, Noise: topology.Noise{Regional: 1, Global: 1}}
 	t.Train = topology.Training{Rounds: cfg.Rounds + 1, GateMaxDrop: 1}
 	t.Data = topology.Data{ExamplesPerClient: 1}
-	t.Round.Timeout.Duration = 30 * time.Minute
+	// Long enough for the largest point on a loaded machine; a round that
+	// lost updates (a slow consumer cut off) ends here with fewer
+	// participants, which the report shows.
+	t.Round.Timeout.Duration = cfg.Timeout
+	if t.Round.Timeout.Duration == 0 {
+		t.Round.Timeout.Duration = 10 * time.Minute
+	}
 	t.ApplyDefaults()
 	return t, t.Validate()
 }
@@ -211,11 +231,14 @@ func runSynth(ctx context.Context, cfg synthConfig) (res synthResult, err error)
 	}
 	var mu sync.Mutex
 	var stamps []time.Time
-	var last int
+	var last, minPart int
 	progress := func(r global.RoundReport) {
 		mu.Lock()
 		stamps = append(stamps, time.Now())
 		last = r.Participants
+		if len(stamps) == 1 || r.Participants < minPart {
+			minPart = r.Participants
+		}
 		n := len(stamps)
 		mu.Unlock()
 		if cfg.OnRound != nil {
@@ -387,6 +410,17 @@ func runSynth(ctx context.Context, cfg synthConfig) (res synthResult, err error)
 	}
 	res.PeakRSS, res.PeakHeap, res.RaftMs, res.Participants = peakRSS, peakHeap, raftMs, last
 	res.LeaderChanges = int(terms.Load()) - 1
+	res.SlowConsumers, res.MinParticipants = int(srv.NumSlowConsumers()), minPart
+	res.Rejected = map[string]int{}
+	for _, r := range runners {
+		st := r.Stats()
+		for k, v := range st.Rejected {
+			res.Rejected[k] += v
+		}
+		res.RegionQueueDrops += st.QueueDrops
+		res.RegionNATSDrops += st.SlowConsumerDrops
+	}
+	res.FleetFailed = fleet.Stats().Failed
 	for i := 1; i < len(stamps); i++ {
 		res.RoundSeconds = append(res.RoundSeconds, stamps[i].Sub(stamps[i-1]).Seconds())
 	}

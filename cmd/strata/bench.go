@@ -66,6 +66,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	conns := fs.Int("conns", 16, "ingest: NATS connections the simulated clients share")
 	clients := fs.String("clients", "", "scale: total client counts, comma-separated (default 100,1000,10000)")
 	maxND := fs.Float64("max-nd", 0, "scale: skip points whose clients × parameters exceed this (default 1e9)")
+	globalNodes := fs.Int("global-nodes", 0, "scale: raft nodes of the global tier (default 1; 3 runs them over TCP loopback in this process)")
 	regions := fs.Int("regions", 0, "scale: regions the clients are spread over (default 10)")
 	rounds := fs.Int("rounds", 0, "round, scale: rounds measured per point after a warm-up")
 	kills := fs.Int("kills", 0, "faults: leader kills (default 10)")
@@ -133,7 +134,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 				return bench.RoundScenario(ctx, env, cfg)
 			}
 		case "scale":
-			cfg := bench.ScaleConfig{Clients: cv, Ds: dv, Regions: *regions, Rounds: *rounds, MaxND: *maxND}
+			cfg := bench.ScaleConfig{Clients: cv, Ds: dv, Regions: *regions, Rounds: *rounds, MaxND: *maxND, GlobalNodes: *globalNodes}
 			scenarios[i].Run = func(ctx context.Context, env bench.Env) (bench.Output, error) { return bench.Scale(ctx, env, cfg) }
 		case "faults":
 			cfg := bench.FaultsConfig{LeaderKills: *kills}
