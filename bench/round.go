@@ -41,6 +41,7 @@ type RoundRow struct {
 	// MinParticipants is the smallest round; SlowConsumers the connections
 	// the server cut off for falling behind.
 	MinParticipants int `json:"min_participants"`
+	Aborted         int `json:"aborted_rounds"`
 	SlowConsumers   int `json:"slow_consumers"`
 }
 
@@ -86,7 +87,7 @@ func RoundScenario(ctx context.Context, env Env, cfg RoundConfig) (Output, error
 		}
 		row := RoundRow{Shape: s, Clients: s.Regions * s.PerRegion, Participants: r.Participants, Rounds: len(r.RoundSeconds),
 			P50: percentile(r.RoundSeconds, 0.5), P95: percentile(r.RoundSeconds, 0.95), P99: percentile(r.RoundSeconds, 0.99),
-			PeakRSS: r.PeakRSS, ConnectSeconds: r.ConnectSec, MinParticipants: r.MinParticipants, SlowConsumers: r.SlowConsumers}
+			PeakRSS: r.PeakRSS, ConnectSeconds: r.ConnectSec, MinParticipants: r.MinParticipants, SlowConsumers: r.SlowConsumers, Aborted: r.Aborted}
 		for _, v := range r.RoundSeconds {
 			row.Mean += v / float64(len(r.RoundSeconds))
 		}
@@ -97,11 +98,11 @@ func RoundScenario(ctx context.Context, env Env, cfg RoundConfig) (Output, error
 	bar.Done()
 	out.Report.Rows = rows
 	t := Table{Title: "round: end-to-end round latency, no local training (q = 1)",
-		Header: []string{"regions×clients", "d", "participants", "p50 s", "p95 s", "p99 s", "rounds/min", "update MB/s", "peak RSS MiB", "min part.", "slow cons."}}
+		Header: []string{"regions×clients", "d", "participants", "p50 s", "p95 s", "p99 s", "rounds/min", "update MB/s", "peak RSS MiB", "min part.", "slow cons.", "aborted"}}
 	byShape := map[string]*Series{}
 	var order []string
 	for _, r := range rows {
-		t.Add(fmt.Sprintf("%d×%d", r.Regions, r.PerRegion), r.D, r.Participants, r.P50, r.P95, r.P99, r.RoundsPerMin, r.UpdateMBs, r.PeakRSS>>20, r.MinParticipants, r.SlowConsumers)
+		t.Add(fmt.Sprintf("%d×%d", r.Regions, r.PerRegion), r.D, r.Participants, r.P50, r.P95, r.P99, r.RoundsPerMin, r.UpdateMBs, r.PeakRSS>>20, r.MinParticipants, r.SlowConsumers, r.Aborted)
 		k := fmt.Sprintf("%d×%d clients", r.Regions, r.PerRegion)
 		s, ok := byShape[k]
 		if !ok {

@@ -67,6 +67,7 @@ type ScaleRow struct {
 	// were lost and the round ended at its deadline).
 	SlowConsumers   int `json:"slow_consumers"`
 	MinParticipants int `json:"min_participants"`
+	Aborted         int `json:"aborted_rounds"`
 }
 
 func (c ScaleConfig) withDefaults(quick bool) ScaleConfig {
@@ -149,7 +150,7 @@ func Scale(ctx context.Context, env Env, cfg ScaleConfig) (Output, error) {
 			P50: percentile(res.RoundSeconds, 0.5), P95: percentile(res.RoundSeconds, 0.95), Max: percentile(res.RoundSeconds, 1),
 			PeakRSS: res.PeakRSS, RSSGrowth: res.PeakRSS - res.BaseRSS, PeakHeap: res.PeakHeap, ConnectSec: res.ConnectSec,
 			Goroutines: res.Goroutines, RaftProbes: len(res.RaftMs), Sweep: p.sweep, LeaderChanges: res.LeaderChanges,
-			SlowConsumers: res.SlowConsumers, MinParticipants: res.MinParticipants}
+			SlowConsumers: res.SlowConsumers, MinParticipants: res.MinParticipants, Aborted: res.Aborted}
 		row.ND = float64(row.Clients) * float64(p.d)
 		if len(res.RaftMs) > 0 {
 			row.RaftP50, row.RaftP99 = percentile(res.RaftMs, 0.5), percentile(res.RaftMs, 0.99)
@@ -178,9 +179,9 @@ func Scale(ctx context.Context, env Env, cfg ScaleConfig) (Output, error) {
 	out.Report.Summary["max_clients"] = float64(maxN)
 
 	t := Table{Title: fmt.Sprintf("scale: one process, one NATS connection per client, %d-node raft global tier, q = 1, %d rounds per point", cfg.GlobalNodes, cfg.Rounds),
-		Header: []string{"N", "regions", "d", "N·d", "p50 s", "p95 s", "peak RSS MiB", "RSS growth MiB", "heap MiB", "connect s", "raft p50 ms", "raft p99 ms", "elections", "min part.", "slow cons."}}
+		Header: []string{"N", "regions", "d", "N·d", "p50 s", "p95 s", "peak RSS MiB", "RSS growth MiB", "heap MiB", "connect s", "raft p50 ms", "raft p99 ms", "elections", "min part.", "slow cons.", "aborted"}}
 	for _, r := range rows {
-		t.Add(r.Clients, r.Regions, r.D, r.ND, r.P50, r.P95, r.PeakRSS>>20, r.RSSGrowth>>20, r.PeakHeap>>20, r.ConnectSec, r.RaftP50, r.RaftP99, r.LeaderChanges, r.MinParticipants, r.SlowConsumers)
+		t.Add(r.Clients, r.Regions, r.D, r.ND, r.P50, r.P95, r.PeakRSS>>20, r.RSSGrowth>>20, r.PeakHeap>>20, r.ConnectSec, r.RaftP50, r.RaftP99, r.LeaderChanges, r.MinParticipants, r.SlowConsumers, r.Aborted)
 	}
 	if !math.IsNaN(slope) {
 		t.Title += fmt.Sprintf("\nfitted log-log slope of round time vs N·d: %.3f (R² %.3f, %d points)", slope, r2, len(x))

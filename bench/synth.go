@@ -60,6 +60,11 @@ type synthResult struct {
 	// messages lost); MinParticipants is the smallest round's count.
 	SlowConsumers   int
 	MinParticipants int
+	// Aborted counts rounds the coordinator aborted (a region did not
+	// acknowledge round.open within 5 s, or fewer than min_regions — all
+	// of them here — reported); their time is in RoundSeconds, as the
+	// cost of the round that followed.
+	Aborted int
 	// Region counters summed over regions: rejected updates by reason,
 	// updates dropped because a region's queue was full, and messages NATS
 	// dropped because a region fell behind.
@@ -231,10 +236,13 @@ func runSynth(ctx context.Context, cfg synthConfig) (res synthResult, err error)
 	}
 	var mu sync.Mutex
 	var stamps []time.Time
-	var last, minPart int
+	var last, minPart, aborted int
 	progress := func(r global.RoundReport) {
 		mu.Lock()
 		stamps = append(stamps, time.Now())
+		if r.Aborted != "" {
+			aborted++
+		}
 		last = r.Participants
 		if len(stamps) == 1 || r.Participants < minPart {
 			minPart = r.Participants
@@ -410,7 +418,7 @@ func runSynth(ctx context.Context, cfg synthConfig) (res synthResult, err error)
 	}
 	res.PeakRSS, res.PeakHeap, res.RaftMs, res.Participants = peakRSS, peakHeap, raftMs, last
 	res.LeaderChanges = int(terms.Load()) - 1
-	res.SlowConsumers, res.MinParticipants = int(srv.NumSlowConsumers()), minPart
+	res.SlowConsumers, res.MinParticipants, res.Aborted = int(srv.NumSlowConsumers()), minPart, aborted
 	res.Rejected = map[string]int{}
 	for _, r := range runners {
 		st := r.Stats()
