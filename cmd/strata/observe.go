@@ -135,8 +135,9 @@ func saveTopology(dir string, t *topology.Topology) error {
 }
 
 // reportTopology returns the YAML of the topology the ledger's job ran:
-// from path if given, else from the data dir; nil if neither exists. A
-// topology of another job is refused, naming both hashes.
+// from path if given, else from the data dir; nil if neither exists or the
+// data dir's is not the job's. A --topology of another job is refused,
+// naming both hashes.
 func reportTopology(l *ledger.Ledger, data, path string) ([]byte, error) {
 	explicit := path != ""
 	if !explicit {
@@ -154,6 +155,10 @@ func reportTopology(l *ledger.Ledger, data, path string) ([]byte, error) {
 		return nil, err
 	}
 	if h != l.Job.ConfigHash {
+		if !explicit {
+			// Written by a later run that this ledger refused: leave it out.
+			return nil, nil
+		}
 		return nil, fmt.Errorf("topology %s has config hash %.12s but job %s ran %.12s: pass the topology it ran (--topology), or none", path, h, l.Job.Name, l.Job.ConfigHash)
 	}
 	return t.YAML()

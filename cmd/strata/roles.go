@@ -154,10 +154,10 @@ func runGlobal(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	fmt.Fprintf(stdout, "global %s: raft on %s, NATS %s, job %s\n", *id, *bind, *rf.natsURL, t.Job)
+	if err := saveTopology(*data, t); err != nil { // for strata report
+		return err
+	}
 	if *metricsAddr != "" || *httpAddr != "" {
-		if err := saveTopology(*data, t); err != nil {
-			return err
-		}
 		tc, err := mesh.Dialer{URL: *rf.natsURL}.Connect("tracker-" + *id)
 		if err != nil {
 			return err
