@@ -44,7 +44,7 @@ func TestEmpiricalPrivacy(t *testing.T) {
 				t.Fatal(err)
 			}
 			dir := t.TempDir()
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+			ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 			defer cancel()
 			var maxParticipants int
 			m, err := standalone.Start(ctx, standalone.Config{Topology: top, DataDir: dir, MNIST: mn, Progress: func(r global.RoundReport) {
