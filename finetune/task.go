@@ -29,6 +29,11 @@ type TaskConfig struct {
 	Full         bool
 	Seed         uint64
 	Local        LocalConfig
+	// Personal gives each client a private residual head it trains
+	// locally and never sends (finetune/personal.go), for PersonalEpochs
+	// passes over its examples each time it is sampled.
+	Personal       bool
+	PersonalEpochs int
 }
 
 // Task is the prepared task: a pre-trained checkpoint, the clients'
@@ -42,6 +47,9 @@ type Task struct {
 	Parts      [][]int
 	Test       *Set // all 10 000 test images, shifted
 	Eval       *Set // the per-round evaluation subset of Test
+
+	poolsOnce sync.Once
+	testPools [][]int // Test indices by label, for ClientEvalSet
 }
 
 // PrepareTask loads MNIST, pre-trains (or loads the cached) checkpoint, and
@@ -130,6 +138,7 @@ type ClientTrainer struct {
 	task  *Task
 	index map[string]int
 	pool  sync.Pool
+	heads *personalHeads // nil unless the task is personalised
 }
 
 // NewClientTrainer maps client ids (in order) to partitions.
@@ -142,6 +151,9 @@ func NewClientTrainer(t *Task, ids []string) (*ClientTrainer, error) {
 		ct.index[id] = i
 	}
 	ct.pool.New = func() any { return NewTrainer(t.Model, t.Config.Local) }
+	if t.Config.Personal {
+		ct.heads = &personalHeads{heads: map[string][]float32{}}
+	}
 	return ct, nil
 }
 
@@ -166,6 +178,11 @@ func (c *ClientTrainer) Train(ctx context.Context, client string, round uint64, 
 	defer c.pool.Put(tr)
 	if _, err := tr.Delta(theta, c.task.ClientData, c.task.Parts[i], rng, delta); err != nil {
 		return 0, err
+	}
+	if c.heads != nil {
+		if err := c.trainResidual(client, theta, c.task.Parts[i], rng); err != nil {
+			return 0, err
+		}
 	}
 	return len(c.task.Parts[i]), nil
 }

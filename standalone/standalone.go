@@ -77,6 +77,9 @@ type Mesh struct {
 	Fleet   *edge.Fleet
 	// Tracker follows the global tier for metrics and the dashboard.
 	Tracker *metrics.Global
+	// Trainer is the built-in trainer of the simulated clients (it holds
+	// their residual heads when the job is personalised).
+	Trainer *finetune.ClientTrainer
 	coord   *global.Coordinator
 	conns   []*nats.Conn
 }
@@ -148,7 +151,8 @@ func TaskConfig(t *topology.Topology) finetune.TaskConfig {
 		Clients: t.Population(), ExamplesPerClient: t.Data.ExamplesPerClient, DirichletAlpha: t.Data.DirichletAlpha,
 		Shards: t.Data.ShardsPerClient,
 		Invert: t.Data.Shift == "invert", EvalExamples: t.Data.EvalExamples, Full: t.Train.Full, Seed: t.Seed,
-		Local: finetune.LocalConfig{Epochs: t.Train.LocalEpochs, Batch: t.Train.LocalBatch, LR: t.Train.LocalLR},
+		Local:    finetune.LocalConfig{Epochs: t.Train.LocalEpochs, Batch: t.Train.LocalBatch, LR: t.Train.LocalLR},
+		Personal: t.Train.PersonalHead, PersonalEpochs: t.Train.PersonalEpochs,
 	}
 }
 
@@ -230,6 +234,7 @@ func (m *Mesh) wire(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	m.Trainer = ct
 	var trainer edge.Trainer = ct
 	if m.cfg.WrapTrainer != nil {
 		trainer = m.cfg.WrapTrainer(trainer)

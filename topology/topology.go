@@ -114,6 +114,15 @@ type Training struct {
 	// serving version's; otherwise it is recorded and the old version keeps
 	// serving. Default 0.05; 1 disables the gate.
 	GateMaxDrop float64 `yaml:"gate_max_drop"`
+	// PersonalHead gives each client a personal head: a private residual
+	// added to the global head, trained on the client's data and never
+	// sent (finetune/personal.go); the report gives each client's accuracy
+	// with its personal model. Default false.
+	PersonalHead bool `yaml:"personal_head,omitempty"`
+	// PersonalEpochs is how many passes over its examples a client makes
+	// training its residual head each time it is sampled (only the head
+	// trains, so passes are cheap); default 10.
+	PersonalEpochs int `yaml:"personal_epochs,omitempty"`
 }
 
 // Data is the data plan of the built-in MNIST task.
@@ -211,6 +220,7 @@ func (t *Topology) ApplyDefaults() {
 	setF(&tr.ServerLR, 2)
 	setF(&tr.ServerMomentum, 0.5)
 	setI(&tr.PretrainEpochs, 6)
+	setI(&tr.PersonalEpochs, 10)
 	setF(&tr.GateMaxDrop, 0.05)
 	d := &t.Data
 	setI(&d.PublicExamples, 10000)
@@ -355,6 +365,9 @@ func (t *Topology) Validate() error {
 	}
 	if tr.Hidden <= 0 || tr.Hidden > 4096 {
 		bad("training.hidden", "%d: must be in 1..4096", tr.Hidden)
+	}
+	if tr.PersonalEpochs <= 0 {
+		bad("training.personal_epochs", "%d: must be at least 1", tr.PersonalEpochs)
 	}
 	if tr.LocalEpochs <= 0 || tr.LocalBatch <= 0 {
 		bad("training.local_epochs/local_batch", "%d/%d: both must be at least 1", tr.LocalEpochs, tr.LocalBatch)

@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"path/filepath"
 	"runtime"
 	"strings"
+	"time"
 
 	"github.com/strata-fl/strata/edge"
 	"github.com/strata-fl/strata/empirical"
@@ -19,6 +21,7 @@ import (
 	"github.com/strata-fl/strata/regional"
 	"github.com/strata-fl/strata/standalone"
 	"github.com/strata-fl/strata/topology"
+	"github.com/strata-fl/strata/trainerproto"
 )
 
 // roleFlags are the flags every role process shares.
@@ -245,12 +248,15 @@ func runRegional(ctx context.Context, args []string, stdout, stderr io.Writer) e
 }
 
 func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	rf := newRoleFlags("edge", "usage: strata edge --region R [--nats URL] [--topology FILE] [--data DIR]\n\nRuns the simulated clients of one region (each with its own NATS connection) until the job is done.", stderr)
+	rf := newRoleFlags("edge", "usage: strata edge --region R [--nats URL] [--topology FILE] [--data DIR] [--trainer exec:CMD|unix:PATH|tcp:HOST:PORT]\n\nRuns the simulated clients of one region (each with its own NATS connection) until the job is done.\nWith --trainer, an external trainer (docs/trainer-protocol.md) trains them; the agent still clips,\nnoises and publishes. Their data is exported to DIR/shards for it.", stderr)
 	region := rf.fs.String("region", "", "region whose clients to simulate (required)")
 	data := rf.fs.String("data", "./strata-edge", "dir for the cached checkpoint")
 	workers := rf.fs.Int("workers", runtime.GOMAXPROCS(0), "concurrent local trainings")
 	keyFile := rf.fs.String("key-file", "", "key the global tier encrypts model blobs with (as strata global --key-file)")
 	metricsAddr := metricsFlag(rf.fs)
+	trainerSpec := rf.fs.String("trainer", "builtin", "who trains: builtin, exec:CMD ARGS (started by the agent, protocol on its stdin/stdout), unix:PATH or tcp:HOST:PORT (a trainer already listening)")
+	trainerProcs := rf.fs.Int("trainer-procs", 1, "external trainer processes (or connections) used concurrently")
+	trainerTimeout := rf.fs.Duration("trainer-timeout", 0, "bound on one external training call (default: the topology's round timeout)")
 	if err := rf.parse(args); err != nil {
 		return helpOK(err)
 	}
@@ -280,9 +286,18 @@ func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			canaries[cc.ID] = empirical.Direction(t.CanarySeed(), cc.Index, len(task.Theta0))
 		}
 	}
-	trainer, err := finetune.NewClientTrainer(task, ids)
+	builtin, err := finetune.NewClientTrainer(task, ids)
 	if err != nil {
 		return err
+	}
+	var trainer edge.Trainer = builtin
+	if *trainerSpec != "builtin" {
+		remote, err := externalTrainer(task, builtin, clients, canaries, *trainerSpec, *data, *region, *trainerProcs, *trainerTimeout, t, rf.logger(stderr), stderr)
+		if err != nil {
+			return err
+		}
+		defer remote.Close()
+		trainer = remote
 	}
 	ecol := metrics.NewEdge(*region)
 	dialer := mesh.Dialer{URL: *rf.natsURL, OnConnect: ecol.OnConnect}
@@ -319,6 +334,43 @@ func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	st := f.Stats()
 	fmt.Fprintf(stdout, "edge %s: done: %d updates published, %d failed\n", *region, st.Published, st.Failed)
 	return nil
+}
+
+// externalTrainer exports the region's (non-canary) clients' data (backbone, test set,
+// one shard per client) to dir/shards and returns the agent's side of the
+// trainer protocol for spec.
+func externalTrainer(task *finetune.Task, builtin *finetune.ClientTrainer, clients []edge.Client, canaries map[string][]float64, spec, dir, region string, procs int, timeout time.Duration, t *topology.Topology, logger *slog.Logger, stderr io.Writer) (*trainerproto.Remote, error) {
+	shards := filepath.Join(dir, "shards")
+	var ids []string
+	for _, c := range clients {
+		if _, canary := canaries[c.ID]; !canary { // canaries never train
+			ids = append(ids, c.ID)
+		}
+	}
+	if err := builtin.Export(shards, ids); err != nil {
+		return nil, err
+	}
+	layout := task.Model.Layout()
+	tensors := make([]trainerproto.Tensor, len(layout))
+	for i, l := range layout {
+		tensors[i] = trainerproto.Tensor{Name: l.Name, Shape: l.Shape}
+	}
+	var personal []string
+	if task.Config.Personal {
+		personal = task.Model.PersonalTensors()
+	}
+	if timeout <= 0 {
+		timeout = t.Round.Timeout.Duration
+	}
+	lc := task.Config.Local.WithDefaults()
+	r, err := trainerproto.NewRemote(trainerproto.Config{Spec: spec, Agent: "strata edge " + region, Task: "mnist-adapter",
+		Layout: tensors, Personal: personal, DataDir: shards, StateDir: filepath.Join(dir, "trainer-state"), Seed: t.Seed,
+		Local: trainerproto.Local{Epochs: lc.Epochs, Batch: lc.Batch, LR: lc.LR, PersonalEpochs: task.Config.PersonalEpochs}, Timeout: timeout, Procs: procs,
+		Stderr: stderr, Logger: logger})
+	if err != nil {
+		return nil, fmt.Errorf("%w: --trainer: %v", errUsage, err)
+	}
+	return r, nil
 }
 
 // loadRegionTopology loads the topology and checks that it has the region.

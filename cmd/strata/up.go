@@ -42,8 +42,10 @@ type report struct {
 	ElapsedSeconds     float64                `json:"elapsed_seconds"`
 	clientSummary
 	empiricalFields
-	Finished     bool   `json:"finished"`
-	FinishReason string `json:"finish_reason,omitempty"`
+	// Personalisation is set when training.personal_head is on.
+	Personalisation *personalSummary `json:"personalisation,omitempty"`
+	Finished        bool             `json:"finished"`
+	FinishReason    string           `json:"finish_reason,omitempty"`
 	// htmlReport is where the HTML report went (not in report.json).
 	htmlReport string
 }
@@ -257,7 +259,52 @@ func runJob(ctx context.Context, t *topology.Topology, dataDir string, mn *finet
 			return nil, err
 		}
 	}
+	if t.Train.PersonalHead {
+		per, err := m.Trainer.PersonalReport(m.Theta())
+		if err != nil {
+			return nil, err
+		}
+		rep.Personalisation = summarisePersonal(per)
+	}
 	return rep, nil
+}
+
+// personalSummary is the personalisation part of report.json: each
+// personalised client's accuracy on its own evaluation data (held-out
+// images with its label mix) with the global model and with its personal
+// model (the global model with its head plus the client's private
+// residual, finetune/personal.go). Clients never sampled have no
+// head and are not listed. Heads live in memory: a resumed job reports
+// only the clients trained since the restart.
+type personalSummary struct {
+	Clients      int                       `json:"clients"`
+	MeanGlobal   float64                   `json:"mean_accuracy_global"`
+	MeanPersonal float64                   `json:"mean_accuracy_personal"`
+	Higher       int                       `json:"clients_personal_higher"`
+	Equal        int                       `json:"clients_equal"`
+	Lower        int                       `json:"clients_personal_lower"`
+	PerClient    []finetune.ClientAccuracy `json:"per_client"`
+}
+
+func summarisePersonal(per []finetune.ClientAccuracy) *personalSummary {
+	s := &personalSummary{Clients: len(per), PerClient: per}
+	for _, c := range per {
+		s.MeanGlobal += c.Global
+		s.MeanPersonal += c.Personal
+		switch {
+		case c.Personal > c.Global:
+			s.Higher++
+		case c.Personal < c.Global:
+			s.Lower++
+		default:
+			s.Equal++
+		}
+	}
+	if len(per) > 0 {
+		s.MeanGlobal /= float64(len(per))
+		s.MeanPersonal /= float64(len(per))
+	}
+	return s
 }
 
 func reportFrom(t *topology.Topology, l *ledger.Ledger, pre, final float64) *report {
@@ -350,4 +397,9 @@ func printSummary(w io.Writer, rep, base *report) {
 	row("δ", fmt.Sprintf("%g", rep.Delta), bf(func(r *report) string { return fmt.Sprintf("%g", r.Delta) }))
 	row("rounds", fmt.Sprintf("%d/%d", rep.RoundsCompleted, rep.PlannedRounds), bf(func(r *report) string { return fmt.Sprintf("%d/%d", r.RoundsCompleted, r.PlannedRounds) }))
 	row("time", fmt.Sprintf("%.1fs", rep.ElapsedSeconds), "")
+	if p := rep.Personalisation; p != nil {
+		fmt.Fprintf(w, "\n  personal heads: %d clients, on their own data (%d held-out images each, their label mix):\n", p.Clients, finetune.PersonalEvalExamples)
+		fmt.Fprintf(w, "  %-28s%.4f\n  %-28s%.4f\n", "mean accuracy, global", p.MeanGlobal, "mean accuracy, personal", p.MeanPersonal)
+		fmt.Fprintf(w, "  %-28s%d higher, %d equal, %d lower (per client in report.json)\n", "personal vs global", p.Higher, p.Equal, p.Lower)
+	}
 }

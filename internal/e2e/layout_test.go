@@ -19,6 +19,7 @@ var allowed = map[string][]string{
 	"finetune":      {},
 	"empirical":     {},
 	"msgcheck":      {},
+	"trainerproto":  {"msgcheck"},
 	"mesh/wire":     {"msgcheck"},
 	"seal":          {},
 	"mesh":          {"mesh/wire", "topology", "seal"},

@@ -1,0 +1,446 @@
+package trainerproto
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os/exec"
+	"strings"
+	"sync"
+	"time"
+)
+
+// ErrSpec reports a trainer spec that is not exec:CMD, unix:PATH or tcp:HOST:PORT.
+var ErrSpec = errors.New("trainerproto: bad trainer spec")
+
+// Local is the local-training recipe sent with every Train request.
+type Local struct {
+	Epochs int
+	Batch  int
+	LR     float64
+	// PersonalEpochs is for the personal residual (Config.Personal).
+	PersonalEpochs int
+}
+
+// Config configures a Remote.
+type Config struct {
+	// Spec says how to reach the trainer: "exec:CMD ARGS…" starts CMD
+	// (split on spaces, no shell) and speaks over its stdin/stdout;
+	// "unix:PATH" and "tcp:HOST:PORT" connect to a trainer already listening.
+	Spec string
+	// Agent names this agent in Hello (for the trainer's logs).
+	Agent string
+	// Task names the task whose data DataDir holds (e.g. "mnist-adapter").
+	Task   string
+	Layout []Tensor
+	// Personal names tensors of Layout of which each client keeps a private
+	// residual (personalisation; docs/trainer-protocol.md).
+	Personal []string
+	DataDir  string
+	StateDir string
+	Local    Local
+	// Seed is mixed with the client and round into each request's seed.
+	Seed uint64
+	// Timeout bounds one call (connecting and hello included); default 2m.
+	Timeout time.Duration
+	// Procs is how many trainer processes (or connections) serve calls
+	// concurrently; default 1.
+	Procs int
+	// Stderr receives the trainer process's stderr; nil discards it (its
+	// last lines still appear in errors).
+	Stderr io.Writer
+	Logger *slog.Logger
+}
+
+// Remote runs local training in an external trainer. It implements the
+// edge agent's Trainer: each call takes a free session (starting the
+// process or connecting on first use), and any failure — crash, timeout,
+// protocol error, wrong shape, NaN — ends that session and fails only that
+// call; the next call starts afresh.
+type Remote struct {
+	cfg    Config
+	dim    int
+	slots  chan *session
+	mu     sync.Mutex
+	live   map[*session]bool
+	closed bool
+}
+
+// NewRemote checks the configuration; it starts nothing until the first call.
+func NewRemote(cfg Config) (*Remote, error) {
+	if _, _, err := parseSpec(cfg.Spec); err != nil {
+		return nil, err
+	}
+	if len(cfg.Layout) == 0 {
+		return nil, errors.New("trainerproto: Config.Layout is empty: name the tensors of θ")
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = 2 * time.Minute
+	}
+	if cfg.Procs <= 0 {
+		cfg.Procs = 1
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	r := &Remote{cfg: cfg, slots: make(chan *session, cfg.Procs), live: map[*session]bool{}}
+	for _, t := range cfg.Layout {
+		if t.Size() <= 0 {
+			return nil, fmt.Errorf("trainerproto: layout tensor %q has shape %v: every dimension must be positive", t.Name, t.Shape)
+		}
+		r.dim += t.Size()
+	}
+	if r.dim > MaxDim {
+		return nil, fmt.Errorf("trainerproto: layout has %d values, more than the protocol's %d", r.dim, MaxDim)
+	}
+	for _, p := range cfg.Personal {
+		found := false
+		for _, t := range cfg.Layout {
+			found = found || t.Name == p
+		}
+		if !found {
+			return nil, fmt.Errorf("trainerproto: personal tensor %q is not in the layout", p)
+		}
+	}
+	for range cfg.Procs {
+		r.slots <- nil
+	}
+	return r, nil
+}
+
+func parseSpec(spec string) (kind, target string, err error) {
+	kind, target, ok := strings.Cut(spec, ":")
+	if !ok || strings.TrimSpace(target) == "" {
+		return "", "", fmt.Errorf("%w: %q: want exec:CMD, unix:PATH or tcp:HOST:PORT", ErrSpec, spec)
+	}
+	switch kind {
+	case "exec", "unix", "tcp":
+		return kind, target, nil
+	}
+	return "", "", fmt.Errorf("%w: %q: unknown kind %q (want exec, unix or tcp)", ErrSpec, spec, kind)
+}
+
+// Dim returns the length of θ the layout describes.
+func (r *Remote) Dim() int { return r.dim }
+
+// session is one trainer process or connection after a successful hello.
+type session struct {
+	conn   *Conn
+	closer io.Closer
+	cmd    *exec.Cmd
+	stderr *tail
+	ready  Ready
+	once   sync.Once
+	exited chan struct{}
+	err    error // the process's exit, once exited is closed
+}
+
+// kill ends the session: it kills the process or closes the connection,
+// which unblocks any read in progress.
+func (s *session) kill() {
+	s.once.Do(func() {
+		s.closer.Close()
+		if s.cmd != nil {
+			s.cmd.Process.Kill()
+			<-s.exited
+		}
+	})
+}
+
+// Pids returns the process ids of the running exec trainers, so that an
+// operator (or a test) can see or signal them.
+func (r *Remote) Pids() []int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []int
+	for s := range r.live {
+		if s.cmd != nil && s.cmd.Process != nil {
+			out = append(out, s.cmd.Process.Pid)
+		}
+	}
+	return out
+}
+
+func (r *Remote) start(ctx context.Context) (*session, error) {
+	kind, target, _ := parseSpec(r.cfg.Spec)
+	s := &session{stderr: &tail{max: 2048}, exited: make(chan struct{})}
+	switch kind {
+	case "exec":
+		argv := strings.Fields(target)
+		cmd := exec.Command(argv[0], argv[1:]...)
+		cmd.Stderr = s.stderr
+		if r.cfg.Stderr != nil {
+			cmd.Stderr = io.MultiWriter(s.stderr, r.cfg.Stderr)
+		}
+		in, err := cmd.StdinPipe()
+		if err != nil {
+			return nil, err
+		}
+		out, err := cmd.StdoutPipe()
+		if err != nil {
+			return nil, err
+		}
+		if err := cmd.Start(); err != nil {
+			return nil, fmt.Errorf("start %q: %w", target, err)
+		}
+		s.cmd, s.closer, s.conn = cmd, in, NewConn(out, in)
+		go func() {
+			// Owned by the session: it ends when the process does, and kill
+			// waits for it.
+			s.err = cmd.Wait()
+			close(s.exited)
+		}()
+	default:
+		var d net.Dialer
+		nc, err := d.DialContext(ctx, kind, target)
+		if err != nil {
+			return nil, fmt.Errorf("connect to trainer: %w", err)
+		}
+		s.closer, s.conn = nc, NewConn(nc, nc)
+	}
+	r.mu.Lock()
+	r.live[s] = true
+	r.mu.Unlock()
+	stop := context.AfterFunc(ctx, s.kill)
+	defer stop()
+	err := s.conn.Send(TypeHello, &Hello{Agent: r.cfg.Agent, Task: r.cfg.Task, Layout: r.cfg.Layout, Dim: r.dim,
+		Personal: r.cfg.Personal, DataDir: r.cfg.DataDir, StateDir: r.cfg.StateDir, MaxChunk: MaxChunk})
+	if err == nil {
+		err = s.conn.Flush()
+	}
+	if err == nil {
+		err = s.conn.Recv(TypeReady, &s.ready)
+	}
+	if err != nil {
+		r.drop(s)
+		return nil, fmt.Errorf("hello: %w", r.explain(ctx, s, err))
+	}
+	if len(r.cfg.Personal) > 0 && !s.ready.Personal {
+		r.drop(s)
+		return nil, fmt.Errorf("trainer %q does not keep personal tensors %v, which this job asks for", s.ready.Trainer, r.cfg.Personal)
+	}
+	r.cfg.Logger.Info("trainer ready", "trainer", s.ready.Trainer, "spec", r.cfg.Spec)
+	return s, nil
+}
+
+func (r *Remote) drop(s *session) {
+	s.kill()
+	r.mu.Lock()
+	delete(r.live, s)
+	r.mu.Unlock()
+}
+
+// explain turns a failed exchange into an error that says what happened
+// to the trainer: timed out, exited (with its status and last stderr), or
+// sent something wrong.
+func (r *Remote) explain(ctx context.Context, s *session, err error) error {
+	if ctx.Err() != nil {
+		return fmt.Errorf("trainer timed out or was cancelled (%w); last stderr: %q", context.Cause(ctx), s.stderr.String())
+	}
+	if s.cmd != nil {
+		select {
+		case <-s.exited:
+			return fmt.Errorf("trainer process exited (%v) during the exchange: %w; last stderr: %q", s.err, err, s.stderr.String())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	return err
+}
+
+// acquire takes a slot, starting a session in it if it has none.
+func (r *Remote) acquire(ctx context.Context) (*session, error) {
+	var s *session
+	select {
+	case s = <-r.slots:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	r.mu.Lock()
+	closed := r.closed
+	r.mu.Unlock()
+	if closed {
+		r.slots <- s
+		return nil, errors.New("trainerproto: remote trainer closed")
+	}
+	if s != nil {
+		return s, nil
+	}
+	s, err := r.start(ctx)
+	if err != nil {
+		r.slots <- nil
+		return nil, err
+	}
+	return s, nil
+}
+
+// release returns a slot; a failed session is dropped so the next call
+// starts a fresh one.
+func (r *Remote) release(s *session, failed bool) {
+	if failed {
+		r.drop(s)
+		s = nil
+	}
+	r.slots <- s
+}
+
+// Train implements the edge agent's Trainer: it sends θ to the trainer and
+// writes the returned delta (the trained parameters minus θ, if the trainer
+// returned parameters) into delta.
+func (r *Remote) Train(ctx context.Context, client string, round uint64, theta, delta []float64) (int, error) {
+	if len(theta) != r.dim || len(delta) != r.dim {
+		return 0, fmt.Errorf("%w: θ has %d values, delta %d, layout %d", ErrShape, len(theta), len(delta), r.dim)
+	}
+	ctx, cancel := context.WithTimeout(ctx, r.cfg.Timeout)
+	defer cancel()
+	s, err := r.acquire(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("trainer %s: client %s round %d: %w", r.cfg.Spec, client, round, err)
+	}
+	res, err := r.train(ctx, s, client, round, theta, delta)
+	r.release(s, err != nil && !errors.Is(err, ErrTrainer))
+	if err != nil {
+		return 0, fmt.Errorf("trainer %s: client %s round %d: %w", r.cfg.Spec, client, round, r.explain(ctx, s, err))
+	}
+	return res.Examples, nil
+}
+
+func (r *Remote) train(ctx context.Context, s *session, client string, round uint64, theta, delta []float64) (Result, error) {
+	stop := context.AfterFunc(ctx, s.kill)
+	defer stop()
+	dl, _ := ctx.Deadline()
+	req := Train{Client: client, Round: round, Dim: r.dim, Chunks: Chunks(r.dim),
+		Epochs: r.cfg.Local.Epochs, Batch: r.cfg.Local.Batch, LR: r.cfg.Local.LR,
+		Seed: r.cfg.Seed ^ round*0x9e3779b97f4a7c15 ^ fnv64(client), DeadlineMs: dl.UnixMilli(), PersonalEpochs: r.cfg.Local.PersonalEpochs}
+	if err := s.conn.Send(TypeTrain, &req); err != nil {
+		return Result{}, err
+	}
+	if err := s.conn.SendVector(theta); err != nil {
+		return Result{}, err
+	}
+	if err := s.conn.Flush(); err != nil {
+		return Result{}, err
+	}
+	var res Result
+	if err := s.conn.Recv(TypeResult, &res); err != nil {
+		return res, err
+	}
+	if res.Client != client || res.Round != round {
+		return res, fmt.Errorf("%w: result for client %q round %d, asked for %q round %d", ErrMalformed, res.Client, res.Round, client, round)
+	}
+	if res.Dim != r.dim {
+		return res, fmt.Errorf("%w: result has %d values, the layout %d", ErrShape, res.Dim, r.dim)
+	}
+	if res.Examples <= 0 {
+		return res, fmt.Errorf("%w: result claims %d examples: must be positive", ErrMalformed, res.Examples)
+	}
+	if err := s.conn.RecvVector(delta, res.Chunks); err != nil {
+		return res, err
+	}
+	switch res.Kind {
+	case KindDelta:
+	case KindParams:
+		for i := range delta {
+			delta[i] -= theta[i]
+		}
+	default:
+		return res, fmt.Errorf("%w: result kind %q: want %q or %q", ErrMalformed, res.Kind, KindDelta, KindParams)
+	}
+	return res, nil
+}
+
+// Evaluate asks the trainer for the accuracy of θ, and of the client's
+// personal model, on the client's own evaluation data.
+func (r *Remote) Evaluate(ctx context.Context, client string, theta []float64) (Evaluation, error) {
+	if len(theta) != r.dim {
+		return Evaluation{}, fmt.Errorf("%w: θ has %d values, layout %d", ErrShape, len(theta), r.dim)
+	}
+	ctx, cancel := context.WithTimeout(ctx, r.cfg.Timeout)
+	defer cancel()
+	s, err := r.acquire(ctx)
+	if err != nil {
+		return Evaluation{}, fmt.Errorf("trainer %s: evaluate client %s: %w", r.cfg.Spec, client, err)
+	}
+	ev, err := func() (Evaluation, error) {
+		stop := context.AfterFunc(ctx, s.kill)
+		defer stop()
+		var ev Evaluation
+		if err := s.conn.Send(TypeEvaluate, &Evaluate{Client: client, Dim: r.dim, Chunks: Chunks(r.dim)}); err != nil {
+			return ev, err
+		}
+		if err := s.conn.SendVector(theta); err != nil {
+			return ev, err
+		}
+		if err := s.conn.Flush(); err != nil {
+			return ev, err
+		}
+		if err := s.conn.Recv(TypeEvaluation, &ev); err != nil {
+			return ev, err
+		}
+		if ev.Client != client {
+			return ev, fmt.Errorf("%w: evaluation for client %q, asked for %q", ErrMalformed, ev.Client, client)
+		}
+		return ev, nil
+	}()
+	r.release(s, err != nil && !errors.Is(err, ErrTrainer))
+	if err != nil {
+		return ev, fmt.Errorf("trainer %s: evaluate client %s: %w", r.cfg.Spec, client, r.explain(ctx, s, err))
+	}
+	return ev, nil
+}
+
+// Close asks every trainer to shut down and ends its session; calls after
+// Close fail.
+func (r *Remote) Close() error {
+	r.mu.Lock()
+	r.closed = true
+	r.mu.Unlock()
+	for range r.cfg.Procs {
+		s := <-r.slots
+		if s != nil {
+			if s.conn.Send(TypeShutdown, &Shutdown{Reason: "agent closing"}) == nil && s.conn.Flush() == nil && s.cmd != nil {
+				select {
+				case <-s.exited:
+				case <-time.After(2 * time.Second):
+				}
+			}
+			r.drop(s)
+		}
+		defer func() { r.slots <- nil }()
+	}
+	return nil
+}
+
+func fnv64(s string) uint64 {
+	h := uint64(14695981039346656037)
+	for i := 0; i < len(s); i++ {
+		h ^= uint64(s[i])
+		h *= 1099511628211
+	}
+	return h
+}
+
+// tail keeps the last max bytes written to it.
+type tail struct {
+	mu  sync.Mutex
+	max int
+	b   []byte
+}
+
+func (t *tail) Write(p []byte) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.b = append(t.b, p...)
+	if len(t.b) > t.max {
+		t.b = append(t.b[:0], t.b[len(t.b)-t.max:]...)
+	}
+	return len(p), nil
+}
+
+func (t *tail) String() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return strings.TrimSpace(string(t.b))
+}
