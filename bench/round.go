@@ -22,6 +22,8 @@ type RoundConfig struct {
 	Shapes []Shape
 	// Rounds measured per shape after a warm-up round; default 5 (quick 3).
 	Rounds int
+	// MaxND skips shapes whose clients × parameters exceed it; 0 keeps all.
+	MaxND float64
 }
 
 // RoundRow is one shape's round latency.
@@ -57,6 +59,15 @@ func (c RoundConfig) withDefaults(quick bool) RoundConfig {
 			}
 			c.Shapes = append(c.Shapes, Shape{10, 1000, 1e4}, Shape{10, 1000, 1e5})
 		}
+	}
+	if c.MaxND > 0 {
+		var kept []Shape
+		for _, s := range c.Shapes {
+			if float64(s.Regions*s.PerRegion)*float64(s.D) <= c.MaxND {
+				kept = append(kept, s)
+			}
+		}
+		c.Shapes = kept
 	}
 	if c.Rounds <= 0 {
 		c.Rounds = 5

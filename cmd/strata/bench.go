@@ -65,7 +65,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	enc := fs.String("encoding", "f32", "ingest: update encoding: f32, q8 or topk")
 	conns := fs.Int("conns", 16, "ingest: NATS connections the simulated clients share")
 	clients := fs.String("clients", "", "scale: total client counts, comma-separated (default 100,1000,10000)")
-	maxND := fs.Float64("max-nd", 0, "scale: skip points whose clients × parameters exceed this (default 1e9)")
+	maxND := fs.Float64("max-nd", 0, "round, scale: skip points whose clients × parameters exceed this (scale's default 1e9)")
 	globalNodes := fs.Int("global-nodes", 0, "scale: raft nodes of the global tier (default 1; 3 runs them over TCP loopback in this process)")
 	regions := fs.Int("regions", 0, "scale: regions the clients are spread over (default 10)")
 	rounds := fs.Int("rounds", 0, "round, scale: rounds measured per point after a warm-up")
@@ -129,7 +129,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			cfg := bench.KernelConfig{Ds: dv}
 			scenarios[i].Run = func(ctx context.Context, env bench.Env) (bench.Output, error) { return bench.Kernel(ctx, env, cfg) }
 		case "round":
-			cfg := bench.RoundConfig{Rounds: *rounds}
+			cfg := bench.RoundConfig{Rounds: *rounds, MaxND: *maxND}
 			scenarios[i].Run = func(ctx context.Context, env bench.Env) (bench.Output, error) {
 				return bench.RoundScenario(ctx, env, cfg)
 			}
