@@ -144,7 +144,13 @@ func Scale(ctx context.Context, env Env, cfg ScaleConfig) (Output, error) {
 				bar.Step()
 			}})
 		if err != nil {
-			return out, fmt.Errorf("bench scale N=%d R=%d d=%d: %w", p.n, p.r, p.d, err)
+			if ctx.Err() != nil {
+				return out, err
+			}
+			// One point failing (a NATS request timing out on an
+			// overloaded machine) is recorded and the others still run.
+			out.Report.Notes = append(out.Report.Notes, fmt.Sprintf("N=%d in %d regions, d=%d failed: %v", p.n, p.r, p.d, err))
+			continue
 		}
 		row := ScaleRow{Clients: p.r * (p.n / p.r), Regions: p.r, D: p.d, Participants: res.Participants,
 			P50: percentile(res.RoundSeconds, 0.5), P95: percentile(res.RoundSeconds, 0.95), Max: percentile(res.RoundSeconds, 1),
@@ -158,6 +164,9 @@ func Scale(ctx context.Context, env Env, cfg ScaleConfig) (Output, error) {
 		rows = append(rows, row)
 	}
 	bar.Done()
+	if len(rows) == 0 {
+		return out, fmt.Errorf("bench scale: every point failed: %v", out.Report.Notes)
+	}
 	out.Report.Rows = rows
 
 	var x, y []float64
@@ -239,6 +248,9 @@ func Scale(ctx context.Context, env Env, cfg ScaleConfig) (Output, error) {
 		}
 	}
 	reg.Series = []Series{rs}
+	for _, n := range out.Report.Notes {
+		t.Title += "\n" + n
+	}
 	out.Tables = []Table{t}
 	out.Figures = []Figure{fig, mem, reg}
 	out.end()
