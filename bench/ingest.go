@@ -239,7 +239,7 @@ func ingestOne(ctx context.Context, cfg IngestConfig, srv *server.Server, n, d i
 		return res, err
 	}
 	defer obs.Close()
-	partSubj, _ := mesh.PartialSubject(job)
+	partSubj, _ := mesh.PartialSubject(job, region)
 	partDone := make(chan wire.PartialChunkHeader, 1)
 	psub, err := obs.Subscribe(partSubj, func(m *nats.Msg) {
 		if t, _ := wire.Peek(m.Data); t == wire.TypePartial {
@@ -264,7 +264,6 @@ func ingestOne(ctx context.Context, cfg IngestConfig, srv *server.Server, n, d i
 		sampled[i] = fmt.Sprintf("c%d", i)
 	}
 	roundSubj, _ := mesh.RoundSubject(job, region)
-	updSubj, _ := mesh.UpdateSubject(job, region)
 	slowBefore := srv.NumSlowConsumers()
 
 	// 3. Rounds of the burst (every client streams at once), each beside a
@@ -302,6 +301,7 @@ func ingestOne(ctx context.Context, cfg IngestConfig, srv *server.Server, n, d i
 			go func() {
 				defer wg.Done()
 				so := wire.StreamOpen{Job: job, Round: round, Region: region, Client: sampled[i], ModelVersion: 1, Dim: d}
+				updSubj, _ := mesh.UpdateSubject(job, region, sampled[i])
 				if err := edge.PublishStream(ctx, conns[i%len(conns)], updSubj, so, payload); err != nil {
 					failed.Add(1)
 					firstErr.CompareAndSwap(nil, err)

@@ -16,6 +16,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/strata-fl/strata/identity"
 	"github.com/strata-fl/strata/mesh"
 	"github.com/strata-fl/strata/mesh/wire"
 	"github.com/strata-fl/strata/privacy"
@@ -58,6 +59,10 @@ type FleetConfig struct {
 	// brings to exactly C; everything after (edge noise, publishing) is as
 	// for any client.
 	Canaries map[string][]float64
+	// Keys holds each client's identity: it authenticates the client's
+	// connection and signs its updates. A signed round refuses a client
+	// without one.
+	Keys map[string]*identity.Key
 }
 
 // Fleet runs simulated edge clients.
@@ -143,7 +148,7 @@ func (f *Fleet) Run(ctx context.Context) error {
 }
 
 func (f *Fleet) connect(c Client, doneSubj string, cancel func()) error {
-	nc, err := f.cfg.Dialer.Connect("edge-" + c.ID)
+	nc, err := f.cfg.Dialer.As(f.cfg.Keys[c.ID]).Connect("edge-" + c.ID)
 	if err != nil {
 		return fmt.Errorf("edge %s: %w", c.ID, err)
 	}
@@ -275,11 +280,14 @@ func (f *Fleet) serve(ctx context.Context, t task, delta []float64) error {
 		ModelVersion: t.open.ModelVersion, Examples: examples, Unclipped: unclipped,
 		Vec: wire.AppendFloat64sAs32(make([]byte, 0, 4*len(delta)), delta),
 	}
+	if u.Sig, err = f.sign(t, examples, unclipped, wire.PayloadDigest(wire.EncodingF32, len(delta), identity.Digest(u.Vec), nil)); err != nil {
+		return err
+	}
 	b, err := wire.Encode(wire.TypeUpdate, &u)
 	if err != nil {
 		return err
 	}
-	subj, err := mesh.UpdateSubject(f.cfg.Job, t.client.Region)
+	subj, err := mesh.UpdateSubject(f.cfg.Job, t.client.Region, t.client.ID)
 	if err != nil {
 		return err
 	}
@@ -289,6 +297,23 @@ func (f *Fleet) serve(ctx context.Context, t task, delta []float64) error {
 	}
 	f.cfg.Logger.Debug("update published", "client", t.client.ID, "round", t.open.Round)
 	return nil
+}
+
+// ErrNoKey is returned when a signed round samples a client the fleet has
+// no key for.
+var ErrNoKey = errors.New("edge: no identity key for the client; enrol it (strata enroll) or give the fleet its keys")
+
+// sign signs an update's message with the client's key; a round that is
+// not signed takes unsigned updates from clients without a key.
+func (f *Fleet) sign(t task, examples int, unclipped uint8, digest [32]byte) ([]byte, error) {
+	k := f.cfg.Keys[t.client.ID]
+	if k == nil {
+		if t.open.Signed {
+			return nil, fmt.Errorf("%w: %s", ErrNoKey, t.client.ID)
+		}
+		return nil, nil
+	}
+	return k.Sign(identity.UpdateMessage(f.cfg.Job, t.open.Round, t.open.ModelVersion, t.client.Region, t.client.ID, examples, unclipped, digest)), nil
 }
 
 // ClipBit clips v to norm c and returns the adaptive-clipping bit: 1 when

@@ -14,6 +14,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/strata-fl/strata/identity"
 	"github.com/strata-fl/strata/mesh"
 	"github.com/strata-fl/strata/mesh/wire"
 )
@@ -67,6 +68,11 @@ type Payload struct {
 	ChunkElems int       // elements per chunk
 	Data       []byte    // Total·ElemBytes(Encoding) bytes
 	Scales     []float32 // q8: one per chunk
+}
+
+// Digest is the payload digest a stream's signature covers.
+func (p Payload) Digest() [32]byte {
+	return wire.PayloadDigest(p.Encoding, p.Total, identity.Digest(p.Data), p.Scales)
 }
 
 // ErrStreamRefused is returned when the region refuses a stream or one of
@@ -259,7 +265,7 @@ func (c StreamConfig) streams(dim int) bool {
 // publishStream sends one client's update as a stream, within the round's
 // deadline.
 func (f *Fleet) publishStream(ctx context.Context, t task, delta []float64, examples int, unclipped uint8) error {
-	subj, err := mesh.UpdateSubject(f.cfg.Job, t.client.Region)
+	subj, err := mesh.UpdateSubject(f.cfg.Job, t.client.Region, t.client.ID)
 	if err != nil {
 		return err
 	}
@@ -270,6 +276,11 @@ func (f *Fleet) publishStream(ctx context.Context, t task, delta []float64, exam
 		Job: f.cfg.Job, Round: t.open.Round, Region: t.client.Region, Client: t.client.ID,
 		ModelVersion: t.open.ModelVersion, Examples: examples, Dim: len(delta), Unclipped: unclipped,
 	}
+	d := p.Digest()
+	if open.Sig, err = f.sign(t, examples, unclipped, d); err != nil {
+		return err
+	}
+	open.Digest = d[:]
 	if err := PublishStream(ctx, f.conns[t.client.ID], subj, open, p); err != nil {
 		return err
 	}

@@ -40,5 +40,5 @@ func (a *partialAssembly) add(h wire.PartialChunkHeader, data []byte, dim int) (
 		return nil, fmt.Errorf("partial ends at %d of %d values with digest %08x, computed %08x", a.next, dim, h.Digest, a.crc)
 	}
 	return &wire.Partial{Job: a.head.Job, Round: a.head.Round, Region: a.head.Region, Count: a.head.Count,
-		Rejected: a.head.Rejected, BitSum: h.BitSum, Sum: a.sum}, nil
+		Rejected: a.head.Rejected, BitSum: h.BitSum, Sum: a.sum, Sig: h.Sig}, nil
 }

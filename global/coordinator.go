@@ -3,6 +3,7 @@ package global
 import (
 	"context"
 	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -14,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/strata-fl/strata/global/ledger"
+	"github.com/strata-fl/strata/identity"
 	"github.com/strata-fl/strata/mesh"
 	"github.com/strata-fl/strata/mesh/wire"
 	"github.com/strata-fl/strata/privacy"
@@ -70,6 +72,11 @@ type CoordinatorConfig struct {
 	AckTimeout time.Duration
 	Progress   func(RoundReport)
 	Logger     *slog.Logger
+	// Identities are the public keys enrolled at the start of the job
+	// (clients, regions, global nodes; from `strata certs` or the
+	// standalone mesh). A job with security.signed on samples only clients
+	// with a key and merges only partials signed by their region's key.
+	Identities []identity.Entry
 }
 
 // Coordinator runs the job's rounds on the raft leader.
@@ -83,6 +90,8 @@ type Coordinator struct {
 	version  uint64  // the model version theta holds (the serving one)
 	baseAcc  float64 // evaluation accuracy of the checkpoint (v0)
 	gate     *canaryGate
+	// rejectedPartials counts partials refused by reason (e.g. bad_signature).
+	rejectedPartials map[string]int
 }
 
 // NewCoordinator checks the configuration.
@@ -105,14 +114,14 @@ func NewCoordinator(cfg CoordinatorConfig) (*Coordinator, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Coordinator{cfg: cfg, top: cfg.Topology, noise: privacy.NewGaussian(cfg.Rand)}, nil
+	return &Coordinator{cfg: cfg, top: cfg.Topology, noise: privacy.NewGaussian(cfg.Rand), rejectedPartials: map[string]int{}}, nil
 }
 
 // Run drives the job to its end: it resumes from the ledger, runs the
 // remaining rounds, and finishes the job. It returns nil when the job is
 // finished (now or before).
 func (c *Coordinator) Run(ctx context.Context) error {
-	subj, err := mesh.PartialSubject(c.top.Job)
+	subj, err := mesh.PartialWildcard(c.top.Job)
 	if err != nil {
 		return err
 	}
@@ -184,6 +193,7 @@ func (c *Coordinator) startOrResume(ctx context.Context) error {
 		Name: t.Job, ConfigHash: c.cfg.ConfigHash, Delta: t.Privacy.Delta, Budget: t.Privacy.Budget,
 		Population: t.Population(), PlannedRounds: t.Train.Rounds, Accountant: t.Privacy.Accountant,
 		Orders: privacy.Orders(), StartedUnixMs: time.Now().UnixMilli(), SlackPerRound: samplerSlack(len(c.cfg.Initial), 1),
+		Signed: t.Security.Signed(),
 	}})
 	if err != nil {
 		return err
@@ -401,7 +411,7 @@ func (c *Coordinator) runRound(ctx context.Context) error {
 		}
 		nextClip = NextClip(plan.clip, bits, t.Privacy.SamplingRate*float64(plan.eligible), ac.Quantile, ac.LearningRate)
 	}
-	res, err = c.cfg.Node.Apply(ctx, &ledger.CommitModel{Round: round, Version: latest + 1, Hash: newHash, Accuracy: acc, Loss: loss, Participants: participants, Regions: regions, NextClipNorm: nextClip, Promoted: promoted, GateReason: gateReason})
+	res, err = c.cfg.Node.Apply(ctx, &ledger.CommitModel{Round: round, Version: latest + 1, Hash: newHash, Accuracy: acc, Loss: loss, Participants: participants, Regions: regions, NextClipNorm: nextClip, Promoted: promoted, GateReason: gateReason, Partials: provenance(parts)})
 	if err != nil {
 		return err
 	}
@@ -430,7 +440,9 @@ func (c *Coordinator) publishOpen(round, version uint64, hash, region string, sa
 		Dim: len(c.theta), ClipNorm: plan.clip, EdgeNoise: plan.noise.Edge, RegionalNoise: plan.noise.Regional,
 		DeadlineUnixMs: deadline.UnixMilli(), Sampled: sampled,
 		ClipBits: c.top.Privacy.AdaptiveClip.Enabled, BitNoise: c.top.Privacy.AdaptiveClip.BitNoise,
+		Signed: c.top.Security.Signed(),
 	}
+	c.cfg.Node.Read(func(l *ledger.Ledger) { msg.Registry = l.RegistryVersion })
 	b, err := wire.Encode(wire.TypeRoundOpen, &msg)
 	if err != nil {
 		return false, err
@@ -511,12 +523,37 @@ func (c *Coordinator) collect(ctx context.Context, round uint64, deadline time.T
 				c.cfg.Logger.Warn("partial rejected", "reason", "duplicate", "region", p.Region)
 			case len(p.Sum) != 4*len(c.theta) || p.Count < 0:
 				c.cfg.Logger.Warn("partial rejected", "reason", "wrong_dim", "region", p.Region)
+			case c.top.Security.Signed() && c.checkPartialSignature(&p) != nil:
+				c.cfg.Logger.Warn("partial rejected", "reason", "bad_signature", "region", p.Region, "err", c.checkPartialSignature(&p))
+				c.rejectedPartials["bad_signature"]++
 			default:
 				parts[p.Region] = &p
 			}
 		}
 	}
 	return parts, nil
+}
+
+// checkPartialSignature verifies a partial against its region's enrolled key.
+func (c *Coordinator) checkPartialSignature(p *wire.Partial) error {
+	var key string
+	var ok bool
+	c.cfg.Node.Read(func(l *ledger.Ledger) { key, ok = l.NodeKey(identity.KindRegion, p.Region) })
+	if !ok {
+		return fmt.Errorf("%w: region %q has no enrolled key", identity.ErrUnknown, p.Region)
+	}
+	return identity.Verify(key, identity.PartialMessage(p.Job, p.Round, p.Region, p.Count, p.BitSum, identity.Digest(p.Sum)), p.Sig)
+}
+
+// provenance names the partials merged into a model version.
+func provenance(parts map[string]*wire.Partial) []ledger.PartialRef {
+	out := make([]ledger.PartialRef, 0, len(parts))
+	for id, p := range parts {
+		d := identity.Digest(p.Sum)
+		out = append(out, ledger.PartialRef{Region: id, Count: p.Count, Digest: hex.EncodeToString(d[:])})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Region < out[j].Region })
+	return out
 }
 
 // merge applies the DP-FedAvg server step: the merged noisy sum divided by

@@ -70,6 +70,8 @@ type ServiceConfig struct {
 	ExitWhenFinished bool
 	FinishGrace      time.Duration
 	Logger           *slog.Logger
+	// Job is the job whose regions this node answers registry requests for.
+	Job string
 }
 
 // RunService serves status and membership requests and runs the
@@ -147,6 +149,18 @@ func RunService(ctx context.Context, cfg ServiceConfig) error {
 		return err
 	}
 	defer rsub.Unsubscribe()
+	esub, err := ServeEnroll(ctx, cfg.Conn, n)
+	if err != nil {
+		return err
+	}
+	defer esub.Unsubscribe()
+	if cfg.Job != "" {
+		gsub, err := ServeRegistry(cfg.Conn, n, cfg.Job)
+		if err != nil {
+			return err
+		}
+		defer gsub.Unsubscribe()
+	}
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
 	if cfg.FinishGrace == 0 {

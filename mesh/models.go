@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -42,7 +43,7 @@ func OpenModelStore(ctx context.Context, nc *nats.Conn, job string, replicas int
 		replicas = 1
 	}
 	obs, err := js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
-		Bucket:      "strata-models-" + job,
+		Bucket:      ModelBucket(job),
 		Description: "Strata model versions of job " + job,
 		Storage:     jetstream.FileStorage,
 		Replicas:    replicas,
@@ -51,6 +52,32 @@ func OpenModelStore(ctx context.Context, nc *nats.Conn, job string, replicas int
 		return nil, fmt.Errorf("mesh: model store for job %s: %w", job, err)
 	}
 	return &ModelStore{obs: obs, job: job}, nil
+}
+
+// ReadModelStore opens the job's model bucket for reading only (what a
+// client's permissions allow), waiting until the global tier created it.
+func ReadModelStore(ctx context.Context, nc *nats.Conn, job string) (*ModelStore, error) {
+	if err := topology.ValidToken(job); err != nil {
+		return nil, fmt.Errorf("mesh: model store: %w", err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("mesh: jetstream: %w", err)
+	}
+	for {
+		obs, err := js.ObjectStore(ctx, ModelBucket(job))
+		if err == nil {
+			return &ModelStore{obs: obs, job: job}, nil
+		}
+		if !errors.Is(err, jetstream.ErrBucketNotFound) && !errors.Is(err, jetstream.ErrStreamNotFound) {
+			return nil, fmt.Errorf("mesh: model store for job %s: %w", job, err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("mesh: model store for job %s: the global tier has not created it: %w", job, ctx.Err())
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
 }
 
 // Hash returns the content hash recorded for a blob.

@@ -4,6 +4,7 @@
 package mesh
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -13,6 +14,8 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+
+	"github.com/strata-fl/strata/identity"
 )
 
 // ServerConfig configures an embedded NATS server.
@@ -27,6 +30,11 @@ type ServerConfig struct {
 	MaxPayload int32
 	// Logger receives the server's start-up line; nil is silent.
 	Logger *slog.Logger
+	// TLS, when set, is required of every TCP connection.
+	TLS *tls.Config
+	// Users, when set, are the only identities allowed in, each with its
+	// subject permissions (see Authorization); nil leaves the server open.
+	Users []*server.NkeyUser
 }
 
 // StartServer starts an embedded NATS server with JetStream on and waits
@@ -57,6 +65,14 @@ func StartServer(cfg ServerConfig) (*server.Server, error) {
 		DontListen:    cfg.Port < 0,
 		WriteDeadline: 10 * time.Second,
 	}
+	if cfg.TLS != nil {
+		opts.TLSConfig = cfg.TLS
+		opts.TLS = true
+		opts.TLSTimeout = 5
+	}
+	if cfg.Users != nil {
+		opts.Nkeys = cfg.Users
+	}
 	if cfg.Port == 0 || cfg.Port < 0 {
 		opts.Port = server.RANDOM_PORT
 	}
@@ -76,24 +92,44 @@ func StartServer(cfg ServerConfig) (*server.Server, error) {
 }
 
 // Dialer opens connections to one NATS deployment: either an in-process
-// server (no TCP) or a URL.
+// server (no TCP) or a URL, over TLS when TLS is set, authenticated by Key
+// when set (the identity's NKey; its replies get their own inbox prefix).
 type Dialer struct {
 	Server *server.Server // in-process when set
 	URL    string
 	// OnConnect, when set, is told of every connection opened (metrics
 	// sum the bytes of a fleet's many connections through it).
 	OnConnect func(*nats.Conn)
+	TLS       *tls.Config
+	Key       *identity.Key
+}
+
+// As returns a dialer that connects as the given identity (nil key: as d).
+func (d Dialer) As(k *identity.Key) Dialer {
+	if k != nil {
+		d.Key = k
+	}
+	return d
 }
 
 // Connect opens a named connection. Handlers never block the connection's
 // reader: callers push into bounded queues they own.
-func (d Dialer) Connect(name string) (*nats.Conn, error) {
+func (d Dialer) Connect(name string) (*nats.Conn, error) { return d.connect(name) }
+
+func (d Dialer) connect(name string, extra ...nats.Option) (*nats.Conn, error) {
 	opts := []nats.Option{
 		nats.Name(name),
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(200 * time.Millisecond),
 		nats.Timeout(10 * time.Second),
 	}
+	if d.TLS != nil {
+		opts = append(opts, nats.Secure(d.TLS.Clone()))
+	}
+	if d.Key != nil {
+		opts = append(opts, nats.Nkey(d.Key.Public(), d.Key.SignNonce), nats.CustomInboxPrefix(InboxPrefix(d.Key.Kind, d.Key.ID)))
+	}
+	opts = append(opts, extra...)
 	url := d.URL
 	if d.Server != nil {
 		opts = append(opts, nats.InProcessServer(d.Server))

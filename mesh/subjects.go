@@ -11,8 +11,9 @@ import (
 //	strata.<job>.round.<region>    round.open for one region's aggregator (request/reply:
 //	                               the region acknowledges before clients hear of the round)
 //	strata.<job>.clients.<region>  round.open for one region's clients
-//	strata.<job>.update.<region>   client updates (edge → region)
-//	strata.<job>.partial           regional partials (region → global)
+//	strata.<job>.update.<region>.<client>  one client's updates (edge → region)
+//	strata.<job>.partial.<region>  regional partials (region → global)
+//	strata.<job>.registry.<region> a region asks the global tier for enrolled keys
 //	strata.<job>.done              end of job (global → all)
 const prefix = "strata"
 
@@ -33,13 +34,42 @@ func PingSubject(job, region string) (string, error) {
 	return joinRegion(job, "ping", region)
 }
 
-// UpdateSubject is where a region's clients publish their updates.
-func UpdateSubject(job, region string) (string, error) {
-	return joinRegion(job, "update", region)
+// UpdateSubject is where one client publishes its updates: one subject per
+// client, so NATS authorization can let it publish nowhere else.
+func UpdateSubject(job, region, client string) (string, error) {
+	s, err := joinRegion(job, "update", region)
+	if err != nil {
+		return "", err
+	}
+	if err := validClientID(client); err != nil {
+		return "", err
+	}
+	return s + "." + client, nil
 }
 
-// PartialSubject is where regions publish their partials.
-func PartialSubject(job string) (string, error) { return join(job, "partial", "") }
+// UpdateWildcard is what a region subscribes to: all its clients' updates.
+func UpdateWildcard(job, region string) (string, error) {
+	s, err := joinRegion(job, "update", region)
+	return s + ".*", err
+}
+
+// PartialSubject is where one region publishes its partials.
+func PartialSubject(job, region string) (string, error) { return joinRegion(job, "partial", region) }
+
+// PartialWildcard is what the global tier subscribes to.
+func PartialWildcard(job string) (string, error) {
+	s, err := join(job, "partial", "")
+	return s + ".*", err
+}
+
+// RegistrySubject is where a region asks for its clients' enrolled keys.
+func RegistrySubject(job, region string) (string, error) { return joinRegion(job, "registry", region) }
+
+// RegistryWildcard is what global nodes answer on.
+func RegistryWildcard(job string) (string, error) {
+	s, err := join(job, "registry", "")
+	return s + ".*", err
+}
 
 // DoneSubject announces the end of a job.
 func DoneSubject(job string) (string, error) { return join(job, "done", "") }

@@ -7,15 +7,18 @@ import (
 
 func TestSubjectsRejectBadTokens(t *testing.T) {
 	for _, tok := range []string{"", "a.b", "a*", ">", "a b", strings.Repeat("x", 65)} {
-		if _, err := UpdateSubject("job", tok); err == nil {
+		if _, err := UpdateSubject("job", tok, "c1"); err == nil {
 			t.Errorf("region %q: got nil error", tok)
 		}
-		if _, err := PartialSubject(tok); err == nil {
+		if _, err := UpdateSubject("job", "eu", tok); err == nil && tok != strings.Repeat("x", 65) {
+			t.Errorf("client %q: got nil error", tok)
+		}
+		if _, err := PartialSubject(tok, "eu"); err == nil {
 			t.Errorf("job %q: got nil error", tok)
 		}
 	}
-	s, err := UpdateSubject("job-1", "eu_west")
-	if err != nil || s != "strata.job-1.update.eu_west" {
+	s, err := UpdateSubject("job-1", "eu_west", "eu_west-c00001")
+	if err != nil || s != "strata.job-1.update.eu_west.eu_west-c00001" {
 		t.Fatalf("got %q, %v", s, err)
 	}
 }

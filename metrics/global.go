@@ -134,7 +134,7 @@ func (g *Global) Policy() Policy { return g.policy }
 // Run listens to partials and polls the ledger until ctx ends.
 func (g *Global) Run(ctx context.Context) error {
 	if g.cfg.Conn != nil {
-		subj, err := mesh.PartialSubject(g.cfg.Topology.Job)
+		subj, err := mesh.PartialWildcard(g.cfg.Topology.Job)
 		if err != nil {
 			return err
 		}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"math"
 
+	"github.com/strata-fl/strata/identity"
 	"github.com/strata-fl/strata/mesh/wire"
 )
 
@@ -24,6 +25,12 @@ const (
 	ReasonNorm         = "norm_exceeded"
 	ReasonDuplicate    = "duplicate"
 	ReasonNoRound      = "no_open_round"
+	// Identity: the sender is not enrolled, its consent is withdrawn, its
+	// signature does not verify, or it replays an earlier round's update.
+	ReasonUnknownClient = "unknown_client"
+	ReasonWithdrawn     = "withdrawn_client"
+	ReasonBadSignature  = "bad_signature"
+	ReasonStaleRound    = "stale_round"
 )
 
 // ErrRoundFinalized is returned when a finalized round is used again: noise
@@ -42,7 +49,12 @@ type Round struct {
 	finalized bool
 	normBound float64
 	bitSum    float64 // Σ(bit − ½) of accepted updates (adaptive clipping)
+	registry  *identity.Registry
 }
+
+// UseRegistry gives a signed round the enrolled identities to verify
+// senders against; without one, a signed round accepts no update.
+func (r *Round) UseRegistry(reg *identity.Registry) { r.registry = reg }
 
 // NewRound starts aggregating the round announced by open.
 func NewRound(open wire.RoundOpen) (*Round, error) {
@@ -92,6 +104,12 @@ func (r *Round) add(b []byte) string {
 	}
 	if len(u.Vec) != 4*r.open.Dim {
 		return ReasonWrongDim
+	}
+	if r.open.Signed {
+		d := wire.PayloadDigest(wire.EncodingF32, r.open.Dim, identity.Digest(u.Vec), nil)
+		if reason := r.checkSignature(u.Client, u.Examples, u.Unclipped, d, u.Sig); reason != "" {
+			return reason
+		}
 	}
 	v, err := wire.Float32s(u.Vec)
 	if err != nil {
@@ -167,6 +185,21 @@ func (r *Round) Finalize(n Noiser) (*wire.Partial, error) {
 	}, nil
 }
 
+// checkSignature verifies a client's signature over its update's message.
+func (r *Round) checkSignature(client string, examples int, unclipped uint8, digest [32]byte, sig []byte) string {
+	msg := identity.UpdateMessage(r.open.Job, r.open.Round, r.open.ModelVersion, r.open.Region, client, examples, unclipped, digest)
+	err := r.registry.Check(identity.KindClient, client, msg, sig)
+	switch {
+	case err == nil:
+		return ""
+	case errors.Is(err, identity.ErrUnknown):
+		return ReasonUnknownClient
+	case errors.Is(err, identity.ErrWithdrawn):
+		return ReasonWithdrawn
+	}
+	return ReasonBadSignature
+}
+
 // checkSender checks what every update, whole or streamed, must match: the
 // round's job, region, number and model version, a sampled client that has
 // not reported yet. It returns the rejection reason or "".
@@ -176,10 +209,23 @@ func (r *Round) checkSender(job, region string, round, version uint64, client st
 		return ReasonWrongJob
 	case region != r.open.Region:
 		return ReasonWrongRegion
+	case round < r.open.Round:
+		return ReasonStaleRound
 	case round != r.open.Round:
 		return ReasonWrongRound
 	case version != r.open.ModelVersion:
 		return ReasonWrongVersion
+	}
+	if r.open.Signed {
+		e, ok := r.registry.Lookup(identity.KindClient, client)
+		switch {
+		case !ok || e.Public == "" || e.Region != r.open.Region:
+			return ReasonUnknownClient
+		case e.Status == identity.StatusWithdrawn:
+			return ReasonWithdrawn
+		}
+	}
+	switch {
 	case !r.sampled[client]:
 		return ReasonNotSampled
 	case r.seen[client]:

@@ -37,7 +37,7 @@ func TestAddRejectsWithNamedReasons(t *testing.T) {
 		{"wrong type", func() []byte { b, _ := wire.Encode(wire.TypePartial, &wire.Partial{}); return b }(), ReasonMalformed},
 		{"wrong job", update(func(u *wire.Update) { u.Job = "k" }), ReasonWrongJob},
 		{"wrong region", update(func(u *wire.Update) { u.Region = "us" }), ReasonWrongRegion},
-		{"old round", update(func(u *wire.Update) { u.Round = 1 }), ReasonWrongRound},
+		{"old round", update(func(u *wire.Update) { u.Round = 1 }), ReasonStaleRound},
 		{"wrong model version", update(func(u *wire.Update) { u.ModelVersion = 0 }), ReasonWrongVersion},
 		{"not sampled", update(func(u *wire.Update) { u.Client = "c9" }), ReasonNotSampled},
 		{"short vector", update(vec(1, 0)), ReasonWrongDim},

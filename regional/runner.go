@@ -2,6 +2,7 @@ package regional
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/strata-fl/strata/identity"
 	"github.com/strata-fl/strata/mesh"
 	"github.com/strata-fl/strata/mesh/wire"
 	"github.com/strata-fl/strata/privacy"
@@ -38,6 +40,9 @@ type Config struct {
 	// (the metrics package observes aggregation latency through it).
 	OnPartial func(p *wire.Partial, elapsed time.Duration)
 	Logger    *slog.Logger
+	// Key is the region's identity: it signs the region's partials. A
+	// signed round's partial from a region without one is refused upstream.
+	Key *identity.Key
 }
 
 // Stats are cumulative counters of a runner.
@@ -64,6 +69,7 @@ type Runner struct {
 	stats Stats
 	ready chan struct{}
 	sr    streamRun
+	reg   *identity.Registry // enrolled identities, refreshed as rounds ask
 }
 
 // Ready is closed once the runner is subscribed.
@@ -107,7 +113,7 @@ func (r *Runner) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	updSubj, err := mesh.UpdateSubject(r.cfg.Job, r.cfg.Region)
+	updSubj, err := mesh.UpdateWildcard(r.cfg.Job, r.cfg.Region)
 	if err != nil {
 		return err
 	}
@@ -217,6 +223,10 @@ func (r *Runner) loop(ctx context.Context, roundSubj, doneSubj string) error {
 					continue
 				}
 				cur, openedAt = nr, time.Now()
+				if open.Signed {
+					r.refreshRegistry(ctx, open.Registry)
+					cur.UseRegistry(r.reg)
+				}
 				if m.Reply != "" {
 					// The coordinator tells clients only after this ack, so no
 					// update can overtake the round it belongs to.
@@ -269,7 +279,52 @@ func (r *Runner) count(reason string) {
 	r.stats.Rejected[reason]++
 }
 
+// refreshRegistry fetches the region's enrolled identities from the
+// global tier when the round announces a newer version than the copy held.
+// On failure the old copy stays: updates of unknown senders are rejected,
+// never accepted unverified.
+func (r *Runner) refreshRegistry(ctx context.Context, want uint64) {
+	if r.reg != nil && r.reg.Version >= want {
+		return
+	}
+	subj, err := mesh.RegistrySubject(r.cfg.Job, r.cfg.Region)
+	if err != nil {
+		r.cfg.Logger.Error("registry subject", "err", err)
+		return
+	}
+	for attempt := 0; attempt < 3; attempt++ {
+		rctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		m, err := r.cfg.Conn.RequestWithContext(rctx, subj, binary.BigEndian.AppendUint64(nil, want))
+		cancel()
+		if err == nil {
+			reg, derr := identity.DecodeRegistry(m.Data)
+			if derr == nil && reg.Version >= want {
+				r.reg = reg
+				r.cfg.Logger.Debug("registry refreshed", "version", reg.Version, "entries", reg.Len())
+				return
+			}
+			err = derr
+			if err == nil {
+				err = fmt.Errorf("registry version %d, round needs %d", reg.Version, want)
+			}
+		}
+		r.cfg.Logger.Warn("registry refresh failed", "attempt", attempt+1, "err", err)
+		if ctx.Err() != nil {
+			return
+		}
+	}
+}
+
+// sign signs a partial with the region's key (unsigned without one).
+func (r *Runner) sign(p *wire.Partial) {
+	if r.cfg.Key == nil {
+		return
+	}
+	p.Sig = r.cfg.Key.Sign(identity.PartialMessage(p.Job, p.Round, p.Region, p.Count, p.BitSum, identity.Digest(p.Sum)))
+}
+
 func (r *Runner) publish(p *wire.Partial) error {
+	r.sign(p)
 	if len(p.Sum) > partialChunkBytes(r.cfg.Conn) {
 		return r.publishChunked(p)
 	}
@@ -277,7 +332,7 @@ func (r *Runner) publish(p *wire.Partial) error {
 	if err != nil {
 		return err
 	}
-	subj, err := mesh.PartialSubject(r.cfg.Job)
+	subj, err := mesh.PartialSubject(r.cfg.Job, r.cfg.Region)
 	if err != nil {
 		return err
 	}

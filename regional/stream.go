@@ -1,7 +1,9 @@
 package regional
 
 import (
+	"crypto/sha256"
 	"encoding/binary"
+	"hash"
 	"hash/crc32"
 	"math"
 
@@ -69,8 +71,17 @@ type stream struct {
 	scales  []float32
 	sumsq   float64
 	crc     uint32
-	lastIdx int64 // topk: last index seen
-	chunkN  int   // elements in the last chunk received
+	lastIdx int64     // topk: last index seen
+	chunkN  int       // elements in the last chunk received
+	hash    hash.Hash // SHA-256 of the data, for the signed digest
+}
+
+func newStream(o wire.StreamOpen) *stream {
+	st := &stream{open: o, lastIdx: -1}
+	if len(o.Digest) == sha256.Size { // signed: hash the data as it arrives
+		st.hash = sha256.New()
+	}
+	return st
 }
 
 // tail reports whether the client may already send everything it has left.
@@ -126,7 +137,7 @@ func (s *Streams) Open(o wire.StreamOpen) (granted bool, reason string) {
 		return false, reason
 	}
 	if len(s.waiting) == 0 && s.admit() {
-		s.active[o.Client] = &stream{open: o, lastIdx: -1}
+		s.active[o.Client] = newStream(o)
 		return true, ""
 	}
 	s.queued[o.Client] = o
@@ -162,6 +173,12 @@ func (s *Streams) checkOpen(o wire.StreamOpen) string {
 	} else if o.Total != o.Dim {
 		return ReasonWrongDim
 	}
+	if r.open.Signed {
+		if len(o.Digest) != 32 {
+			return ReasonBadSignature
+		}
+		return r.checkSignature(o.Client, o.Examples, o.Unclipped, [32]byte(o.Digest), o.Sig)
+	}
 	return ""
 }
 
@@ -195,7 +212,7 @@ func (s *Streams) promote() []string {
 		s.waiting = s.waiting[1:]
 		o := s.queued[c]
 		delete(s.queued, c)
-		s.active[c] = &stream{open: o, lastIdx: -1}
+		s.active[c] = newStream(o)
 		grants = append(grants, c)
 	}
 	return grants
@@ -249,6 +266,9 @@ func (s *Streams) take(st *stream, h wire.ChunkHeader, data []byte) string {
 		st.crc = crc32.Update(st.crc, wire.Castagnoli, sb[:])
 	}
 	st.crc = crc32.Update(st.crc, wire.Castagnoli, data)
+	if st.hash != nil {
+		st.hash.Write(data)
+	}
 	st.chunks = append(st.chunks, data)
 	st.offsets = append(st.offsets, h.Offset)
 	st.scales = append(st.scales, h.Scale)
@@ -257,7 +277,26 @@ func (s *Streams) take(st *stream, h wire.ChunkHeader, data []byte) string {
 	if h.Last && h.Digest != st.crc {
 		return ReasonDigest
 	}
+	if h.Last && s.r.open.Signed && !st.signedDigestMatches() {
+		return ReasonDigest
+	}
 	return ""
+}
+
+// signedDigestMatches compares the data received with the digest the
+// client signed at the open.
+func (st *stream) signedDigestMatches() bool {
+	if st.hash == nil {
+		return false
+	}
+	var data [32]byte
+	st.hash.Sum(data[:0])
+	var scales []float32
+	if st.open.Encoding == wire.EncodingQ8 {
+		scales = st.scales
+	}
+	d := wire.PayloadDigest(st.open.Encoding, st.open.Total, data, scales)
+	return string(d[:]) == string(st.open.Digest)
 }
 
 // commit adds a verified stream to the round's sum.

@@ -131,7 +131,7 @@ func partialChunkBytes(nc *nats.Conn) int {
 // publishChunked sends a partial too large for one message as
 // PartialChunks of at most the server's max payload.
 func (r *Runner) publishChunked(p *wire.Partial) error {
-	subj, err := mesh.PartialSubject(r.cfg.Job)
+	subj, err := mesh.PartialSubject(r.cfg.Job, r.cfg.Region)
 	if err != nil {
 		return err
 	}
@@ -145,7 +145,7 @@ func (r *Runner) publishChunked(p *wire.Partial) error {
 		h := wire.PartialChunkHeader{Job: p.Job, Round: p.Round, Region: p.Region, Count: p.Count, Rejected: p.Rejected,
 			BitSum: p.BitSum, Offset: lo / 4, Total: total, Last: hi == len(p.Sum)}
 		if h.Last {
-			h.Digest = crc
+			h.Digest, h.Sig = crc, p.Sig
 		}
 		if buf, err = wire.AppendPartialChunk(buf[:0], &h, p.Sum[lo:hi]); err != nil {
 			return err

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"path/filepath"
 	"runtime"
 	"sync"
@@ -27,6 +28,7 @@ import (
 	"github.com/strata-fl/strata/finetune"
 	"github.com/strata-fl/strata/global"
 	"github.com/strata-fl/strata/global/ledger"
+	"github.com/strata-fl/strata/identity"
 	"github.com/strata-fl/strata/mesh"
 	"github.com/strata-fl/strata/metrics"
 	"github.com/strata-fl/strata/regional"
@@ -82,10 +84,18 @@ type Mesh struct {
 	Trainer *finetune.ClientTrainer
 	coord   *global.Coordinator
 	conns   []*nats.Conn
+	// Secrets is the mesh's secrets directory (DataDir/secrets): the dev
+	// CA, the server certificate and every identity's key.
+	Secrets string
+	dialer  mesh.Dialer
+	public  []identity.Entry
 }
 
-// Dialer connects to the mesh's NATS server in-process.
-func (m *Mesh) Dialer() mesh.Dialer { return mesh.Dialer{Server: m.Server} }
+// Dialer connects to the mesh's NATS server in-process, as the operator.
+func (m *Mesh) Dialer() mesh.Dialer { return m.dialer }
+
+// URL is the mesh's TLS listener on loopback, for tools outside the process.
+func (m *Mesh) URL() string { return m.Server.ClientURL() }
 
 // ConfigHash identifies a topology: a data dir holding another job's ledger
 // refuses to run a different one.
@@ -130,7 +140,7 @@ func Start(ctx context.Context, cfg Config) (m *Mesh, err error) {
 	if err != nil {
 		return nil, err
 	}
-	if m.Server, err = mesh.StartServer(mesh.ServerConfig{StoreDir: filepath.Join(cfg.DataDir, "nats"), Port: -1, MaxPayload: cfg.MaxPayload, Logger: cfg.Logger}); err != nil {
+	if err := m.startServer(); err != nil {
 		return nil, err
 	}
 	if m.Node, err = global.OpenNode(global.NodeConfig{DataDir: filepath.Join(cfg.DataDir, "global"), Key: cfg.Key, Logger: cfg.Logger}); err != nil {
@@ -142,6 +152,62 @@ func Start(ctx context.Context, cfg Config) (m *Mesh, err error) {
 		return nil, err
 	}
 	return m, m.wire(ctx)
+}
+
+// startServer starts the NATS server with TLS and per-identity
+// authorization, creating the mesh's secrets on first use.
+func (m *Mesh) startServer() error {
+	t, dir := m.cfg.Topology, filepath.Join(m.cfg.DataDir, "secrets")
+	m.Secrets = dir
+	if _, err := identity.LoadPublic(dir); errors.Is(err, identity.ErrNoSecrets) {
+		m.cfg.Status("creating the mesh's CA and %d identities in %s", t.Population()+len(t.Regions)+2, dir)
+		if err := identity.GenerateMesh(dir, Spec(t, []string{"g1"})); err != nil {
+			return err
+		}
+	}
+	var err error
+	if m.public, err = identity.LoadPublic(dir); err != nil {
+		return err
+	}
+	users, err := mesh.Authorization(t.Job, m.public)
+	if err != nil {
+		return err
+	}
+	stls, err := identity.ServerTLS(dir)
+	if err != nil {
+		return err
+	}
+	ctls, err := identity.ClientTLS(dir)
+	if err != nil {
+		return err
+	}
+	op, err := identity.LoadKey(dir, identity.KindOperator, "admin")
+	if err != nil {
+		return err
+	}
+	if m.Server, err = mesh.StartServer(mesh.ServerConfig{StoreDir: filepath.Join(m.cfg.DataDir, "nats"), Port: 0,
+		MaxPayload: m.cfg.MaxPayload, Logger: m.cfg.Logger, TLS: stls, Users: users}); err != nil {
+		return err
+	}
+	m.dialer = mesh.Dialer{Server: m.Server, TLS: ctls, Key: op}
+	return nil
+}
+
+// Spec lists a topology's identities: an operator ("admin"), the given
+// global nodes, its regions and every client.
+func Spec(t *topology.Topology, globals []string) identity.MeshSpec {
+	spec := identity.MeshSpec{Operators: []string{"admin"}, Globals: globals, Clients: map[string][]string{}}
+	for _, r := range t.Regions {
+		spec.Regions = append(spec.Regions, r.ID)
+		for i := 0; i < r.Clients; i++ {
+			spec.Clients[r.ID] = append(spec.Clients[r.ID], topology.ClientID(r.ID, i))
+		}
+	}
+	// Canary clients are enrolled, sampled and signed for like any other.
+	for _, cc := range t.CanaryClients() {
+		spec.Clients[cc.Region] = append(spec.Clients[cc.Region], cc.ID)
+	}
+	return spec
 }
 
 // TaskConfig derives the built-in task's configuration from a topology.
@@ -156,8 +222,8 @@ func TaskConfig(t *topology.Topology) finetune.TaskConfig {
 	}
 }
 
-func (m *Mesh) connect(name string) (*nats.Conn, error) {
-	nc, err := m.Dialer().Connect(name)
+func (m *Mesh) connect(name string, k *identity.Key) (*nats.Conn, error) {
+	nc, err := m.dialer.As(k).Connect(name)
 	if err != nil {
 		return nil, err
 	}
@@ -167,8 +233,18 @@ func (m *Mesh) connect(name string) (*nats.Conn, error) {
 
 func (m *Mesh) wire(ctx context.Context) error {
 	t := m.cfg.Topology
-	gc, err := m.connect("global")
+	gk, err := identity.LoadKey(m.Secrets, identity.KindGlobal, "g1")
 	if err != nil {
+		return err
+	}
+	gc, err := m.connect("global", gk)
+	if err != nil {
+		return err
+	}
+	if _, err := global.ServeRegistry(gc, m.Node, t.Job); err != nil {
+		return err
+	}
+	if _, err := global.ServeEnroll(ctx, gc, m.Node); err != nil {
 		return err
 	}
 	models, err := mesh.OpenModelStore(ctx, gc, t.Job, 1)
@@ -184,7 +260,7 @@ func (m *Mesh) wire(ctx context.Context) error {
 	if m.cfg.WrapEvaluator != nil {
 		evaluator = m.cfg.WrapEvaluator(evaluator)
 	}
-	tc, err := m.connect("tracker")
+	tc, err := m.connect("tracker", nil)
 	if err != nil {
 		return err
 	}
@@ -196,24 +272,34 @@ func (m *Mesh) wire(ctx context.Context) error {
 	m.coord, err = global.NewCoordinator(global.CoordinatorConfig{
 		Topology: t, Node: m.Node, Conn: gc, Models: models, Initial: m.Task.Theta0,
 		Evaluator: evaluator, Rand: m.cfg.Rand, ConfigHash: hash,
-		Progress: m.cfg.Progress, Logger: m.cfg.Logger.With("tier", "global"),
+		Progress: m.cfg.Progress, Logger: m.cfg.Logger.With("tier", "global"), Identities: m.public,
 	})
 	if err != nil {
 		return err
 	}
+	keys := map[string]*identity.Key{}
 	for _, r := range t.Regions {
-		nc, err := m.connect("regional-" + r.ID)
+		rk, err := identity.LoadKey(m.Secrets, identity.KindRegion, r.ID)
+		if err != nil {
+			return err
+		}
+		nc, err := m.connect("regional-"+r.ID, rk)
 		if err != nil {
 			return err
 		}
 		rc := metrics.NewRegional(r.ID, nc)
 		m.Regions[r.ID], err = regional.NewRunner(regional.Config{Job: t.Job, Region: r.ID, Conn: nc, Rand: m.cfg.Rand, Logger: m.cfg.Logger.With("tier", "regional"),
-			StreamSlots: t.DataPath.StreamSlots, StreamWindow: t.DataPath.StreamWindow, OnPartial: rc.OnPartial})
+			StreamSlots: t.DataPath.StreamSlots, StreamWindow: t.DataPath.StreamWindow, OnPartial: rc.OnPartial, Key: rk})
 		if err != nil {
 			return err
 		}
 		rc.SetRunner(m.Regions[r.ID])
 		collectors = append(collectors, rc)
+		ck, err := identity.LoadClients(m.Secrets, r.ID)
+		if err != nil {
+			return err
+		}
+		maps.Copy(keys, ck)
 	}
 	var clients []edge.Client
 	var ids []string
@@ -239,7 +325,7 @@ func (m *Mesh) wire(ctx context.Context) error {
 	if m.cfg.WrapTrainer != nil {
 		trainer = m.cfg.WrapTrainer(trainer)
 	}
-	ec, err := m.connect("edge-models")
+	ec, err := m.connect("edge-models", nil)
 	if err != nil {
 		return err
 	}
@@ -252,7 +338,7 @@ func (m *Mesh) wire(ctx context.Context) error {
 	dialer := m.Dialer()
 	dialer.OnConnect = ecol.OnConnect
 	m.Fleet, err = edge.NewFleet(edge.FleetConfig{Job: t.Job, Dialer: dialer, Clients: clients, Trainer: trainer, Models: emodels,
-		Workers: runtime.GOMAXPROCS(0), Rand: m.cfg.Rand, Logger: m.cfg.Logger.With("tier", "edge"),
+		Workers: runtime.GOMAXPROCS(0), Rand: m.cfg.Rand, Logger: m.cfg.Logger.With("tier", "edge"), Keys: keys,
 		Stream: edge.StreamConfig{ChunkBytes: t.DataPath.ChunkBytes, Encoding: t.DataPath.Encoding(), TopK: t.DataPath.TopK}, Canaries: canaries})
 	if err != nil {
 		return err

@@ -37,6 +37,8 @@ type Topology struct {
 	DataPath DataPath `yaml:"data_path,omitempty"`
 	// Audit: canary clients for empirical privacy measurement (topology/audit.go).
 	Audit Audit `yaml:"audit,omitempty"`
+	// Security: signatures (topology/security.go).
+	Security Security `yaml:"security,omitempty"`
 }
 
 // Policy states what a plan must guarantee before any data moves; `strata

@@ -111,6 +111,8 @@ func runWithdraw(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	data := fs.String("data", "./strata-data", "data dir of a stopped strata up")
 	client := fs.String("client", "", "client id whose consent is withdrawn (required)")
 	reason := fs.String("reason", "consent withdrawn", "reason recorded in the ledger")
+	natsURL := fs.String("nats", "", "withdraw through a running mesh's global leader at this NATS URL instead of a stopped data dir")
+	secrets := fs.String("secrets", "", "with --nats: the mesh's secrets dir (TLS and the operator key)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
@@ -119,6 +121,13 @@ func runWithdraw(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	}
 	if *client == "" {
 		return fmt.Errorf("%w: --client is required", errUsage)
+	}
+	if *natsURL != "" {
+		if err := operatorRequest(ctx, *natsURL, *secrets, global.EnrollRequest{Withdraw: *client, Reason: *reason}); err != nil {
+			return fmt.Errorf("withdraw %s: %w", *client, err)
+		}
+		fmt.Fprintf(stdout, "client %s withdrawn: regions refuse its updates from the next round; its spend stays on record\n", *client)
+		return nil
 	}
 	key, err := dataKey()
 	if err != nil {

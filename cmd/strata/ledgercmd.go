@@ -11,7 +11,6 @@ import (
 
 	"github.com/strata-fl/strata/global"
 	"github.com/strata-fl/strata/global/ledger"
-	"github.com/strata-fl/strata/mesh"
 	"github.com/strata-fl/strata/seal"
 )
 
@@ -23,6 +22,7 @@ func runLedger(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	client := fs.String("client", "", "show one client's spend and remaining budget against each observer")
 	natsURL := fs.String("nats", "", "read the ledger of a running global node over NATS instead of a data dir")
 	node := fs.String("node", "g1", "with --nats: the global node to ask")
+	secrets := fs.String("secrets", "", "with --nats: the mesh's secrets dir (TLS and the operator key)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
@@ -32,7 +32,7 @@ func runLedger(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	var l *ledger.Ledger
 	var err error
 	if *natsURL != "" {
-		l, err = ledgerFromNode(ctx, *natsURL, *node)
+		l, err = ledgerFromNode(ctx, *natsURL, *secrets, *node)
 	} else {
 		var key *seal.Key
 		if key, err = dataKey(); err == nil {
@@ -94,8 +94,12 @@ func jsonRounds(rs []ledger.RoundEntry) []jsonRound {
 }
 
 // ledgerFromNode fetches a running node's ledger snapshot over NATS.
-func ledgerFromNode(ctx context.Context, url, id string) (*ledger.Ledger, error) {
-	nc, err := mesh.Dialer{URL: url}.Connect("strata-ledger")
+func ledgerFromNode(ctx context.Context, url, secrets, id string) (*ledger.Ledger, error) {
+	d, err := operatorDialer(url, secrets)
+	if err != nil {
+		return nil, err
+	}
+	nc, err := d.Connect("strata-ledger")
 	if err != nil {
 		return nil, err
 	}

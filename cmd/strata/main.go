@@ -24,7 +24,9 @@ func commands() map[string]command {
 	return map[string]command{
 		"privacy":  {"plan budgets: epsilon for a schedule, calibrate sigma", runPrivacy},
 		"check":    {"project ε per observer for a plan and enforce its policy", runCheck},
-		"withdraw": {"withdraw a client's consent in a stopped data dir", runWithdraw},
+		"withdraw": {"withdraw a client's consent (running mesh with --nats, or a stopped data dir)", runWithdraw},
+		"certs":    {"create a dev mesh's CA, NATS certificate and identity keys", runCerts},
+		"enroll":   {"create a client identity and enrol it with a running global tier", runEnroll},
 		"nats":     {"run a NATS server with JetStream for a multi-process mesh", runNATS},
 		"global":   {"run one node of the raft-replicated global tier (and `global members`)", runGlobal},
 		"regional": {"run one regional aggregator", runRegional},

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/strata-fl/strata/global"
-	"github.com/strata-fl/strata/mesh"
 )
 
 // runMembers changes the global tier's voters through the leader (a raft
@@ -24,6 +23,7 @@ func runMembers(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	natsURL := fs.String("nats", "nats://127.0.0.1:4222", "NATS server URL")
 	id := fs.String("id", "", "node id")
 	addr := fs.String("addr", "", "raft address of the node to add")
+	secrets := fs.String("secrets", "", "the mesh's secrets dir (TLS and the operator key)")
 	if err := fs.Parse(args[1:]); err != nil {
 		return helpOK(fmt.Errorf("%w: %v", errUsage, err))
 	}
@@ -35,7 +35,11 @@ func runMembers(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	case op == "add" && *addr == "":
 		return fmt.Errorf("%w: members add needs --addr HOST:PORT (the new node's --raft-bind)", errUsage)
 	}
-	nc, err := mesh.Dialer{URL: *natsURL}.Connect("strata-members")
+	d, err := operatorDialer(*natsURL, *secrets)
+	if err != nil {
+		return err
+	}
+	nc, err := d.Connect("strata-members")
 	if err != nil {
 		return err
 	}

@@ -11,7 +11,6 @@ import (
 
 	"github.com/strata-fl/strata/global"
 	"github.com/strata-fl/strata/global/ledger"
-	"github.com/strata-fl/strata/mesh"
 )
 
 // runModel lists model versions and rolls the serving one back through
@@ -27,6 +26,7 @@ func runModel(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	natsURL := fs.String("nats", "", "roll back on a running global tier through its leader instead")
 	to := fs.Int64("to", -1, "version to serve again (0 = the pre-trained checkpoint)")
 	reason := fs.String("reason", "operator rollback", "reason recorded in the ledger")
+	secrets := fs.String("secrets", "", "with --nats: the mesh's secrets dir (TLS and the operator key)")
 	if err := fs.Parse(args[1:]); err != nil {
 		return helpOK(fmt.Errorf("%w: %v", errUsage, err))
 	}
@@ -47,7 +47,11 @@ func runModel(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return fmt.Errorf("%w: model rollback needs --to N", errUsage)
 	}
 	if *natsURL != "" {
-		nc, err := mesh.Dialer{URL: *natsURL}.Connect("strata-model")
+		d, err := operatorDialer(*natsURL, *secrets)
+		if err != nil {
+			return err
+		}
+		nc, err := d.Connect("strata-model")
 		if err != nil {
 			return err
 		}

@@ -16,6 +16,7 @@ import (
 	"github.com/strata-fl/strata/empirical"
 	"github.com/strata-fl/strata/finetune"
 	"github.com/strata-fl/strata/global"
+	"github.com/strata-fl/strata/identity"
 	"github.com/strata-fl/strata/mesh"
 	"github.com/strata-fl/strata/metrics"
 	"github.com/strata-fl/strata/regional"
@@ -30,6 +31,7 @@ type roleFlags struct {
 	natsURL  *string
 	topo     *string
 	verbose  *bool
+	secrets  *string
 	progress io.Writer
 }
 
@@ -45,7 +47,35 @@ func newRoleFlags(name, usage string, stderr io.Writer) *roleFlags {
 		natsURL: fs.String("nats", "nats://127.0.0.1:4222", "NATS server URL(s), comma-separated"),
 		topo:    fs.String("topology", "", "topology YAML file (default: the built-in one); every role of a mesh must use the same"),
 		verbose: fs.Bool("v", false, "log what this role does"),
+		secrets: fs.String("secrets", "", "the mesh's secrets dir from `strata certs`: CA for TLS and this role's identity key (required unless the topology sets security.unsigned)"),
 	}
+}
+
+// dialer connects as the given identity over TLS, from --secrets. Without
+// --secrets it connects in the clear and unauthenticated, which only an
+// unsigned topology allows.
+func (r *roleFlags) dialer(t *topology.Topology, kind, id string) (mesh.Dialer, *identity.Key, error) {
+	d := mesh.Dialer{URL: *r.natsURL}
+	if *r.secrets == "" {
+		if t.Security.Signed() {
+			return d, nil, fmt.Errorf("%w: the topology signs updates (security.unsigned is false): pass --secrets DIR made by `strata certs`", errUsage)
+		}
+		return d, nil, nil
+	}
+	tlsc, err := identity.ClientTLS(*r.secrets)
+	if err != nil {
+		return d, nil, err
+	}
+	d.TLS = tlsc
+	if kind == "" {
+		return d, nil, nil
+	}
+	k, err := identity.LoadKey(*r.secrets, kind, id)
+	if err != nil {
+		return d, nil, err
+	}
+	d.Key = k
+	return d, k, nil
 }
 
 func (r *roleFlags) parse(args []string) error {
@@ -82,14 +112,37 @@ func runNATS(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	host := fs.String("host", "127.0.0.1", "listen address")
 	port := fs.Int("port", 4222, "client port (0 picks a free one)")
 	metricsAddr := metricsFlag(fs)
+	secrets := fs.String("secrets", "", "secrets dir from `strata certs`: serve TLS and admit only its identities, each with its role's subject permissions (default: open, for unsigned topologies only)")
+	topo := fs.String("topology", "", "topology YAML (its job names the subjects permissions are generated for); default the built-in one")
 	if err := fs.Parse(args); err != nil {
 		return helpOK(fmt.Errorf("%w: %v", errUsage, err))
 	}
-	s, err := mesh.StartServer(mesh.ServerConfig{StoreDir: *data, Host: *host, Port: *port})
+	cfg := mesh.ServerConfig{StoreDir: *data, Host: *host, Port: *port}
+	if *secrets != "" {
+		t, err := loadTopology(*topo)
+		if err != nil {
+			return err
+		}
+		pub, err := identity.LoadPublic(*secrets)
+		if err != nil {
+			return err
+		}
+		if cfg.Users, err = mesh.Authorization(t.Job, pub); err != nil {
+			return err
+		}
+		if cfg.TLS, err = identity.ServerTLS(*secrets); err != nil {
+			return err
+		}
+	}
+	s, err := mesh.StartServer(cfg)
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "nats server ready on %s (JetStream store %s)\n", s.ClientURL(), *data)
+	mode := "open (no TLS, no authorization)"
+	if *secrets != "" {
+		mode = fmt.Sprintf("TLS, %d identities authorized", len(cfg.Users))
+	}
+	fmt.Fprintf(stdout, "nats server ready on %s (JetStream store %s; %s)\n", s.ClientURL(), *data, mode)
 	obs := newObservers(ctx, stdout)
 	defer obs.stop()
 	reg := metrics.NewRegistry()
@@ -142,7 +195,17 @@ func runGlobal(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	defer node.Close()
-	nc, err := mesh.Dialer{URL: *rf.natsURL}.Connect("global-" + *id)
+	d, _, err := rf.dialer(t, identity.KindGlobal, *id)
+	if err != nil {
+		return err
+	}
+	var ids []identity.Entry
+	if *rf.secrets != "" {
+		if ids, err = identity.LoadPublic(*rf.secrets); err != nil {
+			return err
+		}
+	}
+	nc, err := d.Connect("global-" + *id)
 	if err != nil {
 		return err
 	}
@@ -161,7 +224,7 @@ func runGlobal(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	if *metricsAddr != "" || *httpAddr != "" {
-		tc, err := mesh.Dialer{URL: *rf.natsURL}.Connect("tracker-" + *id)
+		tc, err := d.Connect("tracker-" + *id)
 		if err != nil {
 			return err
 		}
@@ -183,11 +246,12 @@ func runGlobal(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		}
 	}
 	err = global.RunService(ctx, global.ServiceConfig{
-		Node: node, Conn: nc, ExitWhenFinished: true, Logger: logger,
+		Node: node, Conn: nc, ExitWhenFinished: true, Logger: logger, Job: t.Job,
 		NewCoordinator: func() (*global.Coordinator, error) {
 			return global.NewCoordinator(global.CoordinatorConfig{
 				Topology: t, Node: node, Conn: nc, Models: models, Initial: task.Theta0,
 				Evaluator: finetune.Evaluator{Task: task}, ConfigHash: hash, Progress: progressBar(stdout), Logger: logger,
+				Identities: ids,
 			})
 		},
 	})
@@ -220,13 +284,18 @@ func runRegional(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if err != nil {
 		return err
 	}
-	nc, err := mesh.Dialer{URL: *rf.natsURL}.Connect("regional-" + *region)
+	d, key, err := rf.dialer(t, identity.KindRegion, *region)
+	if err != nil {
+		return err
+	}
+	nc, err := d.Connect("regional-" + *region)
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
 	rc := metrics.NewRegional(*region, nc)
-	r, err := regional.NewRunner(regional.Config{Job: t.Job, Region: *region, Conn: nc, Logger: rf.logger(stderr), OnPartial: rc.OnPartial})
+	r, err := regional.NewRunner(regional.Config{Job: t.Job, Region: *region, Conn: nc, Logger: rf.logger(stderr), OnPartial: rc.OnPartial, Key: key,
+		StreamSlots: t.DataPath.StreamSlots, StreamWindow: t.DataPath.StreamWindow})
 	if err != nil {
 		return err
 	}
@@ -300,13 +369,29 @@ func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		trainer = remote
 	}
 	ecol := metrics.NewEdge(*region)
-	dialer := mesh.Dialer{URL: *rf.natsURL, OnConnect: ecol.OnConnect}
-	mc, err := dialer.Connect("edge-models-" + *region)
+	dialer, _, err := rf.dialer(t, "", "")
+	if err != nil {
+		return err
+	}
+	dialer.OnConnect = ecol.OnConnect
+	var keys map[string]*identity.Key
+	modelsDialer := dialer
+	if *rf.secrets != "" {
+		if keys, err = identity.LoadClients(*rf.secrets, *region); err != nil {
+			return err
+		}
+		if len(keys) == 0 && len(clients) > 0 {
+			return fmt.Errorf("edge %s: %s holds no client keys for the region; create them with `strata certs` or `strata enroll`", *region, *rf.secrets)
+		}
+		// The fleet reads models as one of its clients (read-only).
+		modelsDialer = dialer.As(keys[clients[0].ID])
+	}
+	mc, err := modelsDialer.Connect("edge-models-" + *region)
 	if err != nil {
 		return err
 	}
 	defer mc.Close()
-	models, err := mesh.OpenModelStore(ctx, mc, t.Job, 1)
+	models, err := mesh.ReadModelStore(ctx, mc, t.Job)
 	if err != nil {
 		return err
 	}
@@ -315,7 +400,8 @@ func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 	models.SetKey(key)
-	f, err := edge.NewFleet(edge.FleetConfig{Job: t.Job, Dialer: dialer, Clients: clients, Trainer: trainer, Models: models, Workers: *workers, Logger: rf.logger(stderr), Canaries: canaries})
+	f, err := edge.NewFleet(edge.FleetConfig{Job: t.Job, Dialer: dialer, Clients: clients, Trainer: trainer, Models: models, Workers: *workers, Logger: rf.logger(stderr), Canaries: canaries, Keys: keys,
+		Stream: edge.StreamConfig{ChunkBytes: t.DataPath.ChunkBytes, Encoding: t.DataPath.Encoding(), TopK: t.DataPath.TopK}})
 	if err != nil {
 		return err
 	}

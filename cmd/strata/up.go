@@ -231,6 +231,12 @@ func runJob(ctx context.Context, t *topology.Topology, dataDir string, mn *finet
 		return nil, err
 	}
 	status("pre-trained checkpoint: accuracy %.4f on the clients' domain (%s digits, %d test images)", pre, t.Data.Shift, m.Task.Test.Len())
+	signed := "updates and partials signed by enrolled keys"
+	if !t.Security.Signed() {
+		signed = "UNSIGNED updates (security.unsigned)"
+	}
+	status("mesh secured: NATS with TLS and per-identity subject permissions on %s (secrets in %s; tools connect with --nats %s --secrets %s); %s",
+		m.URL(), m.Secrets, m.URL(), m.Secrets, signed)
 	if l, err := m.Ledger(); err == nil && l.Job != nil {
 		status("resuming from %s: %d rounds committed, public ε %.4g", dataDir, l.CommittedRounds(), l.Spent(ledger.Public))
 	}

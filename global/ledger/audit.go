@@ -117,6 +117,8 @@ func kindName(k Kind) string {
 		return "withdraw"
 	case KindRollback:
 		return "rollback"
+	case KindEnrollNodes:
+		return "enroll_nodes"
 	}
 	return fmt.Sprintf("kind_%d", k)
 }
@@ -132,6 +134,8 @@ func commandTime(cmd Command) int64 {
 	case *Withdraw:
 		return c.UnixMs
 	case *Rollback:
+		return c.UnixMs
+	case *EnrollNodes:
 		return c.UnixMs
 	}
 	return 0

@@ -19,6 +19,7 @@ const (
 var (
 	ErrUnknownClient = errors.New("ledger: unknown client")
 	ErrNotEligible   = errors.New("ledger: client is not eligible")
+	ErrKeyConflict   = errors.New("ledger: a different key is already enrolled")
 )
 
 // Client is one enrolled client and what the ledger needs to account it:
@@ -40,6 +41,9 @@ type Client struct {
 	EnrolledMs    int64    `msgpack:"enrolled_ms" json:"enrolled_ms"`
 	Purpose       string   `msgpack:"purpose" json:"purpose"`
 	WithdrawnMs   int64    `msgpack:"withdrawn_ms,omitempty" json:"withdrawn_ms,omitempty"`
+	// PubKey is the client's enrolled Ed25519 public key (NKey form); its
+	// updates are accepted only when signed by it.
+	PubKey string `msgpack:"pub_key" json:"pub_key,omitempty"`
 }
 
 // Enrollment is one client in an EnrollClients command.
@@ -47,6 +51,10 @@ type Enrollment struct {
 	ID     string  `msgpack:"id"`
 	Region string  `msgpack:"region"`
 	Budget float64 `msgpack:"budget"`
+	// PubKey registers the client's key; a client enrolled without one
+	// may get one later, once. A different key for a keyed client is
+	// refused: withdraw it and enrol a new ID.
+	PubKey string `msgpack:"pub_key,omitempty"`
 }
 
 // EnrollClients adds clients with their consent record; a client already
@@ -90,19 +98,31 @@ func (l *Ledger) enroll(c *EnrollClients) Result {
 	if l.Job == nil {
 		return Result{Err: ErrNoJob}
 	}
-	added := 0
+	for _, e := range c.Clients { // check all before changing anything
+		if i, ok := l.client(e.ID); ok && e.PubKey != "" && l.Clients[i].PubKey != "" && l.Clients[i].PubKey != e.PubKey {
+			return Result{Err: fmt.Errorf("%w: client %q", ErrKeyConflict, e.ID)}
+		}
+	}
+	changed := 0
 	for _, e := range c.Clients {
 		i, ok := l.client(e.ID)
 		if ok {
+			if e.PubKey != "" && l.Clients[i].PubKey == "" {
+				l.Clients[i].PubKey = e.PubKey
+				changed++
+			}
 			continue
 		}
 		l.Clients = append(l.Clients, Client{})
 		copy(l.Clients[i+1:], l.Clients[i:])
 		l.Clients[i] = Client{ID: e.ID, Region: e.Region, Budget: e.Budget, Status: ClientActive,
-			EligibleFrom: l.NextRound(), EnrolledMs: c.UnixMs, Purpose: c.Purpose}
-		added++
+			EligibleFrom: l.NextRound(), EnrolledMs: c.UnixMs, Purpose: c.Purpose, PubKey: e.PubKey}
+		changed++
 	}
-	return Result{Duplicate: added == 0 && len(c.Clients) > 0}
+	if changed > 0 {
+		l.RegistryVersion++
+	}
+	return Result{Duplicate: changed == 0 && len(c.Clients) > 0}
 }
 
 func (l *Ledger) withdraw(c *Withdraw) Result {
@@ -119,6 +139,7 @@ func (l *Ledger) withdraw(c *Withdraw) Result {
 	}
 	cl.Status = ClientWithdrawn
 	cl.WithdrawnMs = c.UnixMs
+	l.RegistryVersion++
 	return Result{}
 }
 
@@ -144,6 +165,9 @@ func (l *Ledger) checkRoundClients(c *OpenRound) error {
 		if l.Clients[i].Status != ClientActive || retiring[id] {
 			return fmt.Errorf("%w: sampled %q, which is %s", ErrNotEligible, id, l.Clients[i].Status)
 		}
+		if l.Job.Signed && l.Clients[i].PubKey == "" {
+			return fmt.Errorf("%w: sampled %q, which has no enrolled key", ErrNotEligible, id)
+		}
 	}
 	return nil
 }
@@ -160,11 +184,12 @@ func (l *Ledger) applyRoundClients(c *OpenRound) {
 	}
 }
 
-// Eligible returns the ids of active clients, sorted.
+// Eligible returns the ids of the clients a round may sample, sorted:
+// active ones, and in a signed job only those with an enrolled key.
 func (l *Ledger) Eligible() []string {
 	var out []string
 	for _, c := range l.Clients {
-		if c.Status == ClientActive {
+		if c.Status == ClientActive && (l.Job == nil || !l.Job.Signed || c.PubKey != "") {
 			out = append(out, c.ID)
 		}
 	}
@@ -238,4 +263,66 @@ func (l *Ledger) roundsCounted(id string, o Observer) int {
 		until = l.NextRound()
 	}
 	return int(min(until, uint64(len(l.Rounds))+1) - c.EligibleFrom)
+}
+
+// Node is an enrolled region or global node identity.
+type Node struct {
+	ID         string `msgpack:"id" json:"id"`
+	Kind       string `msgpack:"kind" json:"kind"` // "region" or "global"
+	PubKey     string `msgpack:"pub_key" json:"pub_key"`
+	EnrolledMs int64  `msgpack:"enrolled_ms" json:"enrolled_ms"`
+}
+
+// EnrollNodes records region and global node keys. Re-enrolling a node
+// with a new key replaces it (key rotation); the audit chain keeps both.
+type EnrollNodes struct {
+	Nodes  []Node `msgpack:"nodes"`
+	UnixMs int64  `msgpack:"unix_ms"`
+}
+
+// Kind implementation.
+func (*EnrollNodes) Kind() Kind { return KindEnrollNodes }
+
+func (l *Ledger) enrollNodes(c *EnrollNodes) Result {
+	for _, n := range c.Nodes {
+		if n.Kind != "region" && n.Kind != "global" {
+			return Result{Err: fmt.Errorf("%w: node %q has kind %q; want region or global", ErrInvalid, n.ID, n.Kind)}
+		}
+		if n.ID == "" || n.PubKey == "" {
+			return Result{Err: fmt.Errorf("%w: node needs an id and a key", ErrInvalid)}
+		}
+	}
+	changed := 0
+	for _, n := range c.Nodes {
+		n.EnrolledMs = c.UnixMs
+		i := sort.Search(len(l.Nodes), func(i int) bool {
+			a := l.Nodes[i]
+			return a.Kind > n.Kind || a.Kind == n.Kind && a.ID >= n.ID
+		})
+		if i < len(l.Nodes) && l.Nodes[i].Kind == n.Kind && l.Nodes[i].ID == n.ID {
+			if l.Nodes[i].PubKey != n.PubKey {
+				l.Nodes[i] = n
+				changed++
+			}
+			continue
+		}
+		l.Nodes = append(l.Nodes, Node{})
+		copy(l.Nodes[i+1:], l.Nodes[i:])
+		l.Nodes[i] = n
+		changed++
+	}
+	if changed > 0 {
+		l.RegistryVersion++
+	}
+	return Result{Duplicate: changed == 0 && len(c.Nodes) > 0}
+}
+
+// NodeKey returns the enrolled key of a region or global node.
+func (l *Ledger) NodeKey(kind, id string) (string, bool) {
+	for _, n := range l.Nodes {
+		if n.Kind == kind && n.ID == id {
+			return n.PubKey, true
+		}
+	}
+	return "", false
 }

@@ -22,6 +22,7 @@ const (
 	KindEnrollClients Kind = 6
 	KindWithdraw      Kind = 7
 	KindRollback      Kind = 8
+	KindEnrollNodes   Kind = 9
 )
 
 // Command is one ledger command.
@@ -63,12 +64,23 @@ type CommitModel struct {
 	Loss         float64  `msgpack:"loss"`
 	Participants int      `msgpack:"participants"`
 	Regions      []string `msgpack:"regions"`
+	// Partials is the model version's provenance: the verified partials
+	// merged into it.
+	Partials []PartialRef `msgpack:"partials,omitempty"`
 	// Promoted says the version passed the evaluation gate; GateReason
 	// says why not otherwise.
 	Promoted   bool   `msgpack:"promoted"`
 	GateReason string `msgpack:"gate_reason,omitempty"`
 	// NextClipNorm is the adaptive clip norm for the next round (0 = keep).
 	NextClipNorm float64 `msgpack:"next_clip_norm,omitempty"`
+}
+
+// PartialRef identifies one region's partial merged into a model version.
+type PartialRef struct {
+	Region string `msgpack:"region" json:"region"`
+	Count  int    `msgpack:"count" json:"count"`
+	// Digest is the SHA-256 of the partial's sum, as its region signed it.
+	Digest string `msgpack:"digest" json:"digest"`
 }
 
 // Rollback makes an earlier promoted version the one new rounds train
@@ -135,6 +147,8 @@ func Decode(b []byte) (Command, error) {
 		cmd = &Withdraw{}
 	case KindRollback:
 		cmd = &Rollback{}
+	case KindEnrollNodes:
+		cmd = &EnrollNodes{}
 	default:
 		return nil, fmt.Errorf("%w: unknown kind %d", ErrDecode, b[0])
 	}

@@ -36,6 +36,7 @@ var (
 	ErrCurve         = errors.New("ledger: RDP curve does not match the job's orders")
 	ErrUnknown       = errors.New("ledger: unknown command")
 	ErrRollback      = errors.New("ledger: cannot roll back")
+	ErrInvalid       = errors.New("ledger: invalid command")
 )
 
 // Noise is the noise plan of a round: multipliers of the clip norm per tier.
@@ -59,6 +60,9 @@ type Job struct {
 	// noise sampler rather than modelled by RDP (see global.samplerSlack).
 	SlackPerRound float64 `msgpack:"slack_per_round" json:"slack_per_round"`
 	StartedUnixMs int64   `msgpack:"started_ms" json:"started_ms"`
+	// Signed jobs sample only clients with an enrolled key, whose updates
+	// regions accept only when signed.
+	Signed bool `msgpack:"signed" json:"signed"`
 }
 
 // RoundEntry is one committed round.
@@ -139,6 +143,9 @@ type Model struct {
 	// never served.
 	Promoted   bool   `msgpack:"promoted" json:"promoted"`
 	GateReason string `msgpack:"gate_reason,omitempty" json:"gate_reason,omitempty"`
+	// Partials records the provenance: which regions' partials, with the
+	// digests they signed.
+	Partials []PartialRef `msgpack:"partials,omitempty" json:"partials,omitempty"`
 }
 
 // RollbackEntry records a rollback of the serving model version.
@@ -170,6 +177,11 @@ type Ledger struct {
 	Finished     bool    `msgpack:"finished"`
 	FinishReason string  `msgpack:"finish_reason"`
 	Applied      uint64  `msgpack:"applied"` // last applied index
+	// Nodes are the enrolled region and global node identities, sorted by
+	// kind and id; RegistryVersion counts changes to any identity (keys,
+	// consent), so receivers know when their copy is stale.
+	Nodes           []Node `msgpack:"nodes"`
+	RegistryVersion uint64 `msgpack:"registry_version"`
 }
 
 // New returns an empty ledger.
@@ -208,6 +220,8 @@ func (l *Ledger) Apply(index uint64, cmd Command) Result {
 		r = l.withdraw(c)
 	case *Rollback:
 		r = l.rollback(c)
+	case *EnrollNodes:
+		r = l.enrollNodes(c)
 	default:
 		r = Result{Err: fmt.Errorf("%w: %T", ErrUnknown, cmd)}
 	}
@@ -324,7 +338,7 @@ func (l *Ledger) commitModel(c *CommitModel) Result {
 	if c.NextClipNorm > 0 {
 		l.ClipNorm = c.NextClipNorm
 	}
-	l.Models = append(l.Models, Model{Version: c.Version, Round: c.Round, Hash: c.Hash, Accuracy: c.Accuracy, Loss: c.Loss, Promoted: promoted, GateReason: reason})
+	l.Models = append(l.Models, Model{Version: c.Version, Round: c.Round, Hash: c.Hash, Accuracy: c.Accuracy, Loss: c.Loss, Promoted: promoted, GateReason: reason, Partials: append([]PartialRef(nil), c.Partials...)})
 	return Result{}
 }
 

@@ -107,12 +107,6 @@ func TestLeaderKilledTwentyTimes(t *testing.T) {
 	const kills = 20
 	bin := buildStrata(t)
 	dir := t.TempDir()
-	srv, err := mesh.StartServer(mesh.ServerConfig{StoreDir: filepath.Join(dir, "nats")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Shutdown()
-	url := srv.ClientURL()
 	topo := filepath.Join(dir, "topo.yaml")
 	os.WriteFile(topo, []byte(`job: faults
 seed: 5
@@ -124,6 +118,14 @@ training: {rounds: 2000, pretrain_epochs: 1, hidden: 32}
 data: {public_examples: 2000, eval_examples: 300}
 round: {timeout: 4s}
 `), 0o600)
+	// Every process runs with TLS and its own identity, as in production.
+	secrets := filepath.Join(dir, "secrets")
+	if out, err := exec.Command(bin, "certs", "--dir", secrets, "--topology", topo).CombinedOutput(); err != nil {
+		t.Fatalf("strata certs: %v\n%s", err, out)
+	}
+	srv, op := startSecureServer(t, filepath.Join(dir, "nats"), secrets, "faults")
+	defer srv.Shutdown()
+	url := srv.ClientURL()
 	ports := freePorts(t, 3)
 	var peers []string
 	for i, p := range ports {
@@ -134,13 +136,13 @@ round: {timeout: 4s}
 	for i, p := range ports {
 		id := fmt.Sprintf("g%d", i+1)
 		g := &proc{name: id, args: []string{"global", "--id", id, "--raft-bind", fmt.Sprintf("127.0.0.1:%d", p), "--peers", strings.Join(peers, ","),
-			"--data", filepath.Join(dir, id), "--nats", url, "--topology", topo}}
+			"--data", filepath.Join(dir, id), "--nats", url, "--topology", topo, "--secrets", secrets}}
 		globals[id] = g
 		all = append(all, g)
 	}
 	for _, r := range []string{"a", "b"} {
-		all = append(all, &proc{name: "regional-" + r, args: []string{"regional", "--region", r, "--nats", url, "--topology", topo}},
-			&proc{name: "edge-" + r, args: []string{"edge", "--region", r, "--nats", url, "--topology", topo, "--data", filepath.Join(dir, "edge-"+r), "--workers", "1"}})
+		all = append(all, &proc{name: "regional-" + r, args: []string{"regional", "--region", r, "--nats", url, "--topology", topo, "--secrets", secrets}},
+			&proc{name: "edge-" + r, args: []string{"edge", "--region", r, "--nats", url, "--topology", topo, "--data", filepath.Join(dir, "edge-"+r), "--workers", "1", "--secrets", secrets}})
 	}
 	for _, p := range all {
 		p.start(t, bin, dir)
@@ -150,7 +152,7 @@ round: {timeout: 4s}
 			p.kill()
 		}
 	}()
-	nc, err := nats.Connect(url)
+	nc, err := op.Connect("test")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -258,7 +260,7 @@ round: {timeout: 4s}
 
 	// The ledger of a running node can be read over NATS.
 	lid, _ = leader("")
-	out, err := exec.Command(bin, "ledger", "--nats", url, "--node", lid).CombinedOutput()
+	out, err := exec.Command(bin, "ledger", "--nats", url, "--node", lid, "--secrets", secrets).CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "rounds committed") {
 		t.Fatalf("strata ledger --nats: %v\n%s", err, out)
 	}

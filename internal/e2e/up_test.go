@@ -18,6 +18,7 @@ import (
 	"github.com/strata-fl/strata/finetune"
 	"github.com/strata-fl/strata/global"
 	"github.com/strata-fl/strata/global/ledger"
+	"github.com/strata-fl/strata/identity"
 	"github.com/strata-fl/strata/mesh"
 	"github.com/strata-fl/strata/mesh/wire"
 	"github.com/strata-fl/strata/regional"
@@ -97,7 +98,7 @@ func TestShortJobOverRealNATSAndRaft(t *testing.T) {
 	var violations []uint64
 	counts := map[string]int{}
 	seenKey := map[string]bool{}
-	psubj, _ := mesh.PartialSubject(top.Job)
+	psubj, _ := mesh.PartialWildcard(top.Job)
 	if _, err := spy.Subscribe(psubj, func(msg *nats.Msg) {
 		var p wire.Partial
 		if err := wire.Decode(msg.Data, wire.TypePartial, &p); err != nil {
@@ -127,7 +128,10 @@ func TestShortJobOverRealNATSAndRaft(t *testing.T) {
 
 	// Hostile input in round 2: malformed, wrong dimension, NaN, duplicate.
 	csubj, _ := mesh.ClientRoundSubject(top.Job, "a")
-	usubj, _ := mesh.UpdateSubject(top.Job, "a")
+	keys, err := identity.LoadClients(m.Secrets, "a")
+	if err != nil {
+		t.Fatal(err)
+	}
 	injected := make(chan struct{})
 	if _, err := spy.Subscribe(csubj, func(msg *nats.Msg) {
 		var open wire.RoundOpen
@@ -135,8 +139,16 @@ func TestShortJobOverRealNATSAndRaft(t *testing.T) {
 			return
 		}
 		victim := open.Sampled[0]
+		usubj, _ := mesh.UpdateSubject(top.Job, "a", victim)
+		// Signed by the victim's own key: these test the checks after the
+		// signature's.
 		upd := func(vec []float32) []byte {
-			b, _ := wire.Encode(wire.TypeUpdate, &wire.Update{Job: top.Job, Round: 2, Region: "a", Client: victim, ModelVersion: open.ModelVersion, Vec: wire.AppendFloat32s(nil, vec)})
+			u := wire.Update{Job: top.Job, Round: 2, Region: "a", Client: victim, ModelVersion: open.ModelVersion, Vec: wire.AppendFloat32s(nil, vec)}
+			if len(vec) == open.Dim {
+				d := wire.PayloadDigest(wire.EncodingF32, open.Dim, identity.Digest(u.Vec), nil)
+				u.Sig = keys[victim].Sign(identity.UpdateMessage(top.Job, 2, open.ModelVersion, "a", victim, 0, 0, d))
+			}
+			b, _ := wire.Encode(wire.TypeUpdate, &u)
 			return b
 		}
 		nan := make([]float32, open.Dim)

@@ -71,6 +71,11 @@ type StreamOpen struct {
 	Encoding string `msgpack:"encoding"`
 	// Unclipped is the adaptive-clipping bit, as in Update.
 	Unclipped uint8 `msgpack:"unclipped,omitempty"`
+	// Digest is PayloadDigest of the stream's data, which the client signs
+	// (Sig) at the open; the region checks the data against it before the
+	// update counts.
+	Digest []byte `msgpack:"digest,omitempty"`
+	Sig    []byte `msgpack:"sig,omitempty"`
 }
 
 // StreamGrant answers a StreamOpen: Reason is empty when the stream may
@@ -128,6 +133,9 @@ type PartialChunkHeader struct {
 	Total    int            `msgpack:"total"`
 	Last     bool           `msgpack:"last,omitempty"`
 	Digest   uint32         `msgpack:"digest,omitempty"`
+	// Sig, on the last slice, is the region's signature over the whole
+	// partial, as in Partial.
+	Sig []byte `msgpack:"sig,omitempty"`
 }
 
 // AppendChunk appends the encoded chunk (type header, msgpack header, data

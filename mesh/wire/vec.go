@@ -1,6 +1,7 @@
 package wire
 
 import (
+	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
 	"math"
@@ -66,4 +67,24 @@ func AddFloat32sTo(dst []float64, b []byte) error {
 		dst[i] += float64(x)
 	}
 	return nil
+}
+
+// PayloadDigest is what signatures cover of an update's values: the
+// encoding, the element count, the SHA-256 of the data bytes and, for q8,
+// every chunk's scale. Streams hash their data incrementally and keep
+// the scales, so the digest never needs the payload in one piece.
+func PayloadDigest(encoding string, total int, data [32]byte, scales []float32) [32]byte {
+	h := sha256.New()
+	h.Write([]byte(encoding))
+	var b [8]byte
+	binary.LittleEndian.PutUint64(b[:], uint64(total))
+	h.Write(b[:])
+	h.Write(data[:])
+	for _, s := range scales {
+		binary.LittleEndian.PutUint32(b[:4], math.Float32bits(s))
+		h.Write(b[:4])
+	}
+	var out [32]byte
+	h.Sum(out[:0])
+	return out
 }

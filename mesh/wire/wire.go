@@ -71,6 +71,11 @@ type RoundOpen struct {
 	// standard deviation each region adds to its sum of centred bits.
 	ClipBits bool    `msgpack:"clip_bits,omitempty"`
 	BitNoise float64 `msgpack:"bit_noise,omitempty"`
+	// Signed rounds accept only updates signed by enrolled, consenting
+	// clients; Registry is the ledger's identity version, so a region
+	// knows when to refresh its copy of the keys.
+	Signed   bool   `msgpack:"signed,omitempty"`
+	Registry uint64 `msgpack:"registry,omitempty"`
 }
 
 // Update is one client's clipped (and edge-noised) model delta.
@@ -85,6 +90,8 @@ type Update struct {
 	// Unclipped is the adaptive-clipping bit: 1 if the update's norm was
 	// at most the clip norm before clipping. Only when the round asks.
 	Unclipped uint8 `msgpack:"unclipped,omitempty"`
+	// Sig is the client's signature over UpdateMessage (identity package).
+	Sig []byte `msgpack:"sig,omitempty"`
 }
 
 // Partial is a region's noised sum of the updates it accepted.
@@ -98,6 +105,8 @@ type Partial struct {
 	// BitSum is Σ(bit − ½) over accepted updates plus the region's bit
 	// noise, when the round asked for clipping bits.
 	BitSum float64 `msgpack:"bit_sum,omitempty"`
+	// Sig is the region's signature over PartialMessage (identity package).
+	Sig []byte `msgpack:"sig,omitempty"`
 }
 
 // JobDone tells every tier the job is over.

@@ -1,0 +1,139 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/strata-fl/strata/global"
+	"github.com/strata-fl/strata/global/ledger"
+	"github.com/strata-fl/strata/identity"
+	"github.com/strata-fl/strata/mesh"
+	"github.com/strata-fl/strata/standalone"
+)
+
+// runCerts creates a dev mesh's secrets: a local CA, the NATS server's
+// certificate, and a key for every identity of the topology.
+func runCerts(_ context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("certs", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	dir := fs.String("dir", "./strata-secrets", "directory to create (refused if it already holds a CA)")
+	topo := fs.String("topology", "", "topology YAML whose regions and clients get keys (default: the built-in one)")
+	globals := fs.String("globals", "g1,g2,g3", "global node ids, comma-separated")
+	hosts := fs.String("hosts", "", "extra names/addresses the NATS server certificate is valid for, comma-separated (localhost and 127.0.0.1 always are)")
+	if err := fs.Parse(args); err != nil {
+		return helpOK(fmt.Errorf("%w: %v", errUsage, err))
+	}
+	t, err := loadTopology(*topo)
+	if err != nil {
+		return err
+	}
+	spec := standalone.Spec(t, splitList(*globals))
+	spec.Hosts = splitList(*hosts)
+	if err := identity.GenerateMesh(*dir, spec); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "created %s: CA, NATS server certificate (%s), keys for 1 operator, %d global nodes, %d regions, %d clients\n",
+		*dir, strings.Join(append([]string{"localhost", "127.0.0.1"}, spec.Hosts...), ", "), len(spec.Globals), len(spec.Regions), t.Population())
+	fmt.Fprintf(stdout, "start the server with: strata nats --secrets %s --topology FILE; every role takes --secrets %s\n", *dir, *dir)
+	return nil
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, x := range strings.Split(s, ",") {
+		if x = strings.TrimSpace(x); x != "" {
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
+// runEnroll creates a client identity and registers it with a running
+// global tier through raft (the leader applies it).
+func runEnroll(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("enroll", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	client := fs.String("client", "", "new client id (required)")
+	region := fs.String("region", "", "the client's region (required)")
+	budget := fs.Float64("budget", 0, "public ε the client consents to spend (default: the topology's budget)")
+	purpose := fs.String("purpose", "", "purpose the client consents to (recorded in the ledger)")
+	secrets := fs.String("secrets", "./strata-secrets", "secrets dir: the client's key is written here (0600) and the operator key authenticates the request")
+	natsURL := fs.String("nats", "nats://127.0.0.1:4222", "NATS URL of the mesh")
+	topo := fs.String("topology", "", "topology YAML (default: the built-in one)")
+	if err := fs.Parse(args); err != nil {
+		return helpOK(fmt.Errorf("%w: %v", errUsage, err))
+	}
+	if *client == "" || *region == "" {
+		return fmt.Errorf("%w: --client and --region are required", errUsage)
+	}
+	t, err := loadRegionTopology(*topo, *region)
+	if err != nil {
+		return err
+	}
+	if *budget == 0 {
+		*budget = t.Privacy.Budget
+	}
+	k, err := identity.AddClient(*secrets, *client, *region)
+	if err != nil {
+		return err
+	}
+	req := global.EnrollRequest{Purpose: *purpose, Clients: []ledger.Enrollment{{ID: *client, Region: *region, Budget: *budget, PubKey: k.Public()}}}
+	if err := operatorRequest(ctx, *natsURL, *secrets, req); err != nil {
+		return fmt.Errorf("enrol %s: %w (its key stays in %s)", *client, err, *secrets)
+	}
+	fmt.Fprintf(stdout, "client %s enrolled in region %s with key %s (budget ε %.4g); its key is in %s\n", *client, *region, k.Public(), *budget, *secrets)
+	fmt.Fprintln(stdout, "restart (or reload) the NATS server with the same --secrets so the new client can connect")
+	return nil
+}
+
+// operatorDialer connects as the mesh's operator: over TLS with the
+// operator key when secrets is set, in the clear otherwise (open servers).
+func operatorDialer(url, secrets string) (mesh.Dialer, error) {
+	d := mesh.Dialer{URL: url}
+	if secrets == "" {
+		return d, nil
+	}
+	tlsc, err := identity.ClientTLS(secrets)
+	if err != nil {
+		return d, err
+	}
+	op, err := identity.LoadKey(secrets, identity.KindOperator, "admin")
+	if err != nil {
+		return d, err
+	}
+	d.TLS, d.Key = tlsc, op
+	return d, nil
+}
+
+// operatorRequest sends an enrol or withdraw request as the operator.
+func operatorRequest(ctx context.Context, url, secrets string, req global.EnrollRequest) error {
+	d, err := operatorDialer(url, secrets)
+	if err != nil {
+		return err
+	}
+	nc, err := d.Connect("strata-operator")
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	b, _ := json.Marshal(req)
+	rctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	m, err := nc.RequestWithContext(rctx, global.EnrollSubject, b)
+	if err != nil {
+		return fmt.Errorf("no global leader answered on %s: %w", url, err)
+	}
+	var reply map[string]string
+	if err := json.Unmarshal(m.Data, &reply); err != nil {
+		return fmt.Errorf("malformed reply: %w", err)
+	}
+	if reply["error"] != "" {
+		return fmt.Errorf("global tier: %s", reply["error"])
+	}
+	return nil
+}

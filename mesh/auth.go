@@ -1,0 +1,101 @@
+package mesh
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+
+	"github.com/strata-fl/strata/identity"
+)
+
+// Authorization builds the NATS server's users from the mesh's identities:
+// each may publish and subscribe only where its role needs to.
+//
+//	client C of region R  publishes its own updates (update.R.C) and reads
+//	                      R's round announcements, the end of the job and the
+//	                      model bucket (read-only JetStream calls)
+//	region R              reads R's rounds, pings and updates; publishes only
+//	                      its own partials and registry requests; replies to
+//	                      the requests it receives
+//	global node, operator everything (they run the job and its store)
+//
+// Everything else is denied: a client cannot publish as another client or to
+// another region, cannot read updates, and cannot publish partials, rounds
+// or models.
+func Authorization(job string, ids []identity.Entry) ([]*server.NkeyUser, error) {
+	out := make([]*server.NkeyUser, 0, len(ids))
+	for _, e := range ids {
+		p, err := Permissions(job, e)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, &server.NkeyUser{Nkey: e.Public, Permissions: p})
+	}
+	return out, nil
+}
+
+// Permissions returns one identity's subject permissions.
+func Permissions(job string, e identity.Entry) (*server.Permissions, error) {
+	base, err := join(job, "", "")
+	if err != nil {
+		return nil, err
+	}
+	base = strings.TrimSuffix(base, ".")
+	inbox := InboxPrefix(e.Kind, e.ID) + ".>"
+	switch e.Kind {
+	case identity.KindGlobal, identity.KindOperator:
+		return &server.Permissions{
+			Publish:   &server.SubjectPermission{Allow: []string{">"}},
+			Subscribe: &server.SubjectPermission{Allow: []string{">"}},
+		}, nil
+	case identity.KindRegion:
+		r := e.ID
+		return &server.Permissions{
+			Publish: &server.SubjectPermission{Allow: []string{
+				base + ".partial." + r, base + ".registry." + r,
+			}},
+			Subscribe: &server.SubjectPermission{Allow: []string{
+				base + ".round." + r, base + ".ping." + r, base + ".update." + r + ".*", base + ".done", inbox,
+			}},
+			Response: &server.ResponsePermission{MaxMsgs: 1, Expires: 10 * time.Minute},
+		}, nil
+	case identity.KindClient:
+		if err := validClientID(e.ID); err != nil {
+			return nil, err
+		}
+		bucket := "OBJ_" + ModelBucket(job)
+		return &server.Permissions{
+			Publish: &server.SubjectPermission{Allow: []string{
+				base + ".update." + e.Region + "." + e.ID,
+				"$JS.API.INFO",
+				"$JS.API.STREAM.INFO." + bucket,
+				"$JS.API.STREAM.MSG.GET." + bucket,
+				"$JS.API.DIRECT.GET." + bucket + ".>",
+				"$JS.API.CONSUMER.CREATE." + bucket, "$JS.API.CONSUMER.CREATE." + bucket + ".>",
+				"$JS.API.CONSUMER.INFO." + bucket + ".>",
+				"$JS.API.CONSUMER.DELETE." + bucket + ".>",
+				"$JS.FC." + bucket + ".>", "$JS.ACK." + bucket + ".>",
+			}},
+			Subscribe: &server.SubjectPermission{Allow: []string{
+				base + ".clients." + e.Region, base + ".done", inbox,
+			}},
+		}, nil
+	}
+	return nil, fmt.Errorf("mesh: identity %q has kind %q; want client, region, global or operator", e.ID, e.Kind)
+}
+
+// InboxPrefix gives each identity its own reply subjects, so no one can
+// subscribe to another's replies.
+func InboxPrefix(kind, id string) string { return "_INBOX_" + kind + "_" + id }
+
+// ModelBucket is the JetStream object store bucket of a job's models.
+func ModelBucket(job string) string { return "strata-models-" + job }
+
+func validClientID(id string) error {
+	if id == "" || strings.ContainsAny(id, ".*> \t\r\n") {
+		return fmt.Errorf("mesh: client id %q cannot be a subject token (no '.', '*', '>' or spaces)", id)
+	}
+	return nil
+}
