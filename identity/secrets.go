@@ -125,24 +125,29 @@ func GenerateMesh(dir string, spec MeshSpec) error {
 
 // AddClient creates one client's identity in dir (as `strata enroll` does)
 // and records its public key; it refuses an ID already present.
-func AddClient(dir, id, region string) (*Key, error) {
+func AddClient(dir, id, region string) (*Key, error) { return Add(dir, KindClient, id, region) }
+
+// Add creates one identity of any kind in dir and records its public key;
+// it refuses an identity already present (rotate a node's key by removing
+// its key file and public record first).
+func Add(dir, kind, id, region string) (*Key, error) {
 	pub, err := LoadPublic(dir)
 	if err != nil && !errors.Is(err, ErrNoSecrets) {
 		return nil, err
 	}
 	for _, e := range pub {
-		if e.Kind == KindClient && e.ID == id {
-			return nil, fmt.Errorf("identity: client %q already has a key in %s; withdraw it and enrol a new ID", id, dir)
+		if e.Kind == kind && e.ID == id {
+			return nil, fmt.Errorf("identity: %s %q already has a key in %s; withdraw it and enrol a new ID", kind, id, dir)
 		}
 	}
-	k, err := New(KindClient, id)
+	k, err := New(kind, id)
 	if err != nil {
 		return nil, err
 	}
-	if err := WriteSeed(keyPath(dir, KindClient, id), k); err != nil {
+	if err := WriteSeed(keyPath(dir, kind, id), k); err != nil {
 		return nil, err
 	}
-	pub = append(pub, Entry{ID: id, Kind: KindClient, Region: region, Public: k.Public(), Status: StatusActive})
+	pub = append(pub, Entry{ID: id, Kind: kind, Region: region, Public: k.Public(), Status: StatusActive})
 	return k, writePublic(dir, pub)
 }
 

@@ -53,12 +53,13 @@ func splitList(s string) []string {
 	return out
 }
 
-// runEnroll creates a client identity and registers it with a running
-// global tier through raft (the leader applies it).
+// runEnroll creates a client (or node) identity and registers it with a
+// running global tier through raft (the leader applies it).
 func runEnroll(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("enroll", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	client := fs.String("client", "", "new client id (required)")
+	client := fs.String("client", "", "new client id (required unless --node)")
+	node := fs.String("node", "", "enrol a node instead: region:ID or global:ID (a region node's ID is its region)")
 	region := fs.String("region", "", "the client's region (required)")
 	budget := fs.Float64("budget", 0, "public ε the client consents to spend (default: the topology's budget)")
 	purpose := fs.String("purpose", "", "purpose the client consents to (recorded in the ledger)")
@@ -68,8 +69,11 @@ func runEnroll(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err := fs.Parse(args); err != nil {
 		return helpOK(fmt.Errorf("%w: %v", errUsage, err))
 	}
+	if *node != "" {
+		return enrollNode(ctx, *node, *secrets, *natsURL, stdout)
+	}
 	if *client == "" || *region == "" {
-		return fmt.Errorf("%w: --client and --region are required", errUsage)
+		return fmt.Errorf("%w: --client and --region are required (or --node region:ID | global:ID)", errUsage)
 	}
 	t, err := loadRegionTopology(*topo, *region)
 	if err != nil {
@@ -88,6 +92,27 @@ func runEnroll(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	fmt.Fprintf(stdout, "client %s enrolled in region %s with key %s (budget ε %.4g); its key is in %s\n", *client, *region, k.Public(), *budget, *secrets)
 	fmt.Fprintln(stdout, "restart (or reload) the NATS server with the same --secrets so the new client can connect")
+	return nil
+}
+
+func enrollNode(ctx context.Context, spec, secrets, url string, stdout io.Writer) error {
+	kind, id, ok := strings.Cut(spec, ":")
+	if !ok || id == "" || kind != identity.KindRegion && kind != identity.KindGlobal {
+		return fmt.Errorf("%w: --node %q: want region:ID or global:ID", errUsage, spec)
+	}
+	region := ""
+	if kind == identity.KindRegion {
+		region = id
+	}
+	k, err := identity.Add(secrets, kind, id, region)
+	if err != nil {
+		return err
+	}
+	req := global.EnrollRequest{Nodes: []ledger.Node{{ID: id, Kind: kind, PubKey: k.Public()}}}
+	if err := operatorRequest(ctx, url, secrets, req); err != nil {
+		return fmt.Errorf("enrol %s %s: %w (its key stays in %s)", kind, id, err, secrets)
+	}
+	fmt.Fprintf(stdout, "%s %s enrolled with key %s; its key is in %s\n", kind, id, k.Public(), secrets)
 	return nil
 }
 

@@ -222,6 +222,16 @@ round: {timeout: 4s}
 	}
 	t.Logf("first leader view: %+v", first)
 
+	// Enrolment and withdrawal through the running leader, as an operator does.
+	for _, args := range [][]string{
+		{"enroll", "--client", "a-newcomer", "--region", "a", "--nats", url, "--secrets", secrets, "--topology", topo, "--purpose", "fault test"},
+		{"withdraw", "--client", "a-c00001", "--nats", url, "--secrets", secrets},
+	} {
+		if out, err := exec.Command(bin, args...).CombinedOutput(); err != nil {
+			t.Fatalf("strata %s: %v\n%s", args[0], err, out)
+		}
+	}
+
 	// A follower killed and restarted from its data dir catches up.
 	lid, ls := leader("")
 	var follower string
@@ -332,4 +342,10 @@ round: {timeout: 4s}
 		}
 	}
 	t.Logf("%d rounds recorded: 2000 committed, %d aborted by failovers (their spend kept)", len(ref.Rounds), aborted)
+	if c, ok := ref.Client("a-newcomer"); !ok || c.PubKey == "" || c.Purpose != "fault test" {
+		t.Fatalf("enrolled client's record: %+v (found %v)", c, ok)
+	}
+	if c, _ := ref.Client("a-c00001"); c.Status != ledger.ClientWithdrawn {
+		t.Fatalf("withdrawn client's status: %s", c.Status)
+	}
 }
