@@ -12,10 +12,13 @@ import (
 	"strings"
 	"time"
 
-	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats-server/v2/server"
 
 	"github.com/strata-fl/strata/global"
+	"github.com/strata-fl/strata/identity"
 	"github.com/strata-fl/strata/mesh"
+	"github.com/strata-fl/strata/standalone"
+	"github.com/strata-fl/strata/topology"
 )
 
 // FaultsConfig sizes the faults scenario.
@@ -120,12 +123,6 @@ func Faults(ctx context.Context, env Env, cfg FaultsConfig) (Output, error) {
 	defer os.RemoveAll(dir)
 	bar := NewProgress(env.Progress, "faults", cfg.LeaderKills+3)
 	bar.Label("starting 8 processes")
-	srv, err := mesh.StartServer(mesh.ServerConfig{StoreDir: filepath.Join(dir, "nats")})
-	if err != nil {
-		return out, err
-	}
-	defer func() { srv.Shutdown(); srv.WaitForShutdown() }()
-	url := srv.ClientURL()
 	topo := filepath.Join(dir, "topo.yaml")
 	if err := os.WriteFile(topo, []byte(`job: faults
 seed: 5
@@ -139,6 +136,14 @@ round: {timeout: 4s}
 `), 0o600); err != nil {
 		return out, err
 	}
+	// As in production: TLS, one identity per process, signed updates.
+	secrets := filepath.Join(dir, "secrets")
+	srv, op, err := secureServer(topo, secrets, filepath.Join(dir, "nats"))
+	if err != nil {
+		return out, err
+	}
+	defer func() { srv.Shutdown(); srv.WaitForShutdown() }()
+	url := srv.ClientURL()
 	ports, err := freePorts(3)
 	if err != nil {
 		return out, err
@@ -152,15 +157,15 @@ round: {timeout: 4s}
 	for i, p := range ports {
 		id := fmt.Sprintf("g%d", i+1)
 		g := &fproc{name: id, args: []string{"global", "--id", id, "--raft-bind", fmt.Sprintf("127.0.0.1:%d", p), "--peers", strings.Join(peers, ","),
-			"--data", filepath.Join(dir, id), "--nats", url, "--topology", topo}}
+			"--data", filepath.Join(dir, id), "--nats", url, "--topology", topo, "--secrets", secrets}}
 		globals[id] = g
 		all = append(all, g)
 	}
 	regions := map[string]*fproc{}
 	for _, r := range []string{"a", "b"} {
-		rp := &fproc{name: "regional-" + r, args: []string{"regional", "--region", r, "--nats", url, "--topology", topo}}
+		rp := &fproc{name: "regional-" + r, args: []string{"regional", "--region", r, "--nats", url, "--topology", topo, "--secrets", secrets}}
 		regions[r] = rp
-		all = append(all, rp, &fproc{name: "edge-" + r, args: []string{"edge", "--region", r, "--nats", url, "--topology", topo, "--data", filepath.Join(dir, "edge-"+r), "--workers", "1"}})
+		all = append(all, rp, &fproc{name: "edge-" + r, args: []string{"edge", "--region", r, "--nats", url, "--topology", topo, "--data", filepath.Join(dir, "edge-"+r), "--workers", "1", "--secrets", secrets}})
 	}
 	defer func() {
 		for _, p := range all {
@@ -172,7 +177,7 @@ round: {timeout: 4s}
 			return out, err
 		}
 	}
-	nc, err := nats.Connect(url)
+	nc, err := op.Connect("bench-faults")
 	if err != nil {
 		return out, err
 	}
@@ -317,4 +322,41 @@ round: {timeout: 4s}
 	out.Figures = []Figure{fig}
 	out.end()
 	return out, nil
+}
+
+// secureServer creates a mesh's secrets for the topology and starts a NATS
+// server as `strata nats --secrets` does; it returns an operator dialer.
+func secureServer(topoPath, secrets, store string) (*server.Server, mesh.Dialer, error) {
+	t, err := topology.Load(topoPath)
+	if err != nil {
+		return nil, mesh.Dialer{}, err
+	}
+	if err := identity.GenerateMesh(secrets, standalone.Spec(t, []string{"g1", "g2", "g3"})); err != nil {
+		return nil, mesh.Dialer{}, err
+	}
+	pub, err := identity.LoadPublic(secrets)
+	if err != nil {
+		return nil, mesh.Dialer{}, err
+	}
+	users, err := mesh.Authorization(t.Job, pub)
+	if err != nil {
+		return nil, mesh.Dialer{}, err
+	}
+	stls, err := identity.ServerTLS(secrets)
+	if err != nil {
+		return nil, mesh.Dialer{}, err
+	}
+	ctls, err := identity.ClientTLS(secrets)
+	if err != nil {
+		return nil, mesh.Dialer{}, err
+	}
+	op, err := identity.LoadKey(secrets, identity.KindOperator, "admin")
+	if err != nil {
+		return nil, mesh.Dialer{}, err
+	}
+	srv, err := mesh.StartServer(mesh.ServerConfig{StoreDir: store, TLS: stls, Users: users})
+	if err != nil {
+		return nil, mesh.Dialer{}, err
+	}
+	return srv, mesh.Dialer{URL: srv.ClientURL(), TLS: ctls, Key: op}, nil
 }
