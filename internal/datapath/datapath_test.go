@@ -83,7 +83,7 @@ func TestStreamedRoundOverNATS(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer obs.Close()
-	partials, err := obs.SubscribeSync("strata.j.partial")
+	partials, err := obs.SubscribeSync("strata.j.partial.eu")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -118,7 +118,7 @@ func TestStreamedRoundOverNATS(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			so := wire.StreamOpen{Job: "j", Round: 1, Region: "eu", Client: fmt.Sprint("c", i), ModelVersion: 1, Dim: d}
-			errs[i] = edge.PublishStream(ctx, nc, "strata.j.update.eu", so, p)
+			errs[i] = edge.PublishStream(ctx, nc, "strata.j.update.eu.c", so, p)
 		}()
 	}
 	// A client whose last chunk carries a wrong digest.
@@ -188,7 +188,7 @@ func publishWithDigestOf(ctx context.Context, nc *nats.Conn, so wire.StreamOpen,
 	defer sub.Unsubscribe()
 	so.Encoding, so.Total = data.Encoding, data.Total
 	ob, _ := wire.Encode(wire.TypeStreamOpen, &so)
-	nc.PublishMsg(&nats.Msg{Subject: "strata.j.update.eu", Reply: inbox, Data: ob})
+	nc.PublishMsg(&nats.Msg{Subject: "strata.j.update.eu.c", Reply: inbox, Data: ob})
 	if _, err := sub.NextMsgWithContext(ctx); err != nil {
 		return err
 	}
@@ -201,7 +201,7 @@ func publishWithDigestOf(ctx context.Context, nc *nats.Conn, so wire.StreamOpen,
 			h.Digest = crc
 		}
 		b, _ := wire.AppendChunk(nil, &h, data.Data[4*lo:4*hi])
-		nc.PublishMsg(&nats.Msg{Subject: "strata.j.update.eu", Reply: inbox, Data: b})
+		nc.PublishMsg(&nats.Msg{Subject: "strata.j.update.eu.c", Reply: inbox, Data: b})
 		m, err := sub.NextMsgWithContext(ctx)
 		if err != nil {
 			return err
@@ -222,13 +222,13 @@ func cutOff(t *testing.T, nc *nats.Conn, sc edge.StreamConfig) {
 	sub, _ := nc.SubscribeSync(inbox)
 	so := wire.StreamOpen{Job: "j", Round: 1, Region: "eu", Client: "cut-off", ModelVersion: 1, Dim: 100_003, Encoding: p.Encoding, Total: p.Total}
 	ob, _ := wire.Encode(wire.TypeStreamOpen, &so)
-	nc.PublishMsg(&nats.Msg{Subject: "strata.j.update.eu", Reply: inbox, Data: ob})
+	nc.PublishMsg(&nats.Msg{Subject: "strata.j.update.eu.c", Reply: inbox, Data: ob})
 	if _, err := sub.NextMsg(10 * time.Second); err != nil {
 		return // refused at the deadline while queued: also incomplete
 	}
 	h := wire.ChunkHeader{Job: "j", Round: 1, Client: "cut-off", Total: p.Total}
 	b, _ := wire.AppendChunk(nil, &h, p.Data[:4*p.ChunkElems])
-	nc.PublishMsg(&nats.Msg{Subject: "strata.j.update.eu", Reply: inbox, Data: b})
+	nc.PublishMsg(&nats.Msg{Subject: "strata.j.update.eu.c", Reply: inbox, Data: b})
 	nc.Flush()
 }
 
