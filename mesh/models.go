@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -24,6 +25,24 @@ type ModelStore struct {
 	obs jetstream.ObjectStore
 	job string
 	key *seal.Key
+	// open, for a read-only store, finds the bucket on first use (the
+	// global tier may not have created it yet).
+	mu   sync.Mutex
+	open func(context.Context) (jetstream.ObjectStore, error)
+}
+
+// bucket returns the object store, opening a read-only one on first use.
+func (m *ModelStore) bucket(ctx context.Context) (jetstream.ObjectStore, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.obs == nil {
+		obs, err := m.open(ctx)
+		if err != nil {
+			return nil, err
+		}
+		m.obs = obs
+	}
+	return m.obs, nil
 }
 
 // SetKey makes the store encrypt blobs at rest (AES-256-GCM); hashes are
@@ -55,7 +74,8 @@ func OpenModelStore(ctx context.Context, nc *nats.Conn, job string, replicas int
 }
 
 // ReadModelStore opens the job's model bucket for reading only (what a
-// client's permissions allow), waiting until the global tier created it.
+// client's permissions allow). The bucket is looked up on first use, waiting
+// until the global tier has created it.
 func ReadModelStore(ctx context.Context, nc *nats.Conn, job string) (*ModelStore, error) {
 	if err := topology.ValidToken(job); err != nil {
 		return nil, fmt.Errorf("mesh: model store: %w", err)
@@ -64,20 +84,23 @@ func ReadModelStore(ctx context.Context, nc *nats.Conn, job string) (*ModelStore
 	if err != nil {
 		return nil, fmt.Errorf("mesh: jetstream: %w", err)
 	}
-	for {
-		obs, err := js.ObjectStore(ctx, ModelBucket(job))
-		if err == nil {
-			return &ModelStore{obs: obs, job: job}, nil
-		}
-		if !errors.Is(err, jetstream.ErrBucketNotFound) && !errors.Is(err, jetstream.ErrStreamNotFound) {
-			return nil, fmt.Errorf("mesh: model store for job %s: %w", job, err)
-		}
-		select {
-		case <-ctx.Done():
-			return nil, fmt.Errorf("mesh: model store for job %s: the global tier has not created it: %w", job, ctx.Err())
-		case <-time.After(500 * time.Millisecond):
+	open := func(ctx context.Context) (jetstream.ObjectStore, error) {
+		for {
+			obs, err := js.ObjectStore(ctx, ModelBucket(job))
+			if err == nil {
+				return obs, nil
+			}
+			if !errors.Is(err, jetstream.ErrBucketNotFound) && !errors.Is(err, jetstream.ErrStreamNotFound) {
+				return nil, fmt.Errorf("mesh: model store for job %s: %w", job, err)
+			}
+			select {
+			case <-ctx.Done():
+				return nil, fmt.Errorf("mesh: model store for job %s: the global tier has not created it: %w", job, ctx.Err())
+			case <-time.After(500 * time.Millisecond):
+			}
 		}
 	}
+	return &ModelStore{job: job, open: open}, nil
 }
 
 // Hash returns the content hash recorded for a blob.
@@ -95,7 +118,11 @@ func (m *ModelStore) Put(ctx context.Context, kind string, version uint64, blob 
 	if err != nil {
 		return "", fmt.Errorf("mesh: put %s v%d: %w", kind, version, err)
 	}
-	if _, err := m.obs.PutBytes(ctx, objectName(kind, version), stored); err != nil {
+	obs, err := m.bucket(ctx)
+	if err != nil {
+		return "", err
+	}
+	if _, err := obs.PutBytes(ctx, objectName(kind, version), stored); err != nil {
 		return "", fmt.Errorf("mesh: put %s v%d: %w", kind, version, err)
 	}
 	return Hash(blob), nil
@@ -103,7 +130,11 @@ func (m *ModelStore) Put(ctx context.Context, kind string, version uint64, blob 
 
 // Get fetches (kind, version) and verifies it against wantHash when given.
 func (m *ModelStore) Get(ctx context.Context, kind string, version uint64, wantHash string) ([]byte, error) {
-	b, err := m.obs.GetBytes(ctx, objectName(kind, version))
+	obs, err := m.bucket(ctx)
+	if err != nil {
+		return nil, err
+	}
+	b, err := obs.GetBytes(ctx, objectName(kind, version))
 	if err != nil {
 		return nil, fmt.Errorf("mesh: get %s v%d: %w", kind, version, err)
 	}

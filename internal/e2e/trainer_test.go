@@ -15,7 +15,6 @@ import (
 
 	"github.com/strata-fl/strata/edge"
 	"github.com/strata-fl/strata/finetune"
-	"github.com/strata-fl/strata/mesh"
 	"github.com/strata-fl/strata/standalone"
 	"github.com/strata-fl/strata/topology"
 	"github.com/strata-fl/strata/trainerproto"
@@ -331,12 +330,6 @@ func TestEdgeProcessWithExternalTrainer(t *testing.T) {
 	}
 	bin := buildStrata(t)
 	dir := t.TempDir()
-	srv, err := mesh.StartServer(mesh.ServerConfig{StoreDir: filepath.Join(dir, "nats")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Shutdown()
-	url := srv.ClientURL()
 	top := trainerTopology(t, false)
 	b, err := top.YAML()
 	if err != nil {
@@ -346,11 +339,18 @@ func TestEdgeProcessWithExternalTrainer(t *testing.T) {
 	if err := os.WriteFile(topo, b, 0o600); err != nil {
 		t.Fatal(err)
 	}
+	secrets := filepath.Join(dir, "secrets")
+	if out, err := exec.Command(bin, "certs", "--dir", secrets, "--topology", topo, "--globals", "g1").CombinedOutput(); err != nil {
+		t.Fatalf("strata certs: %v\n%s", err, out)
+	}
+	srv, _ := startSecureServer(t, filepath.Join(dir, "nats"), secrets, top.Job)
+	defer srv.Shutdown()
+	url := srv.ClientURL()
 	procs := []*proc{
-		{name: "regional-a", args: []string{"regional", "--region", "a", "--nats", url, "--topology", topo}},
-		{name: "regional-b", args: []string{"regional", "--region", "b", "--nats", url, "--topology", topo}},
-		{name: "edge-a", args: []string{"edge", "--region", "a", "--nats", url, "--topology", topo, "--data", filepath.Join(dir, "edge-a")}},
-		{name: "edge-b", args: []string{"edge", "--region", "b", "--nats", url, "--topology", topo, "--data", filepath.Join(dir, "edge-b"),
+		{name: "regional-a", args: []string{"regional", "--region", "a", "--nats", url, "--topology", topo, "--secrets", secrets}},
+		{name: "regional-b", args: []string{"regional", "--region", "b", "--nats", url, "--topology", topo, "--secrets", secrets}},
+		{name: "edge-a", args: []string{"edge", "--region", "a", "--nats", url, "--topology", topo, "--secrets", secrets, "--data", filepath.Join(dir, "edge-a")}},
+		{name: "edge-b", args: []string{"edge", "--region", "b", "--nats", url, "--topology", topo, "--secrets", secrets, "--data", filepath.Join(dir, "edge-b"),
 			"--trainer", "exec:" + py + " " + trainerScript(t, "numpy_trainer.py")}},
 	}
 	for _, p := range procs {
@@ -374,7 +374,7 @@ func TestEdgeProcessWithExternalTrainer(t *testing.T) {
 	time.Sleep(500 * time.Millisecond) // the fleets subscribe right after printing
 	port := freePorts(t, 1)[0]
 	g := &proc{name: "global", args: []string{"global", "--id", "g1", "--raft-bind", fmt.Sprintf("127.0.0.1:%d", port),
-		"--peers", fmt.Sprintf("g1=127.0.0.1:%d", port), "--data", filepath.Join(dir, "g1"), "--nats", url, "--topology", topo}}
+		"--peers", fmt.Sprintf("g1=127.0.0.1:%d", port), "--data", filepath.Join(dir, "g1"), "--nats", url, "--topology", topo, "--secrets", secrets}}
 	g.start(t, bin, dir)
 	defer g.kill()
 	done := make(chan error, 1)
