@@ -334,29 +334,14 @@ func secureServer(topoPath, secrets, store string) (*server.Server, mesh.Dialer,
 	if err := identity.GenerateMesh(secrets, standalone.Spec(t, []string{"g1", "g2", "g3"})); err != nil {
 		return nil, mesh.Dialer{}, err
 	}
-	pub, err := identity.LoadPublic(secrets)
+	cfg, op, err := mesh.Secured(mesh.ServerConfig{StoreDir: store}, secrets, t.Job)
 	if err != nil {
 		return nil, mesh.Dialer{}, err
 	}
-	users, err := mesh.Authorization(t.Job, pub)
+	srv, err := mesh.StartServer(cfg)
 	if err != nil {
 		return nil, mesh.Dialer{}, err
 	}
-	stls, err := identity.ServerTLS(secrets)
-	if err != nil {
-		return nil, mesh.Dialer{}, err
-	}
-	ctls, err := identity.ClientTLS(secrets)
-	if err != nil {
-		return nil, mesh.Dialer{}, err
-	}
-	op, err := identity.LoadKey(secrets, identity.KindOperator, "admin")
-	if err != nil {
-		return nil, mesh.Dialer{}, err
-	}
-	srv, err := mesh.StartServer(mesh.ServerConfig{StoreDir: store, TLS: stls, Users: users})
-	if err != nil {
-		return nil, mesh.Dialer{}, err
-	}
-	return srv, mesh.Dialer{URL: srv.ClientURL(), TLS: ctls, Key: op}, nil
+	op.URL = srv.ClientURL()
+	return srv, op, nil
 }

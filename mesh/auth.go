@@ -99,3 +99,29 @@ func validClientID(id string) error {
 	}
 	return nil
 }
+
+// Secured configures a server the way `strata nats --secrets` runs one:
+// TLS with the secrets dir's certificate, and only its identities, each
+// with its role's permissions for job. It also returns a dialer that
+// connects as the secrets dir's operator ("admin") over TLS.
+func Secured(cfg ServerConfig, secrets, job string) (ServerConfig, Dialer, error) {
+	pub, err := identity.LoadPublic(secrets)
+	if err != nil {
+		return cfg, Dialer{}, err
+	}
+	if cfg.Users, err = Authorization(job, pub); err != nil {
+		return cfg, Dialer{}, err
+	}
+	if cfg.TLS, err = identity.ServerTLS(secrets); err != nil {
+		return cfg, Dialer{}, err
+	}
+	ctls, err := identity.ClientTLS(secrets)
+	if err != nil {
+		return cfg, Dialer{}, err
+	}
+	op, err := identity.LoadKey(secrets, identity.KindOperator, "admin")
+	if err != nil {
+		return cfg, Dialer{}, err
+	}
+	return cfg, Dialer{TLS: ctls, Key: op}, nil
+}

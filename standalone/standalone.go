@@ -169,27 +169,16 @@ func (m *Mesh) startServer() error {
 	if m.public, err = identity.LoadPublic(dir); err != nil {
 		return err
 	}
-	users, err := mesh.Authorization(t.Job, m.public)
+	cfg, op, err := mesh.Secured(mesh.ServerConfig{StoreDir: filepath.Join(m.cfg.DataDir, "nats"), Port: 0,
+		MaxPayload: m.cfg.MaxPayload, Logger: m.cfg.Logger}, dir, t.Job)
 	if err != nil {
 		return err
 	}
-	stls, err := identity.ServerTLS(dir)
-	if err != nil {
+	if m.Server, err = mesh.StartServer(cfg); err != nil {
 		return err
 	}
-	ctls, err := identity.ClientTLS(dir)
-	if err != nil {
-		return err
-	}
-	op, err := identity.LoadKey(dir, identity.KindOperator, "admin")
-	if err != nil {
-		return err
-	}
-	if m.Server, err = mesh.StartServer(mesh.ServerConfig{StoreDir: filepath.Join(m.cfg.DataDir, "nats"), Port: 0,
-		MaxPayload: m.cfg.MaxPayload, Logger: m.cfg.Logger, TLS: stls, Users: users}); err != nil {
-		return err
-	}
-	m.dialer = mesh.Dialer{Server: m.Server, TLS: ctls, Key: op}
+	op.Server = m.Server
+	m.dialer = op
 	return nil
 }
 

@@ -123,14 +123,7 @@ func runNATS(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		if err != nil {
 			return err
 		}
-		pub, err := identity.LoadPublic(*secrets)
-		if err != nil {
-			return err
-		}
-		if cfg.Users, err = mesh.Authorization(t.Job, pub); err != nil {
-			return err
-		}
-		if cfg.TLS, err = identity.ServerTLS(*secrets); err != nil {
+		if cfg, _, err = mesh.Secured(cfg, *secrets, t.Job); err != nil {
 			return err
 		}
 	}

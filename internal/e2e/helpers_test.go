@@ -9,7 +9,6 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 
 	"github.com/strata-fl/strata/finetune"
-	"github.com/strata-fl/strata/identity"
 	"github.com/strata-fl/strata/mesh"
 	"github.com/strata-fl/strata/standalone"
 )
@@ -38,34 +37,18 @@ func startMesh(t *testing.T, cfg standalone.Config) (*standalone.Mesh, context.C
 	return m, ctx
 }
 
-// startSecureServer starts a NATS server as `strata nats --secrets` does:
-// TLS, and only the identities of the secrets dir, each with its role's
-// permissions for job. It returns the server and an operator dialer.
+// startSecureServer starts a NATS server as `strata nats --secrets` does
+// and returns it with an operator dialer.
 func startSecureServer(t *testing.T, store, secrets, job string) (*server.Server, mesh.Dialer) {
 	t.Helper()
-	pub, err := identity.LoadPublic(secrets)
+	cfg, op, err := mesh.Secured(mesh.ServerConfig{StoreDir: store}, secrets, job)
 	if err != nil {
 		t.Fatal(err)
 	}
-	users, err := mesh.Authorization(job, pub)
+	srv, err := mesh.StartServer(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	stls, err := identity.ServerTLS(secrets)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := mesh.StartServer(mesh.ServerConfig{StoreDir: store, TLS: stls, Users: users})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctls, err := identity.ClientTLS(secrets)
-	if err != nil {
-		t.Fatal(err)
-	}
-	op, err := identity.LoadKey(secrets, identity.KindOperator, "admin")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return srv, mesh.Dialer{URL: srv.ClientURL(), TLS: ctls, Key: op}
+	op.URL = srv.ClientURL()
+	return srv, op
 }
