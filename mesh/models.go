@@ -50,19 +50,35 @@ func (m *ModelStore) bucket(ctx context.Context) (jetstream.ObjectStore, error) 
 func (m *ModelStore) SetKey(k *seal.Key) { m.key = k }
 
 // OpenModelStore opens (creating if needed) the job's model bucket.
+// replicas is how many servers of a NATS cluster keep each blob (at most the
+// cluster's size; 3 survives the loss of one server): a positive value sets
+// it on an existing bucket too, 0 opens an existing bucket as it is (what
+// readers such as edge fleets do, so they never scale a bucket down) or
+// creates one with a single replica.
 func OpenModelStore(ctx context.Context, nc *nats.Conn, job string, replicas int) (*ModelStore, error) {
 	if err := topology.ValidToken(job); err != nil {
 		return nil, fmt.Errorf("mesh: model store: %w", err)
+	}
+	if replicas < 0 {
+		return nil, fmt.Errorf("mesh: model store replicas %d: want 0 (keep) or 1..5", replicas)
 	}
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return nil, fmt.Errorf("mesh: jetstream: %w", err)
 	}
+	bucket := ModelBucket(job)
 	if replicas == 0 {
+		obs, err := js.ObjectStore(ctx, bucket)
+		if err == nil {
+			return &ModelStore{obs: obs, job: job}, nil
+		}
+		if !errors.Is(err, jetstream.ErrBucketNotFound) {
+			return nil, fmt.Errorf("mesh: model store for job %s: %w", job, err)
+		}
 		replicas = 1
 	}
 	obs, err := js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
-		Bucket:      ModelBucket(job),
+		Bucket:      bucket,
 		Description: "Strata model versions of job " + job,
 		Storage:     jetstream.FileStorage,
 		Replicas:    replicas,

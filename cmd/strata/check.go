@@ -19,7 +19,7 @@ var errPolicy = errors.New("policy check failed")
 func runCheck(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("check", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	topo := fs.String("topology", "", "topology YAML file (default: the built-in one)")
+	topo := fs.String("topology", "", "topology YAML file (default: $STRATA_TOPOLOGY, else the built-in one)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil

@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -23,14 +25,45 @@ func roleKey(path string) (*seal.Key, error) {
 	return dataKey()
 }
 
+// runKeygen prints a new key, or with --out writes it to a file readable
+// only by its owner. An existing file is kept, not replaced: data encrypted
+// under it would become unreadable, so a one-shot init container can run
+// `keygen --out` on every start.
 func runKeygen(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) > 0 {
-		return fmt.Errorf("%w: keygen takes no arguments", errUsage)
+	fs := flag.NewFlagSet("keygen", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	out := fs.String("out", "", "write the key to this file (mode 0600) instead of stdout; an existing file is kept")
+	if err := fs.Parse(args); err != nil {
+		return helpOK(fmt.Errorf("%w: %v", errUsage, err))
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("%w: keygen takes no arguments, got %q", errUsage, fs.Args())
 	}
 	k, err := seal.Generate()
 	if err != nil {
 		return err
 	}
-	fmt.Fprintln(stdout, k)
+	if *out == "" {
+		fmt.Fprintln(stdout, k)
+		return nil
+	}
+	if _, err := seal.Load(*out); err == nil {
+		fmt.Fprintf(stdout, "keygen: %s already holds a key; kept it\n", *out)
+		return nil
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("keygen: %s exists but is not a key (%v): move it away or choose another --out", *out, err)
+	}
+	f, err := os.OpenFile(*out, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return fmt.Errorf("keygen: %w", err)
+	}
+	if _, err := fmt.Fprintln(f, k); err != nil {
+		f.Close()
+		return fmt.Errorf("keygen: write %s: %w", *out, err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("keygen: write %s: %w", *out, err)
+	}
+	fmt.Fprintf(stdout, "keygen: wrote a new key to %s\n", *out)
 	return nil
 }

@@ -17,7 +17,7 @@ import (
 func runLedger(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("ledger", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	data := fs.String("data", "./strata-data", "data dir of a stopped strata up / global node")
+	data := fs.String("data", "./strata-data", "data dir of a stopped strata up or global node")
 	asJSON := fs.Bool("json", false, "print the ledger as JSON")
 	client := fs.String("client", "", "show one client's spend and remaining budget against each observer")
 	natsURL := fs.String("nats", "", "read the ledger of a running global node over NATS instead of a data dir")
@@ -36,7 +36,7 @@ func runLedger(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	} else {
 		var key *seal.Key
 		if key, err = dataKey(); err == nil {
-			l, err = global.ReadLedgerKey(*data+"/global", key)
+			l, err = global.ReadLedgerKey(nodeDir(*data), key)
 		}
 	}
 	if err != nil {

@@ -6,7 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"path/filepath"
 	"time"
 
 	"github.com/strata-fl/strata/global"
@@ -22,7 +21,7 @@ func runModel(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	op := args[0]
 	fs := flag.NewFlagSet("model "+op, flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	data := fs.String("data", "./strata-data", "data dir of a stopped strata up (its ledger is under global/)")
+	data := fs.String("data", "./strata-data", "data dir of a stopped strata up (its ledger is under global/) or global node")
 	natsURL := fs.String("nats", "", "roll back on a running global tier through its leader instead")
 	to := fs.Int64("to", -1, "version to serve again (0 = the pre-trained checkpoint)")
 	reason := fs.String("reason", "operator rollback", "reason recorded in the ledger")
@@ -30,7 +29,7 @@ func runModel(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err := fs.Parse(args[1:]); err != nil {
 		return helpOK(fmt.Errorf("%w: %v", errUsage, err))
 	}
-	dir := filepath.Join(*data, "global")
+	dir := nodeDir(*data)
 	key, err := dataKey()
 	if err != nil {
 		return err

@@ -17,7 +17,9 @@ import (
 	"github.com/strata-fl/strata/finetune"
 	"github.com/strata-fl/strata/global"
 	"github.com/strata-fl/strata/identity"
+	"github.com/strata-fl/strata/global/ledger"
 	"github.com/strata-fl/strata/mesh"
+	"github.com/strata-fl/strata/mesh/wire"
 	"github.com/strata-fl/strata/metrics"
 	"github.com/strata-fl/strata/regional"
 	"github.com/strata-fl/strata/standalone"
@@ -45,7 +47,7 @@ func newRoleFlags(name, usage string, stderr io.Writer) *roleFlags {
 	return &roleFlags{
 		fs:      fs,
 		natsURL: fs.String("nats", "nats://127.0.0.1:4222", "NATS server URL(s), comma-separated"),
-		topo:    fs.String("topology", "", "topology YAML file (default: the built-in one); every role of a mesh must use the same"),
+		topo:    fs.String("topology", "", "topology YAML file (default: $STRATA_TOPOLOGY, else the built-in one); every role of a mesh must use the same"),
 		verbose: fs.Bool("v", false, "log what this role does"),
 		secrets: fs.String("secrets", "", "the mesh's secrets dir from `strata certs`: CA for TLS and this role's identity key (required unless the topology sets security.unsigned)"),
 	}
@@ -163,8 +165,12 @@ func runGlobal(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	metricsAddr := metricsFlag(rf.fs)
 	httpAddr := rf.fs.String("http", "", "serve the dashboard on host:port (port 0 picks a free one); empty: none")
 	alerts := alertFlags(rf.fs)
+	replicas := rf.fs.Int("replicas", 1, "how many servers of the NATS cluster keep each model version (3 on a 3-server cluster survives losing one)")
 	if err := rf.parse(args); err != nil {
 		return helpOK(err)
+	}
+	if *replicas < 1 || *replicas > 5 {
+		return fmt.Errorf("%w: --replicas %d: want 1..5, at most the number of NATS servers", errUsage, *replicas)
 	}
 	t, err := loadTopology(*rf.topo)
 	if err != nil {
@@ -203,7 +209,7 @@ func runGlobal(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	defer nc.Close()
-	models, err := mesh.OpenModelStore(ctx, nc, t.Job, 1)
+	models, err := mesh.OpenModelStore(ctx, nc, t.Job, *replicas)
 	if err != nil {
 		return err
 	}
@@ -252,8 +258,68 @@ func runGlobal(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	st := node.Status()
+	if !st.Finished {
+		return nil // stopped by a signal: everything is on disk
+	}
 	fmt.Fprintf(stdout, "global %s: job finished with %d rounds committed (applied index %d)\n", *id, st.Committed, st.Applied)
+	rep, err := nodeReport(ctx, t, node, models, task)
+	if err != nil {
+		return fmt.Errorf("global %s: report: %w", *id, err)
+	}
+	if err := writeReport(*data, rep); err != nil {
+		return err
+	}
+	printSummary(stdout, rep, nil)
+	fmt.Fprintf(stdout, "\nreport: %s\n", filepath.Join(*data, "report.json"))
 	return nil
+}
+
+// nodeReport is report.json of a global node whose ledger records the job
+// as finished: accuracy of the checkpoint and of the serving model on the
+// full test set (the serving model is fetched from the object store and
+// checked against the hash the ledger committed), ε per observer, and the
+// time since the ledger recorded the job's start. Every node writes the
+// same report, so it survives the loss of any of them.
+func nodeReport(ctx context.Context, t *topology.Topology, node *global.Node, models *mesh.ModelStore, task *finetune.Task) (*report, error) {
+	b, err := node.Snapshot()
+	if err != nil {
+		return nil, err
+	}
+	l, err := ledger.Restore(b)
+	if err != nil {
+		return nil, err
+	}
+	pre, _, err := task.Model.Evaluate(task.Theta0, task.Test)
+	if err != nil {
+		return nil, err
+	}
+	theta := task.Theta0
+	if m, ok := l.ServingModel(); ok {
+		blob, err := models.Get(ctx, "model", m.Version, m.Hash)
+		if err != nil {
+			return nil, fmt.Errorf("serving model: %w", err)
+		}
+		v, err := wire.Float32s(blob)
+		if err != nil {
+			return nil, fmt.Errorf("serving model v%d: %w", m.Version, err)
+		}
+		if len(v) != len(task.Theta0) {
+			return nil, fmt.Errorf("serving model v%d has %d parameters, the task has %d", m.Version, len(v), len(task.Theta0))
+		}
+		theta = make([]float64, len(v))
+		for i, x := range v {
+			theta[i] = float64(x)
+		}
+	}
+	final, _, err := task.Model.Evaluate(theta, task.Test)
+	if err != nil {
+		return nil, err
+	}
+	rep := reportFrom(t, l, pre, final)
+	if l.Job != nil {
+		rep.ElapsedSeconds = time.Since(time.UnixMilli(l.Job.StartedUnixMs)).Seconds()
+	}
+	return rep, nil
 }
 
 // prepareTask loads MNIST and the checkpoint (pre-trained once, cached in

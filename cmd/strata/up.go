@@ -82,7 +82,12 @@ func (f *jf) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
+// loadTopology loads the topology file at path, else the one $STRATA_TOPOLOGY
+// names (containers set it once for every role), else the built-in one.
 func loadTopology(path string) (*topology.Topology, error) {
+	if path == "" {
+		path = os.Getenv("STRATA_TOPOLOGY")
+	}
 	if path == "" {
 		return topology.Default(), nil
 	}
@@ -93,7 +98,7 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("up", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	data := fs.String("data", "./strata-data", "data dir: NATS store, raft ledger, checkpoint, report.json")
-	topo := fs.String("topology", "", "topology YAML file (default: the built-in one, see `strata topology default`)")
+	topo := fs.String("topology", "", "topology YAML file (default: $STRATA_TOPOLOGY, else the built-in one, see `strata topology default`)")
 	baseline := fs.Bool("baseline", false, "also run the same job without noise and print it beside")
 	verbose := fs.Bool("v", false, "log what every tier does")
 	keyFile := fs.String("key-file", "", "AES-256 key (hex or base64) encrypting model blobs and ledger snapshots at rest; default $STRATA_KEY_FILE or $STRATA_KEY, else none")

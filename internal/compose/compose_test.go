@@ -1,0 +1,373 @@
+// Package compose holds the smoke test of the shipped docker-compose.yml: a
+// real multi-container mesh (3 NATS servers, 3 global nodes on raft, 3
+// regions, 3 edge fleets) run with docker-compose, one global node killed
+// mid-job.
+package compose
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/strata-fl/strata/global"
+	"github.com/strata-fl/strata/seal"
+)
+
+// smokeTopology is the built-in topology's shape (regions eu, us, ap, which
+// the compose file names) with a job small enough for a few minutes on a
+// 2-core machine, yet long enough to kill a node in the middle of it.
+const smokeTopology = `job: compose-smoke
+seed: 3
+regions:
+  - {id: eu, clients: 40}
+  - {id: us, clients: 40}
+  - {id: ap, clients: 40}
+privacy: {sampling_rate: 0.3, budget: 1000, min_regions: 2, noise: {regional: 1, global: 1}}
+training: {rounds: 30, pretrain_epochs: 1, hidden: 32, local_epochs: 1}
+data: {public_examples: 2000, eval_examples: 300}
+round: {timeout: 5s}
+`
+
+const rounds = 30
+
+// strataServices run the strata image and so read the topology.
+var strataServices = []string{"init", "global1", "global2", "global3",
+	"regional-eu", "regional-us", "regional-ap", "edge-eu", "edge-us", "edge-ap"}
+
+// TestComposeSmoke builds the images FROM scratch around binaries built
+// here (deploy/build-images.sh), starts the mesh of docker-compose.yml with
+// a small job, SIGKILLs the raft leader's container once rounds are being
+// committed, and checks that the job still completes: both surviving global
+// nodes exit cleanly, write report.json with every planned round, and hold
+// byte-identical ledgers; `strata ledger` and `strata audit verify` work on
+// their volumes as docs/operating.md says.
+func TestComposeSmoke(t *testing.T) {
+	if os.Getenv("STRATA_COMPOSE_TEST") == "" {
+		t.Skip("compose smoke test skipped: set STRATA_COMPOSE_TEST=1 to run it (needs docker and docker-compose; .ci/run does)")
+	}
+	start := time.Now()
+	for _, bin := range []string{"docker", "docker-compose"} {
+		if _, err := exec.LookPath(bin); err != nil {
+			t.Fatalf("STRATA_COMPOSE_TEST is set but %s is not installed (Debian: apt-get install docker.io docker-compose)", bin)
+		}
+	}
+	ensureDockerd(t)
+	root, err := filepath.Abs("../..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	run(t, root, nil, "deploy/build-images.sh")
+	t.Logf("images built after %v", time.Since(start).Round(time.Second))
+
+	dir := t.TempDir()
+	// The containers run as an unprivileged user: it must read the topology.
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	topo := filepath.Join(dir, "topology.yaml")
+	if err := os.WriteFile(topo, []byte(smokeTopology), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var override strings.Builder
+	override.WriteString("services:\n")
+	for _, s := range strataServices {
+		fmt.Fprintf(&override, "  %s:\n    environment: {STRATA_TOPOLOGY: /etc/strata/topology.yaml}\n    volumes: [\"%s:/etc/strata/topology.yaml:ro\"]\n", s, topo)
+	}
+	overrideFile := filepath.Join(dir, "smoke.yml")
+	if err := os.WriteFile(overrideFile, []byte(override.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ports := freePorts(t, 2)
+	project := fmt.Sprintf("stratasmoke%d", os.Getpid())
+	env := []string{fmt.Sprintf("STRATA_NATS_PORT=%d", ports[0]), fmt.Sprintf("STRATA_NATS_MONITOR_PORT=%d", ports[1])}
+	compose := func(args ...string) []string {
+		return append([]string{"docker-compose", "-p", project, "-f", filepath.Join(root, "docker-compose.yml"), "-f", overrideFile}, args...)
+	}
+	run(t, root, env, compose("config", "-q")...)
+	t.Cleanup(func() {
+		if t.Failed() {
+			out, _ := command(root, env, compose("logs", "--no-color", "--tail", "40")...).CombinedOutput()
+			t.Logf("docker-compose logs (last 40 lines per service):\n%s", out)
+		}
+		out, err := command(root, env, compose("down", "-v", "--remove-orphans", "-t", "2")...).CombinedOutput()
+		if err != nil {
+			t.Logf("docker-compose down: %v\n%s", err, out)
+		}
+	})
+	upAt := time.Now()
+	run(t, root, env, compose("up", "-d", "--no-build")...)
+	t.Logf("docker-compose up -d returned after %v (NATS cluster and regions healthy)", time.Since(upAt).Round(time.Second))
+
+	id := func(service string) string {
+		return strings.TrimSpace(string(run(t, root, env, compose("ps", "-q", service)...)))
+	}
+	nc, err := nats.Connect(fmt.Sprintf("nats://127.0.0.1:%d", ports[0]), nats.MaxReconnects(-1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+
+	// Wait until a leader has committed a few rounds, then kill its container.
+	var leader string
+	var atKill global.Status
+	deadline := time.Now().Add(5 * time.Minute)
+	for leader == "" {
+		if time.Now().After(deadline) {
+			t.Fatal("no global node committed 3 rounds within 5 minutes")
+		}
+		time.Sleep(200 * time.Millisecond)
+		for _, g := range []string{"g1", "g2", "g3"} {
+			if s, ok := status(nc, g); ok && s.Leader && s.Committed >= 3 {
+				leader, atKill = g, s
+				break
+			}
+		}
+	}
+	if atKill.Finished || atKill.Committed >= rounds {
+		t.Fatalf("the job finished before the kill (%d rounds): make it longer", atKill.Committed)
+	}
+	victim := "global" + strings.TrimPrefix(leader, "g")
+	run(t, root, nil, "docker", "kill", id(victim))
+	killedAt := time.Now()
+	t.Logf("killed %s (the raft leader) at %d/%d committed rounds, %v after up", victim, atKill.Committed, rounds, killedAt.Sub(upAt).Round(time.Second))
+
+	var survivors []string
+	for _, s := range []string{"global1", "global2", "global3"} {
+		if s != victim {
+			survivors = append(survivors, s)
+		}
+	}
+	// The survivors finish the job and exit 0.
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Minute)
+	defer cancel()
+	for _, s := range survivors {
+		out, err := exec.CommandContext(ctx, "docker", "wait", id(s)).Output()
+		if err != nil {
+			t.Fatalf("docker wait %s: %v", s, err)
+		}
+		if code := strings.TrimSpace(string(out)); code != "0" {
+			t.Fatalf("%s exited with %s, want 0", s, code)
+		}
+	}
+	t.Logf("the job finished %v after the kill (%v after up)", time.Since(killedAt).Round(time.Second), time.Since(upAt).Round(time.Second))
+
+	// The model bucket lives on three NATS servers.
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := js.Stream(t.Context(), "OBJ_strata-models-compose-smoke")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := info.CachedInfo().Config.Replicas; r != 3 {
+		t.Errorf("model store has %d replicas, want 3", r)
+	}
+	if cl := info.CachedInfo().Cluster; cl == nil || len(cl.Replicas) != 2 {
+		t.Errorf("model store cluster info %+v: want a leader and 2 replicas", cl)
+	}
+
+	keyBytes := copyOut(t, id("init"), "/secrets/strata.key")
+	key, err := seal.ParseKey(string(keyBytes["strata.key"]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var snaps [][]byte
+	for _, s := range survivors {
+		files := copyOut(t, id(s), "/data/report.json")
+		var rep struct {
+			RoundsCompleted    int            `json:"rounds_completed"`
+			PlannedRounds      int            `json:"planned_rounds"`
+			Finished           bool           `json:"finished"`
+			AccuracyPretrained float64        `json:"accuracy_pretrained"`
+			AccuracyFinal      float64        `json:"accuracy_final"`
+			Epsilon            map[string]any `json:"epsilon"`
+		}
+		if err := json.Unmarshal(files["report.json"], &rep); err != nil {
+			t.Fatalf("%s report.json: %v\n%s", s, err, files["report.json"])
+		}
+		if !rep.Finished || rep.RoundsCompleted != rounds || rep.PlannedRounds != rounds {
+			t.Errorf("%s report.json: finished %v, %d/%d rounds, want %d/%d finished", s, rep.Finished, rep.RoundsCompleted, rep.PlannedRounds, rounds, rounds)
+		}
+		if eps, ok := rep.Epsilon["public"].(float64); !ok || eps <= 0 {
+			t.Errorf("%s report.json: ε public %v, want a positive number", s, rep.Epsilon["public"])
+		}
+		t.Logf("%s report.json: %d/%d rounds, accuracy %.4f → %.4f, ε public %v", s, rep.RoundsCompleted, rep.PlannedRounds, rep.AccuracyPretrained, rep.AccuracyFinal, rep.Epsilon["public"])
+
+		data := filepath.Join(dir, s)
+		for name, b := range copyOut(t, id(s), "/data") {
+			p := filepath.Join(data, name)
+			if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(p, b, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+		l, err := global.ReadLedgerKey(data, key)
+		if err != nil {
+			t.Fatalf("%s: %v", s, err)
+		}
+		if !l.Finished || l.CommittedRounds() != rounds {
+			t.Errorf("%s ledger: finished %v with %d committed rounds, want %d", s, l.Finished, l.CommittedRounds(), rounds)
+		}
+		if l.CommittedRounds() < atKill.Committed {
+			t.Errorf("%s ledger: %d committed rounds, fewer than the %d before the kill", s, l.CommittedRounds(), atKill.Committed)
+		}
+		l.Applied = 0 // replicas may have applied trailing no-op entries; compare the state
+		b, err := l.Snapshot()
+		if err != nil {
+			t.Fatal(err)
+		}
+		snaps = append(snaps, b)
+
+		// As docs/operating.md reads a stopped node's ledger and audit trail.
+		out := run(t, root, env, compose("run", "--rm", "--no-deps", s, "ledger", "--data", "/data")...)
+		if !bytes.Contains(out, []byte(fmt.Sprintf("%d rounds committed", rounds))) {
+			t.Errorf("strata ledger on %s's volume:\n%s", s, out)
+		}
+		out = run(t, root, env, compose("run", "--rm", "--no-deps", s, "audit", "verify", "--data", "/data")...)
+		if !bytes.Contains(out, []byte("chain intact")) {
+			t.Errorf("strata audit verify on %s's volume:\n%s", s, out)
+		}
+	}
+	if !bytes.Equal(snaps[0], snaps[1]) {
+		t.Errorf("the ledgers of %s and %s differ", survivors[0], survivors[1])
+	} else {
+		t.Logf("the ledgers of %s and %s are byte-identical (%d bytes)", survivors[0], survivors[1], len(snaps[0]))
+	}
+	t.Logf("compose smoke test: %v in all", time.Since(start).Round(time.Second))
+}
+
+// ensureDockerd starts dockerd when no daemon answers (a fresh CI machine
+// where installing docker.io did not start it) and stops it at the end.
+func ensureDockerd(t *testing.T) {
+	t.Helper()
+	if exec.Command("docker", "info").Run() == nil {
+		return
+	}
+	path, err := exec.LookPath("dockerd")
+	if err != nil {
+		t.Fatal("no docker daemon answers and dockerd is not installed")
+	}
+	logf, err := os.Create(filepath.Join(t.TempDir(), "dockerd.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(path)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start dockerd: %v", err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Signal(os.Interrupt)
+		cmd.Wait()
+		logf.Close()
+	})
+	for range 120 {
+		if exec.Command("docker", "info").Run() == nil {
+			t.Log("started dockerd")
+			return
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	logf.Sync()
+	b, _ := os.ReadFile(logf.Name())
+	t.Fatalf("dockerd did not answer within 60 s:\n%s", b)
+}
+
+func command(dir string, env []string, args ...string) *exec.Cmd {
+	cmd := exec.Command(args[0], args[1:]...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), env...)
+	return cmd
+}
+
+// run runs a command and returns its stdout; it fails the test, with the
+// output, when the command fails.
+func run(t *testing.T, dir string, env []string, args ...string) []byte {
+	t.Helper()
+	var stdout, stderr bytes.Buffer
+	cmd := command(dir, env, args...)
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("%s: %v\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), err, stdout.Bytes(), stderr.Bytes())
+	}
+	return stdout.Bytes()
+}
+
+// copyOut copies a file or folder out of a container (running or not) with
+// `docker cp`, returning its regular files by path inside the copied
+// folder (a copied file by its base name).
+func copyOut(t *testing.T, container, path string) map[string][]byte {
+	t.Helper()
+	out, err := exec.Command("docker", "cp", container+":"+path, "-").Output()
+	if err != nil {
+		t.Fatalf("docker cp %s:%s: %v", container, path, err)
+	}
+	files := map[string][]byte{}
+	tr := tar.NewReader(bytes.NewReader(out))
+	base := filepath.Base(path)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatalf("docker cp %s:%s: %v", container, path, err)
+		}
+		if h.Typeflag != tar.TypeReg {
+			continue
+		}
+		b, err := io.ReadAll(tr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		name := h.Name
+		if rel, err := filepath.Rel(base, name); err == nil && !strings.HasPrefix(rel, "..") && rel != "." {
+			name = rel
+		}
+		files[name] = b
+	}
+	return files
+}
+
+func status(nc *nats.Conn, id string) (global.Status, bool) {
+	m, err := nc.Request(global.StatusSubject(id), nil, 500*time.Millisecond)
+	if err != nil {
+		return global.Status{}, false
+	}
+	var s global.Status
+	return s, json.Unmarshal(m.Data, &s) == nil
+}
+
+func freePorts(t *testing.T, n int) []int {
+	t.Helper()
+	var ls []net.Listener
+	var ports []int
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ls = append(ls, l)
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	for _, l := range ls {
+		l.Close()
+	}
+	return ports
+}
