@@ -36,12 +36,12 @@ regions:
   - {id: us, clients: 40}
   - {id: ap, clients: 40}
 privacy: {sampling_rate: 0.3, budget: 1000, min_regions: 2, noise: {regional: 1, global: 1}}
-training: {rounds: 30, pretrain_epochs: 1, hidden: 32, local_epochs: 1}
+training: {rounds: 200, pretrain_epochs: 1, hidden: 32, local_epochs: 1}
 data: {public_examples: 2000, eval_examples: 300}
 round: {timeout: 5s}
 `
 
-const rounds = 30
+const rounds = 200
 
 // strataServices run the strata image and so read the topology.
 var strataServices = []string{"init", "global1", "global2", "global3",
@@ -107,30 +107,44 @@ func TestComposeSmoke(t *testing.T) {
 			t.Logf("docker-compose down: %v\n%s", err, out)
 		}
 	})
+	// docker-compose up -d returns once the global nodes have started; on a
+	// loaded machine that can be late in the job, so status is polled while
+	// it runs.
 	upAt := time.Now()
-	run(t, root, env, compose("up", "-d", "--no-build")...)
-	t.Logf("docker-compose up -d returned after %v (NATS cluster and regions healthy)", time.Since(upAt).Round(time.Second))
-
-	id := func(service string) string {
-		return strings.TrimSpace(string(run(t, root, env, compose("ps", "-q", service)...)))
-	}
-	nc, err := nats.Connect(fmt.Sprintf("nats://127.0.0.1:%d", ports[0]), nats.MaxReconnects(-1))
+	upDone := make(chan error, 1)
+	go func() {
+		out, err := command(root, env, compose("up", "-d", "--no-build")...).CombinedOutput()
+		if err != nil {
+			err = fmt.Errorf("docker-compose up -d: %w\n%s", err, out)
+		}
+		upDone <- err
+	}()
+	nc, err := nats.Connect(fmt.Sprintf("nats://127.0.0.1:%d", ports[0]), nats.RetryOnFailedConnect(true), nats.MaxReconnects(-1), nats.ReconnectWait(500*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer nc.Close()
+	id := func(service string) string { return containerID(t, project, service) }
 
 	// Wait until a leader has committed a few rounds, then kill its container.
 	var leader string
 	var atKill global.Status
-	deadline := time.Now().Add(5 * time.Minute)
+	deadline := time.Now().Add(10 * time.Minute)
 	for leader == "" {
 		if time.Now().After(deadline) {
-			t.Fatal("no global node committed 3 rounds within 5 minutes")
+			t.Fatal("no global node committed 10 rounds within 10 minutes")
 		}
-		time.Sleep(200 * time.Millisecond)
+		select {
+		case err := <-upDone:
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("docker-compose up -d returned after %v (NATS cluster and regions healthy, global nodes started)", time.Since(upAt).Round(time.Second))
+			upDone = nil
+		case <-time.After(200 * time.Millisecond):
+		}
 		for _, g := range []string{"g1", "g2", "g3"} {
-			if s, ok := status(nc, g); ok && s.Leader && s.Committed >= 3 {
+			if s, ok := status(nc, g); ok && s.Leader && s.Committed >= 10 {
 				leader, atKill = g, s
 				break
 			}
@@ -143,6 +157,23 @@ func TestComposeSmoke(t *testing.T) {
 	run(t, root, nil, "docker", "kill", id(victim))
 	killedAt := time.Now()
 	t.Logf("killed %s (the raft leader) at %d/%d committed rounds, %v after up", victim, atKill.Committed, rounds, killedAt.Sub(upAt).Round(time.Second))
+	if upDone != nil {
+		if err := <-upDone; err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// A surviving node leads and commits the next round.
+	for {
+		if time.Since(killedAt) > 2*time.Minute {
+			t.Fatal("no round committed under a new leader within 2 minutes of the kill")
+		}
+		if g, s := leaderStatus(nc, leader); g != "" && (s.Committed > atKill.Committed || s.Finished) {
+			t.Logf("%s leads; kill → next committed round %v", g, time.Since(killedAt).Round(10*time.Millisecond))
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 
 	var survivors []string
 	for _, s := range []string{"global1", "global2", "global3"} {
@@ -289,6 +320,18 @@ func ensureDockerd(t *testing.T) {
 	t.Fatalf("dockerd did not answer within 60 s:\n%s", b)
 }
 
+// containerID finds a compose service's container by the labels both
+// docker-compose 1.x and docker compose 2.x set.
+func containerID(t *testing.T, project, service string) string {
+	t.Helper()
+	out := run(t, "", nil, "docker", "ps", "-aq", "--filter", "label=com.docker.compose.project="+project, "--filter", "label=com.docker.compose.service="+service)
+	ids := strings.Fields(string(out))
+	if len(ids) != 1 {
+		t.Fatalf("service %s of project %s: containers %q, want one", service, project, ids)
+	}
+	return ids[0]
+}
+
 func command(dir string, env []string, args ...string) *exec.Cmd {
 	cmd := exec.Command(args[0], args[1:]...)
 	cmd.Dir = dir
@@ -343,6 +386,16 @@ func copyOut(t *testing.T, container, path string) map[string][]byte {
 		files[name] = b
 	}
 	return files
+}
+
+// leaderStatus finds the leader among the global nodes other than except.
+func leaderStatus(nc *nats.Conn, except string) (string, global.Status) {
+	for _, g := range []string{"g1", "g2", "g3"} {
+		if s, ok := status(nc, g); ok && g != except && s.Leader {
+			return g, s
+		}
+	}
+	return "", global.Status{}
 }
 
 func status(nc *nats.Conn, id string) (global.Status, bool) {
