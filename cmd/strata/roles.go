@@ -376,7 +376,7 @@ func runRegional(ctx context.Context, args []string, stdout, stderr io.Writer) e
 }
 
 func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	rf := newRoleFlags("edge", "usage: strata edge --region R [--nats URL] [--topology FILE] [--data DIR] [--trainer exec:CMD|unix:PATH|tcp:HOST:PORT]\n\nRuns the simulated clients of one region (each with its own NATS connection) until the job is done.\nWith --trainer, an external trainer (docs/trainer-protocol.md) trains them; the agent still clips,\nnoises and publishes. Their data is exported to DIR/shards for it.", stderr)
+	rf := newRoleFlags("edge", "usage: strata edge --region R [--nats URL] [--topology FILE] [--data DIR] [--trainer exec:CMD|unix:PATH|tcp:HOST:PORT] [--js-domain D]\n\nRuns the simulated clients of one region (each with its own NATS connection) until the job is done.\nWith --trainer, an external trainer (docs/trainer-protocol.md) trains them; the agent still clips,\nnoises and publishes. Their data is exported to DIR/shards for it.", stderr)
 	region := rf.fs.String("region", "", "region whose clients to simulate (required)")
 	data := rf.fs.String("data", "./strata-edge", "dir for the cached checkpoint")
 	workers := rf.fs.Int("workers", runtime.GOMAXPROCS(0), "concurrent local trainings")
@@ -385,6 +385,7 @@ func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	trainerSpec := rf.fs.String("trainer", "builtin", "who trains: builtin, exec:CMD ARGS (started by the agent, protocol on its stdin/stdout), unix:PATH or tcp:HOST:PORT (a trainer already listening)")
 	trainerProcs := rf.fs.Int("trainer-procs", 1, "external trainer processes (or connections) used concurrently")
 	trainerTimeout := rf.fs.Duration("trainer-timeout", 0, "bound on one external training call (default: the topology's round timeout)")
+	jsDomain := rf.fs.String("js-domain", "", "JetStream domain of the servers holding the model store, when this fleet connects through a NATS leaf node without JetStream")
 	if err := rf.parse(args); err != nil {
 		return helpOK(err)
 	}
@@ -450,7 +451,7 @@ func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 	defer mc.Close()
-	models, err := mesh.ReadModelStore(ctx, mc, t.Job)
+	models, err := mesh.ReadModelStoreDomain(ctx, mc, *jsDomain, t.Job)
 	if err != nil {
 		return err
 	}
