@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -90,9 +91,18 @@ func TestComposeSmoke(t *testing.T) {
 	if err := os.WriteFile(overrideFile, []byte(override.String()), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	ports := freePorts(t, 2)
+	ports := freePorts(t, 8)
 	project := fmt.Sprintf("stratasmoke%d", os.Getpid())
 	env := []string{fmt.Sprintf("STRATA_NATS_PORT=%d", ports[0]), fmt.Sprintf("STRATA_NATS_MONITOR_PORT=%d", ports[1])}
+	dashboard := map[string]int{"g1": ports[2], "g2": ports[3], "g3": ports[4]}
+	metricsPort := map[string]int{"g1": ports[5], "g2": ports[6], "g3": ports[7]}
+	for i, g := range []string{"g1", "g2", "g3"} {
+		suffix := ""
+		if i > 0 {
+			suffix = fmt.Sprint(i + 1)
+		}
+		env = append(env, fmt.Sprintf("STRATA_DASHBOARD_PORT%s=%d", suffix, dashboard[g]), fmt.Sprintf("STRATA_METRICS_PORT%s=%d", suffix, metricsPort[g]))
+	}
 	compose := func(args ...string) []string {
 		return append([]string{"docker-compose", "-p", project, "-f", filepath.Join(root, "docker-compose.yml"), "-f", overrideFile}, args...)
 	}
@@ -152,6 +162,32 @@ func TestComposeSmoke(t *testing.T) {
 	}
 	if atKill.Finished || atKill.Committed >= rounds {
 		t.Fatalf("the job finished before the kill (%d rounds): make it longer", atKill.Committed)
+	}
+	// The published dashboard and metrics of the leader answer.
+	for what, url := range map[string]string{
+		"dashboard": fmt.Sprintf("http://127.0.0.1:%d/", dashboard[leader]),
+		"metrics":   fmt.Sprintf("http://127.0.0.1:%d/metrics", metricsPort[leader]),
+	} {
+		body, err := httpGet(url)
+		if err != nil {
+			t.Fatalf("%s of %s: %v", what, leader, err)
+		}
+		if what == "metrics" && !strings.Contains(body, "strata_rounds_opened_total") {
+			t.Fatalf("metrics of %s lack strata_rounds_opened_total:\n%.2000s", leader, body)
+		}
+		t.Logf("%s of %s answers on %s (%d bytes)", what, leader, url, len(body))
+	}
+	// Leadership may have moved meanwhile on a loaded machine: kill the node
+	// that leads now.
+	for g, st := leaderStatus(nc, ""); ; g, st = leaderStatus(nc, "") {
+		if g != "" {
+			leader, atKill = g, st
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no leader to kill")
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 	victim := "global" + strings.TrimPrefix(leader, "g")
 	run(t, root, nil, "docker", "kill", id(victim))
@@ -386,6 +422,24 @@ func copyOut(t *testing.T, container, path string) map[string][]byte {
 		files[name] = b
 	}
 	return files
+}
+
+// httpGet fetches url and fails unless it answers 200.
+func httpGet(url string) (string, error) {
+	c := http.Client{Timeout: 10 * time.Second}
+	resp, err := c.Get(url)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return "", err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("%s answered %s", url, resp.Status)
+	}
+	return string(b), nil
 }
 
 // leaderStatus finds the leader among the global nodes other than except.
