@@ -56,14 +56,6 @@ func (m *ModelStore) SetKey(k *seal.Key) { m.key = k }
 // readers such as edge fleets do, so they never scale a bucket down) or
 // creates one with a single replica.
 func OpenModelStore(ctx context.Context, nc *nats.Conn, job string, replicas int) (*ModelStore, error) {
-	return OpenModelStoreDomain(ctx, nc, "", job, replicas)
-}
-
-// OpenModelStoreDomain is OpenModelStore through the JetStream domain of
-// the servers that hold the store: a client behind a NATS leaf node without
-// JetStream reaches the hub's store only as $JS.<domain>.API ("" is the
-// local JetStream).
-func OpenModelStoreDomain(ctx context.Context, nc *nats.Conn, domain, job string, replicas int) (*ModelStore, error) {
 	if err := topology.ValidToken(job); err != nil {
 		return nil, fmt.Errorf("mesh: model store: %w", err)
 	}
@@ -71,9 +63,6 @@ func OpenModelStoreDomain(ctx context.Context, nc *nats.Conn, domain, job string
 		return nil, fmt.Errorf("mesh: model store replicas %d: want 0 (keep) or 1..5", replicas)
 	}
 	js, err := jetstream.New(nc)
-	if domain != "" {
-		js, err = jetstream.NewWithDomain(nc, domain)
-	}
 	if err != nil {
 		return nil, fmt.Errorf("mesh: jetstream: %w", err)
 	}
