@@ -25,6 +25,7 @@ RUN go build -ldflags=-s -o /out/strata ./cmd/strata \
 FROM scratch AS strata
 COPY --from=build /out/strata /strata
 COPY --from=build /out/mnist /mnist
+COPY deploy/topology.yaml /etc/strata/topology.yaml
 COPY --from=build --chown=65532:65532 /out/empty /data
 COPY --from=build --chown=65532:65532 /out/empty /secrets
 ENV STRATA_MNIST=/mnist
