@@ -8,48 +8,16 @@
 package report
 
 import (
-	"encoding/json"
-	"math"
 	"sort"
 
+	"github.com/strata-fl/strata/empirical"
 	"github.com/strata-fl/strata/global/ledger"
 )
 
-// Float is a float64 that JSON-encodes ±Inf as "inf"/"-inf" and NaN as
-// "nan" (JSON has no infinity, and an unprotected observer's ε is ∞).
-type Float float64
-
-// MarshalJSON implements json.Marshaler.
-func (f Float) MarshalJSON() ([]byte, error) {
-	switch v := float64(f); {
-	case math.IsInf(v, 1):
-		return []byte(`"inf"`), nil
-	case math.IsInf(v, -1):
-		return []byte(`"-inf"`), nil
-	case math.IsNaN(v):
-		return []byte(`"nan"`), nil
-	}
-	return json.Marshal(float64(f))
-}
-
-// UnmarshalJSON reads what MarshalJSON writes.
-func (f *Float) UnmarshalJSON(b []byte) error {
-	switch string(b) {
-	case `"inf"`:
-		*f = Float(math.Inf(1))
-	case `"-inf"`:
-		*f = Float(math.Inf(-1))
-	case `"nan"`:
-		*f = Float(math.NaN())
-	default:
-		var v float64
-		if err := json.Unmarshal(b, &v); err != nil {
-			return err
-		}
-		*f = Float(v)
-	}
-	return nil
-}
+// Float writes ±Inf as "inf"/"-inf" and NaN as "nan" in JSON (an
+// unprotected observer's ε is ∞); it is the empirical package's type, so
+// report.json has one float encoding.
+type Float = empirical.Float
 
 // Floats converts a per-observer value for JSON.
 func Floats(p ledger.PerObserver[float64]) ledger.PerObserver[Float] {

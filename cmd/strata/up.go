@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/strata-fl/strata/empirical"
 	"github.com/strata-fl/strata/finetune"
 	"github.com/strata-fl/strata/global"
 	"github.com/strata-fl/strata/global/ledger"
@@ -50,37 +51,8 @@ type report struct {
 	htmlReport string
 }
 
-// jf is a float that writes ±Inf as "inf"/"-inf" (JSON has no infinity).
-type jf float64
-
-func (f jf) MarshalJSON() ([]byte, error) {
-	switch {
-	case math.IsInf(float64(f), 1):
-		return []byte(`"inf"`), nil
-	case math.IsInf(float64(f), -1):
-		return []byte(`"-inf"`), nil
-	case math.IsNaN(float64(f)):
-		return []byte(`"nan"`), nil
-	}
-	return json.Marshal(float64(f))
-}
-
-func (f *jf) UnmarshalJSON(b []byte) error {
-	switch string(b) {
-	case `"inf"`:
-		*f = jf(math.Inf(1))
-		return nil
-	case `"-inf"`:
-		*f = jf(math.Inf(-1))
-		return nil
-	}
-	var v float64
-	if err := json.Unmarshal(b, &v); err != nil {
-		return err
-	}
-	*f = jf(v)
-	return nil
-}
+// jf writes ±Inf as "inf"/"-inf" in JSON (JSON has no infinity).
+type jf = empirical.Float
 
 // loadTopology loads the topology file at path, else the one $STRATA_TOPOLOGY
 // names (containers set it once for every role), else the built-in one.

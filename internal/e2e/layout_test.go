@@ -29,7 +29,7 @@ var allowed = map[string][]string{
 	"regional":      {"accum", "identity", "mesh", "mesh/wire", "privacy", "topology", "secagg"},
 	"global":        {"global/ledger", "identity", "mesh", "mesh/wire", "privacy", "topology", "seal", "empirical"},
 	// Observability sits above the tiers: it reads them, they never import it.
-	"report":    {"global/ledger"},
+	"report":    {"empirical", "global/ledger"},
 	"metrics":   {"global", "global/ledger", "mesh", "mesh/wire", "regional", "edge", "report", "topology"},
 	"dashboard": {"global", "global/ledger", "metrics", "report"},
 }
