@@ -4,11 +4,17 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+	"unsafe"
+
+	"golang.org/x/sys/cpu"
 )
 
 // BlockElems is the number of destination elements AddMany processes across
-// all inputs before moving on: 16384 float64 (128 KiB) stay in L2.
-const BlockElems = 16384
+// all inputs before moving on: 65536 float64 (512 KiB) stay in a core's L2
+// while each input streams 256 KiB runs, long enough for the hardware
+// prefetchers (smaller blocks measured 0.55–0.70 of a memory read on d=1e7,
+// this one 0.77–0.86: `strata bench kernel`).
+const BlockElems = 65536
 
 // Add adds the little-endian float32 vector src into dst:
 // dst[i] += float64(src[i]). src must hold exactly 4·len(dst) bytes and may
@@ -32,8 +38,12 @@ func AddMany(dst []float64, srcs [][]byte) error {
 	}
 	for lo := 0; lo < len(dst); lo += BlockElems {
 		hi := min(lo+BlockElems, len(dst))
-		for _, s := range srcs {
-			add(dst[lo:hi], s[4*lo:4*hi])
+		d, i := dst[lo:hi], 0
+		for ; i+4 <= len(srcs); i += 4 {
+			add4(d, srcs[i][4*lo:4*hi], srcs[i+1][4*lo:4*hi], srcs[i+2][4*lo:4*hi], srcs[i+3][4*lo:4*hi])
+		}
+		for _, s := range srcs[i:] {
+			add(d, s[4*lo:4*hi])
 		}
 	}
 	return nil
@@ -66,8 +76,17 @@ func AddGeneric(dst []float64, src []byte) error {
 // Kernel names the kernel Add dispatches to ("avx2" or "generic").
 func Kernel() string { return kernelName }
 
+// addGeneric is the portable kernel. Where the machine is little-endian and
+// the bytes are aligned it is the plain loop over the bytes viewed in place
+// as float32s (what the compiler vectorises best); elsewhere it decodes.
 func addGeneric(dst []float64, src []byte) {
 	src = src[:4*len(dst)]
+	if v, ok := float32View(src); ok {
+		for i, x := range v {
+			dst[i] += float64(x)
+		}
+		return
+	}
 	i := 0
 	for ; i+4 <= len(dst); i += 4 {
 		s := src[4*i : 4*i+16]
@@ -118,4 +137,13 @@ func readGeneric(src []byte) uint64 {
 		a ^= uint64(src[i])
 	}
 	return a ^ b ^ c ^ d
+}
+
+// float32View views little-endian float32 bytes in place when the machine's
+// byte order and the slice's alignment allow it.
+func float32View(b []byte) ([]float32, bool) {
+	if cpu.IsBigEndian || len(b) < 4 || uintptr(unsafe.Pointer(&b[0]))%4 != 0 {
+		return nil, false
+	}
+	return unsafe.Slice((*float32)(unsafe.Pointer(&b[0])), len(b)/4), true
 }

@@ -14,6 +14,9 @@ var kernelName = map[bool]string{true: "avx2", false: "generic"}[useAVX2]
 func addAVX2(dst *float64, src *byte, n int)
 
 //go:noescape
+func add4AVX2(dst *float64, s0, s1, s2, s3 *byte, n int)
+
+//go:noescape
 func sumSquaresAVX2(src *byte, n int) float64
 
 //go:noescape
@@ -25,6 +28,18 @@ func add(dst []float64, src []byte) {
 		addAVX2(&dst[0], &src[0], n)
 	}
 	addGeneric(dst[n:], src[4*n:])
+}
+
+// add4 adds four sources into dst, element by element in source order, so
+// the result is bit-for-bit that of four calls of add.
+func add4(dst []float64, s0, s1, s2, s3 []byte) {
+	n := len(dst) &^ 7
+	if useAVX2 && n > 0 {
+		add4AVX2(&dst[0], &s0[0], &s1[0], &s2[0], &s3[0], n)
+	}
+	for _, s := range [][]byte{s0, s1, s2, s3} {
+		addGeneric(dst[n:], s[4*n:])
+	}
 }
 
 func sumSquares(src []byte) float64 {

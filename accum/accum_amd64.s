@@ -89,3 +89,45 @@ rdloop:
 	VZEROUPPER
 	MOVQ         X4, ret+16(FP)
 	RET
+
+// func add4AVX2(dst *float64, s0, s1, s2, s3 *byte, n int)
+// dst[i] = (((dst[i] + s0[i]) + s1[i]) + s2[i]) + s3[i] for i < n, each
+// source widened to float64: the same additions in the same order as four
+// calls of addAVX2, with one read and one write of dst instead of four.
+// n > 0 is a multiple of 8.
+TEXT ·add4AVX2(SB), NOSPLIT, $0-48
+	MOVQ dst+0(FP), DI
+	MOVQ s0+8(FP), SI
+	MOVQ s1+16(FP), R8
+	MOVQ s2+24(FP), R9
+	MOVQ s3+32(FP), R10
+	MOVQ n+40(FP), CX
+	SHLQ $2, CX     // bytes of each source
+	XORQ BX, BX     // byte offset into the sources; dst is at 2·BX
+
+loop4:
+	VMOVUPD   0(DI)(BX*2), Y0
+	VMOVUPD   32(DI)(BX*2), Y1
+	VCVTPS2PD 0(SI)(BX*1), Y2
+	VCVTPS2PD 16(SI)(BX*1), Y3
+	VADDPD    Y2, Y0, Y0
+	VADDPD    Y3, Y1, Y1
+	VCVTPS2PD 0(R8)(BX*1), Y4
+	VCVTPS2PD 16(R8)(BX*1), Y5
+	VADDPD    Y4, Y0, Y0
+	VADDPD    Y5, Y1, Y1
+	VCVTPS2PD 0(R9)(BX*1), Y2
+	VCVTPS2PD 16(R9)(BX*1), Y3
+	VADDPD    Y2, Y0, Y0
+	VADDPD    Y3, Y1, Y1
+	VCVTPS2PD 0(R10)(BX*1), Y4
+	VCVTPS2PD 16(R10)(BX*1), Y5
+	VADDPD    Y4, Y0, Y0
+	VADDPD    Y5, Y1, Y1
+	VMOVUPD   Y0, 0(DI)(BX*2)
+	VMOVUPD   Y1, 32(DI)(BX*2)
+	ADDQ      $32, BX
+	CMPQ      BX, CX
+	JNE       loop4
+	VZEROUPPER
+	RET

@@ -89,14 +89,19 @@ func TestAddEqualsNaiveLoop(t *testing.T) {
 
 func TestAddManyEqualsAddInOrder(t *testing.T) {
 	r := rand.New(rand.NewChaCha8([32]byte{2}))
-	for _, n := range []int{0, 1, 15, 16, 17, BlockElems - 1, BlockElems + 17, 3*BlockElems + 5} {
-		srcs := make([][]byte, 7)
+	for c, n := range []int{0, 1, 15, 16, 17, BlockElems - 1, BlockElems + 17, 3*BlockElems + 5} {
+		// 1…8 sources: groups of four and the singles after them; odd
+		// cases start one byte into their buffer (a NATS payload may).
+		srcs := make([][]byte, 1+c%9)
 		for k := range srcs {
 			v := make([]float32, n)
 			for i := range v {
 				v[i] = float32(r.NormFloat64())
 			}
 			srcs[k] = encode(v)
+			if k%2 == 1 {
+				srcs[k] = append([]byte{0}, srcs[k]...)[1:]
+			}
 		}
 		want := make([]float64, n)
 		for _, s := range srcs {

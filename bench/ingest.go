@@ -2,6 +2,7 @@ package bench
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -13,6 +14,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -60,23 +62,31 @@ type IngestConfig struct {
 // IngestResult is one (N, d) measurement. Ratios are of figures measured
 // in the same run.
 type IngestResult struct {
-	N            int     `json:"n"`
-	D            int     `json:"d"`
-	Encoding     string  `json:"encoding"`
-	ChunkBytes   int     `json:"chunk_bytes"`
-	WireBytes    int64   `json:"wire_bytes"` // update data bytes sent by all clients
-	IngestMBs    float64 `json:"ingest_mb_s"`
-	UpdatesPerS  float64 `json:"updates_s"`
-	NatsRawMBs   float64 `json:"nats_raw_mb_s"`
-	IngestRatio  float64 `json:"ingest_ratio"`
-	Kernel       string  `json:"kernel"`
-	KernelGBs    float64 `json:"kernel_gb_s"`
-	MemreadGBs   float64 `json:"memread_gb_s"`
-	KernelRatio  float64 `json:"kernel_ratio"`
-	PeakRSS      int64   `json:"peak_rss_bytes"`
-	RSSBound     int64   `json:"rss_bound_bytes"` // 3·(8·d) + 64 MiB
-	Accepted     int     `json:"accepted"`
-	Rejected     int     `json:"rejected"`
+	N           int     `json:"n"`
+	D           int     `json:"d"`
+	Encoding    string  `json:"encoding"`
+	ChunkBytes  int     `json:"chunk_bytes"`
+	WireBytes   int64   `json:"wire_bytes"` // update data bytes sent by all clients
+	IngestMBs   float64 `json:"ingest_mb_s"`
+	UpdatesPerS float64 `json:"updates_s"`
+	NatsRawMBs  float64 `json:"nats_raw_mb_s"`
+	IngestRatio float64 `json:"ingest_ratio"`
+	Kernel      string  `json:"kernel"`
+	KernelGBs   float64 `json:"kernel_gb_s"`
+	MemreadGBs  float64 `json:"memread_gb_s"`
+	KernelRatio float64 `json:"kernel_ratio"`
+	PeakRSS     int64   `json:"peak_rss_bytes"`
+	RSSBound    int64   `json:"rss_bound_bytes"` // 3·(8·d) + 64 MiB
+	Accepted    int     `json:"accepted"`
+	Rejected    int     `json:"rejected"`
+	// CPU seconds per GB of update data, medians over the rounds (Linux
+	// only, 10 ms resolution): the raw arm's publisher, server and
+	// subscriber; the ingest arm's clients and server, and its region. On
+	// a machine with fewer cores than busy threads, throughput is CPU-bound
+	// and the ingest ratio is about RawCPU ÷ (IngestCPU + RegionCPU).
+	RawCPU       float64 `json:"raw_cpu_s_per_gb"`
+	IngestCPU    float64 `json:"ingest_cpu_s_per_gb"`
+	RegionCPU    float64 `json:"region_cpu_s_per_gb"`
 	SlowConsumer int64   `json:"slow_consumers"` // server-side slow-consumer events in the ingest
 	SubDropped   int     `json:"region_dropped"` // messages the region's subscriptions dropped
 	Reconnects   uint64  `json:"region_reconnects"`
@@ -271,16 +281,19 @@ func ingestOne(ctx context.Context, cfg IngestConfig, srv *server.Server, n, d i
 	// the two are interleaved and the medians reported.
 	reps := 1
 	if res.WireBytes < 1e9 && os.Getenv("STRATA_BENCH_ONLY_INGEST") == "" {
-		reps = 3
+		reps = 5
 	}
-	var ingest, raw []float64
+	var ingest, raw, rawCPU, ingestCPU, regionCPU []float64
+	perGB := func(cpu float64) float64 { return cpu / float64(res.WireBytes) * 1e9 }
 	for rep := range reps {
 		if os.Getenv("STRATA_BENCH_ONLY_INGEST") == "" {
+			c0 := processCPU(os.Getpid())
 			r, err := rawNATS(url, res.WireBytes, cfg.ChunkBytes)
 			if err != nil {
 				return res, err
 			}
 			raw = append(raw, r)
+			rawCPU = append(rawCPU, perGB(processCPU(os.Getpid())-c0))
 		}
 		round := uint64(rep + 1)
 		open := wire.RoundOpen{Job: job, Round: round, Region: region, ModelVersion: 1, Dim: d, ClipNorm: 1,
@@ -294,6 +307,7 @@ func ingestOne(ctx context.Context, cfg IngestConfig, srv *server.Server, n, d i
 		}
 		var failed atomic.Int64
 		var firstErr atomic.Value
+		c0, r0 := processCPU(os.Getpid()), processCPU(cmd.Process.Pid)
 		start := time.Now()
 		var wg sync.WaitGroup
 		for i := range n {
@@ -318,6 +332,8 @@ func ingestOne(ctx context.Context, cfg IngestConfig, srv *server.Server, n, d i
 			return res, ctx.Err()
 		}
 		el := time.Since(start).Seconds()
+		ingestCPU = append(ingestCPU, perGB(processCPU(os.Getpid())-c0))
+		regionCPU = append(regionCPU, perGB(processCPU(cmd.Process.Pid)-r0))
 		if f := failed.Load(); f > 0 {
 			return res, fmt.Errorf("%d clients failed, first: %v", f, firstErr.Load())
 		}
@@ -332,11 +348,18 @@ func ingestOne(ctx context.Context, cfg IngestConfig, srv *server.Server, n, d i
 		}
 	}
 	res.SlowConsumer = int64(srv.NumSlowConsumers() - slowBefore)
+	res.RawCPU, res.IngestCPU, res.RegionCPU = median(rawCPU), median(ingestCPU), median(regionCPU)
 	res.IngestMBs = median(ingest)
 	res.UpdatesPerS = res.IngestMBs * 1e6 / float64(len(payload.Data))
 	if len(raw) > 0 {
+		// The ratio is the median of each round's ratio to the raw run
+		// just before it: load that drifts over the run hits both alike.
 		res.NatsRawMBs = median(raw)
-		res.IngestRatio = res.IngestMBs / res.NatsRawMBs
+		ratios := make([]float64, len(raw))
+		for i := range raw {
+			ratios[i] = ingest[i] / raw[i]
+		}
+		res.IngestRatio = median(ratios)
 	}
 
 	// 4. End the job; collect the region's peak RSS and counters.
@@ -366,6 +389,28 @@ func ingestOne(ctx context.Context, cfg IngestConfig, srv *server.Server, n, d i
 	res.KernelGBs, res.MemreadGBs = kernelVsRead(n, d)
 	res.KernelRatio = res.KernelGBs / res.MemreadGBs
 	return res, nil
+}
+
+// processCPU returns the user and system CPU seconds process pid has used,
+// from /proc (0 where it cannot be read).
+func processCPU(pid int) float64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// Fields after the parenthesised command name, which may hold spaces:
+	// utime and stime are the 12th and 13th, in clock ticks (100 per s).
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	u, _ := strconv.ParseFloat(f[11], 64)
+	s, _ := strconv.ParseFloat(f[12], 64)
+	return (u + s) / 100
 }
 
 // rawNATS measures core NATS pub/sub of total bytes in msg-byte messages.
@@ -499,11 +544,11 @@ func IngestScenario(ctx context.Context, env Env, cfg IngestConfig) (Output, err
 	bar.Done()
 	out.Report.Rows = res
 	t := Table{Title: "ingest: a region's ingest over real NATS beside raw NATS pub/sub of the same bytes (same run)",
-		Header: []string{"N", "d", "ingest MB/s", "raw NATS MB/s", "ratio", "updates/s", "kernel GB/s", "memread GB/s", "ratio", "peak RSS MiB", "bound MiB", "slow"}}
+		Header: []string{"N", "d", "ingest MB/s", "raw NATS MB/s", "ratio", "updates/s", "kernel GB/s", "memread GB/s", "ratio", "peak RSS MiB", "bound MiB", "slow", "CPU s/GB raw", "clients+server", "region"}}
 	byD := map[int]*[2]Series{}
 	var ds []int
 	for _, r := range res {
-		t.Add(r.N, r.D, r.IngestMBs, r.NatsRawMBs, r.IngestRatio, r.UpdatesPerS, r.KernelGBs, r.MemreadGBs, r.KernelRatio, r.PeakRSS>>20, r.RSSBound>>20, r.SlowConsumer+int64(r.SubDropped))
+		t.Add(r.N, r.D, r.IngestMBs, r.NatsRawMBs, r.IngestRatio, r.UpdatesPerS, r.KernelGBs, r.MemreadGBs, r.KernelRatio, r.PeakRSS>>20, r.RSSBound>>20, r.SlowConsumer+int64(r.SubDropped), r.RawCPU, r.IngestCPU, r.RegionCPU)
 		s, ok := byD[r.D]
 		if !ok {
 			s = &[2]Series{{Name: fmt.Sprintf("ingest, d=%.0e", float64(r.D))}, {Name: fmt.Sprintf("raw NATS, d=%.0e", float64(r.D)), Dashed: true}}
