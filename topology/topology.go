@@ -39,6 +39,8 @@ type Topology struct {
 	Audit Audit `yaml:"audit,omitempty"`
 	// Security: signatures (topology/security.go).
 	Security Security `yaml:"security,omitempty"`
+	// SecAgg: secure aggregation at the regional tier (topology/secagg.go).
+	SecAgg SecAgg `yaml:"secagg,omitempty"`
 }
 
 // Policy states what a plan must guarantee before any data moves; `strata
@@ -50,6 +52,9 @@ type Policy struct {
 	// RequireNoiseAgainst lists observers that must be protected by noise
 	// they do not add themselves (a finite ε).
 	RequireNoiseAgainst []string `yaml:"require_noise_against,omitempty"`
+	// RequireSecAgg refuses a plan without secure aggregation (secagg.on),
+	// so no regional operator ever sees an individual update.
+	RequireSecAgg bool `yaml:"require_secagg,omitempty"`
 }
 
 // Observers names the observers a policy may refer to.
@@ -238,6 +243,7 @@ func (t *Topology) ApplyDefaults() {
 	if t.Round.Timeout.Duration == 0 {
 		t.Round.Timeout.Duration = 60 * time.Second
 	}
+	t.applySecAggDefaults()
 }
 
 func setF(p *float64, v float64) {
@@ -443,6 +449,7 @@ func (t *Topology) Validate() error {
 	if err := t.Audit.Validate(); err != nil {
 		errs = append(errs, err)
 	}
+	t.validateSecAgg(bad)
 	return errors.Join(errs...)
 }
 
