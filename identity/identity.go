@@ -168,6 +168,17 @@ func PartialMessage(job string, round uint64, region string, count int, bitSum f
 	return append(b, sum[:]...)
 }
 
+// SecAggMessage is what a client signs over one of its secure-aggregation
+// messages (the body's digest; the body names its session and type).
+func SecAggMessage(job string, round uint64, region, client string, body [32]byte) []byte {
+	b := []byte("strata/secagg/v1")
+	b = appendString(b, job)
+	b = binary.BigEndian.AppendUint64(b, round)
+	b = appendString(b, region)
+	b = appendString(b, client)
+	return append(b, body[:]...)
+}
+
 // Digest is the payload digest signatures cover.
 func Digest(b []byte) [32]byte { return sha256.Sum256(b) }
 

@@ -13,12 +13,15 @@ import (
 // Authorization builds the NATS server's users from the mesh's identities:
 // each may publish and subscribe only where its role needs to.
 //
-//	client C of region R  publishes its own updates (update.R.C) and reads
-//	                      R's round announcements, the end of the job and the
-//	                      model bucket (read-only JetStream calls)
-//	region R              reads R's rounds, pings and updates; publishes only
-//	                      its own partials and registry requests; replies to
-//	                      the requests it receives
+//	client C of region R  publishes its own updates (update.R.C) and secure
+//	                      aggregation messages (secagg.R.C) and reads R's
+//	                      round announcements, its own secagg messages
+//	                      (secagg_to.R.C), the end of the job and the model
+//	                      bucket (read-only JetStream calls)
+//	region R              reads R's rounds, pings, updates and secagg
+//	                      messages; publishes only its own partials, registry
+//	                      requests and secagg messages to its own clients
+//	                      (secagg_to.R.*); replies to the requests it receives
 //	global node, operator everything (they run the job and its store)
 //
 // Everything else is denied: a client cannot publish as another client or to
@@ -54,10 +57,10 @@ func Permissions(job string, e identity.Entry) (*server.Permissions, error) {
 		r := e.ID
 		return &server.Permissions{
 			Publish: &server.SubjectPermission{Allow: []string{
-				base + ".partial." + r, base + ".registry." + r,
+				base + ".partial." + r, base + ".registry." + r, base + ".secagg_to." + r + ".*",
 			}},
 			Subscribe: &server.SubjectPermission{Allow: []string{
-				base + ".round." + r, base + ".ping." + r, base + ".update." + r + ".*", base + ".done", inbox,
+				base + ".round." + r, base + ".ping." + r, base + ".update." + r + ".*", base + ".secagg." + r + ".*", base + ".done", inbox,
 			}},
 			Response: &server.ResponsePermission{MaxMsgs: 1, Expires: 10 * time.Minute},
 		}, nil
@@ -69,6 +72,7 @@ func Permissions(job string, e identity.Entry) (*server.Permissions, error) {
 		return &server.Permissions{
 			Publish: &server.SubjectPermission{Allow: []string{
 				base + ".update." + e.Region + "." + e.ID,
+				base + ".secagg." + e.Region + "." + e.ID,
 				"$JS.API.INFO",
 				"$JS.API.STREAM.INFO." + bucket,
 				"$JS.API.STREAM.MSG.GET." + bucket,
@@ -79,7 +83,7 @@ func Permissions(job string, e identity.Entry) (*server.Permissions, error) {
 				"$JS.FC." + bucket + ".>", "$JS.ACK." + bucket + ".>",
 			}},
 			Subscribe: &server.SubjectPermission{Allow: []string{
-				base + ".clients." + e.Region, base + ".done", inbox,
+				base + ".clients." + e.Region, base + ".secagg_to." + e.Region + "." + e.ID, base + ".done", inbox,
 			}},
 		}, nil
 	}

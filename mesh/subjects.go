@@ -14,6 +14,8 @@ import (
 //	strata.<job>.update.<region>.<client>  one client's updates (edge → region)
 //	strata.<job>.partial.<region>  regional partials (region → global)
 //	strata.<job>.registry.<region> a region asks the global tier for enrolled keys
+//	strata.<job>.secagg.<region>.<client>     one client's secure-aggregation messages (edge → region)
+//	strata.<job>.secagg_to.<region>.<client>  the region's secure-aggregation messages to one client
 //	strata.<job>.done              end of job (global → all)
 const prefix = "strata"
 
@@ -51,6 +53,36 @@ func UpdateSubject(job, region, client string) (string, error) {
 func UpdateWildcard(job, region string) (string, error) {
 	s, err := joinRegion(job, "update", region)
 	return s + ".*", err
+}
+
+// SecAggSubject is where one client sends its secure-aggregation messages
+// to its region; like updates, one subject per client.
+func SecAggSubject(job, region, client string) (string, error) {
+	return clientSubject(job, "secagg", region, client)
+}
+
+// SecAggWildcard is what a region subscribes to for its clients' secure
+// aggregation messages.
+func SecAggWildcard(job, region string) (string, error) {
+	s, err := joinRegion(job, "secagg", region)
+	return s + ".*", err
+}
+
+// SecAggToSubject is where a region sends one client its secure-aggregation
+// messages; only that client may read it.
+func SecAggToSubject(job, region, client string) (string, error) {
+	return clientSubject(job, "secagg_to", region, client)
+}
+
+func clientSubject(job, kind, region, client string) (string, error) {
+	s, err := joinRegion(job, kind, region)
+	if err != nil {
+		return "", err
+	}
+	if err := validClientID(client); err != nil {
+		return "", err
+	}
+	return s + "." + client, nil
 }
 
 // PartialSubject is where one region publishes its partials.

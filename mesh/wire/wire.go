@@ -34,6 +34,10 @@ func (t Type) String() string {
 		return "partial"
 	case TypeJobDone:
 		return "job.done"
+	case TypeSecAggUp:
+		return "secagg.up"
+	case TypeSecAggDown:
+		return "secagg.down"
 	}
 	return fmt.Sprintf("type(%d)", uint8(t))
 }
@@ -76,6 +80,10 @@ type RoundOpen struct {
 	// knows when to refresh its copy of the keys.
 	Signed   bool   `msgpack:"signed,omitempty"`
 	Registry uint64 `msgpack:"registry,omitempty"`
+	// SecAgg, when set, runs the round's aggregation in this region as a
+	// secure-aggregation session (wire/secagg.go): clients send masked
+	// inputs, never updates.
+	SecAgg *SecAggPlan `msgpack:"secagg,omitempty"`
 }
 
 // Update is one client's clipped (and edge-noised) model delta.
