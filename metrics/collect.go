@@ -183,6 +183,10 @@ func (r *Regional) Collect(ch chan<- prometheus.Metric) {
 		e.counter("strata_regional_queue_drops_total", "Messages dropped because the region's queue was full.", float64(s.QueueDrops), "region", r.region)
 		e.counter("strata_regional_slow_consumer_drops_total", "Messages NATS dropped because the region fell behind.", float64(s.SlowConsumerDrops), "region", r.region)
 		e.counter("strata_regional_stray_chunks_total", "Chunks of no staged stream.", float64(s.StrayChunks), "region", r.region)
+		e.counter("strata_regional_secagg_sessions_total", "Secure-aggregation sessions that delivered the survivors' sum.", float64(s.SecAggSessions), "region", r.region)
+		for _, reason := range keys(s.SecAggFailed) {
+			e.counter("strata_regional_secagg_failures_total", "Secure-aggregation sessions that ended without a sum (the region contributed nothing), by reason.", float64(s.SecAggFailed[reason]), "region", r.region, "reason", reason)
+		}
 	}
 	if r.conn != nil {
 		e.connStats("regional-"+r.region, r.conn.Stats())

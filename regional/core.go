@@ -188,6 +188,11 @@ func (r *Round) Finalize(n Noiser) (*wire.Partial, error) {
 // checkSignature verifies a client's signature over its update's message.
 func (r *Round) checkSignature(client string, examples int, unclipped uint8, digest [32]byte, sig []byte) string {
 	msg := identity.UpdateMessage(r.open.Job, r.open.Round, r.open.ModelVersion, r.open.Region, client, examples, unclipped, digest)
+	return r.checkRegistry(client, msg, sig)
+}
+
+// checkRegistry verifies a client's signature over msg.
+func (r *Round) checkRegistry(client string, msg, sig []byte) string {
 	err := r.registry.Check(identity.KindClient, client, msg, sig)
 	switch {
 	case err == nil:
@@ -198,6 +203,37 @@ func (r *Round) checkSignature(client string, examples int, unclipped uint8, dig
 		return ReasonWithdrawn
 	}
 	return ReasonBadSignature
+}
+
+// checkSecAggSender checks a secagg envelope's job, region and round and,
+// in a signed round, that its client is enrolled in the region and
+// consenting.
+func (r *Round) checkSecAggSender(job, region string, round uint64, client string) string {
+	switch {
+	case job != r.open.Job:
+		return ReasonWrongJob
+	case region != r.open.Region:
+		return ReasonWrongRegion
+	case round < r.open.Round:
+		return ReasonStaleRound
+	case round != r.open.Round:
+		return ReasonWrongRound
+	case r.open.SecAgg == nil:
+		return ReasonWrongRound
+	}
+	if r.open.Signed {
+		e, ok := r.registry.Lookup(identity.KindClient, client)
+		switch {
+		case !ok || e.Public == "" || e.Region != r.open.Region:
+			return ReasonUnknownClient
+		case e.Status == identity.StatusWithdrawn:
+			return ReasonWithdrawn
+		}
+	}
+	if !r.sampled[client] {
+		return ReasonNotSampled
+	}
+	return ""
 }
 
 // checkSender checks what every update, whole or streamed, must match: the
@@ -215,6 +251,8 @@ func (r *Round) checkSender(job, region string, round, version uint64, client st
 		return ReasonWrongRound
 	case version != r.open.ModelVersion:
 		return ReasonWrongVersion
+	case r.open.SecAgg != nil:
+		return ReasonSecAggOnly
 	}
 	if r.open.Signed {
 		e, ok := r.registry.Lookup(identity.KindClient, client)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -58,6 +59,13 @@ type Stats struct {
 	SlowConsumerDrops int
 	// Queued is how many messages wait in the runner's queue now.
 	Queued int
+	// SecAggMessages counts secure-aggregation messages accepted;
+	// SecAggFailed counts sessions that ended without a sum, by reason
+	// (SecAggTooFew, ...): the region contributed nothing to those rounds.
+	SecAggMessages int
+	SecAggFailed   map[string]int
+	// SecAggSessions counts sessions that delivered their sum.
+	SecAggSessions int
 }
 
 // Runner runs a regional aggregator over NATS.
@@ -90,7 +98,7 @@ func NewRunner(cfg Config) (*Runner, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	cfg.Logger = cfg.Logger.With("region", cfg.Region)
-	return &Runner{cfg: cfg, noise: privacy.NewGaussian(cfg.Rand), msgs: make(chan *nats.Msg, cfg.QueueSize), stats: Stats{Rejected: map[string]int{}}, ready: make(chan struct{})}, nil
+	return &Runner{cfg: cfg, noise: privacy.NewGaussian(cfg.Rand), msgs: make(chan *nats.Msg, cfg.QueueSize), stats: Stats{Rejected: map[string]int{}, SecAggFailed: map[string]int{}}, ready: make(chan struct{})}, nil
 }
 
 // Stats returns a copy of the counters.
@@ -103,6 +111,10 @@ func (r *Runner) Stats() Stats {
 	s.Rejected = map[string]int{}
 	for k, v := range r.stats.Rejected {
 		s.Rejected[k] = v
+	}
+	s.SecAggFailed = map[string]int{}
+	for k, v := range r.stats.SecAggFailed {
+		s.SecAggFailed[k] = v
 	}
 	return s
 }
@@ -121,13 +133,17 @@ func (r *Runner) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	saSubj, err := mesh.SecAggWildcard(r.cfg.Job, r.cfg.Region)
+	if err != nil {
+		return err
+	}
 	var subs []*nats.Subscription
 	defer func() {
 		for _, s := range subs {
 			s.Unsubscribe()
 		}
 	}()
-	for _, subj := range []string{roundSubj, updSubj, doneSubj} {
+	for _, subj := range []string{roundSubj, updSubj, doneSubj, saSubj} {
 		s, err := r.cfg.Conn.Subscribe(subj, r.enqueue)
 		if err != nil {
 			return fmt.Errorf("regional %s: subscribe %s: %w", r.cfg.Region, subj, err)
@@ -151,7 +167,7 @@ func (r *Runner) Run(ctx context.Context) error {
 		return fmt.Errorf("regional %s: %w", r.cfg.Region, err)
 	}
 	close(r.ready)
-	return r.loop(ctx, roundSubj, doneSubj)
+	return r.loop(ctx, roundSubj, doneSubj, saSubj)
 }
 
 // enqueue never blocks the NATS reader: a full queue drops and counts.
@@ -165,16 +181,38 @@ func (r *Runner) enqueue(m *nats.Msg) {
 	}
 }
 
-func (r *Runner) loop(ctx context.Context, roundSubj, doneSubj string) error {
+func (r *Runner) loop(ctx context.Context, roundSubj, doneSubj, saSubj string) error {
 	var cur *Round
+	var sa *SecAggSession // the round's secure-aggregation session, if any
 	var openedAt time.Time
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	defer timer.Stop()
+	saTimer := time.NewTimer(time.Hour)
+	saTimer.Stop()
+	defer saTimer.Stop()
+	saPrefix := strings.TrimSuffix(saSubj, "*")
+	// saFail ends a session without a sum: the round contributes nothing.
+	saFail := func(reason string, err error) {
+		r.mu.Lock()
+		r.stats.SecAggFailed[reason]++
+		r.mu.Unlock()
+		if cur != nil {
+			r.cfg.Logger.Warn("secagg session failed: the region contributes nothing to the round", "round", cur.open.Round, "reason", reason, "err", err)
+			r.abortStreams(cur)
+		}
+		cur, sa = nil, nil
+		saTimer.Stop()
+	}
 	finalize := func() error {
 		if cur == nil {
 			return nil
 		}
+		if sa != nil && !sa.Done() {
+			saFail(SecAggSuperseded, errors.New("round ended before the session"))
+			return nil
+		}
+		sa = nil
 		r.abortStreams(cur)
 		p, err := cur.Finalize(r.noise)
 		cur = nil
@@ -190,10 +228,41 @@ func (r *Runner) loop(ctx context.Context, roundSubj, doneSubj string) error {
 		}
 		return nil
 	}
+	// advance closes the session's stage; after the last it publishes the
+	// partial.
+	advance := func() error {
+		for sa != nil && !sa.Done() {
+			out, err := sa.Advance()
+			if err != nil {
+				saFail(secAggReason(err), err)
+				return nil
+			}
+			for _, a := range out {
+				if err := r.sendSecAgg(cur.open.Round, a); err != nil {
+					return err
+				}
+			}
+			if sa.Done() {
+				r.mu.Lock()
+				r.stats.SecAggSessions++
+				r.mu.Unlock()
+				return finalize()
+			}
+			if !sa.StageComplete() { // an empty stage closes at once
+				saTimer.Reset(time.Until(sa.Deadline()))
+				return nil
+			}
+		}
+		return nil
+	}
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-saTimer.C:
+			if err := advance(); err != nil {
+				return err
+			}
 		case <-timer.C:
 			if err := finalize(); err != nil {
 				return err
@@ -234,6 +303,16 @@ func (r *Runner) loop(ctx context.Context, roundSubj, doneSubj string) error {
 						r.cfg.Logger.Warn("round.open ack failed", "err", err)
 					}
 				}
+				if open.SecAgg != nil && len(open.Sampled) > 0 {
+					// The session's stages, not the round's deadline, close
+					// a secure-aggregation round.
+					if sa, err = NewSecAggSession(cur, openedAt); err != nil {
+						saFail(secAggReason(err), err)
+						continue
+					}
+					saTimer.Reset(time.Until(sa.Deadline()))
+					continue
+				}
 				timer.Reset(time.Until(time.UnixMilli(open.DeadlineUnixMs)))
 				if cur.Complete() { // nobody sampled: publish the noise-only partial now
 					if err := finalize(); err != nil {
@@ -241,6 +320,26 @@ func (r *Runner) loop(ctx context.Context, roundSubj, doneSubj string) error {
 					}
 				}
 			default:
+				if strings.HasPrefix(m.Subject, saPrefix) {
+					if sa == nil {
+						r.count(ReasonNoRound)
+						continue
+					}
+					if reason := sa.Handle(m.Subject, m.Data); reason != "" {
+						r.count(reason)
+						r.cfg.Logger.Debug("secagg message rejected", "reason", reason)
+						continue
+					}
+					r.mu.Lock()
+					r.stats.SecAggMessages++
+					r.mu.Unlock()
+					if sa.StageComplete() {
+						if err := advance(); err != nil {
+							return err
+						}
+					}
+					continue
+				}
 				if r.onStream(cur, m) {
 					if cur != nil && cur.Complete() {
 						if err := finalize(); err != nil {
@@ -313,6 +412,22 @@ func (r *Runner) refreshRegistry(ctx context.Context, want uint64) {
 			return
 		}
 	}
+}
+
+// sendSecAgg sends one client its session message.
+func (r *Runner) sendSecAgg(round uint64, a Addressed) error {
+	subj, err := mesh.SecAggToSubject(r.cfg.Job, r.cfg.Region, a.Client)
+	if err != nil {
+		return err
+	}
+	b, err := wire.Encode(wire.TypeSecAggDown, &wire.SecAggDown{Job: r.cfg.Job, Round: round, Region: r.cfg.Region, Body: a.Body})
+	if err != nil {
+		return err
+	}
+	if err := r.cfg.Conn.Publish(subj, b); err != nil {
+		return fmt.Errorf("regional %s: secagg to %s: %w", r.cfg.Region, a.Client, err)
+	}
+	return nil
 }
 
 // sign signs a partial with the region's key (unsigned without one).
