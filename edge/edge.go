@@ -20,6 +20,7 @@ import (
 	"github.com/strata-fl/strata/mesh"
 	"github.com/strata-fl/strata/mesh/wire"
 	"github.com/strata-fl/strata/privacy"
+	"github.com/strata-fl/strata/secagg"
 )
 
 // Trainer computes a client's model delta from θ. The agent never trusts it
@@ -63,6 +64,11 @@ type FleetConfig struct {
 	// connection and signs its updates. A signed round refuses a client
 	// without one.
 	Keys map[string]*identity.Key
+	// SecAggDrop, when set, is asked at each stage of a secure-aggregation
+	// session whether the client vanishes there (it then sends nothing
+	// more in that round): fault injection for tests and benchmarks of
+	// dropout recovery.
+	SecAggDrop func(client string, round uint64, stage secagg.Stage) bool
 }
 
 // Fleet runs simulated edge clients.
@@ -77,6 +83,10 @@ type Fleet struct {
 	stats   FleetStats
 	noiseMu sync.Mutex
 	ready   chan struct{}
+
+	saTasks chan task // sampled clients of secagg rounds
+	saMu    sync.Mutex
+	saBoxes map[saKey]chan []byte
 }
 
 // Ready is closed once every client is connected and subscribed.
@@ -87,11 +97,15 @@ type FleetStats struct {
 	Published  int
 	Failed     int
 	QueueDrops int
+	// SecAggDropped counts clients that left a secagg session before its
+	// end (failed training, a deadline, SecAggDrop); they are in Failed too.
+	SecAggDropped int
 }
 
 type task struct {
 	client Client
 	open   wire.RoundOpen
+	out    chan<- trained // set for a secagg session: the update goes there
 }
 
 // NewFleet checks the configuration.
@@ -105,7 +119,7 @@ func NewFleet(cfg FleetConfig) (*Fleet, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Fleet{cfg: cfg, noise: privacy.NewGaussian(cfg.Rand), tasks: make(chan task, len(cfg.Clients)+1), conns: map[string]*nats.Conn{}, cache: map[uint64][]float64{}, ready: make(chan struct{})}, nil
+	return &Fleet{cfg: cfg, noise: privacy.NewGaussian(cfg.Rand), tasks: make(chan task, len(cfg.Clients)+1), saTasks: make(chan task, len(cfg.Clients)+1), saBoxes: map[saKey]chan []byte{}, conns: map[string]*nats.Conn{}, cache: map[uint64][]float64{}, ready: make(chan struct{})}, nil
 }
 
 // Stats returns a copy of the counters.
@@ -136,6 +150,11 @@ func (f *Fleet) Run(ctx context.Context) error {
 	}
 	close(f.ready)
 	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		f.runSessions(ctx)
+	}()
 	for range f.cfg.Workers {
 		wg.Add(1)
 		go func() {
@@ -163,6 +182,13 @@ func (f *Fleet) connect(c Client, doneSubj string, cancel func()) error {
 	if _, err := nc.Subscribe(doneSubj, func(*nats.Msg) { cancel() }); err != nil {
 		return fmt.Errorf("edge %s: subscribe: %w", c.ID, err)
 	}
+	saSubj, err := mesh.SecAggToSubject(f.cfg.Job, c.Region, c.ID)
+	if err != nil {
+		return err
+	}
+	if _, err := nc.Subscribe(saSubj, func(m *nats.Msg) { f.onSecAgg(c, m) }); err != nil {
+		return fmt.Errorf("edge %s: subscribe: %w", c.ID, err)
+	}
 	return nc.Flush()
 }
 
@@ -177,8 +203,15 @@ func (f *Fleet) onRound(c Client, m *nats.Msg) {
 		return
 	}
 	f.cfg.Logger.Debug("sampled", "client", c.ID, "round", open.Round)
+	queue := f.tasks
+	if open.SecAgg != nil {
+		if open.SecAgg.Infeasible != "" {
+			return // no session this round: the client sends nothing
+		}
+		queue = f.saTasks
+	}
 	select {
-	case f.tasks <- task{client: c, open: open}:
+	case queue <- task{client: c, open: open}:
 	default:
 		f.mu.Lock()
 		f.stats.QueueDrops++
@@ -197,6 +230,12 @@ func (f *Fleet) work(ctx context.Context) {
 				delta = make([]float64, t.open.Dim)
 			}
 			err := f.serve(ctx, t, delta)
+			if t.out != nil {
+				if err != nil {
+					t.out <- trained{err: err}
+				}
+				continue // the session counts the outcome
+			}
 			f.mu.Lock()
 			if err != nil {
 				f.stats.Failed++
@@ -271,6 +310,10 @@ func (f *Fleet) serve(ctx context.Context, t task, delta []float64) error {
 		if err != nil {
 			return fmt.Errorf("edge noise: %w", err)
 		}
+	}
+	if t.out != nil {
+		t.out <- trained{vec: append([]float64(nil), delta...), bit: unclipped}
+		return nil
 	}
 	if f.cfg.Stream.streams(len(delta)) {
 		return f.publishStream(ctx, t, delta, examples, unclipped)

@@ -52,8 +52,9 @@ func Project(t *topology.Topology, dim int) (Projection, error) {
 }
 
 // Check projects a plan and lists the policy rules it breaks: the mesh
-// budget against the public, each max_epsilon, and each observer that must
-// be protected by noise it does not add itself.
+// budget against the public, each max_epsilon, each observer that must be
+// protected by noise it does not add itself, and secure aggregation when
+// the policy requires it.
 func Check(t *topology.Topology, dim int) (Projection, []Violation, error) {
 	p, err := Project(t, dim)
 	if err != nil {
@@ -72,6 +73,9 @@ func Check(t *topology.Topology, dim int) (Projection, []Violation, error) {
 		if math.IsInf(p.Epsilon.Get(ledger.Observer(o)), 1) {
 			vs = append(vs, Violation{"require_noise_against", fmt.Sprintf("no noise below the %s protects clients from it (ε = ∞): %s", o, fixFor(ledger.Observer(o)))})
 		}
+	}
+	if t.Policy.RequireSecAgg && !t.SecAgg.On {
+		vs = append(vs, Violation{"require_secagg", "the policy requires secure aggregation, so that no regional operator sees an individual update: set secagg.on: true"})
 	}
 	return p, vs, nil
 }

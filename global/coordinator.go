@@ -332,12 +332,13 @@ func (c *Coordinator) runRound(ctx context.Context) error {
 	}
 	total := len(all)
 	plan.eligible = len(pop.eligible)
+	saPlans, saRecord := c.secAggPlans(sampled)
 	opened := time.Now()
 	// Write-ahead: the round's cost is committed before anything is published.
 	res, err := c.cfg.Node.Apply(ctx, &ledger.OpenRound{
 		Round: round, ModelVersion: version, Sampled: total, Q: t.Privacy.SamplingRate, ClipNorm: plan.clip,
 		Noise: ledger.Noise(plan.noise), Sigma: sig, RDP: rdp, EpsilonAfter: eps, OpenedUnixMs: opened.UnixMilli(),
-		Eligible: plan.eligible, SampledClients: all, Retire: pop.retire,
+		Eligible: plan.eligible, SampledClients: all, Retire: pop.retire, SecAgg: saRecord,
 	})
 	if err != nil {
 		return err
@@ -351,7 +352,7 @@ func (c *Coordinator) runRound(ctx context.Context) error {
 	deadline := opened.Add(t.Round.Timeout.Duration)
 	acked := map[string]bool{}
 	for _, r := range t.Regions {
-		ok, err := c.publishOpen(round, version, hash, r.ID, sampled[r.ID], deadline, plan)
+		ok, err := c.publishOpen(round, version, hash, r.ID, sampled[r.ID], deadline, plan, saPlans[r.ID])
 		if err != nil {
 			return err
 		}
@@ -434,13 +435,13 @@ func (c *Coordinator) progress(r RoundReport) {
 // publishOpen announces the round to a region and, once the region has
 // acknowledged it, to the region's clients. It reports whether the region
 // acknowledged; a region that did not is left out of the round.
-func (c *Coordinator) publishOpen(round, version uint64, hash, region string, sampled []string, deadline time.Time, plan roundPlan) (bool, error) {
+func (c *Coordinator) publishOpen(round, version uint64, hash, region string, sampled []string, deadline time.Time, plan roundPlan, sa *wire.SecAggPlan) (bool, error) {
 	msg := wire.RoundOpen{
 		Job: c.top.Job, Round: round, Region: region, ModelVersion: version, ModelHash: hash,
 		Dim: len(c.theta), ClipNorm: plan.clip, EdgeNoise: plan.noise.Edge, RegionalNoise: plan.noise.Regional,
 		DeadlineUnixMs: deadline.UnixMilli(), Sampled: sampled,
 		ClipBits: c.top.Privacy.AdaptiveClip.Enabled, BitNoise: c.top.Privacy.AdaptiveClip.BitNoise,
-		Signed: c.top.Security.Signed(),
+		Signed: c.top.Security.Signed(), SecAgg: sa,
 	}
 	c.cfg.Node.Read(func(l *ledger.Ledger) { msg.Registry = l.RegistryVersion })
 	b, err := wire.Encode(wire.TypeRoundOpen, &msg)

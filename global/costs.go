@@ -24,8 +24,12 @@ type ObserverMechanism struct {
 //   - global operator: it chose the sample (q = 1) and sees each region's
 //     partial, so only the client's region's noise and the client's own edge
 //     noise protect it; its own global noise does not count.
-//   - regional operator: sees individual updates (no secure aggregation
-//     yet), so only the client's own edge noise counts.
+//   - regional operator: sees individual updates, or with secure
+//     aggregation (secagg.on) only the survivors' sum; either way only the
+//     client's own edge noise counts. Secure aggregation adds no noise, and
+//     the other survivors' edge noise is not provably added to the client's
+//     (each quantizes on its own, some may collude): secagg/doc.go, "What
+//     the ledger may claim".
 //
 // Other clients' edge noise is never credited: a client that drops out
 // takes its noise with it, and the ledger only over-counts.
@@ -49,12 +53,34 @@ func Mechanisms(t *topology.Topology, n topology.Noise, dim int) map[ledger.Obse
 		ledger.GlobalOperator:   {Q: 1, Sigma: scale * math.Sqrt(n.Edge*n.Edge+n.Regional*n.Regional)},
 		ledger.RegionalOperator: {Q: 1, Sigma: scale * n.Edge},
 	}
+	if s := t.SecAgg; s.On && s.Scale > 0 {
+		// With secure aggregation a client's contribution to its region's
+		// sum is q(x + e): its edge-noised update, rounded stochastically
+		// to steps of C/scale. The rounding sits between the edge noise and
+		// the noise added later, so the two no longer add up to one
+		// Gaussian. Two bounds each hold on their own, and the ledger takes
+		// the better, never their combination:
+		//   - everything after the edge noise is post-processing of x + e:
+		//     the edge noise alone, as for the regional operator;
+		//   - given e and the rounding coins, q is deterministic and moves
+		//     at most one step per coordinate further than x does, so the
+		//     regional and global noise protect a sensitivity of
+		//     C + √d·C/scale (on top of the sampler's widening).
+		rounding := c * math.Sqrt(float64(dim)) / s.Scale
+		later := c / (widened + rounding)
+		edgeOnly := scale * n.Edge
+		mech[ledger.Public] = ObserverMechanism{Q: t.Privacy.SamplingRate, Sigma: math.Max(edgeOnly, later*math.Sqrt(m*n.Regional*n.Regional+n.Global*n.Global))}
+		mech[ledger.GlobalOperator] = ObserverMechanism{Q: 1, Sigma: math.Max(edgeOnly, later*n.Regional)}
+	}
 	if ac := t.Privacy.AdaptiveClip; ac.Enabled {
 		// The clipping bits are a second Gaussian release of the same
 		// clients: Σ(bit − ½) has sensitivity ½, so region noise σ_b is a
 		// multiplier 2σ_b. The public sees at least MinRegions regions'
 		// bit noise, the global operator its client's region's, and the
-		// regional operator the bits in clear.
+		// regional operator the bits in clear — or, with secure
+		// aggregation, only their sum over the survivors, but un-noised at
+		// its tier: no claim is made for it (0, so ε stays ∞ against the
+		// regional operator), which is conservative.
 		sb := ac.BitNoise * 2 * widenedBit(ac.BitNoise, widened/c)
 		bits := map[ledger.Observer]float64{ledger.Public: math.Sqrt(m) * sb, ledger.GlobalOperator: sb, ledger.RegionalOperator: 0}
 		for o, mm := range mech {

@@ -100,9 +100,6 @@ func (t *Topology) applySecAggDefaults() {
 // secure aggregation cannot do.
 func (t *Topology) validateSecAgg(bad func(field, format string, args ...any)) {
 	s := t.SecAgg
-	if t.Policy.RequireSecAgg && !s.On {
-		bad("policy.require_secagg", "the policy requires secure aggregation: set secagg.on: true")
-	}
 	if !s.On {
 		return
 	}

@@ -50,7 +50,6 @@ func TestSecAggValidationNamesTheField(t *testing.T) {
 		{"compression", base + "secagg: {on: true}\ndata_path: {compression: q8}\n", "data_path.compression", []string{"compression: none"}},
 		{"headroom", base + "secagg: {on: true, bits: 16, scale: 100}\n", "secagg.scale", []string{"n = 1000", "scale 100", "bits = 16", "at most 32"}},
 		{"no scale fits", base + "secagg: {on: true, bits: 8}\n", "secagg.scale", []string{"n = 1000", "bits = 8"}},
-		{"policy", base + "policy: {require_secagg: true}\n", "policy.require_secagg", []string{"secagg.on: true"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

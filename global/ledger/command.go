@@ -53,6 +53,8 @@ type OpenRound struct {
 	// it would take them past their budget.
 	SampledClients []string `msgpack:"sampled_clients"`
 	Retire         []string `msgpack:"retire"`
+	// SecAgg is the round's secure aggregation, nil when off.
+	SecAgg *SecAggRecord `msgpack:"secagg,omitempty"`
 }
 
 // CommitModel records the model version a round released.

@@ -93,6 +93,9 @@ type RoundEntry struct {
 	// (The curves themselves live once in Ledger.Steps; rounds with the same
 	// mechanism share one, so the state does not grow by a curve a round.)
 	Step int `msgpack:"step" json:"-"`
+	// SecAgg is the round's secure aggregation (nil when off); its
+	// sessions' survivor counts are set at commit.
+	SecAgg *SecAggRecord `msgpack:"secagg,omitempty" json:"secagg,omitempty"`
 }
 
 // StepCurves returns the round's one-step RDP curves per observer.
@@ -302,6 +305,7 @@ func (l *Ledger) openRound(index uint64, c *OpenRound) Result {
 		Noise: c.Noise, Sigma: c.Sigma, EpsilonAfter: c.EpsilonAfter,
 		OpenedUnixMs: c.OpenedUnixMs, Status: "open", Index: index,
 		Eligible: c.Eligible, Retired: append([]string(nil), c.Retire...), Step: l.stepIndex(c.RDP),
+		SecAgg: c.SecAgg.clone(),
 	})
 	return Result{}
 }
@@ -335,6 +339,15 @@ func (l *Ledger) commitModel(c *CommitModel) Result {
 	e.Regions = append([]string(nil), c.Regions...)
 	sort.Strings(e.Regions)
 	e.ResultVersion = c.Version
+	if e.SecAgg != nil {
+		counts := map[string]int{}
+		for _, p := range c.Partials {
+			counts[p.Region] = p.Count
+		}
+		for i := range e.SecAgg.Sessions {
+			e.SecAgg.Sessions[i].Survivors = counts[e.SecAgg.Sessions[i].Region]
+		}
+	}
 	if c.NextClipNorm > 0 {
 		l.ClipNorm = c.NextClipNorm
 	}
