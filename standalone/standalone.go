@@ -33,6 +33,7 @@ import (
 	"github.com/strata-fl/strata/metrics"
 	"github.com/strata-fl/strata/regional"
 	"github.com/strata-fl/strata/seal"
+	"github.com/strata-fl/strata/secagg"
 	"github.com/strata-fl/strata/topology"
 )
 
@@ -49,6 +50,9 @@ type Config struct {
 	// WrapTrainer, when set, wraps the built-in trainer (tests use it to
 	// slow clients down or make them fail).
 	WrapTrainer func(edge.Trainer) edge.Trainer
+	// SecAggDrop, when set, makes simulated clients drop out of secure
+	// aggregation sessions (edge.FleetConfig.SecAggDrop).
+	SecAggDrop func(client string, round uint64, stage secagg.Stage) bool
 	// WrapEvaluator, when set, wraps the global tier's evaluator (tests use
 	// it to make the evaluation gate fail).
 	WrapEvaluator func(global.Evaluator) global.Evaluator
@@ -328,7 +332,7 @@ func (m *Mesh) wire(ctx context.Context) error {
 	dialer.OnConnect = ecol.OnConnect
 	m.Fleet, err = edge.NewFleet(edge.FleetConfig{Job: t.Job, Dialer: dialer, Clients: clients, Trainer: trainer, Models: emodels,
 		Workers: runtime.GOMAXPROCS(0), Rand: m.cfg.Rand, Logger: m.cfg.Logger.With("tier", "edge"), Keys: keys,
-		Stream: edge.StreamConfig{ChunkBytes: t.DataPath.ChunkBytes, Encoding: t.DataPath.Encoding(), TopK: t.DataPath.TopK}, Canaries: canaries})
+		Stream: edge.StreamConfig{ChunkBytes: t.DataPath.ChunkBytes, Encoding: t.DataPath.Encoding(), TopK: t.DataPath.TopK}, Canaries: canaries, SecAggDrop: m.cfg.SecAggDrop})
 	if err != nil {
 		return err
 	}
