@@ -8,6 +8,7 @@
 package report
 
 import (
+	"fmt"
 	"sort"
 
 	"github.com/strata-fl/strata/empirical"
@@ -39,8 +40,28 @@ type Round struct {
 	Epsilon      ledger.PerObserver[Float] `json:"epsilon_after"`
 	OpenedMs     int64                     `json:"opened_ms"`
 	AbortReason  string                    `json:"abort_reason,omitempty"`
+	// SecAgg is the round's secure aggregation (nil when off).
+	SecAgg *ledger.SecAggRecord `json:"secagg,omitempty"`
 	// Model is the version the round produced (nil unless committed).
 	Model *ledger.Model `json:"model,omitempty"`
+}
+
+// SecAggSummary says how the round aggregated in each region: "off", or
+// per region its session (n clients, degree k, threshold t) and how many
+// survived into the merged sum.
+func (r *Round) SecAggSummary() string {
+	if r.SecAgg == nil {
+		return "off"
+	}
+	s := fmt.Sprintf("%d-bit", r.SecAgg.Bits)
+	for _, x := range r.SecAgg.Sessions {
+		if x.Infeasible != "" {
+			s += fmt.Sprintf("; %s: none (n=%d)", x.Region, x.Clients)
+			continue
+		}
+		s += fmt.Sprintf("; %s: n=%d k=%d t=%d, %d survived", x.Region, x.Clients, x.Degree, x.Threshold, x.Survivors)
+	}
+	return s
 }
 
 // Closed reports whether the round has ended (committed or aborted): an
@@ -60,7 +81,7 @@ func Rounds(l *ledger.Ledger) []Round {
 			Round: e.Round, Status: e.Status, ModelVersion: e.ModelVersion, Sampled: e.Sampled, Eligible: e.Eligible,
 			Participants: e.Participants, Regions: append([]string(nil), e.Regions...), Noise: e.Noise, ClipNorm: e.ClipNorm,
 			Sigma: Floats(e.Sigma), Epsilon: Floats(e.EpsilonAfter), OpenedMs: e.OpenedUnixMs, AbortReason: e.AbortReason,
-			Model: byRound[e.Round],
+			Model: byRound[e.Round], SecAgg: e.SecAgg,
 		})
 	}
 	return out

@@ -228,8 +228,8 @@ pre{background:#f8f8f8;padding:1em;overflow:auto;max-height:30em}.muted{color:#7
 </table>
 {{if .Topology}}<pre id="topology">{{.Topology}}</pre>{{else}}<p class="muted">topology file not available: only the ledger's job record is shown.</p>{{end}}
 <h2>Rounds</h2>
-<table id="rounds"><tr><th>round</th><th>status</th><th>sampled</th><th>participants</th><th>noise e/r/g</th><th>C</th><th>ε public</th><th>ε global op.</th><th>ε regional op.</th><th>accuracy</th></tr>
-{{range .Rounds}}<tr><td>{{.Round}}</td><td>{{.Status}}{{if .AbortReason}}: {{.AbortReason}}{{end}}</td><td>{{.Sampled}}</td><td>{{.Participants}}</td><td>{{printf "%.3g" .Noise.Edge}}/{{printf "%.3g" .Noise.Regional}}/{{printf "%.3g" .Noise.Global}}</td><td>{{printf "%.3g" .ClipNorm}}</td><td>{{eps .Epsilon.Public}}</td><td>{{eps .Epsilon.GlobalOperator}}</td><td>{{eps .Epsilon.RegionalOperator}}</td><td>{{acc .Model}}</td></tr>
+<table id="rounds"><tr><th>round</th><th>status</th><th>sampled</th><th>participants</th><th>noise e/r/g</th><th>C</th><th>ε public</th><th>ε global op.</th><th>ε regional op.</th><th>accuracy</th><th>secure aggregation</th></tr>
+{{range .Rounds}}<tr><td>{{.Round}}</td><td>{{.Status}}{{if .AbortReason}}: {{.AbortReason}}{{end}}</td><td>{{.Sampled}}</td><td>{{.Participants}}</td><td>{{printf "%.3g" .Noise.Edge}}/{{printf "%.3g" .Noise.Regional}}/{{printf "%.3g" .Noise.Global}}</td><td>{{printf "%.3g" .ClipNorm}}</td><td>{{eps .Epsilon.Public}}</td><td>{{eps .Epsilon.GlobalOperator}}</td><td>{{eps .Epsilon.RegionalOperator}}</td><td>{{acc .Model}}</td><td>{{.SecAggSummary}}</td></tr>
 {{end}}</table>
 </body></html>
 `))
