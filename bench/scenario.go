@@ -89,6 +89,9 @@ func Scenarios() []Scenario {
 		{"utility", "accuracy vs ε of the MNIST task, and the settings of Geyer, Klein and Nabi 2017", func(ctx context.Context, env Env) (Output, error) {
 			return Utility(ctx, env, UtilityConfig{})
 		}},
+		{"secagg", "secure aggregation at one region: server and client cost vs n = 10…1000 and d = 1e4…1e6 beside a plain round, PRG beside AES-CTR", func(ctx context.Context, env Env) (Output, error) {
+			return SecAggScenario(ctx, env, SecAggConfig{})
+		}},
 		{"faults", "leader and region kills of a mesh of processes: rounds completed, time to recover", func(ctx context.Context, env Env) (Output, error) {
 			return Faults(ctx, env, FaultsConfig{})
 		}},

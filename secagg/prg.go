@@ -106,3 +106,8 @@ func subWords(d, w []uint32) {
 		d[i] -= w[i]
 	}
 }
+
+// AddMask adds PRG(seed) to dst element-wise mod 2^32: the expansion of
+// one mask, exported so that benchmarks outside the package (strata bench
+// secagg) can time it beside the machine's raw AES-CTR.
+func AddMask(dst []uint32, seed *[SeedSize]byte) { addPRG(dst, seed, false) }

@@ -19,7 +19,7 @@ const benchUsage = `strata bench SCENARIO [--quick] [--json] [--plot DIR] [scena
 strata bench --all [--quick] [--json] [--plot DIR]
 strata bench check FILE        validate a --json results file (every figure finite)
 
-scenarios: kernel, ingest, accountant, round, scale, utility, faults
+scenarios: kernel, ingest, accountant, round, scale, utility, secagg, faults
 (strata bench SCENARIO -h lists a scenario's flags)`
 
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -57,8 +57,8 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	plotDir := fs.String("plot", "", "write PNG and SVG figures into this dir")
 	noBars := fs.Bool("no-progress", false, "draw no progress bars")
 	// Scenario flags; each applies to its scenario only.
-	ns := fs.String("n", "", "ingest: client counts N, comma-separated (default 10,100,1000)")
-	ds := fs.String("d", "", "ingest, kernel, scale: model dimensions, comma-separated")
+	ns := fs.String("n", "", "ingest, secagg: client counts N, comma-separated (default 10,100,1000)")
+	ds := fs.String("d", "", "ingest, kernel, scale, secagg: model dimensions, comma-separated")
 	chunk := fs.Int("chunk", 1<<20, "ingest: bytes of update data per chunk (and per raw NATS message)")
 	slots := fs.Int("slots", 0, "ingest: streams the region stages at once (0: the region's default)")
 	window := fs.Int("window", 0, "ingest: unacknowledged chunks per client (0: 4)")
@@ -136,6 +136,11 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		case "scale":
 			cfg := bench.ScaleConfig{Clients: cv, Ds: dv, Regions: *regions, Rounds: *rounds, MaxND: *maxND, GlobalNodes: *globalNodes}
 			scenarios[i].Run = func(ctx context.Context, env bench.Env) (bench.Output, error) { return bench.Scale(ctx, env, cfg) }
+		case "secagg":
+			cfg := bench.SecAggConfig{Ns: nv, Ds: dv}
+			scenarios[i].Run = func(ctx context.Context, env bench.Env) (bench.Output, error) {
+				return bench.SecAggScenario(ctx, env, cfg)
+			}
 		case "faults":
 			cfg := bench.FaultsConfig{LeaderKills: *kills}
 			scenarios[i].Run = func(ctx context.Context, env bench.Env) (bench.Output, error) { return bench.Faults(ctx, env, cfg) }
