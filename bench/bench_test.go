@@ -191,3 +191,29 @@ func TestUtilityRunsAreValidTopologies(t *testing.T) {
 		}
 	}
 }
+
+// TestSecAggScenario runs the secagg scenario at small sizes: every point
+// has a session with the dropped clients' masks removed (more expansions
+// than survivors), positive times and rates, and a valid report.
+func TestSecAggScenario(t *testing.T) {
+	out, err := SecAggScenario(context.Background(), Env{Quick: true, TempDir: t.TempDir()}, SecAggConfig{Ns: []int{10, 20}, Ds: []int{1000, 4000}, MaskSamples: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows := out.Report.Rows.([]SecAggRow)
+	if len(rows) != 4 {
+		t.Fatalf("%d rows, want 4", len(rows))
+	}
+	for _, r := range rows {
+		if r.Survivors != r.N-int(0.3*float64(r.N)) || r.Expansions <= r.Survivors || r.K < r.T || r.T < 1 {
+			t.Fatalf("row %+v: want 30%% dropped, their masks removed (expansions > survivors), k ≥ t ≥ 1", r)
+		}
+		if !(r.ServerS > 0 && r.PlainS > 0 && r.ClientMaskS > 0 && r.ClientKeysS > 0 && r.PRGGBs > 0 && r.AESCTRGBs > 0) {
+			t.Fatalf("row %+v: every time and rate must be positive", r)
+		}
+	}
+	if _, ok := out.Report.Summary["server_loglog_slope_vs_nlog2n_d"]; !ok {
+		t.Fatalf("summary %v lacks the fitted slope", out.Report.Summary)
+	}
+	checkOutput(t, out)
+}

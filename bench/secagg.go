@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"cmp"
 	"context"
 	"crypto/aes"
 	"crypto/cipher"
@@ -156,7 +157,7 @@ func SecAggScenario(ctx context.Context, env Env, cfg SecAggConfig) (Output, err
 			fit.X, fit.Y = append(fit.X, w), append(fit.Y, math.Exp(intercept)*math.Pow(w, slope))
 		}
 		fig := Figure{Name: "secagg_server", Title: "SecAgg+ server vs a plain round", XLabel: "n·log2(n)·d", YLabel: "seconds", LogX: true, LogY: true,
-			Series: []Series{server, plain, client, fit}}
+			Series: []Series{sortByX(server), sortByX(plain), sortByX(client), sortByX(fit)}}
 		out.Figures = append(out.Figures, fig)
 	}
 	// At the largest d the d-dependent work dominates: the slope there
@@ -458,4 +459,18 @@ func prgSpeed(d int) [2]float64 {
 		bp, ba = min(bp, t1.Sub(t0).Seconds()), min(ba, t2.Sub(t1).Seconds())
 	}
 	return [2]float64{float64(4*d) / bp / 1e9, float64(4*d) / ba / 1e9}
+}
+
+// sortByX orders a series' points by x, so its line does not zigzag.
+func sortByX(s Series) Series {
+	idx := make([]int, len(s.X))
+	for i := range idx {
+		idx[i] = i
+	}
+	slices.SortStableFunc(idx, func(a, b int) int { return cmp.Compare(s.X[a], s.X[b]) })
+	out := Series{Name: s.Name, Dashed: s.Dashed}
+	for _, i := range idx {
+		out.X, out.Y = append(out.X, s.X[i]), append(out.Y, s.Y[i])
+	}
+	return out
 }

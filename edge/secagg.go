@@ -93,6 +93,22 @@ func (f *Fleet) runSessions(ctx context.Context) {
 	}
 }
 
+// secAggSetup derives the client's session from its round.open, as its
+// region does on its own (regional/secaggsetup.go: the same fields).
+func secAggSetup(open *wire.RoundOpen) (*secagg.Setup, error) {
+	p := open.SecAgg
+	if p == nil || p.Infeasible != "" {
+		return nil, fmt.Errorf("edge: round %d has no runnable secagg session", open.Round)
+	}
+	s, err := secagg.NewSetup(secagg.SetupConfig{Names: []string{open.Job, open.Region}, Round: open.Round, Members: open.Sampled,
+		Degree: p.Degree, Threshold: p.Threshold, MinSurvivors: p.MinSurvivors, Bits: p.Bits, Dim: open.Dim,
+		Clip: open.ClipNorm, Range: p.Range, Scale: p.Scale, Bit: open.ClipBits})
+	if err != nil {
+		return nil, fmt.Errorf("edge: round %d: secagg plan: %w", open.Round, err)
+	}
+	return s, nil
+}
+
 // errDropped is returned by a session the fault hook made drop out.
 var errDropped = errors.New("edge: dropped out of the secagg session (FleetConfig.SecAggDrop)")
 
@@ -100,7 +116,7 @@ func (f *Fleet) secAggSession(ctx context.Context, t task) error {
 	ctx, cancel := context.WithDeadline(ctx, time.UnixMilli(t.open.DeadlineUnixMs))
 	defer cancel()
 	c := t.client
-	setup, err := mesh.NewSecAggSetup(&t.open)
+	setup, err := secAggSetup(&t.open)
 	if err != nil {
 		return err
 	}

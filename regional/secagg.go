@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/strata-fl/strata/identity"
-	"github.com/strata-fl/strata/mesh"
 	"github.com/strata-fl/strata/mesh/wire"
 	"github.com/strata-fl/strata/secagg"
 )
@@ -41,7 +40,7 @@ func secAggReason(err error) string {
 		return SecAggTooFew
 	case errors.Is(err, secagg.ErrDisconnected):
 		return SecAggDisconnected
-	case errors.Is(err, mesh.ErrNoSecAgg):
+	case errors.Is(err, ErrNoSecAgg):
 		return SecAggInfeasible
 	}
 	return SecAggFailedOther
@@ -58,7 +57,7 @@ var secAggStageEnds = [4]float64{0.15, 0.3, 0.9, 1}
 // Advance returns and closes stages by their deadline.
 type SecAggSession struct {
 	round  *Round
-	setup  *mesh.SecAggSetup
+	setup  *secagg.Setup
 	srv    *secagg.Server
 	stage  int // 0 advertise, 1 share keys, 2 masked input, 3 unmask, 4 done
 	expect int // messages the stage waits for
@@ -76,7 +75,7 @@ type Addressed struct {
 // NewSecAggSession starts the session of round r, opened at opened; the
 // stage deadlines split the window up to the round's deadline.
 func NewSecAggSession(r *Round, opened time.Time) (*SecAggSession, error) {
-	setup, err := mesh.NewSecAggSetup(&r.open)
+	setup, err := secAggSetup(&r.open)
 	if err != nil {
 		return nil, err
 	}
@@ -94,7 +93,7 @@ func NewSecAggSession(r *Round, opened time.Time) (*SecAggSession, error) {
 }
 
 // Setup returns the session's parameters and members.
-func (s *SecAggSession) Setup() *mesh.SecAggSetup { return s.setup }
+func (s *SecAggSession) Setup() *secagg.Setup { return s.setup }
 
 // Deadline is when the current stage closes whatever has arrived.
 func (s *SecAggSession) Deadline() time.Time { return s.ends[min(s.stage, 3)] }

@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/strata-fl/strata/mesh"
 	"github.com/strata-fl/strata/mesh/wire"
 	"github.com/strata-fl/strata/secagg"
 )
@@ -223,7 +222,7 @@ func TestSecAggSessionTooFewSurvivors(t *testing.T) {
 
 func FuzzSecAggHandle(f *testing.F) {
 	open := secAggOpen(f, 4)
-	setup, err := mesh.NewSecAggSetup(&open)
+	setup, err := secAggSetup(&open)
 	if err != nil {
 		f.Fatal(err)
 	}

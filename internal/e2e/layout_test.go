@@ -27,7 +27,10 @@ var allowed = map[string][]string{
 	"identity":      {"msgcheck"},
 	"edge":          {"identity", "mesh", "mesh/wire", "privacy", "topology", "secagg"},
 	"regional":      {"accum", "identity", "mesh", "mesh/wire", "privacy", "topology", "secagg"},
-	"global":        {"global/ledger", "identity", "mesh", "mesh/wire", "privacy", "topology", "seal", "empirical"},
+	// global fixes each round's secagg session parameters (secagg.ChooseParams)
+	// so that a region and its clients cannot diverge or pick weaker ones,
+	// and records them write-ahead in the ledger.
+	"global": {"global/ledger", "identity", "mesh", "mesh/wire", "privacy", "topology", "seal", "empirical", "secagg"},
 	// Observability sits above the tiers: it reads them, they never import it.
 	"report":    {"empirical", "global/ledger"},
 	"metrics":   {"global", "global/ledger", "mesh", "mesh/wire", "regional", "edge", "report", "topology"},
