@@ -49,6 +49,9 @@ func checkPlan(t *topology.Topology, w io.Writer) error {
 	for _, o := range ledger.Observers {
 		fmt.Fprintf(w, "  %-18s ε %-10s (noise multiplier credited %.4g)\n", o, fmtEps(p.Epsilon.Get(o)), p.Sigma.Get(o))
 	}
+	if s := t.SecAgg; s.On {
+		fmt.Fprintf(w, "secure aggregation: on (Z_2^%d, %g steps per clip norm, dropout %g, corrupt %g): regions see only their survivors' sum; ε against the regional operator is the edge noise's\n", s.Bits, s.Scale, s.Dropout, s.Corrupt)
+	}
 	if len(vs) == 0 {
 		fmt.Fprintln(w, "policy: ok")
 		return nil

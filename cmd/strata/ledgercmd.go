@@ -11,6 +11,7 @@ import (
 
 	"github.com/strata-fl/strata/global"
 	"github.com/strata-fl/strata/global/ledger"
+	htmlreport "github.com/strata-fl/strata/report"
 	"github.com/strata-fl/strata/seal"
 )
 
@@ -62,6 +63,10 @@ func runLedger(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		fmt.Fprintf(stdout, "%5d  %-9s  %7d  v%-4d  %-26s  %10s  %10s  %10s  %d\n", r.Round, r.Status, r.Sampled, r.ModelVersion,
 			fmt.Sprintf("%.4g/%.4g/%.4g ×%.4g", r.Noise.Edge, r.Noise.Regional, r.Noise.Global, r.ClipNorm),
 			fmtEps(r.EpsilonAfter.Public), fmtEps(r.EpsilonAfter.GlobalOperator), fmtEps(r.EpsilonAfter.RegionalOperator), r.Index)
+		if r.SecAgg != nil {
+			rr := htmlreport.Round{SecAgg: r.SecAgg}
+			fmt.Fprintf(stdout, "%5s  secure aggregation: %s\n", "", rr.SecAggSummary())
+		}
 	}
 	status := "in progress"
 	if l.Finished {
