@@ -53,7 +53,7 @@ func Mechanisms(t *topology.Topology, n topology.Noise, dim int) map[ledger.Obse
 		ledger.GlobalOperator:   {Q: 1, Sigma: scale * math.Sqrt(n.Edge*n.Edge+n.Regional*n.Regional)},
 		ledger.RegionalOperator: {Q: 1, Sigma: scale * n.Edge},
 	}
-	if s := t.SecAgg; s.On && s.Scale > 0 {
+	if s := t.SecAgg; s.On {
 		// With secure aggregation a client's contribution to its region's
 		// sum is q(x + e): its edge-noised update, rounded stochastically
 		// to steps of C/scale. The rounding sits between the edge noise and
@@ -66,8 +66,10 @@ func Mechanisms(t *topology.Topology, n topology.Noise, dim int) map[ledger.Obse
 		//     at most one step per coordinate further than x does, so the
 		//     regional and global noise protect a sensitivity of
 		//     C + √d·C/scale (on top of the sampler's widening).
-		rounding := c * math.Sqrt(float64(dim)) / s.Scale
-		later := c / (widened + rounding)
+		later := 0.0 // no scale (an unvalidated plan): credit the edge noise only
+		if s.Scale > 0 {
+			later = c / (widened + c*math.Sqrt(float64(dim))/s.Scale)
+		}
 		edgeOnly := scale * n.Edge
 		mech[ledger.Public] = ObserverMechanism{Q: t.Privacy.SamplingRate, Sigma: math.Max(edgeOnly, later*math.Sqrt(m*n.Regional*n.Regional+n.Global*n.Global))}
 		mech[ledger.GlobalOperator] = ObserverMechanism{Q: 1, Sigma: math.Max(edgeOnly, later*n.Regional)}
