@@ -180,7 +180,8 @@ func (d *dropper) drop(client string, round uint64, st secagg.Stage) bool {
 // masked input (the sum holds every client but the first); in round 2
 // region a keeps one survivor, below its session's threshold: the session
 // ends without a sum, counted as too_few_survivors, the region contributes
-// nothing, and the round commits with region b alone.
+// nothing, and the round commits with region b alone. Adaptive clipping is
+// on, so every masked vector also carries its clipping bit.
 func TestSecAggSurvivesDropoutsAndFailsCleanly(t *testing.T) {
 	if testing.Short() {
 		t.Skip("whole-mesh test")
@@ -190,6 +191,7 @@ func TestSecAggSurvivesDropoutsAndFailsCleanly(t *testing.T) {
 	top.Train.GateMaxDrop = 1
 	top.Privacy.MinRegions = 1
 	top.Round.Timeout.Duration = top.Round.Timeout.Duration / 2
+	top.Privacy.AdaptiveClip.Enabled = true
 	top.SecAgg = topology.SecAgg{On: true}
 	top.ApplyDefaults()
 	if err := top.Validate(); err != nil {
@@ -247,5 +249,8 @@ func TestSecAggSurvivesDropoutsAndFailsCleanly(t *testing.T) {
 	}
 	if st := m.Regions["b"].Stats(); st.SecAggSessions != 2 || len(st.SecAggFailed) != 0 {
 		t.Fatalf("region b stats: failed %v, sessions %d; want two sessions delivered", st.SecAggFailed, st.SecAggSessions)
+	}
+	if l.ClipNorm == top.Privacy.ClipNorm || !(l.ClipNorm > 0) {
+		t.Fatalf("clip norm %v after two rounds, started at %v: the clipping bits did not reach the global tier", l.ClipNorm, top.Privacy.ClipNorm)
 	}
 }
