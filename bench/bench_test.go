@@ -208,8 +208,11 @@ func TestSecAggScenario(t *testing.T) {
 		if r.Survivors != r.N-int(0.3*float64(r.N)) || r.Expansions <= r.Survivors || r.K < r.T || r.T < 1 {
 			t.Fatalf("row %+v: want 30%% dropped, their masks removed (expansions > survivors), k ≥ t ≥ 1", r)
 		}
-		if !(r.ServerS > 0 && r.PlainS > 0 && r.ClientMaskS > 0 && r.ClientKeysS > 0 && r.PRGGBs > 0 && r.AESCTRGBs > 0) {
+		if !(r.ServerS > 0 && r.PlainS > 0 && r.ClientMaskS > 0 && r.ClientKeysS > 0 && r.PRGGBs > 0 && r.AESCTRGBs > 0 && r.CompleteS > 0) {
 			t.Fatalf("row %+v: every time and rate must be positive", r)
+		}
+		if r.CompleteExpansions < r.Expansions {
+			t.Fatalf("row %+v: the complete graph expanded fewer masks than SecAgg+'s k-regular graph", r)
 		}
 	}
 	if _, ok := out.Report.Summary["server_loglog_slope_vs_nlog2n_d"]; !ok {

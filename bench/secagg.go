@@ -30,6 +30,10 @@ type SecAggConfig struct {
 	// MaskSamples is how many clients' MaskInput are timed per point (the
 	// median counts); default 3.
 	MaskSamples int
+	// CompleteUpTo runs the same sessions on the complete graph (Bonawitz
+	// et al. 2017, k = n-1, work like n²·d) for n up to it, for contrast;
+	// default 100 (its setup alone is n² key agreements).
+	CompleteUpTo int
 }
 
 func (c SecAggConfig) withDefaults(quick bool) SecAggConfig {
@@ -50,6 +54,9 @@ func (c SecAggConfig) withDefaults(quick bool) SecAggConfig {
 	}
 	if c.MaskSamples <= 0 {
 		c.MaskSamples = 3
+	}
+	if c.CompleteUpTo == 0 {
+		c.CompleteUpTo = 100
 	}
 	return c
 }
@@ -89,6 +96,10 @@ type SecAggRow struct {
 	AESCTRGBs   float64 `json:"aes_ctr_gb_s"`
 	PRGOverAES  float64 `json:"prg_time_over_aes_ctr"`
 	PlainFloats float64 `json:"plain_gb_s"` // the plain sum's float32 input rate
+	// CompleteS and CompleteExpansions are the same session on the
+	// complete graph (0 where not run: n above CompleteUpTo).
+	CompleteS          float64 `json:"complete_graph_server_s"`
+	CompleteExpansions int     `json:"complete_graph_expansions"`
 }
 
 // SecAggScenario measures secure aggregation (package secagg) at one
@@ -111,9 +122,15 @@ func SecAggScenario(ctx context.Context, env Env, cfg SecAggConfig) (Output, err
 			return out, err
 		}
 		bar.Label("n=%d: keys and shares", n)
-		f, err := newSecAggFixture(n, cfg.Dropout)
+		f, err := newSecAggFixture(n, cfg.Dropout, false)
 		if err != nil {
 			return out, fmt.Errorf("bench secagg: n = %d: %w", n, err)
+		}
+		var full *secAggFixture
+		if n <= cfg.CompleteUpTo {
+			if full, err = newSecAggFixture(n, cfg.Dropout, true); err != nil {
+				return out, fmt.Errorf("bench secagg: n = %d, complete graph: %w", n, err)
+			}
 		}
 		bar.Step()
 		for _, d := range cfg.Ds {
@@ -125,6 +142,13 @@ func SecAggScenario(ctx context.Context, env Env, cfg SecAggConfig) (Output, err
 			if err != nil {
 				return out, fmt.Errorf("bench secagg: n = %d, d = %d: %w", n, d, err)
 			}
+			if full != nil {
+				fr, err := full.measureServer(d)
+				if err != nil {
+					return out, fmt.Errorf("bench secagg: n = %d, d = %d, complete graph: %w", n, d, err)
+				}
+				row.CompleteS, row.CompleteExpansions = fr.ServerS, fr.Expansions
+			}
 			p := prg[d]
 			row.PRGGBs, row.AESCTRGBs, row.PRGOverAES = p[0], p[1], p[1]/p[0]
 			rows = append(rows, row)
@@ -134,13 +158,19 @@ func SecAggScenario(ctx context.Context, env Env, cfg SecAggConfig) (Output, err
 	bar.Done()
 	out.Report.Rows = rows
 	t := Table{Title: fmt.Sprintf("secagg: one region's session, %.0f%% of clients dropping before their masked input (server on one core)", 100*cfg.Dropout),
-		Header: []string{"n", "d", "k", "t", "survivors", "expansions", "server s", "plain s", "server/plain", "ns/(n·log2n·d)", "ns/elem", "client keys ms", "client mask ms", "PRG GB/s", "AES-CTR GB/s", "PRG/AES time"}}
+		Header: []string{"n", "d", "k", "t", "survivors", "expansions", "server s", "plain s", "server/plain", "ns/(n·log2n·d)", "ns/elem", "client keys ms", "client mask ms", "PRG GB/s", "AES-CTR GB/s", "PRG/AES time", "complete-graph s", "complete/secagg+"}}
 	var x, y []float64
 	server := Series{Name: "secagg server"}
 	plain := Series{Name: "plain round (sum)"}
 	client := Series{Name: "client mask"}
+	complete := Series{Name: "complete graph (Bonawitz 2017)"}
 	for _, r := range rows {
-		t.Add(r.N, r.D, r.K, r.T, r.Survivors, r.Expansions, r.ServerS, r.PlainS, r.ServerOverPlain, r.NsPerNLogND, r.NsPerElem, 1e3*r.ClientKeysS, 1e3*r.ClientMaskS, r.PRGGBs, r.AESCTRGBs, r.PRGOverAES)
+		cs, cr := "-", "-"
+		if r.CompleteS > 0 {
+			cs, cr = fmt.Sprintf("%.4g", r.CompleteS), fmt.Sprintf("%.3g", r.CompleteS/r.ServerS)
+			complete.X, complete.Y = append(complete.X, float64(r.N)*math.Log2(float64(r.N))*float64(r.D)), append(complete.Y, r.CompleteS)
+		}
+		t.Add(r.N, r.D, r.K, r.T, r.Survivors, r.Expansions, r.ServerS, r.PlainS, r.ServerOverPlain, r.NsPerNLogND, r.NsPerElem, 1e3*r.ClientKeysS, 1e3*r.ClientMaskS, r.PRGGBs, r.AESCTRGBs, r.PRGOverAES, cs, cr)
 		w := float64(r.N) * math.Log2(float64(r.N)) * float64(r.D)
 		x, y = append(x, w), append(y, r.ServerS)
 		server.X, server.Y = append(server.X, w), append(server.Y, r.ServerS)
@@ -157,7 +187,7 @@ func SecAggScenario(ctx context.Context, env Env, cfg SecAggConfig) (Output, err
 			fit.X, fit.Y = append(fit.X, w), append(fit.Y, math.Exp(intercept)*math.Pow(w, slope))
 		}
 		fig := Figure{Name: "secagg_server", Title: "SecAgg+ server vs a plain round", XLabel: "n·log2(n)·d", YLabel: "seconds", LogX: true, LogY: true,
-			Series: []Series{sortByX(server), sortByX(plain), sortByX(client), sortByX(fit)}}
+			Series: []Series{sortByX(server), sortByX(complete), sortByX(plain), sortByX(client), sortByX(fit)}}
 		out.Figures = append(out.Figures, fig)
 	}
 	// At the largest d the d-dependent work dominates: the slope there
@@ -221,10 +251,13 @@ func chacha(seed uint64) *rand.ChaCha8 {
 	return rand.NewChaCha8(s)
 }
 
-func newSecAggFixture(n int, dropout float64) (*secAggFixture, error) {
+func newSecAggFixture(n int, dropout float64, complete bool) (*secAggFixture, error) {
 	p, err := secagg.ChooseParams(n, 1, 32, secagg.Security{Dropout: dropout})
 	if err != nil {
 		return nil, err
+	}
+	if complete { // everyone is everyone's neighbour; t leaves room for the dropouts
+		p.Degree, p.Threshold = n-1, max(1, (n-1)-int(dropout*float64(n))-1)
 	}
 	f := &secAggFixture{p: p}
 	srv, err := secagg.NewServer(secagg.ServerConfig{Params: p, Rand: chacha(secAggServerSeed)})
@@ -303,30 +336,16 @@ func newSecAggFixture(n int, dropout float64) (*secAggFixture, error) {
 	return f, nil
 }
 
-// measure times the server's whole session at d (best of a few runs, fewer
-// the longer it takes), the plain round on the same survivors and one
-// client's MaskInput.
+// measure times the server's whole session at d, the plain round on the
+// same survivors and one client's MaskInput.
 func (f *secAggFixture) measure(d, samples int) (SecAggRow, error) {
+	row, err := f.measureServer(d)
+	if err != nil {
+		return row, err
+	}
 	p := f.p
 	p.Dim = d
-	vec := make([]uint32, d)
-	secagg.AddMask(vec, &[secagg.SeedSize]byte{1})
-	row := SecAggRow{N: p.Clients, D: d, T: p.Threshold, Survivors: len(f.survivors), ClientKeysS: f.keysS}
-	best := math.Inf(1)
-	for rep := 0; rep < 3; rep++ {
-		t0 := time.Now()
-		res, err := f.serve(p, vec)
-		if err != nil {
-			return row, err
-		}
-		el := time.Since(t0).Seconds()
-		best = min(best, el)
-		row.K, row.Expansions = res.Degree, res.Expansions
-		if el > 2 {
-			break
-		}
-	}
-	row.ServerS = best
+	row.ClientKeysS = f.keysS
 	// The plain round: the region sums the survivors' float32 vectors.
 	src := wire.AppendFloat64sAs32(nil, make([]float64, d))
 	dst := make([]float64, d)
@@ -345,9 +364,34 @@ func (f *secAggFixture) measure(d, samples int) (SecAggRow, error) {
 	n := float64(p.Clients)
 	row.NsPerNLogND = row.ServerS * 1e9 / (n * math.Log2(n) * float64(d))
 	row.NsPerElem = row.ServerS * 1e9 / (float64(row.Expansions+row.Survivors) * float64(d))
-	var err error
 	row.ClientMaskS, err = clientMask(row.K, p.Threshold, d, samples)
 	return row, err
+}
+
+// measureServer times the server's whole session at d: best of up to
+// three runs, one when a run takes over 2 s.
+func (f *secAggFixture) measureServer(d int) (SecAggRow, error) {
+	p := f.p
+	p.Dim = d
+	vec := make([]uint32, d)
+	secagg.AddMask(vec, &[secagg.SeedSize]byte{1})
+	row := SecAggRow{N: p.Clients, D: d, T: p.Threshold, Survivors: len(f.survivors)}
+	best := math.Inf(1)
+	for rep := 0; rep < 3; rep++ {
+		t0 := time.Now()
+		res, err := f.serve(p, vec)
+		if err != nil {
+			return row, err
+		}
+		el := time.Since(t0).Seconds()
+		best = min(best, el)
+		row.K, row.Expansions = res.Degree, res.Expansions
+		if el > 2 {
+			break
+		}
+	}
+	row.ServerS = best
+	return row, nil
 }
 
 func (f *secAggFixture) serve(p secagg.Params, vec []uint32) (*secagg.Result, error) {
