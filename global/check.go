@@ -5,6 +5,7 @@ import (
 	"math"
 
 	"github.com/strata-fl/strata/global/ledger"
+	"github.com/strata-fl/strata/mesh"
 	"github.com/strata-fl/strata/privacy"
 	"github.com/strata-fl/strata/topology"
 )
@@ -73,6 +74,12 @@ func Check(t *topology.Topology, dim int) (Projection, []Violation, error) {
 		if math.IsInf(p.Epsilon.Get(ledger.Observer(o)), 1) {
 			vs = append(vs, Violation{"require_noise_against", fmt.Sprintf("no noise below the %s protects clients from it (ε = ∞): %s", o, fixFor(ledger.Observer(o)))})
 		}
+	}
+	// A masked input travels as one NATS message (secure aggregation has
+	// no streamed form yet): 4 bytes per element, the clipping bit, and a
+	// little framing.
+	if need := 4*(dim+1) + 1024; t.SecAgg.On && need > mesh.DefaultMaxPayload {
+		vs = append(vs, Violation{"secagg", fmt.Sprintf("a masked input of the %d-parameter model takes %d bytes, more than the NATS server's default max payload %d: secure aggregation does not stream updates yet; fine-tune fewer parameters (training.full: false) or turn secagg off", dim, need, mesh.DefaultMaxPayload)})
 	}
 	if t.Policy.RequireSecAgg && !t.SecAgg.On {
 		vs = append(vs, Violation{"require_secagg", "the policy requires secure aggregation, so that no regional operator sees an individual update: set secagg.on: true"})

@@ -89,6 +89,10 @@ func TestCheckRequireSecAgg(t *testing.T) {
 	if _, vs, err = Check(top, 1000); err != nil || len(vs) != 0 {
 		t.Fatalf("with secagg on: violations %v, err %v; want none", vs, err)
 	}
+	// A model whose masked input cannot travel as one message is refused.
+	if _, vs, _ = Check(top, 3_000_000); len(vs) != 1 || vs[0].Rule != "secagg" {
+		t.Fatalf("violations %v for a 3e6-parameter model, want the secagg size rule", vs)
+	}
 	// require_noise_against: [regional_operator] still needs edge noise
 	// with secagg on: secure aggregation is not noise.
 	top.Policy.RequireNoiseAgainst = []string{"regional_operator"}

@@ -26,7 +26,7 @@ type ServerConfig struct {
 	// TCP listening (in-process connections only). Default 127.0.0.1:0.
 	Host string
 	Port int
-	// MaxPayload bounds one message; default 8 MiB.
+	// MaxPayload bounds one message; default DefaultMaxPayload.
 	MaxPayload int32
 	// Logger receives the server's start-up line; nil is silent.
 	Logger *slog.Logger
@@ -47,7 +47,7 @@ func StartServer(cfg ServerConfig) (*server.Server, error) {
 		cfg.Host = "127.0.0.1"
 	}
 	if cfg.MaxPayload == 0 {
-		cfg.MaxPayload = 8 << 20
+		cfg.MaxPayload = DefaultMaxPayload
 	}
 	opts := &server.Options{
 		ServerName: "strata",
@@ -144,3 +144,7 @@ func (d Dialer) connect(name string, extra ...nats.Option) (*nats.Conn, error) {
 	}
 	return nc, nil
 }
+
+// DefaultMaxPayload is the largest NATS message a mesh server takes unless
+// configured otherwise (8 MiB).
+const DefaultMaxPayload = 8 << 20
