@@ -124,9 +124,11 @@ func TestSecAggSessionSumsSurvivors(t *testing.T) {
 		handle(subjPrefix+c, envelope(c, m), "")
 	}
 	// Stage 2: one client never sends its masked input; a masked input
-	// sent as another client is refused.
-	for c, b := range step() {
-		if c == dropBefore {
+	// sent as another client (before that one sent its own) is refused.
+	bundles := step()
+	for _, c := range setup.Members {
+		b, ok := bundles[c]
+		if !ok || c == dropBefore {
 			continue
 		}
 		x, err := setup.Encode(inputs[c], bits[c])
