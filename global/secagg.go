@@ -21,7 +21,8 @@ func (c *Coordinator) secAggPlans(sampled map[string][]string) (map[string]*wire
 	if !s.On {
 		return nil, nil
 	}
-	rec := &ledger.SecAggRecord{Bits: s.Bits, Scale: s.Scale, Dropout: s.Dropout, Corrupt: s.Corrupt}
+	sec := secagg.Security{Dropout: s.Dropout, Corrupt: s.Corrupt}.WithDefaults()
+	rec := &ledger.SecAggRecord{Bits: s.Bits, Scale: s.Scale, Dropout: sec.Dropout, Corrupt: sec.Corrupt, CorrectnessBits: sec.CorrectnessBits, SecurityBits: sec.SecurityBits}
 	plans := map[string]*wire.SecAggPlan{}
 	dim := len(c.theta)
 	if c.top.Privacy.AdaptiveClip.Enabled {
@@ -34,7 +35,7 @@ func (c *Coordinator) secAggPlans(sampled map[string][]string) (map[string]*wire
 		}
 		plan := &wire.SecAggPlan{Bits: s.Bits, Scale: s.Scale, Range: s.Range(c.top.Privacy.Noise.Edge)}
 		sess := ledger.SecAggSession{Region: r.ID, Clients: n}
-		p, err := secagg.ChooseParams(n, dim, s.Bits, secagg.Security{Dropout: s.Dropout, Corrupt: s.Corrupt})
+		p, err := secagg.ChooseParams(n, dim, s.Bits, sec)
 		if err != nil {
 			plan.Infeasible = err.Error()
 			sess.Infeasible = plan.Infeasible

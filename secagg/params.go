@@ -91,6 +91,10 @@ type Security struct {
 	SecurityBits float64
 }
 
+// WithDefaults returns s with its zero fields at their defaults, as
+// ChooseParams uses it (for records of what a session was chosen for).
+func (s Security) WithDefaults() Security { return s.withDefaults() }
+
 func (s Security) withDefaults() Security {
 	if s.Dropout == 0 {
 		s.Dropout = 0.3

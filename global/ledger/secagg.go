@@ -12,6 +12,11 @@ type SecAggRecord struct {
 	Scale   float64 `msgpack:"scale" json:"scale"` // quantization steps per clip norm
 	Dropout float64 `msgpack:"dropout" json:"dropout"`
 	Corrupt float64 `msgpack:"corrupt" json:"corrupt"`
+	// CorrectnessBits (η) and SecurityBits (σ): a session fails (safely)
+	// with probability at most 2^-η under Dropout, and its graph lets the
+	// colluders learn more than the sum with probability at most 2^-σ.
+	CorrectnessBits float64 `msgpack:"eta" json:"correctness_bits"`
+	SecurityBits    float64 `msgpack:"sigma" json:"security_bits"`
 	// Sessions are the regions' sessions, sorted by region.
 	Sessions []SecAggSession `msgpack:"sessions" json:"sessions"`
 }

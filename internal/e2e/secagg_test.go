@@ -94,7 +94,7 @@ func TestSecAggRoundEqualsPlainRound(t *testing.T) {
 	off, theta0, lOff, top := oneRound(t, false)
 	on, _, lOn, topOn := oneRound(t, true)
 	rOff, rOn := lOff.Rounds[0], lOn.Rounds[0]
-	if rOn.SecAgg == nil || rOff.SecAgg != nil {
+	if rOn.SecAgg == nil || rOff.SecAgg != nil || rOn.SecAgg.CorrectnessBits != 20 || rOn.SecAgg.SecurityBits != 40 || rOn.SecAgg.Dropout != 0.3 {
 		t.Fatalf("ledger secagg records: on %+v, off %+v", rOn.SecAgg, rOff.SecAgg)
 	}
 	if rOn.Participants != rOff.Participants || rOn.Sampled != rOff.Sampled || !slices.Equal(rOn.Regions, rOff.Regions) {
