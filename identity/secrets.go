@@ -290,7 +290,10 @@ func writeCA(dir string, hosts []string) error {
 	srv := &x509.Certificate{
 		SerialNumber: serial(), Subject: pkix.Name{CommonName: "strata nats"},
 		NotBefore: now.Add(-time.Hour), NotAfter: now.AddDate(2, 0, 0),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		KeyUsage: x509.KeyUsageDigitalSignature,
+		// Client auth too: the servers of a NATS cluster present this
+		// certificate to each other on routes, which verify both ways.
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
 	}
 	seen := map[string]bool{}
 	for _, h := range append([]string{"localhost", "127.0.0.1"}, hosts...) {
