@@ -63,11 +63,14 @@ type MeshSpec struct {
 	Hosts []string
 }
 
+// ErrHaveCA says a directory already holds a mesh's CA.
+var ErrHaveCA = errors.New("identity: the directory already holds a CA")
+
 // GenerateMesh writes a fresh CA, server certificate and a key for every
 // identity of spec into dir. It refuses to overwrite an existing CA.
 func GenerateMesh(dir string, spec MeshSpec) error {
 	if _, err := os.Stat(filepath.Join(dir, caCert)); err == nil {
-		return fmt.Errorf("identity: %s already holds a CA; use a new directory (or remove it) to start over", dir)
+		return fmt.Errorf("%w (%s): use a new directory (or remove it) to start over", ErrHaveCA, dir)
 	}
 	if err := os.MkdirAll(filepath.Join(dir, keysDir), 0o700); err != nil {
 		return err
@@ -121,6 +124,93 @@ func GenerateMesh(dir string, spec MeshSpec) error {
 		}
 	}
 	return writePublic(dir, pub)
+}
+
+// CheckMesh checks that the secrets in dir serve spec: a key (readable by
+// its owner only) and a public record for every identity, and a server
+// certificate valid for every host. Existing secrets are reused this way
+// instead of being regenerated, which would orphan every key handed out.
+func CheckMesh(dir string, spec MeshSpec) error {
+	pub, err := LoadPublic(dir)
+	if err != nil {
+		return err
+	}
+	have := map[string]bool{}
+	for _, e := range pub {
+		have[e.Kind+"\x00"+e.ID] = true
+	}
+	var missing []string
+	need := func(kind, id string, key func() error) error {
+		if !have[kind+"\x00"+id] {
+			missing = append(missing, kind+" "+id)
+			return nil
+		}
+		return key()
+	}
+	for _, g := range []struct {
+		kind string
+		ids  []string
+	}{{KindOperator, spec.Operators}, {KindGlobal, spec.Globals}, {KindRegion, spec.Regions}} {
+		for _, id := range g.ids {
+			if err := need(g.kind, id, func() error { _, err := LoadKey(dir, g.kind, id); return err }); err != nil {
+				return err
+			}
+		}
+	}
+	for _, r := range spec.Regions {
+		keys, err := LoadClients(dir, r)
+		if err != nil {
+			return err
+		}
+		for _, id := range spec.Clients[r] {
+			if err := need(KindClient, id, func() error {
+				if keys[id] == nil {
+					return fmt.Errorf("%w: client %s is in %s but its key is not in %s", ErrKeyFile, id, publicFile, filepath.Join(dir, keysDir))
+				}
+				return nil
+			}); err != nil {
+				return err
+			}
+		}
+	}
+	if len(missing) > 0 {
+		some := strings.Join(missing[:min(3, len(missing))], ", ")
+		if len(missing) > 3 {
+			some += ", …"
+		}
+		return fmt.Errorf("identity: %s has no key for %d identities of the mesh (%s): create the secrets anew in an empty directory, or add them with `strata enroll`",
+			dir, len(missing), some)
+	}
+	if _, err := ServerTLS(dir); err != nil {
+		return err
+	}
+	cert, err := ServerCert(dir)
+	if err != nil {
+		return err
+	}
+	for _, h := range spec.Hosts {
+		if err := cert.VerifyHostname(h); err != nil {
+			return fmt.Errorf("identity: the NATS server certificate in %s is not valid for %q (%v): create the secrets anew with that host", dir, h, err)
+		}
+	}
+	return nil
+}
+
+// ServerCert returns the NATS server's certificate of dir.
+func ServerCert(dir string) (*x509.Certificate, error) {
+	b, err := os.ReadFile(filepath.Join(dir, serverCert))
+	if err != nil {
+		return nil, fmt.Errorf("identity: server certificate: %w", err)
+	}
+	block, _ := pem.Decode(b)
+	if block == nil || block.Type != "CERTIFICATE" {
+		return nil, fmt.Errorf("identity: %s holds no PEM certificate", filepath.Join(dir, serverCert))
+	}
+	cert, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("identity: %s: %w", filepath.Join(dir, serverCert), err)
+	}
+	return cert, nil
 }
 
 // AddClient creates one client's identity in dir (as `strata enroll` does)

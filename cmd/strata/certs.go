@@ -1,11 +1,17 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"crypto/x509"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -17,16 +23,29 @@ import (
 )
 
 // runCerts creates a dev mesh's secrets: a local CA, the NATS server's
-// certificate, and a key for every identity of the topology.
+// certificate, and a key for every identity of the topology. With --keep it
+// is idempotent, so a one-shot init container can run it on every start:
+// existing secrets are kept (and checked against the topology and hosts),
+// never regenerated. It can also write the at-rest key and render the
+// nats-server config of the secrets (--nats-conf), from the identities
+// recorded in the directory.
 func runCerts(_ context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("certs", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	dir := fs.String("dir", "./strata-secrets", "directory to create (refused if it already holds a CA)")
-	topo := fs.String("topology", "", "topology YAML whose regions and clients get keys (default: the built-in one)")
+	dir := fs.String("dir", "./strata-secrets", "directory to create (refused if it already holds a CA, unless --keep)")
+	topo := fs.String("topology", "", "topology YAML whose regions and clients get keys (default: $STRATA_TOPOLOGY, else the built-in one)")
 	globals := fs.String("globals", "g1,g2,g3", "global node ids, comma-separated")
 	hosts := fs.String("hosts", "", "extra names/addresses the NATS server certificate is valid for, comma-separated (localhost and 127.0.0.1 always are)")
+	keep := fs.Bool("keep", false, "when DIR already holds a CA, keep every secret in it (after checking it has a key for every identity of the topology and a certificate for every --hosts name) instead of refusing")
+	atRest := fs.String("at-rest-key", "", "also write a new AES-256 at-rest key to this file (mode 0600), as `strata keygen --out`; an existing key is kept")
+	natsConf := fs.String("nats-conf", "", "also write a nats-server config file for the secrets: TLS, JetStream and one NKey user per identity of DIR/public.json with its role's permissions (rewritten only when it changes)")
+	natsRoutes := fs.String("nats-routes", "", "with --nats-conf: the cluster's servers as host:port, comma-separated (each server skips itself); empty: one server, no cluster")
+	natsStore := fs.String("nats-store", "./strata-nats", "with --nats-conf: JetStream's store dir on the server")
 	if err := fs.Parse(args); err != nil {
 		return helpOK(fmt.Errorf("%w: %v", errUsage, err))
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("%w: certs takes no arguments, got %q", errUsage, fs.Args())
 	}
 	t, err := loadTopology(*topo)
 	if err != nil {
@@ -34,12 +53,72 @@ func runCerts(_ context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	spec := standalone.Spec(t, splitList(*globals))
 	spec.Hosts = splitList(*hosts)
-	if err := identity.GenerateMesh(*dir, spec); err != nil {
+	allHosts := strings.Join(append([]string{"localhost", "127.0.0.1"}, spec.Hosts...), ", ")
+	if err := identity.GenerateMesh(*dir, spec); err == nil {
+		fmt.Fprintf(stdout, "created %s: CA, NATS server certificate (%s), keys for 1 operator, %d global nodes, %d regions, %d clients\n",
+			*dir, allHosts, len(spec.Globals), len(spec.Regions), t.Population())
+	} else if !*keep || !errors.Is(err, identity.ErrHaveCA) {
+		return err
+	} else if err := identity.CheckMesh(*dir, spec); err != nil {
+		return fmt.Errorf("certs --keep: %w", err)
+	} else {
+		fmt.Fprintf(stdout, "kept the secrets in %s: they have keys for the topology's identities and a certificate for %s\n", *dir, allHosts)
+	}
+	if *atRest != "" {
+		msg, err := writeKeyFile(*atRest)
+		if err != nil {
+			return fmt.Errorf("certs --at-rest-key: %w", err)
+		}
+		fmt.Fprintln(stdout, msg)
+	}
+	if *natsConf != "" {
+		if err := writeNATSConf(*natsConf, *dir, t.Job, *natsStore, splitList(*natsRoutes), stdout); err != nil {
+			return err
+		}
+		return nil
+	}
+	fmt.Fprintf(stdout, "start the server with: strata nats --secrets %s --topology FILE; every role takes --secrets %s\n", *dir, *dir)
+	return nil
+}
+
+// writeNATSConf renders the nats-server config of the secrets in dir and
+// writes it unless the file already holds exactly that.
+func writeNATSConf(path, dir, job, store string, routes []string, stdout io.Writer) error {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "created %s: CA, NATS server certificate (%s), keys for 1 operator, %d global nodes, %d regions, %d clients\n",
-		*dir, strings.Join(append([]string{"localhost", "127.0.0.1"}, spec.Hosts...), ", "), len(spec.Globals), len(spec.Regions), t.Population())
-	fmt.Fprintf(stdout, "start the server with: strata nats --secrets %s --topology FILE; every role takes --secrets %s\n", *dir, *dir)
+	pub, err := identity.LoadPublic(dir)
+	if err != nil {
+		return err
+	}
+	if len(routes) > 0 {
+		cert, err := identity.ServerCert(dir)
+		if err != nil {
+			return err
+		}
+		if !slices.Contains(cert.ExtKeyUsage, x509.ExtKeyUsageClientAuth) {
+			return fmt.Errorf("certs --nats-routes: the server certificate in %s predates cluster routes (servers present it to each other, which needs client-auth usage): create the secrets anew", dir)
+		}
+	}
+	conf, err := mesh.RenderNATSConf(mesh.NATSConf{Job: job, Secrets: abs, Identities: pub, StoreDir: store, Routes: routes})
+	if err != nil {
+		return fmt.Errorf("certs --nats-conf: %w", err)
+	}
+	if old, err := os.ReadFile(path); err == nil && bytes.Equal(old, conf) {
+		fmt.Fprintf(stdout, "%s is up to date (%d NATS users)\n", path, len(pub))
+		return nil
+	}
+	// Written aside and renamed, so a server (re)starting meanwhile never
+	// reads half a file.
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, conf, 0o644); err != nil {
+		return fmt.Errorf("certs --nats-conf: %w", err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("certs --nats-conf: %w", err)
+	}
+	fmt.Fprintf(stdout, "wrote %s: nats-server config with TLS and %d NATS users (run nats-server -c %s)\n", path, len(pub), path)
 	return nil
 }
 

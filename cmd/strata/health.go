@@ -10,6 +10,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/strata-fl/strata/global"
 	"github.com/strata-fl/strata/mesh"
 )
@@ -18,7 +20,7 @@ import (
 // not serving. Container images of Strata hold no shell, so a healthcheck
 // must exec a binary that is in the image: this one.
 func runHealth(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	const usage = "strata health nats [--url http://127.0.0.1:8222] | global --id ID [--nats URL] | regional --region R [--nats URL] [--topology FILE]"
+	const usage = "strata health nats [--url http://127.0.0.1:8222] | global --id ID [--nats URL] [--secrets DIR] | regional --region R [--nats URL] [--secrets DIR] [--topology FILE]"
 	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
 		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help") {
 			fmt.Fprintln(stderr, "usage:", usage)
@@ -31,6 +33,7 @@ func runHealth(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fs.SetOutput(stderr)
 	timeout := fs.Duration("timeout", 3*time.Second, "how long to wait for an answer")
 	natsURL := fs.String("nats", "nats://127.0.0.1:4222", "NATS server URL(s), comma-separated")
+	secrets := fs.String("secrets", "", "secrets dir of a secured mesh: connect over TLS as its operator (global and regional checks)")
 	switch role {
 	case "nats":
 		url := fs.String("url", "http://127.0.0.1:8222", "the NATS server's monitoring address (its http port)")
@@ -46,7 +49,7 @@ func runHealth(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		if *id == "" {
 			return fmt.Errorf("%w: health global needs --id (the node's --id)", errUsage)
 		}
-		return globalHealth(ctx, *natsURL, *id, *timeout, stdout)
+		return globalHealth(ctx, *natsURL, *secrets, *id, *timeout, stdout)
 	case "regional":
 		region := fs.String("region", "", "the region id (required)")
 		topo := fs.String("topology", "", "topology YAML file (default: $STRATA_TOPOLOGY, else the built-in one)")
@@ -57,7 +60,7 @@ func runHealth(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		if err != nil {
 			return err
 		}
-		return regionalHealth(ctx, *natsURL, t.Job, *region, *timeout, stdout)
+		return regionalHealth(ctx, *natsURL, *secrets, t.Job, *region, *timeout, stdout)
 	default:
 		return fmt.Errorf("%w: health %q: the roles with a health check are nats, global and regional: %s", errUsage, role, usage)
 	}
@@ -87,10 +90,20 @@ func natsHealth(ctx context.Context, url string, timeout time.Duration, stdout i
 	return nil
 }
 
+// healthConn connects as the operator of a secured mesh (over TLS with the
+// operator's key), or in the clear to an open one.
+func healthConn(url, secrets string) (*nats.Conn, error) {
+	d, err := operatorDialer(url, secrets)
+	if err != nil {
+		return nil, fmt.Errorf("health: %w", err)
+	}
+	return d.Connect("strata-health")
+}
+
 // globalHealth asks a global node for its status: it is healthy when it
 // answers and knows a leader (it is part of a working raft cluster).
-func globalHealth(ctx context.Context, url, id string, timeout time.Duration, stdout io.Writer) error {
-	nc, err := mesh.Dialer{URL: url}.Connect("strata-health")
+func globalHealth(ctx context.Context, url, secrets, id string, timeout time.Duration, stdout io.Writer) error {
+	nc, err := healthConn(url, secrets)
 	if err != nil {
 		return err
 	}
@@ -114,12 +127,12 @@ func globalHealth(ctx context.Context, url, id string, timeout time.Duration, st
 
 // regionalHealth pings a region the way the global tier does before it
 // opens a round.
-func regionalHealth(ctx context.Context, url, job, region string, timeout time.Duration, stdout io.Writer) error {
+func regionalHealth(ctx context.Context, url, secrets, job, region string, timeout time.Duration, stdout io.Writer) error {
 	subj, err := mesh.PingSubject(job, region)
 	if err != nil {
 		return err
 	}
-	nc, err := mesh.Dialer{URL: url}.Connect("strata-health")
+	nc, err := healthConn(url, secrets)
 	if err != nil {
 		return err
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/strata-fl/strata/global"
+	"github.com/strata-fl/strata/identity"
 	"github.com/strata-fl/strata/mesh"
 	"github.com/strata-fl/strata/seal"
 )
@@ -131,5 +132,66 @@ func TestHealth(t *testing.T) {
 				t.Fatalf("usage error %v, want %v (%v)", errors.Is(err, errUsage), tc.usage, err)
 			}
 		})
+	}
+}
+
+// On a secured mesh (the compose file's) the checks connect over TLS as
+// the operator; without --secrets the server turns them away.
+func TestHealthSecured(t *testing.T) {
+	dir := t.TempDir()
+	secrets := filepath.Join(dir, "secrets")
+	spec := identity.MeshSpec{Operators: []string{"admin"}, Globals: []string{"g1"}, Regions: []string{"eu"}}
+	if err := identity.GenerateMesh(secrets, spec); err != nil {
+		t.Fatal(err)
+	}
+	cfg, _, err := mesh.Secured(mesh.ServerConfig{StoreDir: filepath.Join(dir, "nats")}, secrets, "mnist-finetune")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := mesh.StartServer(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Shutdown)
+	url := s.ClientURL()
+	ctls, err := identity.ClientTLS(secrets)
+	if err != nil {
+		t.Fatal(err)
+	}
+	as := func(kind, id string) *nats.Conn {
+		k, err := identity.LoadKey(secrets, kind, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		nc, err := mesh.Dialer{URL: url, TLS: ctls, Key: k}.Connect(kind + "-" + id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(nc.Close)
+		return nc
+	}
+	region := as(identity.KindRegion, "eu")
+	ping, _ := mesh.PingSubject("mnist-finetune", "eu")
+	if _, err := region.Subscribe(ping, func(m *nats.Msg) { m.Respond([]byte("ok")) }); err != nil {
+		t.Fatal(err)
+	}
+	region.Flush()
+	g := as(identity.KindGlobal, "g1")
+	b, _ := json.Marshal(global.Status{ID: "g1", LeaderID: "g1"})
+	if _, err := g.Subscribe(global.StatusSubject("g1"), func(m *nats.Msg) { m.Respond(b) }); err != nil {
+		t.Fatal(err)
+	}
+	g.Flush()
+	for _, args := range [][]string{
+		{"global", "--id", "g1", "--nats", url, "--secrets", secrets},
+		{"regional", "--region", "eu", "--nats", url, "--secrets", secrets},
+	} {
+		var out bytes.Buffer
+		if err := runHealth(t.Context(), args, &out, &out); err != nil || !strings.Contains(out.String(), "healthy") {
+			t.Errorf("health %v: %v %q, want healthy", args, err, out.String())
+		}
+		if err := runHealth(t.Context(), args[:len(args)-2], &out, &out); err == nil {
+			t.Errorf("health %v without --secrets: healthy, want refused by the server", args[:len(args)-2])
+		}
 	}
 }

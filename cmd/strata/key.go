@@ -39,31 +39,44 @@ func runKeygen(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if fs.NArg() > 0 {
 		return fmt.Errorf("%w: keygen takes no arguments, got %q", errUsage, fs.Args())
 	}
-	k, err := seal.Generate()
-	if err != nil {
-		return err
-	}
 	if *out == "" {
+		k, err := seal.Generate()
+		if err != nil {
+			return err
+		}
 		fmt.Fprintln(stdout, k)
 		return nil
 	}
-	if _, err := seal.Load(*out); err == nil {
-		fmt.Fprintf(stdout, "keygen: %s already holds a key; kept it\n", *out)
-		return nil
-	} else if !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("keygen: %s exists but is not a key (%v): move it away or choose another --out", *out, err)
-	}
-	f, err := os.OpenFile(*out, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	msg, err := writeKeyFile(*out)
 	if err != nil {
 		return fmt.Errorf("keygen: %w", err)
 	}
+	fmt.Fprintln(stdout, "keygen:", msg)
+	return nil
+}
+
+// writeKeyFile writes a new key to path (mode 0600) unless path already
+// holds one, and says which it did.
+func writeKeyFile(path string) (string, error) {
+	if _, err := seal.Load(path); err == nil {
+		return fmt.Sprintf("%s already holds a key; kept it", path), nil
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return "", fmt.Errorf("%s exists but is not a key (%v): move it away or choose another file", path, err)
+	}
+	k, err := seal.Generate()
+	if err != nil {
+		return "", err
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return "", err
+	}
 	if _, err := fmt.Fprintln(f, k); err != nil {
 		f.Close()
-		return fmt.Errorf("keygen: write %s: %w", *out, err)
+		return "", fmt.Errorf("write %s: %w", path, err)
 	}
 	if err := f.Close(); err != nil {
-		return fmt.Errorf("keygen: write %s: %w", *out, err)
+		return "", fmt.Errorf("write %s: %w", path, err)
 	}
-	fmt.Fprintf(stdout, "keygen: wrote a new key to %s\n", *out)
-	return nil
+	return fmt.Sprintf("wrote a new key to %s", path), nil
 }
