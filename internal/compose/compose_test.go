@@ -24,12 +24,16 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/strata-fl/strata/global"
+	"github.com/strata-fl/strata/global/ledger"
+	"github.com/strata-fl/strata/identity"
+	"github.com/strata-fl/strata/mesh"
 	"github.com/strata-fl/strata/seal"
 )
 
 // smokeTopology is the built-in topology's shape (regions eu, us, ap, which
 // the compose file names) with a job small enough for a few minutes on a
-// 2-core machine, yet long enough to kill a node in the middle of it.
+// 2-core machine, yet long enough to kill a node in the middle of it. It
+// is signed (no security.unsigned), as the compose mesh runs every job.
 const smokeTopology = `job: compose-smoke
 seed: 3
 regions:
@@ -40,7 +44,6 @@ privacy: {sampling_rate: 0.3, budget: 1000, min_regions: 2, noise: {regional: 1,
 training: {rounds: 200, pretrain_epochs: 1, hidden: 32, local_epochs: 1}
 data: {public_examples: 2000, eval_examples: 300}
 round: {timeout: 5s}
-security: {unsigned: true}
 `
 
 const rounds = 200
@@ -130,12 +133,15 @@ func TestComposeSmoke(t *testing.T) {
 		}
 		upDone <- err
 	}()
-	nc, err := nats.Connect(fmt.Sprintf("nats://127.0.0.1:%d", ports[0]), nats.RetryOnFailedConnect(true), nats.MaxReconnects(-1), nats.ReconnectWait(500*time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
 	id := func(service string) string { return containerID(t, project, service) }
+
+	// The init service makes the secrets; the test takes a copy to talk to
+	// the mesh as its operator, as docs/operating.md does from the host.
+	secrets := initSecrets(t, project, filepath.Join(dir, "secrets"), upDone)
+	natsURL := fmt.Sprintf("nats://127.0.0.1:%d", ports[0])
+	nc := connectOperator(t, natsURL, secrets)
+	defer nc.Close()
+	checkSecured(t, natsURL, secrets)
 
 	// Wait until a leader has committed a few rounds, then kill its container.
 	var leader string
@@ -248,8 +254,11 @@ func TestComposeSmoke(t *testing.T) {
 		t.Errorf("model store cluster info %+v: want a leader and 2 replicas", cl)
 	}
 
-	keyBytes := copyOut(t, id("init"), "/secrets/strata.key")
-	key, err := seal.ParseKey(string(keyBytes["strata.key"]))
+	key, err := seal.Load(filepath.Join(secrets, "strata.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	public, err := identity.LoadPublic(secrets)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -295,6 +304,7 @@ func TestComposeSmoke(t *testing.T) {
 		if l.CommittedRounds() < atKill.Committed {
 			t.Errorf("%s ledger: %d committed rounds, fewer than the %d before the kill", s, l.CommittedRounds(), atKill.Committed)
 		}
+		checkSignedLedger(t, s, l, public)
 		l.Applied = 0 // replicas may have applied trailing no-op entries; compare the state
 		b, err := l.Snapshot()
 		if err != nil {
@@ -318,6 +328,206 @@ func TestComposeSmoke(t *testing.T) {
 		t.Logf("the ledgers of %s and %s are byte-identical (%d bytes)", survivors[0], survivors[1], len(snaps[0]))
 	}
 	t.Logf("compose smoke test: %v in all", time.Since(start).Round(time.Second))
+}
+
+// initSecrets waits for the init service to finish and copies the secrets
+// volume out of its container into dir, modes kept (identity refuses keys
+// others can read).
+func initSecrets(t *testing.T, project, dir string, upDone chan error) string {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Minute)
+	var init string
+	for {
+		out, _ := exec.Command("docker", "ps", "-aq", "--filter", "label=com.docker.compose.project="+project, "--filter", "label=com.docker.compose.service=init").Output()
+		if ids := strings.Fields(string(out)); len(ids) == 1 {
+			st, err := exec.Command("docker", "inspect", "-f", "{{.State.Status}} {{.State.ExitCode}}", ids[0]).Output()
+			if err == nil && strings.HasPrefix(string(st), "exited") {
+				if code := strings.Fields(string(st))[1]; code != "0" {
+					logs, _ := exec.Command("docker", "logs", ids[0]).CombinedOutput()
+					t.Fatalf("the init service exited with %s:\n%s", code, logs)
+				}
+				init = ids[0]
+				break
+			}
+		}
+		select {
+		case err := <-upDone:
+			if err != nil {
+				t.Fatal(err)
+			}
+			upDone <- nil // keep the outcome for the caller
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the init service did not finish within 10 minutes")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	logs, _ := exec.Command("docker", "logs", init).CombinedOutput()
+	t.Logf("init: %s", strings.TrimSpace(string(logs)))
+	out, err := exec.Command("docker", "cp", init+":/secrets", "-").Output()
+	if err != nil {
+		t.Fatalf("docker cp %s:/secrets: %v", init, err)
+	}
+	tr := tar.NewReader(bytes.NewReader(out))
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if h.Typeflag != tar.TypeReg {
+			continue
+		}
+		rel, err := filepath.Rel("secrets", h.Name)
+		if err != nil || strings.HasPrefix(rel, "..") {
+			t.Fatalf("docker cp: unexpected entry %q", h.Name)
+		}
+		p := filepath.Join(dir, rel)
+		if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		b, err := io.ReadAll(tr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, b, os.FileMode(h.Mode).Perm()); err != nil {
+			t.Fatal(err)
+		}
+		if secret := strings.HasSuffix(h.Name, ".key") || strings.HasSuffix(h.Name, ".nk") || strings.HasSuffix(h.Name, ".keys"); secret && h.Mode&0o077 != 0 {
+			t.Errorf("%s has mode %o in the secrets volume, want 0600", h.Name, h.Mode&0o777)
+		}
+		if h.Uid != 65532 {
+			t.Errorf("%s belongs to uid %d in the secrets volume, want 65532 (the containers' user)", h.Name, h.Uid)
+		}
+	}
+	return dir
+}
+
+// connectOperator connects to the published NATS port as the mesh's
+// operator, over TLS, retrying while the cluster starts.
+func connectOperator(t *testing.T, url, secrets string) *nats.Conn {
+	t.Helper()
+	tlsc, err := identity.ClientTLS(secrets)
+	if err != nil {
+		t.Fatal(err)
+	}
+	op, err := identity.LoadKey(secrets, identity.KindOperator, "admin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := mesh.Dialer{URL: url, TLS: tlsc, Key: op}
+	for deadline := time.Now().Add(5 * time.Minute); ; {
+		nc, err := d.Connect("compose-smoke")
+		if err == nil {
+			return nc
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("connect as the operator to %s: %v", url, err)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}
+
+// checkSecured tries the published NATS port as an outsider would: in
+// the clear, over TLS without credentials, with a key the mesh does not
+// know; each must be refused. An enrolled client may not publish a
+// region's partial.
+func checkSecured(t *testing.T, url, secrets string) {
+	t.Helper()
+	if nc, err := nats.Connect(url); err == nil {
+		nc.Close()
+		t.Error("a plain-text connection to the published NATS port was accepted")
+	} else {
+		t.Logf("plain text refused: %v", err)
+	}
+	tlsc, err := identity.ClientTLS(secrets)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if nc, err := (mesh.Dialer{URL: url, TLS: tlsc}).Connect("anonymous"); err == nil {
+		nc.Close()
+		t.Error("an anonymous TLS connection was accepted")
+	} else {
+		t.Logf("anonymous TLS refused: %v", err)
+	}
+	stranger, err := identity.New(identity.KindClient, "eu-c00000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if nc, err := (mesh.Dialer{URL: url, TLS: tlsc, Key: stranger}).Connect("stranger"); err == nil {
+		nc.Close()
+		t.Error("a connection with an unknown key was accepted")
+	} else {
+		t.Logf("unknown key refused: %v", err)
+	}
+	keys, err := identity.LoadClients(secrets, "eu")
+	if err != nil || keys["eu-c00000"] == nil {
+		t.Fatalf("client keys of region eu: %v", err)
+	}
+	errs := make(chan error, 4)
+	nc, err := nats.Connect(url, nats.Secure(tlsc), nats.Nkey(keys["eu-c00000"].Public(), keys["eu-c00000"].SignNonce),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { errs <- err }))
+	if err != nil {
+		t.Fatalf("client eu-c00000 connects with its key: %v", err)
+	}
+	defer nc.Close()
+	partial, _ := mesh.PartialSubject("compose-smoke", "eu")
+	nc.Publish(partial, []byte("forged"))
+	nc.Flush()
+	select {
+	case err := <-errs:
+		if !strings.Contains(strings.ToLower(err.Error()), "permissions violation") {
+			t.Errorf("client publishing a partial: %v, want a permissions violation", err)
+		} else {
+			t.Logf("client eu-c00000 publishing %s refused: %v", partial, err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Error("a client published a region's partial")
+	}
+}
+
+// checkSignedLedger checks that the job ran signed: the ledger says so,
+// holds every client's and node's public key as the secrets volume has
+// it (enrolled through raft), and its committed rounds counted
+// participants, whose updates regions accept only when signed.
+func checkSignedLedger(t *testing.T, node string, l *ledger.Ledger, public []identity.Entry) {
+	t.Helper()
+	if l.Job == nil || !l.Job.Signed {
+		t.Errorf("%s ledger: the job is not signed", node)
+	}
+	var clients, nodes int
+	for _, e := range public {
+		switch e.Kind {
+		case identity.KindClient:
+			c, ok := l.Client(e.ID)
+			if !ok || c.PubKey != e.Public {
+				t.Errorf("%s ledger: client %s enrolled %v with key %q, want %q", node, e.ID, ok, c.PubKey, e.Public)
+			}
+			clients++
+		case identity.KindRegion, identity.KindGlobal:
+			found := false
+			for _, n := range l.Nodes {
+				found = found || n.Kind == e.Kind && n.ID == e.ID && n.PubKey == e.Public
+			}
+			if !found {
+				t.Errorf("%s ledger: %s %s not enrolled with its key", node, e.Kind, e.ID)
+			}
+			nodes++
+		}
+	}
+	participants := 0
+	for _, r := range l.Rounds {
+		if r.Status == "committed" {
+			participants += r.Participants
+		}
+	}
+	if participants == 0 {
+		t.Errorf("%s ledger: no signed update counted in any committed round", node)
+	}
+	t.Logf("%s ledger: signed job, %d client keys and %d node keys enrolled, %d signed updates in committed rounds", node, clients, nodes, participants)
 }
 
 // ensureDockerd starts dockerd when no daemon answers (a fresh CI machine
