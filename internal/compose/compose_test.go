@@ -6,11 +6,14 @@ package compose
 
 import (
 	"archive/tar"
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
+	"io/fs"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -322,6 +325,21 @@ func TestComposeSmoke(t *testing.T) {
 			t.Errorf("strata audit verify on %s's volume:\n%s", s, out)
 		}
 	}
+	// A second start of the init service (a second `up`) keeps every
+	// secret, byte for byte, and re-renders the same NATS config.
+	out := run(t, root, env, compose("run", "--rm", "--no-deps", "init")...)
+	for _, want := range []string{"kept the secrets", "kept it", "up to date"} {
+		if !bytes.Contains(out, []byte(want)) {
+			t.Errorf("init run again says %q, want %q", out, want)
+		}
+	}
+	t.Logf("init run again: %s", bytes.TrimSpace(out))
+	again := initSecrets(t, project, filepath.Join(dir, "secrets-again"), nil)
+	if a, b := snapshotDir(t, secrets), snapshotDir(t, again); !maps.Equal(a, b) {
+		t.Errorf("the secrets changed when init ran again (%d files, now %d)", len(a), len(b))
+	} else {
+		t.Logf("init run again kept all %d files of the secrets volume", len(a))
+	}
 	if !bytes.Equal(snaps[0], snaps[1]) {
 		t.Errorf("the ledgers of %s and %s differ", survivors[0], survivors[1])
 	} else {
@@ -350,21 +368,25 @@ func initSecrets(t *testing.T, project, dir string, upDone chan error) string {
 				break
 			}
 		}
-		select {
-		case err := <-upDone:
-			if err != nil {
-				t.Fatal(err)
+		if upDone != nil {
+			select {
+			case err := <-upDone:
+				if err != nil {
+					t.Fatal(err)
+				}
+				upDone <- nil // keep the outcome for the caller
+			default:
 			}
-			upDone <- nil // keep the outcome for the caller
-		default:
 		}
 		if time.Now().After(deadline) {
 			t.Fatal("the init service did not finish within 10 minutes")
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	logs, _ := exec.Command("docker", "logs", init).CombinedOutput()
-	t.Logf("init: %s", strings.TrimSpace(string(logs)))
+	if upDone != nil {
+		logs, _ := exec.Command("docker", "logs", init).CombinedOutput()
+		t.Logf("init: %s", strings.TrimSpace(string(logs)))
+	}
 	out, err := exec.Command("docker", "cp", init+":/secrets", "-").Output()
 	if err != nil {
 		t.Fatalf("docker cp %s:/secrets: %v", init, err)
@@ -406,6 +428,32 @@ func initSecrets(t *testing.T, project, dir string, upDone chan error) string {
 	return dir
 }
 
+// snapshotDir maps every file of dir to its mode and contents.
+func snapshotDir(t *testing.T, dir string) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		fi, err := d.Info()
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(dir, p)
+		out[rel] = fi.Mode().String() + " " + string(b)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
 // connectOperator connects to the published NATS port as the mesh's
 // operator, over TLS, retrying while the cluster starts.
 func connectOperator(t *testing.T, url, secrets string) *nats.Conn {
@@ -437,12 +485,7 @@ func connectOperator(t *testing.T, url, secrets string) *nats.Conn {
 // region's partial.
 func checkSecured(t *testing.T, url, secrets string) {
 	t.Helper()
-	if nc, err := nats.Connect(url); err == nil {
-		nc.Close()
-		t.Error("a plain-text connection to the published NATS port was accepted")
-	} else {
-		t.Logf("plain text refused: %v", err)
-	}
+	plainRefused(t, url)
 	tlsc, err := identity.ClientTLS(secrets)
 	if err != nil {
 		t.Fatal(err)
@@ -487,6 +530,33 @@ func checkSecured(t *testing.T, url, secrets string) {
 	case <-time.After(10 * time.Second):
 		t.Error("a client published a region's partial")
 	}
+}
+
+// plainRefused speaks the NATS protocol in the clear, as a client that
+// ignores the server's demand for TLS would: the server must not answer
+// its PING.
+func plainRefused(t *testing.T, url string) {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", strings.TrimPrefix(url, "nats://"), 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(15 * time.Second))
+	info, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil || !strings.Contains(info, `"tls_required":true`) {
+		t.Errorf("the server's INFO %q (%v) does not require TLS", info, err)
+	}
+	if _, err := c.Write([]byte("CONNECT {\"verbose\":false}\r\nPING\r\n")); err != nil {
+		t.Logf("plain text refused: write: %v", err)
+		return
+	}
+	rest, err := io.ReadAll(c)
+	if strings.Contains(string(rest), "PONG") {
+		t.Errorf("the server answered a plain-text client: %q", rest)
+		return
+	}
+	t.Logf("plain text refused: the server asks for TLS and answers the plain CONNECT with %q (%v)", rest, err)
 }
 
 // checkSignedLedger checks that the job ran signed: the ledger says so,
