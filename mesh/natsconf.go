@@ -31,11 +31,16 @@ type NATSConf struct {
 	Port, HTTPPort int
 	// Routes are the cluster's servers as host:port (this one included; a
 	// server skips itself). None: a single server without a cluster block.
+	// With routes, each server takes its name from the environment
+	// variable NameEnv, so that one file serves the whole cluster.
 	Routes []string
 	// ClusterName and ClusterPort (default strata, 6222) when Routes is set.
 	ClusterName string
 	ClusterPort int
 }
+
+// NameEnv is the environment variable a clustered server's name comes from.
+const NameEnv = "STRATA_NATS_NAME"
 
 // RenderNATSConf writes the config file of c. Clients must come over TLS
 // with the server certificate of the secrets dir and authenticate with an
@@ -73,7 +78,12 @@ func RenderNATSConf(c NATSConf) ([]byte, error) {
 	var b bytes.Buffer
 	fmt.Fprintf(&b, "# nats-server configuration of the Strata mesh of job %s: TLS and one NKey\n", c.Job)
 	fmt.Fprintf(&b, "# user per identity of %s, with its role's permissions.\n", filepath.Join(c.Secrets, "public.json"))
-	b.WriteString("# Rendered by `strata certs --nats-conf`; render it again after enrolling\n# identities. Each server of a cluster takes its name with -n NAME.\n")
+	b.WriteString("# Rendered by `strata certs --nats-conf`; render it again after enrolling\n# identities, then reload the servers (SIGHUP).\n")
+	if len(c.Routes) > 0 {
+		// A clustered JetStream server needs its name in the file, not only
+		// on the command line (-n): a reload reads the file alone.
+		fmt.Fprintf(&b, "# Each server of the cluster takes its name from $%s.\nserver_name: $%s\n", NameEnv, NameEnv)
+	}
 	fmt.Fprintf(&b, "port: %d\nhttp_port: %d\n", c.Port, c.HTTPPort)
 	// As the server `strata up` embeds: model chunks and partials of large
 	// models travel in messages up to 8 MiB.

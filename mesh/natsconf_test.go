@@ -48,12 +48,15 @@ func renderedCluster(t *testing.T) (urls [2]string, dial func(kind, id string) D
 	}
 	var servers [2]*server.Server
 	for i := range servers {
+		t.Setenv(NameEnv, []string{"a", "b"}[i])
 		o, err := server.ProcessConfigFile(path)
 		if err != nil {
 			t.Fatalf("nats-server reads the rendered config: %v\n%s", err, conf)
 		}
 		opts = o
-		o.ServerName = []string{"a", "b"}[i]
+		if want := []string{"a", "b"}[i]; o.ServerName != want {
+			t.Fatalf("server name %q from $%s, want %q", o.ServerName, NameEnv, want)
+		}
 		o.Host, o.Port, o.HTTPPort = "127.0.0.1", server.RANDOM_PORT, 0
 		o.Cluster.Host = "127.0.0.1"
 		o.Cluster.Port, _ = strconv.Atoi(routePorts[i])
@@ -128,9 +131,16 @@ func TestRenderedConfigReadsBackAsTheGeneratedAuthorization(t *testing.T) {
 	if err := os.WriteFile(path, conf, 0o644); err != nil {
 		t.Fatal(err)
 	}
+	if _, err := server.ProcessConfigFile(path); err == nil || !strings.Contains(err.Error(), NameEnv) {
+		t.Errorf("without $%s: %v, want an error naming it", NameEnv, err)
+	}
+	t.Setenv(NameEnv, "nats2")
 	o, err := server.ProcessConfigFile(path)
 	if err != nil {
 		t.Fatalf("%v\n%s", err, conf)
+	}
+	if o.ServerName != "nats2" {
+		t.Errorf("server name %q, want nats2 from $%s", o.ServerName, NameEnv)
 	}
 	want, err := Authorization("j", pub)
 	if err != nil {

@@ -39,7 +39,7 @@ func runCerts(_ context.Context, args []string, stdout, stderr io.Writer) error 
 	keep := fs.Bool("keep", false, "when DIR already holds a CA, keep every secret in it (after checking it has a key for every identity of the topology and a certificate for every --hosts name) instead of refusing")
 	atRest := fs.String("at-rest-key", "", "also write a new AES-256 at-rest key to this file (mode 0600), as `strata keygen --out`; an existing key is kept")
 	natsConf := fs.String("nats-conf", "", "also write a nats-server config file for the secrets: TLS, JetStream and one NKey user per identity of DIR/public.json with its role's permissions (rewritten only when it changes)")
-	natsRoutes := fs.String("nats-routes", "", "with --nats-conf: the cluster's servers as host:port, comma-separated (each server skips itself); empty: one server, no cluster")
+	natsRoutes := fs.String("nats-routes", "", "with --nats-conf: the cluster's servers as host:port, comma-separated (each server skips itself and takes its name from $"+mesh.NameEnv+"); empty: one server, no cluster")
 	natsStore := fs.String("nats-store", "./strata-nats", "with --nats-conf: JetStream's store dir on the server")
 	if err := fs.Parse(args); err != nil {
 		return helpOK(fmt.Errorf("%w: %v", errUsage, err))

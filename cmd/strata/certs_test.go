@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 
 	"github.com/strata-fl/strata/identity"
+	"github.com/strata-fl/strata/mesh"
 	"github.com/strata-fl/strata/seal"
 )
 
@@ -76,6 +77,7 @@ func TestCertsKeepIsIdempotentAndRendersTheNATSConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The servers read the config as written, with every identity a user.
+	t.Setenv(mesh.NameEnv, "nats1")
 	o, err := server.ProcessConfigFile(filepath.Join(secrets, "nats.conf"))
 	if err != nil {
 		t.Fatal(err)
