@@ -92,7 +92,10 @@ func RenderNATSConf(c NATSConf) ([]byte, error) {
 	// A loaded machine takes more than the default 2 s for a handshake.
 	fmt.Fprintf(&b, "tls {\n  cert_file: %s\n  key_file: %s\n  timeout: 10\n}\n", file("server.pem"), file("server.key"))
 	if len(c.Routes) > 0 {
-		fmt.Fprintf(&b, "cluster {\n  name: %s\n  port: %d\n", quote(c.ClusterName), c.ClusterPort)
+		// no_advertise: clients are given every server's name (the names
+		// the certificate is for); advertised addresses would be the
+		// servers' private IPs, which neither verify nor reach from outside.
+		fmt.Fprintf(&b, "cluster {\n  name: %s\n  port: %d\n  no_advertise: true\n", quote(c.ClusterName), c.ClusterPort)
 		fmt.Fprintf(&b, "  tls {\n    cert_file: %s\n    key_file: %s\n    ca_file: %s\n    timeout: 10\n  }\n", file("server.pem"), file("server.key"), file("ca.pem"))
 		b.WriteString("  routes: [\n")
 		for _, r := range c.Routes {

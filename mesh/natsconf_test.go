@@ -154,6 +154,9 @@ func TestRenderedConfigReadsBackAsTheGeneratedAuthorization(t *testing.T) {
 			t.Errorf("user %d: %s %+v, want %s %+v", i, u.Nkey, u.Permissions, want[i].Nkey, want[i].Permissions)
 		}
 	}
+	if !o.Cluster.NoAdvertise {
+		t.Error("the cluster advertises its servers' addresses to clients")
+	}
 	if o.TLSConfig == nil || o.Cluster.TLSConfig == nil {
 		t.Fatal("clients or routes without TLS")
 	}

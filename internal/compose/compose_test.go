@@ -187,6 +187,8 @@ func TestComposeSmoke(t *testing.T) {
 		}
 		t.Logf("%s of %s answers on %s (%d bytes)", what, leader, url, len(body))
 	}
+	secrets = enrolNewcomer(t, root, env, compose, project, natsURL, filepath.Join(dir, "secrets-enrolled"))
+
 	// Leadership may have moved meanwhile on a loaded machine: kill the node
 	// that leads now.
 	for g, st := leaderStatus(nc, ""); ; g, st = leaderStatus(nc, "") {
@@ -308,6 +310,9 @@ func TestComposeSmoke(t *testing.T) {
 			t.Errorf("%s ledger: %d committed rounds, fewer than the %d before the kill", s, l.CommittedRounds(), atKill.Committed)
 		}
 		checkSignedLedger(t, s, l, public)
+		if c, ok := l.Client("eu-newcomer"); !ok || c.Purpose != "compose smoke test" {
+			t.Errorf("%s ledger: the client enrolled during the job: %+v %v", s, c, ok)
+		}
 		l.Applied = 0 // replicas may have applied trailing no-op entries; compare the state
 		b, err := l.Snapshot()
 		if err != nil {
@@ -454,6 +459,52 @@ func snapshotDir(t *testing.T, dir string) map[string]string {
 	return out
 }
 
+// enrolNewcomer enrols a client on the running mesh as docs/operating.md
+// (section 3) does: its key is written into the secrets volume and
+// enrolled through the leader, init renders the NATS config again, and the
+// servers reload it on SIGHUP, after which the client connects. It returns
+// a fresh copy of the secrets volume.
+func enrolNewcomer(t *testing.T, root string, env []string, compose func(...string) []string, project, url, dir string) string {
+	t.Helper()
+	out := run(t, root, env, compose("run", "--rm", "--no-deps", "init", "enroll", "--client", "eu-newcomer", "--region", "eu",
+		"--nats", "nats://nats1:4222", "--secrets", "/secrets", "--purpose", "compose smoke test")...)
+	t.Logf("enrol: %s", bytes.TrimSpace(out))
+	out = run(t, root, env, compose("run", "--rm", "--no-deps", "init")...)
+	if !bytes.Contains(out, []byte("wrote /secrets/nats.conf")) {
+		t.Errorf("init after an enrolment says %q, want the NATS config written again", out)
+	}
+	run(t, root, env, compose("kill", "-s", "HUP", "nats1", "nats2", "nats3")...)
+	secrets := initSecrets(t, project, dir, nil)
+	keys, err := identity.LoadClients(secrets, "eu")
+	if err != nil || keys["eu-newcomer"] == nil {
+		t.Fatalf("the newcomer's key is not in the secrets volume: %v", err)
+	}
+	tlsc, err := identity.ClientTLS(secrets)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := mesh.Dialer{URL: url, TLS: tlsc, Key: keys["eu-newcomer"]}
+	for deadline := time.Now().Add(time.Minute); ; {
+		nc, err := d.Connect("newcomer")
+		if err == nil {
+			nc.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the enrolled client cannot connect after the reload: %v", err)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	for _, s := range []string{"nats1", "nats2", "nats3"} {
+		logs, _ := exec.Command("docker", "logs", containerID(t, project, s)).CombinedOutput()
+		if !bytes.Contains(logs, []byte("Reloaded: authorization nkey users")) {
+			t.Errorf("%s did not reload its users:\n%.3000s", s, logs[max(0, len(logs)-3000):])
+		}
+	}
+	t.Log("eu-newcomer enrolled, its NATS user loaded by nats1..3, and it connects")
+	return secrets
+}
+
 // connectOperator connects to the published NATS port as the mesh's
 // operator, over TLS, retrying while the cluster starts.
 func connectOperator(t *testing.T, url, secrets string) *nats.Conn {
@@ -493,6 +544,8 @@ func checkSecured(t *testing.T, url, secrets string) {
 	if nc, err := (mesh.Dialer{URL: url, TLS: tlsc}).Connect("anonymous"); err == nil {
 		nc.Close()
 		t.Error("an anonymous TLS connection was accepted")
+	} else if !strings.Contains(strings.ToLower(err.Error()), "authorization violation") {
+		t.Errorf("anonymous TLS connection: %v, want an authorization violation", err)
 	} else {
 		t.Logf("anonymous TLS refused: %v", err)
 	}
@@ -503,6 +556,8 @@ func checkSecured(t *testing.T, url, secrets string) {
 	if nc, err := (mesh.Dialer{URL: url, TLS: tlsc, Key: stranger}).Connect("stranger"); err == nil {
 		nc.Close()
 		t.Error("a connection with an unknown key was accepted")
+	} else if !strings.Contains(strings.ToLower(err.Error()), "authorization violation") {
+		t.Errorf("connection with an unknown key: %v, want an authorization violation", err)
 	} else {
 		t.Logf("unknown key refused: %v", err)
 	}
