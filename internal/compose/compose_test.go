@@ -310,7 +310,7 @@ func TestComposeSmoke(t *testing.T) {
 			t.Errorf("%s ledger: %d committed rounds, fewer than the %d before the kill", s, l.CommittedRounds(), atKill.Committed)
 		}
 		checkSignedLedger(t, s, l, public)
-		if c, ok := l.Client("eu-newcomer"); !ok || c.Purpose != "compose smoke test" {
+		if c, ok := l.Client("eu-newcomer"); !ok || c.Purpose != "compose smoke test" || c.Status != ledger.ClientWithdrawn {
 			t.Errorf("%s ledger: the client enrolled during the job: %+v %v", s, c, ok)
 		}
 		l.Applied = 0 // replicas may have applied trailing no-op entries; compare the state
@@ -462,8 +462,9 @@ func snapshotDir(t *testing.T, dir string) map[string]string {
 // enrolNewcomer enrols a client on the running mesh as docs/operating.md
 // (section 3) does: its key is written into the secrets volume and
 // enrolled through the leader, init renders the NATS config again, and the
-// servers reload it on SIGHUP, after which the client connects. It returns
-// a fresh copy of the secrets volume.
+// servers reload it on SIGHUP, after which the client connects; then it is
+// withdrawn through the leader. It returns a fresh copy of the secrets
+// volume.
 func enrolNewcomer(t *testing.T, root string, env []string, compose func(...string) []string, project, url, dir string) string {
 	t.Helper()
 	out := run(t, root, env, compose("run", "--rm", "--no-deps", "init", "enroll", "--client", "eu-newcomer", "--region", "eu",
@@ -501,7 +502,12 @@ func enrolNewcomer(t *testing.T, root string, env []string, compose func(...stri
 			t.Errorf("%s did not reload its users:\n%.3000s", s, logs[max(0, len(logs)-3000):])
 		}
 	}
-	t.Log("eu-newcomer enrolled, its NATS user loaded by nats1..3, and it connects")
+	// Nothing trains for the newcomer, and a sampled client that sends
+	// nothing holds its region's round open until the timeout: withdraw it,
+	// as section 3 withdraws a client.
+	out = run(t, root, env, compose("exec", "-T", "global1", "/strata", "withdraw", "--client", "eu-newcomer",
+		"--nats", "nats://nats1:4222", "--secrets", "/secrets")...)
+	t.Logf("eu-newcomer enrolled, its NATS user loaded by nats1..3, it connects; withdrawn: %s", bytes.TrimSpace(out))
 	return secrets
 }
 
