@@ -72,10 +72,7 @@ func runCerts(_ context.Context, args []string, stdout, stderr io.Writer) error 
 		fmt.Fprintln(stdout, msg)
 	}
 	if *natsConf != "" {
-		if err := writeNATSConf(*natsConf, *dir, t.Job, *natsStore, splitList(*natsRoutes), stdout); err != nil {
-			return err
-		}
-		return nil
+		return writeNATSConf(*natsConf, *dir, t.Job, *natsStore, splitList(*natsRoutes), stdout)
 	}
 	fmt.Fprintf(stdout, "start the server with: strata nats --secrets %s --topology FILE; every role takes --secrets %s\n", *dir, *dir)
 	return nil
