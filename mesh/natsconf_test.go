@@ -9,7 +9,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
+	"github.com/nats-io/nats-server/v2/conf"
 	"github.com/nats-io/nats-server/v2/server"
 
 	"github.com/strata-fl/strata/identity"
@@ -218,4 +220,24 @@ func freeTCPPorts(t *testing.T, n int) []string {
 		l.Close()
 	}
 	return ports
+}
+
+// The config parser reads back every quoted value as written: subjects
+// with '$', '>' and '*', and paths with spaces, quotes or backslashes.
+func FuzzQuoteReadsBack(f *testing.F) {
+	for _, s := range []string{"$JS.API.INFO", "strata.j.update.eu.*", ">", "/tmp/my secrets/ca.pem", `C:\strata\"x"`, "10m0s", "ü", "#not a comment", "a;b", "{[("} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		if !utf8.ValidString(s) || strings.ContainsFunc(s, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
+			t.Skip("control characters and invalid UTF-8 name no subject or path Strata writes")
+		}
+		m, err := conf.Parse("v: " + quote(s) + "\n")
+		if err != nil {
+			t.Fatalf("%q: %v", quote(s), err)
+		}
+		if got, _ := m["v"].(string); got != s {
+			t.Fatalf("%q read back as %q", s, got)
+		}
+	})
 }
