@@ -209,6 +209,23 @@ func (r *Round) checkRegistry(client string, msg, sig []byte) string {
 // in a signed round, that its client is enrolled in the region and
 // consenting.
 func (r *Round) checkSecAggSender(job, region string, round uint64, client string) string {
+	if reason := r.checkRound(job, region, round); reason != "" {
+		return reason
+	}
+	if r.open.SecAgg == nil {
+		return ReasonWrongRound
+	}
+	if reason := r.checkEnrolled(client); reason != "" {
+		return reason
+	}
+	if !r.sampled[client] {
+		return ReasonNotSampled
+	}
+	return ""
+}
+
+// checkRound checks that a message is of this round's job, region and round.
+func (r *Round) checkRound(job, region string, round uint64) string {
 	switch {
 	case job != r.open.Job:
 		return ReasonWrongJob
@@ -218,20 +235,22 @@ func (r *Round) checkSecAggSender(job, region string, round uint64, client strin
 		return ReasonStaleRound
 	case round != r.open.Round:
 		return ReasonWrongRound
-	case r.open.SecAgg == nil:
-		return ReasonWrongRound
 	}
-	if r.open.Signed {
-		e, ok := r.registry.Lookup(identity.KindClient, client)
-		switch {
-		case !ok || e.Public == "" || e.Region != r.open.Region:
-			return ReasonUnknownClient
-		case e.Status == identity.StatusWithdrawn:
-			return ReasonWithdrawn
-		}
+	return ""
+}
+
+// checkEnrolled checks, in a signed round, that client is enrolled in this
+// region and has not withdrawn.
+func (r *Round) checkEnrolled(client string) string {
+	if !r.open.Signed {
+		return ""
 	}
-	if !r.sampled[client] {
-		return ReasonNotSampled
+	e, ok := r.registry.Lookup(identity.KindClient, client)
+	switch {
+	case !ok || e.Public == "" || e.Region != r.open.Region:
+		return ReasonUnknownClient
+	case e.Status == identity.StatusWithdrawn:
+		return ReasonWithdrawn
 	}
 	return ""
 }
@@ -240,28 +259,17 @@ func (r *Round) checkSecAggSender(job, region string, round uint64, client strin
 // round's job, region, number and model version, a sampled client that has
 // not reported yet. It returns the rejection reason or "".
 func (r *Round) checkSender(job, region string, round, version uint64, client string) string {
+	if reason := r.checkRound(job, region, round); reason != "" {
+		return reason
+	}
 	switch {
-	case job != r.open.Job:
-		return ReasonWrongJob
-	case region != r.open.Region:
-		return ReasonWrongRegion
-	case round < r.open.Round:
-		return ReasonStaleRound
-	case round != r.open.Round:
-		return ReasonWrongRound
 	case version != r.open.ModelVersion:
 		return ReasonWrongVersion
 	case r.open.SecAgg != nil:
 		return ReasonSecAggOnly
 	}
-	if r.open.Signed {
-		e, ok := r.registry.Lookup(identity.KindClient, client)
-		switch {
-		case !ok || e.Public == "" || e.Region != r.open.Region:
-			return ReasonUnknownClient
-		case e.Status == identity.StatusWithdrawn:
-			return ReasonWithdrawn
-		}
+	if reason := r.checkEnrolled(client); reason != "" {
+		return reason
 	}
 	switch {
 	case !r.sampled[client]:

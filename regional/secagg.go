@@ -179,23 +179,11 @@ func (s *SecAggSession) Advance() ([]Addressed, error) {
 	var err error
 	switch s.stage {
 	case 0:
-		var out []*secagg.NeighbourKeys
-		out, err = s.srv.FinishAdvertiseKeys()
-		for _, m := range out {
-			msgs = append(msgs, m)
-		}
+		msgs, err = asMessages(s.srv.FinishAdvertiseKeys())
 	case 1:
-		var out []*secagg.ShareBundle
-		out, err = s.srv.FinishShareKeys()
-		for _, m := range out {
-			msgs = append(msgs, m)
-		}
+		msgs, err = asMessages(s.srv.FinishShareKeys())
 	case 2:
-		var out []*secagg.UnmaskRequest
-		out, err = s.srv.FinishMaskedInput()
-		for _, m := range out {
-			msgs = append(msgs, m)
-		}
+		msgs, err = asMessages(s.srv.FinishMaskedInput())
 	case 3:
 		s.result, err = s.srv.Finish()
 		if err == nil {
@@ -256,3 +244,12 @@ func (s *SecAggSession) deliver() error {
 
 // Result is the finished session's result (nil before).
 func (s *SecAggSession) Result() *secagg.Result { return s.result }
+
+// asMessages widens a stage's typed messages to secagg.Message.
+func asMessages[M secagg.Message](out []M, err error) ([]secagg.Message, error) {
+	msgs := make([]secagg.Message, len(out))
+	for i, m := range out {
+		msgs[i] = m
+	}
+	return msgs, err
+}
