@@ -2,7 +2,6 @@ package bench
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -183,12 +182,10 @@ round: {timeout: 4s}
 	}
 	defer nc.Close()
 	status := func(id string) (global.Status, bool) {
-		m, err := nc.Request(global.StatusSubject(id), nil, 300*time.Millisecond)
-		if err != nil {
-			return global.Status{}, false
-		}
-		var s global.Status
-		return s, json.Unmarshal(m.Data, &s) == nil
+		ctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+		defer cancel()
+		s, err := global.RequestStatus(ctx, nc, id)
+		return s, err == nil
 	}
 	leader := func(except string) (string, global.Status) {
 		for id := range globals {

@@ -29,6 +29,23 @@ type Status struct {
 // StatusSubject is where node id answers status requests.
 func StatusSubject(id string) string { return "strata.global." + id + ".status" }
 
+// ErrMalformedStatus is returned by RequestStatus when a node's answer is
+// not a Status.
+var ErrMalformedStatus = errors.New("malformed status")
+
+// RequestStatus asks node id for its status over nc, until ctx ends.
+func RequestStatus(ctx context.Context, nc *nats.Conn, id string) (Status, error) {
+	m, err := nc.RequestWithContext(ctx, StatusSubject(id), nil)
+	if err != nil {
+		return Status{}, err
+	}
+	var s Status
+	if err := json.Unmarshal(m.Data, &s); err != nil {
+		return Status{}, fmt.Errorf("%w: %v", ErrMalformedStatus, err)
+	}
+	return s, nil
+}
+
 // LedgerSubject is where node id answers with its ledger's snapshot bytes
 // (what `strata ledger --nats` reads from a running node).
 func LedgerSubject(id string) string { return "strata.global." + id + ".ledger" }

@@ -2,7 +2,7 @@ package main
 
 import (
 	"context"
-	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -110,13 +110,12 @@ func globalHealth(ctx context.Context, url, secrets, id string, timeout time.Dur
 	defer nc.Close()
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	msg, err := nc.RequestWithContext(ctx, global.StatusSubject(id), nil)
-	if err != nil {
+	s, err := global.RequestStatus(ctx, nc, id)
+	switch {
+	case errors.Is(err, global.ErrMalformedStatus):
+		return fmt.Errorf("health global: node %q: %w", id, err)
+	case err != nil:
 		return fmt.Errorf("health global: node %q did not answer on %s: %w", id, url, err)
-	}
-	var s global.Status
-	if err := json.Unmarshal(msg.Data, &s); err != nil {
-		return fmt.Errorf("health global: node %q: malformed status: %w", id, err)
 	}
 	if s.LeaderID == "" {
 		return fmt.Errorf("health global: node %q answers but knows no leader (raft has no quorum yet)", id)

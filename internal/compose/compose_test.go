@@ -795,12 +795,10 @@ func leaderStatus(nc *nats.Conn, except string) (string, global.Status) {
 }
 
 func status(nc *nats.Conn, id string) (global.Status, bool) {
-	m, err := nc.Request(global.StatusSubject(id), nil, 500*time.Millisecond)
-	if err != nil {
-		return global.Status{}, false
-	}
-	var s global.Status
-	return s, json.Unmarshal(m.Data, &s) == nil
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	s, err := global.RequestStatus(ctx, nc, id)
+	return s, err == nil
 }
 
 func freePorts(t *testing.T, n int) []int {

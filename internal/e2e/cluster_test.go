@@ -2,7 +2,7 @@ package e2e
 
 import (
 	"bytes"
-	"encoding/json"
+	"context"
 	"fmt"
 	"math/rand/v2"
 	"net"
@@ -83,12 +83,10 @@ func buildStrata(t *testing.T) string {
 }
 
 func status(nc *nats.Conn, id string) (global.Status, bool) {
-	m, err := nc.Request(global.StatusSubject(id), nil, 300*time.Millisecond)
-	if err != nil {
-		return global.Status{}, false
-	}
-	var s global.Status
-	return s, json.Unmarshal(m.Data, &s) == nil
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	s, err := global.RequestStatus(ctx, nc, id)
+	return s, err == nil
 }
 
 // TestLeaderKilledTwentyTimes runs a mesh of separate processes — 3 global
