@@ -68,11 +68,11 @@ type Payload struct {
 	ChunkElems int       // elements per chunk
 	Data       []byte    // Total·ElemBytes(Encoding) bytes
 	Scales     []float32 // q8: one per chunk
-	// CRC is the stream's CRC-32C (the last chunk's digest), computed once
+	// crc is the stream's CRC-32C (the last chunk's digest), computed once
 	// by Encode so that a payload sent again (a retry, or a benchmark's
-	// many clients) is not checksummed again; 0 with crcSet false means
-	// PublishStream computes it.
-	CRC    uint32
+	// many clients) is not checksummed again; a Payload built otherwise
+	// (crcSet false) is checksummed when sent.
+	crc    uint32
 	crcSet bool
 }
 
@@ -80,7 +80,7 @@ type Payload struct {
 // (q8) and data, in chunk order.
 func (p Payload) streamCRC() uint32 {
 	if p.crcSet {
-		return p.CRC
+		return p.crc
 	}
 	eb := wire.ElemBytes(p.Encoding)
 	crc := uint32(0)
@@ -129,7 +129,7 @@ func (c StreamConfig) Encode(delta []float64, u func() float64) Payload {
 		p.Total = len(delta)
 		p.Data = wire.AppendFloat64sAs32(make([]byte, 0, 4*len(delta)), delta)
 	}
-	p.CRC, p.crcSet = p.streamCRC(), true
+	p.crc, p.crcSet = p.streamCRC(), true
 	return p
 }
 
