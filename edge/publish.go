@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"hash/crc32"
 	"math"
 	"math/rand/v2"
 	"sort"
@@ -86,12 +85,11 @@ func (p Payload) streamCRC() uint32 {
 	crc := uint32(0)
 	for i, lo := 0, 0; lo < p.Total; i, lo = i+1, lo+p.ChunkElems {
 		hi := min(lo+p.ChunkElems, p.Total)
+		var scale float32
 		if p.Encoding == wire.EncodingQ8 {
-			var sb [4]byte
-			binary.LittleEndian.PutUint32(sb[:], math.Float32bits(p.Scales[i]))
-			crc = crc32.Update(crc, wire.Castagnoli, sb[:])
+			scale = p.Scales[i]
 		}
-		crc = crc32.Update(crc, wire.Castagnoli, p.Data[eb*lo:eb*hi])
+		crc = wire.ChunkCRC(crc, p.Encoding, scale, p.Data[eb*lo:eb*hi])
 	}
 	return crc
 }

@@ -8,16 +8,17 @@
 package identity
 
 import (
-	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash"
 	"math"
 	"os"
 	"path/filepath"
 	"strings"
 
 	"github.com/nats-io/nkeys"
+	"lukechampine.com/blake3"
 )
 
 // Kinds of identity.
@@ -179,8 +180,17 @@ func SecAggMessage(job string, round uint64, region, client string, body [32]byt
 	return append(b, body[:]...)
 }
 
-// Digest is the payload digest signatures cover.
-func Digest(b []byte) [32]byte { return sha256.Sum256(b) }
+// Digest is the payload digest signatures cover: BLAKE3-256, which a
+// region computes over every byte of every signed update it ingests. It is
+// as collision resistant as SHA-256 (128 bits) at about three times the
+// speed on one core (6.0 vs 2.1 GB/s on the benchmark machine, which has the
+// SHA extensions): with SHA-256 the digest alone cost a region as much CPU
+// per byte as the rest of its ingest.
+func Digest(b []byte) [32]byte { return blake3.Sum256(b) }
+
+// NewDigest returns a hash that computes Digest incrementally, for data
+// that arrives in pieces (a streamed update's chunks).
+func NewDigest() hash.Hash { return blake3.New(32, nil) }
 
 func appendString(b []byte, s string) []byte {
 	b = binary.BigEndian.AppendUint32(b, uint32(len(s)))

@@ -1,13 +1,12 @@
 package regional
 
 import (
-	"crypto/sha256"
 	"encoding/binary"
 	"hash"
-	"hash/crc32"
 	"math"
 
 	"github.com/strata-fl/strata/accum"
+	"github.com/strata-fl/strata/identity"
 	"github.com/strata-fl/strata/mesh/wire"
 )
 
@@ -73,13 +72,17 @@ type stream struct {
 	crc     uint32
 	lastIdx int64     // topk: last index seen
 	chunkN  int       // elements in the last chunk received
-	hash    hash.Hash // SHA-256 of the data, for the signed digest
+	hash    hash.Hash // identity.Digest of the data, for the signed digest
 }
 
-func newStream(o wire.StreamOpen) *stream {
+// newStream stages o. In a signed round the data is hashed as it arrives
+// and checked against the digest the client signed, which subsumes the
+// last chunk's CRC (a stronger check of the same bytes), so the CRC pass is
+// skipped; otherwise the CRC is what verifies the stream.
+func newStream(o wire.StreamOpen, signed bool) *stream {
 	st := &stream{open: o, lastIdx: -1}
-	if len(o.Digest) == sha256.Size { // signed: hash the data as it arrives
-		st.hash = sha256.New()
+	if signed {
+		st.hash = identity.NewDigest()
 	}
 	return st
 }
@@ -137,7 +140,7 @@ func (s *Streams) Open(o wire.StreamOpen) (granted bool, reason string) {
 		return false, reason
 	}
 	if len(s.waiting) == 0 && s.admit() {
-		s.active[o.Client] = newStream(o)
+		s.active[o.Client] = newStream(o, s.r.open.Signed)
 		return true, ""
 	}
 	s.queued[o.Client] = o
@@ -212,7 +215,7 @@ func (s *Streams) promote() []string {
 		s.waiting = s.waiting[1:]
 		o := s.queued[c]
 		delete(s.queued, c)
-		s.active[c] = newStream(o)
+		s.active[c] = newStream(o, s.r.open.Signed)
 		grants = append(grants, c)
 	}
 	return grants
@@ -260,35 +263,34 @@ func (s *Streams) take(st *stream, h wire.ChunkHeader, data []byte) string {
 	if math.Sqrt(st.sumsq) > s.r.normBound {
 		return ReasonNorm
 	}
-	if st.open.Encoding == wire.EncodingQ8 {
-		var sb [4]byte
-		binary.LittleEndian.PutUint32(sb[:], math.Float32bits(h.Scale))
-		st.crc = crc32.Update(st.crc, wire.Castagnoli, sb[:])
-	}
-	st.crc = crc32.Update(st.crc, wire.Castagnoli, data)
 	if st.hash != nil {
 		st.hash.Write(data)
+	} else {
+		st.crc = wire.ChunkCRC(st.crc, st.open.Encoding, h.Scale, data)
 	}
 	st.chunks = append(st.chunks, data)
 	st.offsets = append(st.offsets, h.Offset)
 	st.scales = append(st.scales, h.Scale)
 	st.next += n
 	st.chunkN = n
-	if h.Last && h.Digest != st.crc {
-		return ReasonDigest
-	}
-	if h.Last && s.r.open.Signed && !st.signedDigestMatches() {
+	if h.Last && !st.verified(h.Digest) {
 		return ReasonDigest
 	}
 	return ""
 }
 
+// verified reports whether a complete stream's data is what its client
+// sent: the signed digest in a signed round, the last chunk's CRC else.
+func (st *stream) verified(crc uint32) bool {
+	if st.hash != nil {
+		return st.signedDigestMatches()
+	}
+	return crc == st.crc
+}
+
 // signedDigestMatches compares the data received with the digest the
 // client signed at the open.
 func (st *stream) signedDigestMatches() bool {
-	if st.hash == nil {
-		return false
-	}
 	var data [32]byte
 	st.hash.Sum(data[:0])
 	var scales []float32

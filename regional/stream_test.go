@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"testing"
 
+	"github.com/strata-fl/strata/identity"
 	"github.com/strata-fl/strata/mesh/wire"
 )
 
@@ -286,4 +287,65 @@ func FuzzStreamChunk(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestSignedStreamChecksTheSignedDigest: in a signed round a stream counts
+// when its data matches the digest its client signed — the chunk CRC is
+// not what decides — and is rejected whole when a byte differs or the
+// signature does not verify.
+func TestSignedStreamChecksTheSignedDigest(t *testing.T) {
+	const d = 100
+	k, err := identity.New(identity.KindClient, "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := identity.NewRegistry(1, []identity.Entry{{ID: "a", Kind: identity.KindClient, Region: "eu", Public: k.Public(), Status: identity.StatusActive}})
+	v := randVec(rand.New(rand.NewPCG(3, 3)), d, 0.9)
+	data := wire.AppendFloat32s(nil, v)
+	digest := wire.PayloadDigest(wire.EncodingF32, d, identity.Digest(data), nil)
+	tests := []struct {
+		name    string
+		sig     []byte
+		mut     func([]chunk) []chunk
+		want    string
+		counted int
+	}{
+		{"intact", nil, func(cs []chunk) []chunk { return cs }, "", 1},
+		{"wrong CRC, intact data", nil, func(cs []chunk) []chunk { cs[3].h.Digest++; return cs }, "", 1},
+		{"corrupt data", nil, func(cs []chunk) []chunk {
+			cs[1].data = append([]byte(nil), cs[1].data...)
+			cs[1].data[5] ^= 1
+			return cs
+		}, ReasonDigest, 0},
+		{"signature of another payload", k.Sign([]byte("strata/update/v1 something else")), nil, ReasonBadSignature, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rd, _ := NewRound(wire.RoundOpen{Job: "j", Round: 2, Region: "eu", ModelVersion: 1, Dim: d, ClipNorm: 1, Sampled: []string{"a"}, Signed: true, Registry: 1})
+			rd.UseRegistry(reg)
+			s := NewStreams(rd, 1, 0)
+			o := streamOpen("a", d)
+			o.Digest = digest[:]
+			o.Sig = tt.sig
+			if o.Sig == nil {
+				o.Sig = k.Sign(identity.UpdateMessage("j", 2, 1, "eu", "a", o.Examples, o.Unclipped, digest))
+			}
+			granted, reason := s.Open(o)
+			got := reason
+			if reason == "" {
+				if !granted {
+					t.Fatal("stream not granted")
+				}
+				for _, c := range tt.mut(chunksOf("a", v, 30)) {
+					if reason, done, _, _ := s.Chunk(c.h, c.data); done {
+						got = reason
+						break
+					}
+				}
+			}
+			if got != tt.want || rd.Count() != tt.counted {
+				t.Fatalf("reason %q, count %d; want %q and %d", got, rd.Count(), tt.want, tt.counted)
+			}
+		})
+	}
 }

@@ -64,6 +64,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	window := fs.Int("window", 0, "ingest: unacknowledged chunks per client (0: 4)")
 	enc := fs.String("encoding", "f32", "ingest: update encoding: f32, q8 or topk")
 	conns := fs.Int("conns", 16, "ingest: NATS connections the simulated clients share")
+	signed := fs.Bool("signed", false, "ingest: clients sign their streams and the region verifies them and hashes every byte, as in a production job")
 	clients := fs.String("clients", "", "scale: total client counts, comma-separated (default 100,1000,10000)")
 	maxND := fs.Float64("max-nd", 0, "round, scale: skip points whose clients × parameters exceed this (scale's default 1e9)")
 	globalNodes := fs.Int("global-nodes", 0, "scale: raft nodes of the global tier (default 1; 3 runs them over TCP loopback in this process)")
@@ -121,7 +122,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	for i, s := range scenarios {
 		switch s.Name {
 		case "ingest":
-			cfg := bench.IngestConfig{Ns: nv, Ds: dv, ChunkBytes: *chunk, Slots: *slots, Window: *window, Encoding: *enc, Conns: *conns}
+			cfg := bench.IngestConfig{Ns: nv, Ds: dv, ChunkBytes: *chunk, Slots: *slots, Window: *window, Encoding: *enc, Conns: *conns, Signed: *signed}
 			scenarios[i].Run = func(ctx context.Context, env bench.Env) (bench.Output, error) {
 				return bench.IngestScenario(ctx, env, cfg)
 			}

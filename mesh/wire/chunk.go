@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"hash/crc32"
+	"math"
 
 	"github.com/vmihailenco/msgpack/v5"
 
@@ -111,13 +112,26 @@ type ChunkHeader struct {
 	// Last marks the final chunk, which carries Digest: the CRC-32C
 	// (Castagnoli) of the data of every chunk of the stream, in order. It
 	// guards against loss, reordering and corruption; authenticity is the
-	// signature's job, not the digest's.
+	// signature's job, not the digest's. In a signed round the region
+	// checks the data against the digest the client signed instead, a
+	// stronger check of the same bytes, and ignores the CRC.
 	Last   bool   `msgpack:"last,omitempty"`
 	Digest uint32 `msgpack:"digest,omitempty"`
 }
 
 // Castagnoli is the CRC-32C table of stream digests.
 var Castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// ChunkCRC extends a stream's CRC-32C (ChunkHeader.Digest) with one
+// chunk: its scale (q8 only) and its data.
+func ChunkCRC(crc uint32, encoding string, scale float32, data []byte) uint32 {
+	if encoding == EncodingQ8 {
+		var sb [4]byte
+		binary.LittleEndian.PutUint32(sb[:], math.Float32bits(scale))
+		crc = crc32.Update(crc, Castagnoli, sb[:])
+	}
+	return crc32.Update(crc, Castagnoli, data)
+}
 
 // PartialChunkHeader describes a slice [Offset, Offset+n) of a region's
 // partial sum of Total values (little-endian float32); the last slice

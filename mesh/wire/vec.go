@@ -70,8 +70,9 @@ func AddFloat32sTo(dst []float64, b []byte) error {
 }
 
 // PayloadDigest is what signatures cover of an update's values: the
-// encoding, the element count, the SHA-256 of the data bytes and, for q8,
-// every chunk's scale. Streams hash their data incrementally and keep
+// encoding, the element count, the digest of the data bytes
+// (identity.Digest, BLAKE3-256) and, for q8, every chunk's scale, under
+// SHA-256. Streams hash their data incrementally and keep
 // the scales, so the digest never needs the payload in one piece.
 func PayloadDigest(encoding string, total int, data [32]byte, scales []float32) [32]byte {
 	h := sha256.New()
