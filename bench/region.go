@@ -27,10 +27,10 @@ type RegionConfig struct {
 	Region string `json:"region"`
 	Slots  int    `json:"slots"`
 	Window int    `json:"window"`
-	// MemoryLimit, in bytes, is handed to the Go runtime
-	// (debug.SetMemoryLimit, with proportional collection off): the region
-	// collects when its heap nears this budget; 0 leaves the runtime's
-	// defaults.
+	// MemoryLimit, in bytes, is the region's soft memory limit
+	// (debug.SetMemoryLimit), as strata regional sets it
+	// (regional.MemoryLimit): the region collects when its heap nears this
+	// budget; 0 leaves the runtime's defaults.
 	MemoryLimit int64 `json:"memory_limit"`
 }
 
@@ -57,9 +57,8 @@ func RegionMain(ctx context.Context, cfgJSON string, out io.Writer) error {
 	}
 	if cfg.MemoryLimit > 0 {
 		// Collect when the heap nears the region's O(d) budget rather than
-		// whenever it doubles: retired chunks are garbage by the megabyte.
+		// only when it doubles: retired chunks are garbage by the megabyte.
 		debug.SetMemoryLimit(cfg.MemoryLimit)
-		debug.SetGCPercent(-1)
 	}
 	nc, err := mesh.Dialer{URL: cfg.URL}.Connect("bench-region")
 	if err != nil {

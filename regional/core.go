@@ -179,9 +179,13 @@ func (r *Round) Finalize(n Noiser) (*wire.Partial, error) {
 		r.bitSum = b[0]
 	}
 	r.finalized = true
+	// The sum is encoded in its own memory: a finalized round never reads
+	// it again.
+	sum := wire.NarrowInPlace(r.sum)
+	r.sum = nil
 	return &wire.Partial{BitSum: r.bitSum,
 		Job: r.open.Job, Round: r.open.Round, Region: r.open.Region, Count: r.count,
-		Rejected: r.Rejected(), Sum: wire.AppendFloat64sAs32(make([]byte, 0, 4*len(r.sum)), r.sum),
+		Rejected: r.Rejected(), Sum: sum,
 	}, nil
 }
 

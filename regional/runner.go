@@ -40,7 +40,11 @@ type Config struct {
 	// partial, with how long the round was open here; it must not block
 	// (the metrics package observes aggregation latency through it).
 	OnPartial func(p *wire.Partial, elapsed time.Duration)
-	Logger    *slog.Logger
+	// OnRoundOpen, when set, is called with each round the runner opens,
+	// before any update of it is taken; it must not block. A process that
+	// runs one region sizes its memory limit through it (MemoryLimit).
+	OnRoundOpen func(wire.RoundOpen)
+	Logger      *slog.Logger
 	// Key is the region's identity: it signs the region's partials. A
 	// signed round's partial from a region without one is refused upstream.
 	Key *identity.Key
@@ -292,6 +296,9 @@ func (r *Runner) loop(ctx context.Context, roundSubj, doneSubj, saSubj string) e
 					continue
 				}
 				cur, openedAt = nr, time.Now()
+				if r.cfg.OnRoundOpen != nil {
+					r.cfg.OnRoundOpen(open)
+				}
 				if open.Signed {
 					r.refreshRegistry(ctx, open.Registry)
 					cur.UseRegistry(r.reg)

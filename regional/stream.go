@@ -95,16 +95,36 @@ func (st *stream) tail(window int) bool {
 // NewStreams stages streams for r with the given number of slots and the
 // clients' window of unacknowledged chunks (0 means the defaults).
 func NewStreams(r *Round, slots, window int) *Streams {
-	if slots <= 0 {
-		slots = DefaultStreamSlots
-		if r.open.Dim > LargeDim {
-			slots = 2
-		}
-	}
+	slots = streamSlots(slots, r.open.Dim)
 	if window <= 0 {
 		window = DefaultStreamWindow
 	}
 	return &Streams{r: r, slots: slots, window: window, active: map[string]*stream{}, queued: map[string]wire.StreamOpen{}}
+}
+
+// streamSlots returns the slots a region stages for rounds of dim
+// parameters when configured with slots (0: the default).
+func streamSlots(slots, dim int) int {
+	switch {
+	case slots > 0:
+		return slots
+	case dim > LargeDim:
+		return 2
+	}
+	return DefaultStreamSlots
+}
+
+// MemoryLimit is the heap a region needs for rounds of dim parameters with
+// the given stream slots (0: the default): the float64 sum (8·dim bytes),
+// the staged streams (at most 4·dim each), the float32 partial it encodes
+// at the end of a round (4·dim) and 32 MiB for everything else. A process
+// that runs one region sets it as its soft memory limit, so that the
+// garbage collector keeps the process near what the region holds rather
+// than letting the heap double between collections (at 10⁸ parameters
+// that would be gigabytes).
+func MemoryLimit(dim, slots int) int64 {
+	d := int64(dim)
+	return 8*d + 4*d*int64(streamSlots(slots, dim)) + 4*d + 32<<20
 }
 
 // admit reports whether a queued stream may start now: when a slot is

@@ -349,3 +349,25 @@ func TestSignedStreamChecksTheSignedDigest(t *testing.T) {
 		})
 	}
 }
+
+// TestMemoryLimit: the limit a region's process sets covers the sum, the
+// staged streams and the encoded partial, and with the default slots stays
+// under the data path's RSS bound of 3·(8·d) + 64 MiB.
+func TestMemoryLimit(t *testing.T) {
+	for _, tt := range []struct {
+		dim, slots int
+		want       int64
+	}{
+		{1_000_000, 0, 24_000_000 + 32<<20},      // 3 default slots
+		{100_000_000, 0, 2_000_000_000 + 32<<20}, // 2 above LargeDim
+		{1_000_000, 6, 36_000_000 + 32<<20},
+	} {
+		got := MemoryLimit(tt.dim, tt.slots)
+		if got != tt.want {
+			t.Errorf("MemoryLimit(%d, %d) = %d, want %d", tt.dim, tt.slots, got, tt.want)
+		}
+		if bound := 24*int64(tt.dim) + 64<<20; tt.slots == 0 && got > bound {
+			t.Errorf("MemoryLimit(%d) = %d over the RSS bound %d", tt.dim, got, bound)
+		}
+	}
+}

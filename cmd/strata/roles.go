@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/debug"
 	"strings"
 	"time"
 
@@ -353,8 +355,10 @@ func runRegional(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	}
 	defer nc.Close()
 	rc := metrics.NewRegional(*region, nc)
-	r, err := regional.NewRunner(regional.Config{Job: t.Job, Region: *region, Conn: nc, Logger: rf.logger(stderr), OnPartial: rc.OnPartial, Key: key,
-		StreamSlots: t.DataPath.StreamSlots, StreamWindow: t.DataPath.StreamWindow})
+	logger := rf.logger(stderr)
+	r, err := regional.NewRunner(regional.Config{Job: t.Job, Region: *region, Conn: nc, Logger: logger, OnPartial: rc.OnPartial, Key: key,
+		StreamSlots: t.DataPath.StreamSlots, StreamWindow: t.DataPath.StreamWindow,
+		OnRoundOpen: regionMemoryLimit(t.DataPath.StreamSlots, logger)})
 	if err != nil {
 		return err
 	}
@@ -373,6 +377,26 @@ func runRegional(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	st := r.Stats()
 	fmt.Fprintf(stdout, "regional %s: done: %d updates accepted, %d partials, rejected %v\n", *region, st.Accepted, st.Partials, st.Rejected)
 	return nil
+}
+
+// regionMemoryLimit sizes this process's soft memory limit to what its one
+// region holds for each round's dimension (regional.MemoryLimit), so that
+// its RSS stays near the region's O(d) bound instead of doubling between
+// collections. A limit the operator set (GOMEMLIMIT) stands.
+func regionMemoryLimit(slots int, logger *slog.Logger) func(wire.RoundOpen) {
+	if os.Getenv("GOMEMLIMIT") != "" {
+		return nil
+	}
+	dim := 0
+	return func(o wire.RoundOpen) {
+		if o.Dim == dim {
+			return
+		}
+		dim = o.Dim
+		limit := regional.MemoryLimit(dim, slots)
+		debug.SetMemoryLimit(limit)
+		logger.Info("memory limit set for the round's dimension", "dim", dim, "limit_mib", limit>>20)
+	}
 }
 
 func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) error {

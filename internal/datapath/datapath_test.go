@@ -68,7 +68,9 @@ func TestStreamedRoundOverNATS(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer rc.Close()
-	runner, err := regional.NewRunner(regional.Config{Job: "j", Region: "eu", Conn: rc, StreamSlots: 2, StreamWindow: 3})
+	opened := make(chan wire.RoundOpen, 1)
+	runner, err := regional.NewRunner(regional.Config{Job: "j", Region: "eu", Conn: rc, StreamSlots: 2, StreamWindow: 3,
+		OnRoundOpen: func(o wire.RoundOpen) { opened <- o }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -96,6 +98,9 @@ func TestStreamedRoundOverNATS(t *testing.T) {
 	ob, _ := wire.Encode(wire.TypeRoundOpen, &open)
 	if _, err := obs.Request("strata.j.round.eu", ob, 5*time.Second); err != nil {
 		t.Fatal(err)
+	}
+	if o := <-opened; o.Round != 1 || o.Dim != d {
+		t.Fatalf("OnRoundOpen saw round %d of dim %d, want round 1 of %d", o.Round, o.Dim, d)
 	}
 
 	r := rand.New(rand.NewPCG(7, 7))

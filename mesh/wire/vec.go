@@ -52,6 +52,23 @@ func AppendFloat64sAs32(dst []byte, v []float64) []byte {
 	return dst
 }
 
+// NarrowInPlace encodes v as little-endian float32 into v's own memory and
+// returns those 4·len(v) bytes, overwriting v: a region's partial is its
+// float64 sum narrowed, and encoding it in place spares a second buffer of
+// half the sum's size at the moment the region holds the most (at 10⁸
+// parameters, 400 MB). Element i's bytes land at 4i, which only overlaps
+// elements before i/2, already read.
+func NarrowInPlace(v []float64) []byte {
+	if len(v) == 0 {
+		return []byte{}
+	}
+	b := unsafe.Slice((*byte)(unsafe.Pointer(&v[0])), 4*len(v))
+	for i, x := range v {
+		binary.LittleEndian.PutUint32(b[4*i:], math.Float32bits(float32(x)))
+	}
+	return b
+}
+
 // AddFloat32sTo adds the little-endian float32 vector b into dst
 // (float64 accumulators, so that sums of many updates do not lose the small
 // ones). It returns an error on a length mismatch.

@@ -103,3 +103,21 @@ func FuzzDecodeRoundOpen(f *testing.F) {
 		Decode(b, TypeRoundOpen, &r)
 	})
 }
+
+// TestNarrowInPlace: encoding in place gives the bytes AppendFloat64sAs32
+// gives, for lengths around every small size and values of every sign,
+// magnitude and special kind.
+func TestNarrowInPlace(t *testing.T) {
+	vals := []float64{0, -0.0, 1, -1, 1e-40, 3.4e38, 1e300, -1e-300, math.Inf(1), math.NaN(), 0.1, 12345.678}
+	for n := 0; n <= 37; n++ {
+		v := make([]float64, n)
+		for i := range v {
+			v[i] = vals[(i*7+n)%len(vals)] * float64(i+1)
+		}
+		want := AppendFloat64sAs32(nil, v)
+		got := NarrowInPlace(v)
+		if string(got) != string(want) {
+			t.Fatalf("n=%d: in place %x, want %x", n, got, want)
+		}
+	}
+}
