@@ -289,6 +289,45 @@ func FuzzStreamChunk(f *testing.F) {
 	})
 }
 
+// FuzzSignedStreamChunk: in a signed round, whatever one chunk message
+// holds, the region accepts a stream only when its data is the data the
+// client signed, CRC or no CRC.
+func FuzzSignedStreamChunk(f *testing.F) {
+	k, err := identity.New(identity.KindClient, "a")
+	if err != nil {
+		f.Fatal(err)
+	}
+	reg := identity.NewRegistry(1, []identity.Entry{{ID: "a", Kind: identity.KindClient, Region: "eu", Public: k.Public(), Status: identity.StatusActive}})
+	signed := wire.AppendFloat32s(nil, []float32{0.5, -0.25, 0.125})
+	digest := wire.PayloadDigest(wire.EncodingF32, 3, identity.Digest(signed), nil)
+	o := streamOpen("a", 3)
+	o.Digest = digest[:]
+	o.Sig = k.Sign(identity.UpdateMessage("j", 2, 1, "eu", "a", 0, 0, digest))
+	for _, c := range chunksOf("a", []float32{0.5, -0.25, 0.125}, 3) {
+		b, _ := wire.AppendChunk(nil, &c.h, c.data)
+		f.Add(b)
+		c.h.Digest++
+		b, _ = wire.AppendChunk(nil, &c.h, c.data)
+		f.Add(b)
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		rd, _ := NewRound(wire.RoundOpen{Job: "j", Round: 2, Region: "eu", ModelVersion: 1, Dim: 3, ClipNorm: 1, Sampled: []string{"a"}, Signed: true, Registry: 1})
+		rd.UseRegistry(reg)
+		s := NewStreams(rd, 1, 0)
+		if _, reason := s.Open(o); reason != "" {
+			t.Fatal(reason)
+		}
+		h, data, err := wire.DecodeChunk(b)
+		if err != nil {
+			return
+		}
+		reason, done, _, _ := s.Chunk(h, data)
+		if done && reason == "" && string(data) != string(signed) {
+			t.Fatalf("accepted %x, signed %x", data, signed)
+		}
+	})
+}
+
 // TestSignedStreamChecksTheSignedDigest: in a signed round a stream counts
 // when its data matches the digest its client signed — the chunk CRC is
 // not what decides — and is rejected whole when a byte differs or the
