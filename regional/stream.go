@@ -116,8 +116,9 @@ func streamSlots(slots, dim int) int {
 
 // MemoryLimit is the heap a region needs for rounds of dim parameters with
 // the given stream slots (0: the default): the float64 sum (8·dim bytes),
-// the staged streams (at most 4·dim each), the float32 partial it encodes
-// at the end of a round (4·dim) and 32 MiB for everything else. A process
+// the staged streams (at most 4·dim each), 4·dim of room for garbage
+// between collections (retired chunks; the partial is encoded in the sum's
+// own memory) and 32 MiB for everything else. A process
 // that runs one region sets it as its soft memory limit, so that the
 // garbage collector keeps the process near what the region holds rather
 // than letting the heap double between collections (at 10⁸ parameters
