@@ -266,6 +266,26 @@ func TestBurstAndMemory(t *testing.T) {
 	}
 }
 
+// TestSignedStreamsOverNATS: a signed round, as production jobs run them:
+// the region fetches its clients' keys over NATS, verifies each stream's
+// signature and checks every byte against the signed digest — float32 and
+// q8 (whose chunk scales the digest covers) — and accepts every update.
+func TestSignedStreamsOverNATS(t *testing.T) {
+	for _, enc := range []string{wire.EncodingF32, wire.EncodingQ8} {
+		res, err := bench.Ingest(context.Background(), bench.IngestConfig{
+			Ns: []int{5}, Ds: []int{300_000}, ChunkBytes: 256 << 10, Encoding: enc, Signed: true,
+			StoreDir: t.TempDir(), RegionCmd: func() *exec.Cmd { return exec.Command(os.Args[0], "-test.run=^$") },
+			Logf: t.Logf,
+		})
+		if err != nil {
+			t.Fatalf("%s: %v", enc, err)
+		}
+		if r := res[0]; !r.Signed || r.Accepted != 5 || r.Rejected != 0 {
+			t.Errorf("%s: signed %v, accepted %d, rejected %d; want a signed round with all 5 accepted", enc, r.Signed, r.Accepted, r.Rejected)
+		}
+	}
+}
+
 // BenchmarkIngest is `strata bench ingest --n 100 --d 1e6` in Go's
 // harness: the region's ingest beside raw NATS, and the kernel beside a
 // memory read, measured in the same run and reported as ratios.
