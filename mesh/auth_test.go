@@ -41,12 +41,20 @@ func secureMesh(t *testing.T) (url string, dial func(kind, id string) Dialer) {
 		t.Fatal(err)
 	}
 	t.Cleanup(srv.Shutdown)
+	return srv.ClientURL(), meshDialer(t, secrets, spec.Regions, func(string) string { return srv.ClientURL() })
+}
+
+// meshDialer returns how each identity of the mesh generated in secrets
+// dials: with the mesh's TLS and its own key, at the URL urlOf gives for
+// its kind.
+func meshDialer(t *testing.T, secrets string, regions []string, urlOf func(kind string) string) func(kind, id string) Dialer {
+	t.Helper()
 	ctls, err := identity.ClientTLS(secrets)
 	if err != nil {
 		t.Fatal(err)
 	}
 	clients := map[string]*identity.Key{}
-	for _, r := range spec.Regions {
+	for _, r := range regions {
 		ks, err := identity.LoadClients(secrets, r)
 		if err != nil {
 			t.Fatal(err)
@@ -55,8 +63,8 @@ func secureMesh(t *testing.T) (url string, dial func(kind, id string) Dialer) {
 			clients[id] = k
 		}
 	}
-	return srv.ClientURL(), func(kind, id string) Dialer {
-		d := Dialer{URL: srv.ClientURL(), TLS: ctls}
+	return func(kind, id string) Dialer {
+		d := Dialer{URL: urlOf(kind), TLS: ctls}
 		if kind == identity.KindClient {
 			d.Key = clients[id]
 		} else if k, err := identity.LoadKey(secrets, kind, id); err == nil {

@@ -82,34 +82,13 @@ func renderedCluster(t *testing.T) (urls [2]string, dial func(kind, id string) D
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	ctls, err := identity.ClientTLS(secrets)
-	if err != nil {
-		t.Fatal(err)
-	}
-	clients := map[string]*identity.Key{}
-	for _, r := range spec.Regions {
-		ks, err := identity.LoadClients(secrets, r)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for id, k := range ks {
-			clients[id] = k
-		}
-	}
-	return urls, func(kind, id string) Dialer {
-		d := Dialer{URL: urls[0], TLS: ctls}
+	// Global nodes dial the second server, everyone else the first.
+	return urls, meshDialer(t, secrets, spec.Regions, func(kind string) string {
 		if kind == identity.KindGlobal {
-			d.URL = urls[1]
+			return urls[1]
 		}
-		if kind == identity.KindClient {
-			d.Key = clients[id]
-		} else if k, err := identity.LoadKey(secrets, kind, id); err == nil {
-			d.Key = k
-		} else {
-			t.Fatal(err)
-		}
-		return d
-	}, opts
+		return urls[0]
+	}), opts
 }
 
 func TestRenderedConfigReadsBackAsTheGeneratedAuthorization(t *testing.T) {

@@ -9,6 +9,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 
 	"github.com/strata-fl/strata/finetune"
+	"github.com/strata-fl/strata/global/ledger"
 	"github.com/strata-fl/strata/mesh"
 	"github.com/strata-fl/strata/standalone"
 )
@@ -35,6 +36,22 @@ func startMesh(t *testing.T, cfg standalone.Config) (*standalone.Mesh, context.C
 		t.Fatal(err)
 	}
 	return m, ctx
+}
+
+// runMesh runs a job on a mesh of its own to its end and returns the mesh
+// (closed when the test ends) and its ledger.
+func runMesh(t *testing.T, cfg standalone.Config) (*standalone.Mesh, *ledger.Ledger) {
+	t.Helper()
+	m, ctx := startMesh(t, cfg)
+	t.Cleanup(func() { m.Close() })
+	if err := m.Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+	l, err := m.Ledger()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m, l
 }
 
 // startSecureServer starts a NATS server as `strata nats --secrets` does

@@ -52,16 +52,8 @@ func oneRound(t *testing.T, secAgg bool) (theta, theta0 []float64, l *ledger.Led
 			t.Fatal(err)
 		}
 	}
-	m, ctx := startMesh(t, standalone.Config{Topology: top, Rand: rand.NewChaCha8([32]byte{7}),
+	m, l := runMesh(t, standalone.Config{Topology: top, Rand: rand.NewChaCha8([32]byte{7}),
 		WrapTrainer: func(edge.Trainer) edge.Trainer { return fixedTrainer{} }})
-	defer m.Close()
-	if err := m.Run(ctx); err != nil {
-		t.Fatal(err)
-	}
-	l, err := m.Ledger()
-	if err != nil {
-		t.Fatal(err)
-	}
 	if l.CommittedRounds() != 1 {
 		t.Fatalf("secagg %v: %d rounds committed, want 1", secAgg, l.CommittedRounds())
 	}
@@ -198,16 +190,8 @@ func TestSecAggSurvivesDropoutsAndFailsCleanly(t *testing.T) {
 		t.Fatal(err)
 	}
 	d := &dropper{region: "a", before: map[uint64][]string{}, after: map[uint64][]string{}}
-	m, ctx := startMesh(t, standalone.Config{Topology: top, SecAggDrop: d.drop,
+	m, l := runMesh(t, standalone.Config{Topology: top, SecAggDrop: d.drop,
 		WrapTrainer: func(edge.Trainer) edge.Trainer { return fixedTrainer{} }})
-	defer m.Close()
-	if err := m.Run(ctx); err != nil {
-		t.Fatal(err)
-	}
-	l, err := m.Ledger()
-	if err != nil {
-		t.Fatal(err)
-	}
 	if l.CommittedRounds() != 2 {
 		t.Fatalf("%d rounds committed, want 2", l.CommittedRounds())
 	}
