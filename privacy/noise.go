@@ -13,10 +13,16 @@ import (
 // (2^39, 2^40].
 const GranularityBits = 40
 
-// tailSigmas is where the lattice noise is truncated, in standard
-// deviations; the mass beyond it, 2·Φ(−10) ≈ 1.5e-23 per coordinate, is
-// accounted as an additive δ (see Gaussian).
-const tailSigmas = 10
+// tailSigmas bounds the envelope's table, in standard deviations; the mass
+// beyond it, 2·Φ(−12) ≈ 3.6e-33 per draw, is part of TailMass.
+const tailSigmas = 12
+
+// TailMass bounds the probability mass of the discrete Gaussian that a draw
+// never reaches: blocks whose probability is below what 64-bit thresholds
+// can express (tail mass below 2^-65) and the mass beyond 12σ. The ledger
+// charges it in δ for every credited draw (privacy.EffectiveDelta);
+// TestTailMassBound checks the tables stay within it.
+const TailMass = 0x1p-64
 
 // Granularity returns the power of two g on which Gaussian noise of
 // standard deviation sigma is snapped: 2^(⌈log₂σ⌉ − 40), so that σ/g is in
@@ -74,9 +80,11 @@ func SnapSensitivity(c, sigma float64, n int) float64 {
 //   - rounding x to g: the L2 sensitivity grows from c to c + g√n for n
 //     coordinates (SnapSensitivity), i.e. the effective noise multiplier is
 //     σ/(c + g√n) instead of σ/c — a relative change below 1e-9 for σ ≤ c·√(10⁶/n);
-//   - truncation at 10σ: the released distribution is within total variation
-//     1.5e-23·n of the untruncated one, which adds at most (1 + e^ε)·1.5e-23·n
-//     to δ per release;
+//   - truncation: blocks whose tail mass is below 2^-65, and the mass beyond
+//     12σ, are never proposed; on the support that remains the output's
+//     density is the untruncated one's divided by 1 − τ (τ ≤ TailMass), so
+//     the privacy loss is the ideal one there and δ grows by at most
+//     TailMass per coordinate (EffectiveDelta says how);
 //   - a discrete Gaussian with scale s ≥ 2^39 instead of the continuous one:
 //     its privacy loss for an integer shift equals the continuous one
 //     pointwise; the acceptance test is computed in float64 with relative
@@ -84,8 +92,8 @@ func SnapSensitivity(c, sigma float64, n int) float64 {
 //     is within 2^-47 of ideal, i.e. at most n·2^-47 (7e-9 for n = 10⁶) added
 //     to ε per release.
 //
-// The ledger accounts the first by SnapSensitivity; the other two are below
-// the resolution at which budgets are set and are stated, not charged.
+// The ledger charges all three: the first by SnapSensitivity, the second in
+// δ (TailMass per credited draw), the third in ε (2^-47 per credited draw).
 //
 // A Gaussian is not safe for concurrent use; give each goroutine its own.
 type Gaussian struct {
@@ -232,11 +240,20 @@ func (g *Gaussian) table(s float64) *dgTable {
 		pi[k] = math.Exp(-b * b * inv2)
 		total += pi[k]
 	}
+	// Thresholds come from the tail masses, summed from the far end, so that
+	// blocks far out keep their probability to 64-bit resolution (a
+	// cumulative sum from the centre would stop resolving them at 2^-53).
+	tail := make([]float64, K+1)
+	for k := K - 1; k >= 0; k-- {
+		tail[k] = tail[k+1] + pi[k]
+	}
+	for K > 1 && tail[K-1]/total*0x1p64 < 0.5 {
+		K-- // the block's probability rounds to nothing: never proposed
+	}
+	pi = pi[:K]
 	cum := make([]uint64, K)
-	var acc float64
-	for k := range pi {
-		cum[k] = uint64(math.Min(acc/total, 1-0x1p-53) * 0x1p64)
-		acc += pi[k]
+	for k := 1; k < K; k++ {
+		cum[k] = -uint64(math.Round(tail[k] / total * 0x1p64)) // 2^64 − tail·2^64
 	}
 	// Actual dyadic block probabilities, and rho so that envelope·rho is
 	// proportional to the target's block maximum.

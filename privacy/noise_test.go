@@ -162,3 +162,34 @@ func BenchmarkAddToCryptoRand(b *testing.B) {
 		}
 	}
 }
+
+// TestTailMassBound checks what the ledger charges for the sampler's
+// truncation: at scales across the range the lattice uses ((2^39, 2^40]),
+// the discrete Gaussian's mass in the blocks a draw can never be proposed
+// from (zero-width thresholds) and beyond the table stays below TailMass.
+// The sampler once clamped its cumulative thresholds at 1 − 2^-53, which
+// left every block past that point unreachable — about 6e-17 of mass per
+// draw, a thousand times TailMass: that fails here.
+func TestTailMassBound(t *testing.T) {
+	const W = 1 << blockBits
+	for _, s := range []float64{0x1p39 + 1, 0x1.4p39, 0x1.8p39, 0x1.cp39, 0x1p40} {
+		tab := NewGaussian(nil).table(s)
+		mass := func(a, b float64) float64 { // two-sided mass of a ≤ |n| < b
+			return math.Erfc(a/(s*math.Sqrt2)) - math.Erfc(b/(s*math.Sqrt2))
+		}
+		K := len(tab.cum)
+		tau := math.Erfc(float64(K) * W / (s * math.Sqrt2))
+		for k := 0; k < K; k++ {
+			hi := uint64(0)
+			if k+1 < K {
+				hi = tab.cum[k+1]
+			}
+			if hi-tab.cum[k] == 0 {
+				tau += mass(float64(k)*W, float64(k+1)*W)
+			}
+		}
+		if !(tau <= TailMass) {
+			t.Errorf("scale %.4g: unreachable mass %.3g > TailMass %.3g", s, tau, TailMass)
+		}
+	}
+}
