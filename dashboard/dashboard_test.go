@@ -121,7 +121,7 @@ func TestAPI(t *testing.T) {
 		t.Errorf("rounds: %v", rounds)
 	}
 	svg := get(t, s, "/api/v1/charts/epsilon.svg")
-	if ct := svg.Header().Get("Content-Type"); ct != "image/svg+xml" || !strings.HasPrefix(svg.Body.String(), `<svg data-chart="epsilon" data-points="global_operator:2 open:1 public:2 regional_operator:0"`) {
+	if ct := svg.Header().Get("Content-Type"); ct != "image/svg+xml" || !strings.HasPrefix(svg.Body.String(), `<svg data-chart="epsilon" data-points="fellow_clients:2 global_operator:2 open:1 public:2 regional_operator:0"`) {
 		t.Errorf("epsilon chart: %s %.120s", ct, svg.Body)
 	}
 	if w := get(t, s, "/api/v1/charts/nope.svg"); w.Code != 404 || !strings.Contains(w.Body.String(), "charts are epsilon") {

@@ -78,46 +78,31 @@ func TestAdaptiveClipCostsTheSameAsFixed(t *testing.T) {
 	if err := adaptive.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	n, err := AdaptiveNoise(adaptive, dim)
+	n, err := AdaptiveNoise(adaptive, Costing{Clip: adaptive.Privacy.ClipNorm, Dim: dim})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !(n.Regional > fixed.Privacy.Noise.Regional) {
 		t.Fatalf("update noise %+v should be above the fixed plan's %+v", n, fixed.Privacy.Noise)
 	}
-	epsAfter := func(top *topology.Topology, noise topology.Noise) float64 {
-		var cum ledger.PerObserver[[]float64]
-		var eps ledger.PerObserver[float64]
-		for r := uint64(1); r <= rounds; r++ {
-			rdp, e, _, err := roundCost(Mechanisms(top, noise, dim), &cum, top.Privacy.Delta, samplerSlack(dim, r))
-			if err != nil {
-				t.Fatal(err)
-			}
-			next := rdp.Public
-			for i := range next {
-				if cum.Public != nil {
-					next[i] += cum.Public[i]
-				}
-			}
-			cum.Public = next
-			eps = e
-		}
-		return eps.Public
-	}
-	a, f := epsAfter(adaptive, n), epsAfter(fixed, fixed.Privacy.Noise)
+	a := epsAfter(t, adaptive, n, dim, rounds).Public
+	f := epsAfter(t, fixed, fixed.Privacy.Noise, dim, rounds).Public
 	if math.Abs(a-f) > 1e-9*f {
 		t.Fatalf("public ε with adaptive clipping %v, with fixed clipping %v", a, f)
 	}
-	if !math.IsInf(epsAfter2(t, adaptive, n, dim), 1) {
+	if !math.IsInf(epsAfter(t, adaptive, n, dim, 1).RegionalOperator, 1) {
 		t.Fatal("the regional operator sees the bits in clear: its ε must be ∞")
 	}
 }
 
-func epsAfter2(t *testing.T, top *topology.Topology, n topology.Noise, dim int) float64 {
-	var cum ledger.PerObserver[[]float64]
-	_, e, _, err := roundCost(Mechanisms(top, n, dim), &cum, top.Privacy.Delta, 0)
+// epsAfter is the ε per observer the ledger records after `rounds` rounds
+// of noise n at the topology's clip norm.
+func epsAfter(t *testing.T, top *topology.Topology, n topology.Noise, dim, rounds int) ledger.PerObserver[float64] {
+	t.Helper()
+	in := Costing{Noise: n, Clip: top.Privacy.ClipNorm, Dim: dim}
+	rc, err := roundCost(Mechanisms(top, in), in, Spent{}, top.Privacy.Delta, rounds)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return e.RegionalOperator
+	return rc.EpsilonAfter
 }

@@ -6,7 +6,6 @@ import (
 
 	"github.com/strata-fl/strata/global/ledger"
 	"github.com/strata-fl/strata/mesh"
-	"github.com/strata-fl/strata/privacy"
 	"github.com/strata-fl/strata/topology"
 )
 
@@ -30,25 +29,16 @@ func (v Violation) String() string { return v.Rule + ": " + v.Detail }
 // Project computes the end-of-job ε per observer of a plan for a model of
 // dim parameters, exactly as the ledger would charge it round by round.
 func Project(t *topology.Topology, dim int) (Projection, error) {
-	noise, err := roundOneNoise(t, dim)
+	in, err := firstRound(t, dim)
 	if err != nil {
 		return Projection{}, err
 	}
-	mech := Mechanisms(t, noise, dim)
 	p := Projection{Rounds: t.Train.Rounds, Delta: t.Privacy.Delta}
-	for _, o := range ledger.Observers {
-		m := mech[o]
-		step := privacy.RDPStep(m.Q, m.Sigma)
-		for i := range step {
-			step[i] *= float64(t.Train.Rounds)
-		}
-		e, _, err := privacy.EpsilonFromRDP(step, t.Privacy.Delta)
-		if err != nil {
-			return p, fmt.Errorf("global: projecting ε for %s: %w", o, err)
-		}
-		p.Epsilon.Set(o, e+samplerSlack(dim, uint64(t.Train.Rounds)))
-		p.Sigma.Set(o, m.Sigma)
+	rc, err := roundCost(Mechanisms(t, in), in, Spent{}, t.Privacy.Delta, t.Train.Rounds)
+	if err != nil {
+		return p, fmt.Errorf("global: projecting ε: %w", err)
 	}
+	p.Epsilon, p.Sigma = rc.EpsilonAfter, rc.Sigma
 	return p, nil
 }
 
@@ -104,15 +94,27 @@ func fmtEpsilon(e float64) string {
 	return fmt.Sprintf("%.4g", e)
 }
 
-// roundOneNoise is the noise plan the first round would use: paced to land
-// on the target, adjusted for the clipping bits, or as planned.
-func roundOneNoise(t *topology.Topology, dim int) (topology.Noise, error) {
+// firstRound is what the first round would use: the noise paced to land
+// on the target, adjusted for the clipping bits, or as planned; the
+// topology's clip norm; caps for every enrolled client of each region.
+func firstRound(t *topology.Topology, dim int) (Costing, error) {
+	counts := map[string]int{}
+	for _, r := range t.Regions {
+		counts[r.ID] += r.Clients
+	}
+	for _, c := range t.CanaryClients() {
+		counts[c.Region]++
+	}
+	in := Costing{Noise: t.Privacy.Noise, Clip: t.Privacy.ClipNorm, Dim: dim}
+	var err error
+	if in.Caps, err = TopUpCaps(t, counts); err != nil {
+		return in, err
+	}
 	switch {
 	case t.Privacy.Pacing.TargetEpsilon > 0:
-		n, _, err := PaceNoise(t, dim, nil, 0, t.Train.Rounds)
-		return n, err
+		in.Noise, _, err = PaceNoise(t, in, Spent{}, t.Train.Rounds)
 	case t.Privacy.AdaptiveClip.Enabled:
-		return AdaptiveNoise(t, dim)
+		in.Noise, err = AdaptiveNoise(t, in)
 	}
-	return t.Privacy.Noise, nil
+	return in, err
 }

@@ -192,8 +192,7 @@ func (c *Coordinator) startOrResume(ctx context.Context) error {
 	res, err := c.cfg.Node.Apply(ctx, &ledger.StartJob{Job: ledger.Job{
 		Name: t.Job, ConfigHash: c.cfg.ConfigHash, Delta: t.Privacy.Delta, Budget: t.Privacy.Budget,
 		Population: t.Population(), PlannedRounds: t.Train.Rounds, Accountant: t.Privacy.Accountant,
-		Orders: privacy.Orders(), StartedUnixMs: time.Now().UnixMilli(), SlackPerRound: samplerSlack(len(c.cfg.Initial), 1),
-		Signed: t.Security.Signed(),
+		Orders: privacy.Orders(), StartedUnixMs: time.Now().UnixMilli(), Signed: t.Security.Signed(),
 	}})
 	if err != nil {
 		return err
@@ -285,13 +284,11 @@ func roundTo32(v []float64) []float64 {
 
 func (c *Coordinator) runRound(ctx context.Context) error {
 	t := c.top
-	var cum ledger.PerObserver[[]float64]
+	var spent Spent
 	var round, version uint64
 	var hash string
 	c.cfg.Node.Read(func(l *ledger.Ledger) {
-		for _, o := range ledger.Observers {
-			cum.Set(o, l.Curve(o))
-		}
+		spent = spentFrom(l)
 		round, version = l.NextRound(), l.ServingVersion()
 		if m, ok := l.ServingModel(); ok {
 			hash = m.Hash
@@ -306,20 +303,20 @@ func (c *Coordinator) runRound(ctx context.Context) error {
 	if version == 0 {
 		hash = mesh.Hash(wire.AppendFloat64sAs32(nil, c.theta))
 	}
-	plan, err := c.planRound(&cum, round)
+	plan, err := c.planRound(spent, round)
 	if err != nil {
 		return err
 	}
-	rdp, eps, sig, err := roundCost(Mechanisms(t, plan.noise, len(c.theta)), &cum, t.Privacy.Delta, samplerSlack(len(c.theta), round))
+	cost, err := roundCost(Mechanisms(t, plan.cost), plan.cost, spent, t.Privacy.Delta, 1)
 	if err != nil {
 		return err
 	}
-	if eps.Public > t.Privacy.Budget {
-		var spent float64
-		c.cfg.Node.Read(func(l *ledger.Ledger) { spent = l.Spent(ledger.Public) })
-		return fmt.Errorf("%w: round %d would bring public ε to %.4g, over the budget %.4g (spent so far %.4g); nothing of round %d was released", ErrBudgetExhausted, round, eps.Public, t.Privacy.Budget, spent, round)
+	if cost.EpsilonAfter.Public > t.Privacy.Budget {
+		var spentEps float64
+		c.cfg.Node.Read(func(l *ledger.Ledger) { spentEps = l.Spent(ledger.Public) })
+		return fmt.Errorf("%w: round %d would bring public ε to %.4g, over the budget %.4g (spent so far %.4g); nothing of round %d was released", ErrBudgetExhausted, round, cost.EpsilonAfter.Public, t.Privacy.Budget, spentEps, round)
 	}
-	pop, err := c.choosePopulation(rdp.Public, len(c.theta))
+	pop, err := c.choosePopulation(cost)
 	if err != nil {
 		return err
 	}
@@ -336,16 +333,17 @@ func (c *Coordinator) runRound(ctx context.Context) error {
 	opened := time.Now()
 	// Write-ahead: the round's cost is committed before anything is published.
 	res, err := c.cfg.Node.Apply(ctx, &ledger.OpenRound{
-		Round: round, ModelVersion: version, Sampled: total, Q: t.Privacy.SamplingRate, ClipNorm: plan.clip,
-		Noise: ledger.Noise(plan.noise), Sigma: sig, RDP: rdp, EpsilonAfter: eps, OpenedUnixMs: opened.UnixMilli(),
+		Round: round, ModelVersion: version, Sampled: total, Q: t.Privacy.SamplingRate, ClipNorm: plan.cost.Clip,
+		Noise: ledger.Noise(plan.cost.Noise), Sigma: cost.Sigma, RDP: cost.RDP, EpsilonAfter: cost.EpsilonAfter, OpenedUnixMs: opened.UnixMilli(),
 		Eligible: plan.eligible, SampledClients: all, Retire: pop.retire, SecAgg: saRecord,
+		Slack: cost.Slack, DeltaCharge: cost.Delta, FellowExposed: t.SecAgg.On,
 	})
 	if err != nil {
 		return err
 	}
 	if res.Err != nil {
 		if errors.Is(res.Err, ledger.ErrBudget) {
-			return fmt.Errorf("%w: %v", ErrBudgetExhausted, res.Err)
+			return fmt.Errorf("%w: %w", ErrBudgetExhausted, res.Err)
 		}
 		return res.Err
 	}
@@ -364,7 +362,7 @@ func (c *Coordinator) runRound(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	report := RoundReport{Round: round, Planned: t.Train.Rounds, Epsilon: eps, Regions: len(parts), Noise: ledger.Noise(plan.noise), ClipNorm: plan.clip, Retired: len(pop.retire)}
+	report := RoundReport{Round: round, Planned: t.Train.Rounds, Epsilon: cost.EpsilonAfter, Regions: len(parts), Noise: ledger.Noise(plan.cost.Noise), ClipNorm: plan.cost.Clip, Retired: len(pop.retire)}
 	if len(parts) < t.Privacy.MinRegions {
 		reason := fmt.Sprintf("only %d of %d regions reported, %d required", len(parts), len(t.Regions), t.Privacy.MinRegions)
 		if _, err := c.cfg.Node.Apply(ctx, &ledger.AbortRound{Round: round, Reason: reason}); err != nil {
@@ -410,7 +408,7 @@ func (c *Coordinator) runRound(ctx context.Context) error {
 		for _, p := range parts {
 			bits += p.BitSum
 		}
-		nextClip = NextClip(plan.clip, bits, t.Privacy.SamplingRate*float64(plan.eligible), ac.Quantile, ac.LearningRate)
+		nextClip = NextClip(plan.cost.Clip, bits, t.Privacy.SamplingRate*float64(plan.eligible), ac.Quantile, ac.LearningRate)
 	}
 	res, err = c.cfg.Node.Apply(ctx, &ledger.CommitModel{Round: round, Version: latest + 1, Hash: newHash, Accuracy: acc, Loss: loss, Participants: participants, Regions: regions, NextClipNorm: nextClip, Promoted: promoted, GateReason: gateReason, Partials: provenance(parts)})
 	if err != nil {
@@ -438,7 +436,7 @@ func (c *Coordinator) progress(r RoundReport) {
 func (c *Coordinator) publishOpen(round, version uint64, hash, region string, sampled []string, deadline time.Time, plan roundPlan, sa *wire.SecAggPlan) (bool, error) {
 	msg := wire.RoundOpen{
 		Job: c.top.Job, Round: round, Region: region, ModelVersion: version, ModelHash: hash,
-		Dim: len(c.theta), ClipNorm: plan.clip, EdgeNoise: plan.noise.Edge, RegionalNoise: plan.noise.Regional,
+		Dim: len(c.theta), ClipNorm: plan.cost.Clip, EdgeNoise: plan.cost.Noise.Edge, RegionalNoise: plan.cost.Noise.Regional,
 		DeadlineUnixMs: deadline.UnixMilli(), Sampled: sampled,
 		ClipBits: c.top.Privacy.AdaptiveClip.Enabled, BitNoise: c.top.Privacy.AdaptiveClip.BitNoise,
 		Signed: c.top.Security.Signed(), SecAgg: sa,
@@ -570,7 +568,7 @@ func (c *Coordinator) merge(ctx context.Context, version uint64, parts map[strin
 		regions = append(regions, id)
 	}
 	sort.Strings(regions)
-	if sg := plan.noise.Global * plan.clip; sg > 0 {
+	if sg := plan.cost.Noise.Global * plan.cost.Clip; sg > 0 {
 		if err := c.noise.AddTo64(sum, sg); err != nil {
 			return 0, 0, 0, nil, "", fmt.Errorf("global: noise: %w", err)
 		}

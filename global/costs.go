@@ -1,7 +1,9 @@
 package global
 
 import (
+	"fmt"
 	"math"
+	"sort"
 
 	"github.com/strata-fl/strata/global/ledger"
 	"github.com/strata-fl/strata/privacy"
@@ -9,38 +11,179 @@ import (
 )
 
 // ObserverMechanism is the mechanism one observer sees in one round: the
-// sampling rate it cannot see through and the noise multiplier the protocol
-// guarantees against it (DESIGN.md §3).
+// sampling rate it cannot see through, the noise multiplier the protocol
+// guarantees against it, and whether it may learn that the client took
+// part (docs/privacy-model.md, the table of observers).
 type ObserverMechanism struct {
 	Q     float64
 	Sigma float64
+	// Revealed is set when the observer may tell from what it sees whether
+	// the client was sampled: the round then costs the "sampling revealed"
+	// curve (privacy.RevealedRDPStep) rather than the amplified one.
+	Revealed bool
+	// Samplers is how many noise draws per coordinate the credited noise
+	// comes from; each may add the sampler's float64 slack to ε.
+	Samplers int
+	// Or lists other bounds that hold for the same release on their own
+	// (where a rounding sits between two noises, each noise protects alone):
+	// the round costs the smaller curve at each order, since each order's
+	// Rényi divergence is bounded by every valid bound.
+	Or []ObserverMechanism
 }
 
-// Mechanisms returns each observer's mechanism for a round of plan p.
+// Step returns the mechanism's one-round RDP curve: the pointwise minimum
+// over its bounds.
+func (m ObserverMechanism) Step() []float64 {
+	step := m.curve()
+	for _, alt := range m.Or {
+		for i, v := range alt.Step() {
+			step[i] = math.Min(step[i], v)
+		}
+	}
+	return step
+}
+
+func (m ObserverMechanism) curve() []float64 {
+	if m.Revealed {
+		return privacy.RevealedRDPStep(m.Q, m.Sigma)
+	}
+	return privacy.RDPStep(m.Q, m.Sigma)
+}
+
+// slackSamplers is the largest sampler count over the bounds: the slack of
+// whichever bound a conversion uses is covered.
+func (m ObserverMechanism) slackSamplers() int {
+	n := m.Samplers
+	for _, alt := range m.Or {
+		n = max(n, alt.slackSamplers())
+	}
+	return n
+}
+
+// credited is the largest noise multiplier among the bounds, for reports.
+func (m ObserverMechanism) credited() float64 {
+	s := m.Sigma
+	for _, alt := range m.Or {
+		s = max(s, alt.credited())
+	}
+	return s
+}
+
+// withBits combines every bound with the clipping bits' Gaussian release.
+func (m ObserverMechanism) withBits(z float64) ObserverMechanism {
+	m.Sigma = combine(m.Sigma, z)
+	or := make([]ObserverMechanism, len(m.Or))
+	for i, alt := range m.Or {
+		or[i] = alt.withBits(z)
+	}
+	m.Or = or
+	return m
+}
+
+// Costing is what one round's cost depends on besides the topology.
+type Costing struct {
+	Noise topology.Noise
+	// Clip is the round's clip norm C_t (adaptive clipping moves it); the
+	// sampler's lattice, and so its sensitivity widening, follows it.
+	Clip float64
+	Dim  int
+	// Caps are the regions' top-up caps (privacy.top_up), one per region;
+	// nil otherwise.
+	Caps []RegionCap
+}
+
+// RegionCap is one region's top-up cap: it accepts at most Cap updates a
+// round and tops its noise up to Cap clients' worth of edge noise; with
+// Clients eligible clients sampled at rate q it would see more than Cap
+// with probability Tail, which the round charges in δ.
+type RegionCap struct {
+	Region  string
+	Clients int
+	Cap     int
+	Tail    float64
+}
+
+// TopUpCaps fixes each region's cap for a round from its eligible clients
+// (counts by region): the smallest cap exceeded with probability at most
+// δ/(100·rounds·regions), so that over the job the caps use up at most a
+// hundredth of δ. It returns nil when the plan does not top up.
+func TopUpCaps(t *topology.Topology, counts map[string]int) ([]RegionCap, error) {
+	if !t.Privacy.TopUp {
+		return nil, nil
+	}
+	eta := t.Privacy.Delta / (100 * float64(max(1, t.Train.Rounds)) * float64(len(t.Regions)))
+	caps := make([]RegionCap, 0, len(t.Regions))
+	for _, r := range t.Regions {
+		k, tail, err := privacy.TopUpCap(counts[r.ID], t.Privacy.SamplingRate, eta)
+		if err != nil {
+			return nil, fmt.Errorf("global: top-up cap of region %s: %w", r.ID, err)
+		}
+		caps = append(caps, RegionCap{Region: r.ID, Clients: counts[r.ID], Cap: k, Tail: tail})
+	}
+	return caps, nil
+}
+
+// normCheckDelta covers a region's norm check rejecting an honest
+// edge-noised update (regional.NormBound: the noise's norm exceeds its
+// bound with probability below e^-800): a data-dependent event, whose
+// weight in δ is at most (1 + e^ε)·e^-800 < 1e-40 for every ε ≤ maxEpsilon.
+const normCheckDelta = 1e-40
+
+// maxEpsilon is the largest ε the ledger reports as a number; beyond it the
+// charges above no longer cover the rare events, and ε is reported as ∞
+// (a guarantee of e^700 means nothing anyway).
+const maxEpsilon = 700
+
+// roundDelta is the δ a round uses up: TailMass for every coordinate of
+// every draw some observer's credited noise comes from, the norm check with
+// edge noise, and the top-up caps' tails.
+func roundDelta(mech map[ledger.Observer]ObserverMechanism, in Costing) float64 {
+	draws := 0
+	for _, m := range mech {
+		draws = max(draws, m.slackSamplers())
+	}
+	d := float64(draws) * float64(in.Dim) * privacy.TailMass
+	if in.Noise.Edge > 0 {
+		d += normCheckDelta
+	}
+	for _, c := range in.Caps {
+		d += c.Tail
+	}
+	return d
+}
+
+// Mechanisms returns each observer's mechanism for a round. The rules,
+// each proven in docs/privacy-model.md:
 //
-//   - public: sampling is hidden (q); protected by the client's own edge
-//     noise, the noise of the MinRegions regions a release requires (the
-//     client's own among them) and the global noise.
-//   - global operator: it chose the sample (q = 1) and sees each region's
-//     partial, so only the client's region's noise and the client's own edge
-//     noise protect it; its own global noise does not count.
-//   - regional operator: sees individual updates, or with secure
-//     aggregation (secagg.on) only the survivors' sum; either way only the
-//     client's own edge noise counts. Secure aggregation adds no noise, and
-//     the other survivors' edge noise is not provably added to the client's
-//     (each quantizes on its own, some may collude): secagg/doc.go, "What
-//     the ledger may claim".
+//   - Noise is credited against an observer only if the observer does not
+//     add it itself and the protocol guarantees it is there.
+//   - A client adds edge noise only in the rounds it is sampled in, so the
+//     variance of what it contributes reveals its participation: with edge
+//     noise the public and fellow clients pay the revealed-sampling curve,
+//     unless regions top the noise up to a variance that does not depend on
+//     who took part (privacy.top_up).
+//   - Where a rounding sits between two noises (secure aggregation's
+//     quantization, q8 or top-k compression of an edge-noised update), the
+//     two are not added up as one Gaussian: the ledger takes the better of
+//     the bounds each gives alone.
+//   - Fellow clients learn their own sampling decision only; under secure
+//     aggregation they learn their neighbours', so they get no
+//     amplification there.
+//   - The operators chose or see the sample: no amplification (q = 1).
 //
-// Other clients' edge noise is never credited: a client that drops out
-// takes its noise with it, and the ledger only over-counts.
-//
-// The secure sampler snaps values to a power-of-two granularity before
-// adding noise (privacy.SnapSensitivity), which can widen the gap between
+// The secure sampler snaps values to a power-of-two grid before adding
+// noise (privacy.SnapSensitivity), which can widen the gap between
 // neighbouring inputs from C to C + g√d at each tier that adds noise; every
-// multiplier is divided by that widened sensitivity, over all tiers at once.
-func Mechanisms(t *topology.Topology, n topology.Noise, dim int) map[ledger.Observer]ObserverMechanism {
+// multiplier is divided by that widened sensitivity, over all tiers at once,
+// with the grid of the round's own clip norm.
+func Mechanisms(t *topology.Topology, in Costing) map[ledger.Observer]ObserverMechanism {
+	n, c, dim := in.Noise, in.Clip, in.Dim
+	if !(c > 0) {
+		c = t.Privacy.ClipNorm
+	}
+	q := t.Privacy.SamplingRate
 	m := float64(t.Privacy.MinRegions)
-	c := t.Privacy.ClipNorm
+	mi := t.Privacy.MinRegions
 	widened := c
 	for _, mult := range []float64{n.Edge, n.Regional, n.Global} {
 		if mult > 0 {
@@ -48,55 +191,114 @@ func Mechanisms(t *topology.Topology, n topology.Noise, dim int) map[ledger.Obse
 		}
 	}
 	scale := c / widened
+	edge := n.Edge > 0
+	regSamplers := mi * boolInt(n.Regional > 0)
+	globalSampler := boolInt(n.Global > 0)
+	edgeSampler := boolInt(edge)
+	edgeOnly := ObserverMechanism{Q: 1, Sigma: scale * n.Edge, Samplers: edgeSampler}
 	mech := map[ledger.Observer]ObserverMechanism{
-		ledger.Public:           {Q: t.Privacy.SamplingRate, Sigma: scale * math.Sqrt(n.Edge*n.Edge+m*n.Regional*n.Regional+n.Global*n.Global)},
-		ledger.GlobalOperator:   {Q: 1, Sigma: scale * math.Sqrt(n.Edge*n.Edge+n.Regional*n.Regional)},
-		ledger.RegionalOperator: {Q: 1, Sigma: scale * n.Edge},
+		ledger.RegionalOperator: edgeOnly,
+		ledger.GlobalOperator:   {Q: 1, Sigma: scale * math.Sqrt(n.Edge*n.Edge+n.Regional*n.Regional), Samplers: edgeSampler + boolInt(n.Regional > 0)},
 	}
-	if s := t.SecAgg; s.On {
-		// With secure aggregation a client's contribution to its region's
-		// sum is q(x + e): its edge-noised update, rounded stochastically
-		// to steps of C/scale. The rounding sits between the edge noise and
-		// the noise added later, so the two no longer add up to one
-		// Gaussian. Two bounds each hold on their own, and the ledger takes
-		// the better, never their combination:
-		//   - everything after the edge noise is post-processing of x + e:
-		//     the edge noise alone, as for the regional operator;
-		//   - given e and the rounding coins, q is deterministic and moves
-		//     at most one step per coordinate further than x does, so the
-		//     regional and global noise protect a sensitivity of
-		//     C + √d·C/scale (on top of the sampler's widening).
+	public := ObserverMechanism{Q: q, Sigma: scale * math.Sqrt(n.Edge*n.Edge+m*n.Regional*n.Regional+n.Global*n.Global), Revealed: edge, Samplers: edgeSampler + regSamplers + globalSampler}
+	fellow := public
+	switch {
+	case t.SecAgg.On:
+		// A client's contribution to its region's sum is its edge-noised
+		// update rounded stochastically to steps of C/scale: the rounding
+		// sits between the edge noise and the later noise. Two bounds hold
+		// on their own: everything after the edge noise is post-processing
+		// of x + e (the edge noise alone); and given e and the rounding
+		// coins the rounded value moves at most one step per coordinate
+		// further than x does, so the later noise protects a sensitivity
+		// of C + √d·C/scale. Both see participation when there is edge
+		// noise (e is fixed given the coins).
 		later := 0.0 // no scale (an unvalidated plan): credit the edge noise only
-		if s.Scale > 0 {
-			later = c / (widened + c*math.Sqrt(float64(dim))/s.Scale)
+		if s := t.SecAgg.Scale; s > 0 {
+			later = c / (widened + c*math.Sqrt(float64(dim))/s)
 		}
-		edgeOnly := scale * n.Edge
-		mech[ledger.Public] = ObserverMechanism{Q: t.Privacy.SamplingRate, Sigma: math.Max(edgeOnly, later*math.Sqrt(m*n.Regional*n.Regional+n.Global*n.Global))}
-		mech[ledger.GlobalOperator] = ObserverMechanism{Q: 1, Sigma: math.Max(edgeOnly, later*n.Regional)}
+		pubLater := later * math.Sqrt(m*n.Regional*n.Regional+n.Global*n.Global)
+		public = either(ObserverMechanism{Q: q, Sigma: edgeOnly.Sigma, Revealed: true, Samplers: edgeSampler},
+			ObserverMechanism{Q: q, Sigma: pubLater, Revealed: edge, Samplers: regSamplers + globalSampler})
+		mech[ledger.GlobalOperator] = either(edgeOnly, ObserverMechanism{Q: 1, Sigma: later * n.Regional, Samplers: boolInt(n.Regional > 0)})
+		fellow = exposed(public) // neighbours learn each other's participation
+	case edge && t.DataPath.Compressed():
+		// q8 and top-k compress the edge-noised update with data-dependent
+		// scales and supports: the later noise protects no useful
+		// sensitivity, so only the edge noise is credited.
+		public = ObserverMechanism{Q: q, Sigma: edgeOnly.Sigma, Revealed: true, Samplers: edgeSampler}
+		mech[ledger.GlobalOperator] = edgeOnly
+		fellow = public
+	case edge && t.Privacy.TopUp:
+		// Every region tops its sum's noise up to (σ_r² + K_r·σ_e²)·C², so
+		// the variance of every partial is the same whoever took part; the
+		// public is credited with all of it, fellow clients (who may know
+		// every other client's noise) with the regional and global noise and
+		// one edge-noise share of the client's own region.
+		k := smallestSum(in.Caps, mi)
+		public = ObserverMechanism{Q: q, Sigma: scale * math.Sqrt(m*n.Regional*n.Regional+float64(k)*n.Edge*n.Edge+n.Global*n.Global),
+			Samplers: k + regSamplers + globalSampler}
+		fellow = ObserverMechanism{Q: q, Sigma: scale * math.Sqrt(m*n.Regional*n.Regional+n.Edge*n.Edge+n.Global*n.Global),
+			Samplers: edgeSampler + regSamplers + globalSampler}
 	}
+	mech[ledger.Public], mech[ledger.FellowClients] = public, fellow
 	if ac := t.Privacy.AdaptiveClip; ac.Enabled {
 		// The clipping bits are a second Gaussian release of the same
 		// clients: Σ(bit − ½) has sensitivity ½, so region noise σ_b is a
-		// multiplier 2σ_b. The public sees at least MinRegions regions'
-		// bit noise, the global operator its client's region's, and the
-		// regional operator the bits in clear — or, with secure
-		// aggregation, only their sum over the survivors, but un-noised at
-		// its tier: no claim is made for it (0, so ε stays ∞ against the
-		// regional operator), which is conservative.
-		sb := ac.BitNoise * 2 * widenedBit(ac.BitNoise, widened/c)
-		bits := map[ledger.Observer]float64{ledger.Public: math.Sqrt(m) * sb, ledger.GlobalOperator: sb, ledger.RegionalOperator: 0}
+		// multiplier 2σ_b. The public and fellow clients see at least
+		// MinRegions regions' bit noise, the global operator its client's
+		// region's, and the regional operator the bits in clear — or, with
+		// secure aggregation, only their sum over the survivors, but
+		// un-noised at its tier: no claim is made for it (0, so ε stays ∞
+		// against the regional operator).
+		sb := ac.BitNoise * 2 * c / widened
+		bits := map[ledger.Observer]float64{ledger.Public: math.Sqrt(m) * sb, ledger.FellowClients: math.Sqrt(m) * sb, ledger.GlobalOperator: sb, ledger.RegionalOperator: 0}
 		for o, mm := range mech {
-			mm.Sigma = combine(mm.Sigma, bits[o])
-			mech[o] = mm
+			mech[o] = mm.withBits(bits[o])
 		}
 	}
 	return mech
 }
 
-// widenedBit charges the bit release the same relative sensitivity
-// widening as the update (the snapping of its single coordinate is far
-// smaller, so this over-counts).
-func widenedBit(_ float64, widening float64) float64 { return 1 / widening }
+// either is the release bounded by a and by b, each valid alone.
+func either(a, b ObserverMechanism) ObserverMechanism {
+	a.Or = append(append([]ObserverMechanism(nil), a.Or...), b)
+	return a
+}
+
+// exposed is m seen by an observer that knows whether the client took
+// part: no amplification.
+func exposed(m ObserverMechanism) ObserverMechanism {
+	m.Q, m.Revealed = 1, true
+	or := make([]ObserverMechanism, len(m.Or))
+	for i, alt := range m.Or {
+		or[i] = exposed(alt)
+	}
+	m.Or = or
+	return m
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// smallestSum is the sum of the k smallest caps: the noise of the k
+// regions a release needs at the least.
+func smallestSum(caps []RegionCap, k int) int {
+	s := make([]int, len(caps))
+	for i, c := range caps {
+		s[i] = c.Cap
+	}
+	sort.Ints(s)
+	total := 0
+	for i := 0; i < k && i < len(s); i++ {
+		total += s[i]
+	}
+	return total
+}
 
 // combine returns the multiplier of two independent Gaussian releases of
 // the same data, z = (z₁⁻² + z₂⁻²)^(−1/2); an unprotected part (0) makes
@@ -109,34 +311,82 @@ func combine(z1, z2 float64) float64 {
 }
 
 // samplerSlack is the ε the secure sampler's float64 acceptance test may add
-// per release and per coordinate (privacy.Gaussian: below 2^-47); the ledger
-// charges it for each of the three tiers in every round rather than leave it
-// out.
-func samplerSlack(dim int, rounds uint64) float64 {
-	return 3 * float64(dim) * math.Ldexp(1, -47) * float64(rounds)
+// per release and per coordinate (privacy.Gaussian: below 2^-47), for the
+// draws an observer's credited noise comes from.
+func samplerSlack(m ObserverMechanism, dim int) float64 {
+	return float64(m.slackSamplers()) * float64(dim) * math.Ldexp(1, -47)
 }
 
-// roundCost computes, on the proposer, one round's RDP curve per observer
-// and the cumulative ε after it, given the ledger's cumulative curves.
-func roundCost(mech map[ledger.Observer]ObserverMechanism, cum *ledger.PerObserver[[]float64], delta, slack float64) (rdp ledger.PerObserver[[]float64], eps, sig ledger.PerObserver[float64], err error) {
+// roundSlack is the ε slack of one round per observer.
+func roundSlack(mech map[ledger.Observer]ObserverMechanism, dim int) ledger.PerObserver[float64] {
+	var s ledger.PerObserver[float64]
+	for _, o := range ledger.Observers {
+		s.Set(o, samplerSlack(mech[o], dim))
+	}
+	return s
+}
+
+// Spent is what the ledger has charged so far: the cumulative curve, ε
+// slack and δ per observer.
+type Spent struct {
+	Curve ledger.PerObserver[[]float64]
+	Slack ledger.PerObserver[float64]
+	Delta float64
+}
+
+// RoundCost is one round's charge: its one-step curves, ε slack and δ,
+// and the cumulative ε and the credited multiplier per observer after it.
+type RoundCost struct {
+	RDP          ledger.PerObserver[[]float64]
+	Slack        ledger.PerObserver[float64]
+	Delta        float64
+	EpsilonAfter ledger.PerObserver[float64]
+	Sigma        ledger.PerObserver[float64]
+}
+
+// roundCost computes, on the proposer, one round's charge and the
+// cumulative ε after `rounds` such rounds on top of what the ledger has
+// charged so far (rounds = 1 for the round about to open, more to project
+// a plan): ε at the job's δ is the RDP conversion at the δ left once every
+// charged δ is taken out (privacy.EffectiveDelta), plus the ε slack.
+func roundCost(mech map[ledger.Observer]ObserverMechanism, in Costing, spent Spent, delta float64, rounds int) (RoundCost, error) {
+	rc := RoundCost{Delta: roundDelta(mech, in), Slack: roundSlack(mech, in.Dim)}
+	eff, err := privacy.EffectiveDelta(delta, spent.Delta+float64(rounds)*rc.Delta)
+	if err != nil {
+		return rc, fmt.Errorf("global: the plan's δ charges use up δ = %g: %w", delta, err)
+	}
 	for _, o := range ledger.Observers {
 		m := mech[o]
-		step := privacy.RDPStep(m.Q, m.Sigma)
-		prev := cum.Get(o)
+		step := m.Step()
+		prev := spent.Curve.Get(o)
 		after := make([]float64, len(step))
 		for i, v := range step {
-			after[i] = v
+			after[i] = float64(rounds) * v
 			if i < len(prev) {
 				after[i] += prev[i]
 			}
 		}
-		e, _, err := privacy.EpsilonFromRDP(after, delta)
+		e, _, err := privacy.EpsilonFromRDP(after, eff)
 		if err != nil {
-			return rdp, eps, sig, err
+			return rc, fmt.Errorf("global: ε against %s: %w", o, err)
 		}
-		rdp.Set(o, step)
-		eps.Set(o, e+slack)
-		sig.Set(o, m.Sigma)
+		if e += spent.Slack.Get(o) + float64(rounds)*rc.Slack.Get(o); e > maxEpsilon {
+			e = math.Inf(1)
+		}
+		rc.RDP.Set(o, step)
+		rc.EpsilonAfter.Set(o, e)
+		rc.Sigma.Set(o, m.credited())
 	}
-	return rdp, eps, sig, nil
+	return rc, nil
+}
+
+// spentFrom reads what the ledger has charged so far.
+func spentFrom(l *ledger.Ledger) Spent {
+	var s Spent
+	for _, o := range ledger.Observers {
+		s.Curve.Set(o, l.Curve(o))
+	}
+	s.Slack = l.Slack
+	s.Delta = l.DeltaCharged
+	return s
 }

@@ -4,8 +4,6 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/strata-fl/strata/global/ledger"
-	"github.com/strata-fl/strata/privacy"
 	"github.com/strata-fl/strata/topology"
 )
 
@@ -13,31 +11,28 @@ import (
 var ErrPacing = errors.New("global: budget pacing cannot meet its target")
 
 // projectPublic returns the public ε after spending `rounds` more rounds
-// with noise plan n on top of the cumulative curve cum, as the ledger would
-// record it after the last of them (done rounds already charged).
-func projectPublic(t *topology.Topology, n topology.Noise, dim int, cum []float64, done uint64, rounds int) (float64, error) {
-	m := Mechanisms(t, n, dim)[ledger.Public]
-	step := privacy.RDPStep(m.Q, m.Sigma)
-	for i := range step {
-		step[i] *= float64(rounds)
-		if i < len(cum) {
-			step[i] += cum[i]
-		}
-	}
-	e, _, err := privacy.EpsilonFromRDP(step, t.Privacy.Delta)
-	return e + samplerSlack(dim, done+uint64(rounds)), err
+// at costing in on top of what the ledger has charged, as the ledger would
+// record it after the last of them.
+func projectPublic(t *topology.Topology, in Costing, spent Spent, rounds int) (float64, error) {
+	rc, err := roundCost(Mechanisms(t, in), in, spent, t.Privacy.Delta, rounds)
+	return rc.EpsilonAfter.Public, err
 }
 
 // PaceNoise returns the noise plan for the next round: the topology's plan
 // scaled by the smallest factor s such that spending the remaining rounds
 // at s lands the public ε at or below the target. Recomputed before every
 // round from what the ledger actually recorded, it corrects for aborted
-// rounds and ends within the bisection's tolerance below the target.
-func PaceNoise(t *topology.Topology, dim int, cum []float64, done uint64, remaining int) (topology.Noise, float64, error) {
+// rounds and ends within the bisection's tolerance below the target. in
+// gives everything but the noise (clip norm, dimension, caps).
+func PaceNoise(t *topology.Topology, in Costing, spent Spent, remaining int) (topology.Noise, float64, error) {
 	target := t.Privacy.Pacing.TargetEpsilon
 	base := t.Privacy.Noise
 	scaled := func(s float64) topology.Noise { return scaleNoise(base, s) }
-	eps := func(s float64) (float64, error) { return projectPublic(t, scaled(s), dim, cum, done, remaining) }
+	eps := func(s float64) (float64, error) {
+		c := in
+		c.Noise = scaled(s)
+		return projectPublic(t, c, spent, remaining)
+	}
 	if e, err := eps(1e6); err != nil || e > target {
 		return topology.Noise{}, 0, fmt.Errorf("%w: even ×1e6 noise leaves ε above %.4g after %d more rounds (spent so far is too close to the target)", ErrPacing, target, remaining)
 	}

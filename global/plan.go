@@ -8,43 +8,52 @@ import (
 	"github.com/strata-fl/strata/topology"
 )
 
-// roundPlan is what one round uses: the noise multipliers per tier and the
-// clip norm. Both can change from round to round (pacing, adaptive
-// clipping); the ledger records them with the round.
+// roundPlan is what one round uses: the noise multipliers per tier, the
+// clip norm and the top-up caps. All can change from round to round
+// (pacing, adaptive clipping, retirements); the ledger records them with
+// the round.
 type roundPlan struct {
-	noise    topology.Noise
-	clip     float64
+	cost     Costing
 	eligible int // N of the fixed denominator q·N
 }
 
-// planRound decides the next round's noise and clip norm from the ledger.
-func (c *Coordinator) planRound(cum *ledger.PerObserver[[]float64], round uint64) (roundPlan, error) {
+// planRound decides the next round's noise, clip norm and caps from the
+// ledger.
+func (c *Coordinator) planRound(spent Spent, round uint64) (roundPlan, error) {
 	t := c.top
-	plan := roundPlan{noise: t.Privacy.Noise, clip: t.Privacy.ClipNorm}
+	in := Costing{Noise: t.Privacy.Noise, Clip: t.Privacy.ClipNorm, Dim: len(c.theta)}
+	var committed int
+	counts := map[string]int{}
 	c.cfg.Node.Read(func(l *ledger.Ledger) {
 		if l.ClipNorm > 0 {
-			plan.clip = l.ClipNorm
+			in.Clip = l.ClipNorm
+		}
+		committed = l.CommittedRounds()
+		for _, cl := range l.Clients {
+			if cl.Status == ledger.ClientActive {
+				counts[cl.Region]++
+			}
 		}
 	})
+	var err error
+	if in.Caps, err = TopUpCaps(t, counts); err != nil {
+		return roundPlan{}, err
+	}
 	if t.Privacy.AdaptiveClip.Enabled && t.Privacy.Pacing.TargetEpsilon == 0 {
-		n, err := AdaptiveNoise(t, len(c.theta))
-		if err != nil {
-			return plan, err
+		if in.Noise, err = AdaptiveNoise(t, in); err != nil {
+			return roundPlan{}, err
 		}
-		plan.noise = n
 	}
 	if t.Privacy.Pacing.TargetEpsilon > 0 {
-		var committed int
-		c.cfg.Node.Read(func(l *ledger.Ledger) { committed = l.CommittedRounds() })
 		remaining := t.Train.Rounds - committed
-		n, scale, err := PaceNoise(t, len(c.theta), cum.Public, round-1, remaining)
+		n, scale, err := PaceNoise(t, in, spent, remaining)
 		if err != nil {
-			return plan, fmt.Errorf("round %d: %w", round, err)
+			return roundPlan{}, fmt.Errorf("round %d: %w", round, err)
 		}
 		c.cfg.Logger.Debug("paced noise", "round", round, "scale", scale, "remaining", remaining)
-		plan.noise = n
+		in.Noise = n
 	}
-	return plan, nil
+	return roundPlan{cost: in}, nil
 }
 
 // converged reports why the job should stop early: the evaluation loss has
@@ -80,20 +89,24 @@ func (c *Coordinator) converged() string {
 // AdaptiveNoise returns the update noise plan that, together with the
 // clipping bits' noise, costs the public exactly what the plan would cost
 // with fixed clipping: z_Δ = (z⁻² − z_b⁻²)^(−1/2) (Andrew et al. 2021), with
-// every tier scaled by the same factor.
-func AdaptiveNoise(t *topology.Topology, dim int) (topology.Noise, error) {
+// every tier scaled by the same factor. in gives the clip norm, dimension
+// and caps; its noise is ignored (the topology's plan is the base).
+func AdaptiveNoise(t *topology.Topology, in Costing) (topology.Noise, error) {
 	fixed := t.Clone()
 	fixed.Privacy.AdaptiveClip.Enabled = false
-	z := Mechanisms(fixed, t.Privacy.Noise, dim)[ledger.Public].Sigma
+	at := func(top *topology.Topology, n topology.Noise) float64 {
+		c := in
+		c.Noise = n
+		return Mechanisms(top, c)[ledger.Public].Sigma
+	}
+	z := at(fixed, t.Privacy.Noise)
 	if z == 0 {
 		return t.Privacy.Noise, nil
 	}
-	// Find s with Mechanisms(t, s·noise).Public = z; it is monotone in s.
+	// Find s with the public multiplier at s·noise equal to z; it is
+	// monotone in s.
 	lo, hi := 1.0, 1.0
-	at := func(s float64) float64 {
-		return Mechanisms(t, scaleNoise(t.Privacy.Noise, s), dim)[ledger.Public].Sigma
-	}
-	for at(hi) < z {
+	for at(t, scaleNoise(t.Privacy.Noise, hi)) < z {
 		if hi > 1e6 {
 			return topology.Noise{}, fmt.Errorf("global: adaptive clipping: bit_noise %v is too small to keep the public noise multiplier at %.4g: raise privacy.adaptive_clip.bit_noise", t.Privacy.AdaptiveClip.BitNoise, z)
 		}
@@ -101,7 +114,7 @@ func AdaptiveNoise(t *topology.Topology, dim int) (topology.Noise, error) {
 	}
 	for i := 0; i < 200 && hi-lo > 1e-15*hi; i++ {
 		mid := (lo + hi) / 2
-		if at(mid) < z {
+		if at(t, scaleNoise(t.Privacy.Noise, mid)) < z {
 			lo = mid
 		} else {
 			hi = mid

@@ -75,16 +75,17 @@ type population struct {
 // choosePopulation drops from the eligible population every client whose
 // public ε, charged for this round too, would exceed its budget. Clients
 // eligible since the same round share a curve, so the ε is computed once
-// per group.
-func (c *Coordinator) choosePopulation(step []float64, dim int) (population, error) {
+// per group, converted as the ledger converts a client's curve (at the δ
+// left after every charge, plus the slack of the rounds that count).
+func (c *Coordinator) choosePopulation(cost RoundCost) (population, error) {
 	var pop population
 	var clients []ledger.Client
-	var curves = map[uint64][]float64{}
-	var counts = map[uint64]int{}
-	var delta float64
+	curves := map[uint64][]float64{}
+	slack := map[uint64]float64{}
+	var delta, charged float64
 	var err error
 	c.cfg.Node.Read(func(l *ledger.Ledger) {
-		delta = l.Job.Delta
+		delta, charged = l.Job.Delta, l.DeltaCharged
 		for _, cl := range l.Clients {
 			if cl.Status != ledger.ClientActive {
 				continue
@@ -96,10 +97,16 @@ func (c *Coordinator) choosePopulation(step []float64, dim int) (population, err
 					return
 				}
 				curves[cl.EligibleFrom] = cv.Public
-				counts[cl.EligibleFrom] = int(l.NextRound() - cl.EligibleFrom)
+				for r := cl.EligibleFrom; r < l.NextRound(); r++ {
+					slack[cl.EligibleFrom] += l.Rounds[r-1].Slack.Public
+				}
 			}
 		}
 	})
+	if err != nil {
+		return pop, err
+	}
+	eff, err := privacy.EffectiveDelta(delta, charged+cost.Delta)
 	if err != nil {
 		return pop, err
 	}
@@ -107,13 +114,13 @@ func (c *Coordinator) choosePopulation(step []float64, dim int) (population, err
 	for from, cv := range curves {
 		after := make([]float64, len(cv))
 		for i := range cv {
-			after[i] = cv[i] + step[i]
+			after[i] = cv[i] + cost.RDP.Public[i]
 		}
-		e, _, err := privacy.EpsilonFromRDP(after, delta)
+		e, _, err := privacy.EpsilonFromRDP(after, eff)
 		if err != nil {
 			return pop, err
 		}
-		next[from] = e + samplerSlack(dim, uint64(counts[from]+1))
+		next[from] = e + slack[from] + cost.Slack.Public
 	}
 	for _, cl := range clients {
 		if next[cl.EligibleFrom] > cl.Budget {

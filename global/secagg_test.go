@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/strata-fl/strata/global/ledger"
+	"github.com/strata-fl/strata/privacy"
 	"github.com/strata-fl/strata/topology"
 )
 
@@ -39,7 +40,8 @@ func TestSecAggLedgerClaims(t *testing.T) {
 			}
 			plain := top.Clone()
 			plain.SecAgg.On = false
-			on, off := Mechanisms(top, tc.noise, dim), Mechanisms(plain, tc.noise, dim)
+			in := Costing{Noise: tc.noise, Clip: top.Privacy.ClipNorm, Dim: dim}
+			on, off := Mechanisms(top, in), Mechanisms(plain, in)
 			snap := off[ledger.RegionalOperator].Sigma / math.Max(tc.noise.Edge, 1e-300) // the sampler's widening, ≤ 1
 			if tc.noise.Edge == 0 {
 				snap = 1
@@ -51,19 +53,23 @@ func TestSecAggLedgerClaims(t *testing.T) {
 				t.Fatalf("secagg changed the regional operator's multiplier: %v, %v without", on[ledger.RegionalOperator].Sigma, off[ledger.RegionalOperator].Sigma)
 			}
 			for _, o := range []ledger.Observer{ledger.Public, ledger.GlobalOperator} {
-				got, was := on[o].Sigma, off[o].Sigma
-				if got > was {
-					t.Fatalf("%s: %v with secagg, %v without: secagg must never credit more", o, got, was)
+				got, was := on[o].Step(), off[o].Step()
+				for i := range got {
+					if got[i] < was[i]*(1-1e-12) {
+						t.Fatalf("%s: order %v costs %v with secagg, %v without: secagg must never cost less", o, privacy.Orders()[i], got[i], was[i])
+					}
+					if tc.noise.Edge == 0 && got[i] > 1.01*was[i] {
+						t.Fatalf("%s: order %v costs %v with secagg, %v without: without edge noise only the rounding's widening (√d/scale ≈ %.1e) may raise it", o, privacy.Orders()[i], got[i], was[i], math.Sqrt(dim)/top.SecAgg.Scale)
+					}
 				}
-				if tc.noise.Edge == 0 && got < 0.999*was {
-					t.Fatalf("%s: %v with secagg, %v without: without edge noise only the rounding's widening (√d/scale ≈ %.1e) may lower it", o, got, was, math.Sqrt(dim)/top.SecAgg.Scale)
+				if tc.noise.Edge > 0 && !tc.adaptive && on[o].credited() < snap*tc.noise.Edge*(1-1e-12) {
+					t.Fatalf("%s: %v with secagg is below the edge noise alone %v", o, on[o].credited(), snap*tc.noise.Edge)
 				}
-				if tc.noise.Edge > 0 && got < snap*tc.noise.Edge*(1-1e-12) && !tc.adaptive {
-					t.Fatalf("%s: %v with secagg is below the edge noise alone %v", o, got, snap*tc.noise.Edge)
-				}
-				if on[o].Q != off[o].Q {
-					t.Fatalf("%s: sampling rate changed", o)
-				}
+			}
+			// Secure aggregation tells a client its neighbours: fellow clients
+			// get no amplification.
+			if f := on[ledger.FellowClients]; f.Q != 1 || !f.Revealed {
+				t.Fatalf("fellow clients under secagg: %+v, want q = 1 and participation revealed", f)
 			}
 		})
 	}

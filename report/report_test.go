@@ -79,7 +79,7 @@ func TestChartsCountOnePointPerClosedRound(t *testing.T) {
 	}
 	// Rounds 1 and 2 closed; round 3 open, already charged; ε against the
 	// regional operator is ∞, so it has no point.
-	if got, want := string(m[2]), "global_operator:2 open:1 public:2 regional_operator:0"; got != want {
+	if got, want := string(m[2]), "fellow_clients:2 global_operator:2 open:1 public:2 regional_operator:0"; got != want {
 		t.Errorf("epsilon chart data-points = %q, want %q", got, want)
 	}
 	acc, err := AccuracyChart(rounds, "svg")

@@ -44,6 +44,10 @@ func (d DataPath) Encoding() string {
 	return "f32"
 }
 
+// Compressed reports whether updates are compressed (q8 or top-k) before
+// they leave the client.
+func (d DataPath) Compressed() bool { return d.Compression == "q8" || d.Compression == "topk" }
+
 // Validate names the field that is wrong and how to fix it.
 func (d DataPath) Validate() error {
 	switch d.Compression {

@@ -101,6 +101,15 @@ type Privacy struct {
 	// ClientBudgets overrides Budget (the public ε a client may spend)
 	// for named clients.
 	ClientBudgets map[string]float64 `yaml:"client_budgets,omitempty"`
+	// TopUp makes edge noise count against the public: each region adds
+	// noise so that its partial's variance is (σ_r² + K·σ_e²)·C² whoever
+	// took part, K a cap on the region's accepted updates exceeded with
+	// negligible probability (charged in δ). Without it a client's edge
+	// noise, added only when it is sampled, reveals its participation and
+	// the public pays the revealed-sampling curve (docs/privacy-model.md).
+	// Needs privacy.noise.edge > 0; not with secagg.on or
+	// data_path.compression. Default false.
+	TopUp bool `yaml:"top_up,omitempty"`
 }
 
 // Training is the fine-tuning plan.
@@ -362,6 +371,16 @@ func (t *Topology) Validate() error {
 	for id, b := range p.ClientBudgets {
 		if !(b > 0) {
 			bad("privacy.client_budgets."+id, "%v: must be a positive ε", b)
+		}
+	}
+	if p.TopUp {
+		switch {
+		case !(p.Noise.Edge > 0):
+			bad("privacy.top_up", "tops edge noise up to a fixed total, and privacy.noise.edge is 0: set privacy.noise.edge > 0 or drop top_up")
+		case t.SecAgg.On:
+			bad("privacy.top_up", "and secagg.on: a region under secure aggregation sums rounded values, which the top-up analysis does not cover: turn one of them off")
+		case t.DataPath.Compressed():
+			bad("privacy.top_up", "and data_path.compression %q: compressed edge-noised updates are not Gaussian, which the top-up analysis needs: set data_path.compression: none or drop top_up", t.DataPath.Compression)
 		}
 	}
 	if p.Accountant != "rdp" {

@@ -196,33 +196,51 @@ func (l *Ledger) Eligible() []string {
 	return out
 }
 
-// ClientCurves returns a client's cumulative RDP curves: public over the
-// rounds it was eligible for, operators over the rounds it was sampled in.
-// It only adds recorded per-round curves; it is safe on any replica.
+// ClientCurves returns a client's cumulative RDP curves: public (and
+// fellow clients, unless they could see the round's sample) over the rounds
+// it was eligible for, operators over the rounds it was sampled in. It only
+// adds recorded per-round curves; it is safe on any replica.
 func (l *Ledger) ClientCurves(id string) (PerObserver[[]float64], error) {
 	var out PerObserver[[]float64]
 	i, ok := l.client(id)
 	if !ok {
 		return out, fmt.Errorf("%w: %q", ErrUnknownClient, id)
 	}
-	c := l.Clients[i]
 	n := len(l.Job.Orders)
 	for _, o := range Observers {
 		out.Set(o, make([]float64, n))
 	}
+	l.countedRounds(l.Clients[i], func(r *RoundEntry, o Observer) {
+		st := l.StepCurves(r)
+		addCurve(out.Get(o), st.Get(o))
+	})
+	return out, nil
+}
+
+// countedRounds calls f for every round that charges client c against each
+// observer: public over the rounds c was eligible for, fellow clients too
+// unless the round exposed its sample to them, operators (and fellow
+// clients in exposing rounds) over the rounds c was sampled in.
+func (l *Ledger) countedRounds(c Client, f func(*RoundEntry, Observer)) {
 	until := c.EligibleUntil
 	if until == 0 {
 		until = l.NextRound()
 	}
 	for r := c.EligibleFrom; r < until && r <= uint64(len(l.Rounds)); r++ {
-		addCurve(out.Public, l.StepCurves(&l.Rounds[r-1]).Public)
+		e := &l.Rounds[r-1]
+		f(e, Public)
+		if !e.FellowExposed {
+			f(e, FellowClients)
+		}
 	}
 	for _, r := range c.Sampled {
-		st := l.StepCurves(&l.Rounds[r-1])
-		addCurve(out.GlobalOperator, st.GlobalOperator)
-		addCurve(out.RegionalOperator, st.RegionalOperator)
+		e := &l.Rounds[r-1]
+		f(e, GlobalOperator)
+		f(e, RegionalOperator)
+		if e.FellowExposed {
+			f(e, FellowClients)
+		}
 	}
-	return out, nil
 }
 
 func addCurve(dst, src []float64) {
@@ -234,35 +252,31 @@ func addCurve(dst, src []float64) {
 }
 
 // ClientEpsilon converts a client's curves to ε per observer at the job's
-// δ. It reads state and never runs inside Apply.
+// δ less every δ the rounds charged, plus the ε slack of the rounds that
+// count for it. It reads state and never runs inside Apply.
 func (l *Ledger) ClientEpsilon(id string) (PerObserver[float64], error) {
 	var out PerObserver[float64]
 	curves, err := l.ClientCurves(id)
 	if err != nil {
 		return out, err
 	}
+	delta, err := privacy.EffectiveDelta(l.Job.Delta, l.DeltaCharged)
+	if err != nil {
+		return out, err
+	}
+	i, _ := l.client(id)
+	var slack PerObserver[float64]
+	l.countedRounds(l.Clients[i], func(r *RoundEntry, o Observer) {
+		slack.Set(o, slack.Get(o)+r.Slack.Get(o))
+	})
 	for _, o := range Observers {
-		e, _, err := privacy.EpsilonFromRDP(curves.Get(o), l.Job.Delta)
+		e, _, err := privacy.EpsilonFromRDP(curves.Get(o), delta)
 		if err != nil {
 			return out, err
 		}
-		out.Set(o, e+l.Job.SlackPerRound*float64(l.roundsCounted(id, o)))
+		out.Set(o, e+slack.Get(o))
 	}
 	return out, nil
-}
-
-// roundsCounted is how many rounds charge a client against o.
-func (l *Ledger) roundsCounted(id string, o Observer) int {
-	i, _ := l.client(id)
-	c := l.Clients[i]
-	if o != Public {
-		return len(c.Sampled)
-	}
-	until := c.EligibleUntil
-	if until == 0 {
-		until = l.NextRound()
-	}
-	return int(min(until, uint64(len(l.Rounds))+1) - c.EligibleFrom)
 }
 
 // Node is an enrolled region or global node identity.

@@ -55,6 +55,16 @@ type OpenRound struct {
 	Retire         []string `msgpack:"retire"`
 	// SecAgg is the round's secure aggregation, nil when off.
 	SecAgg *SecAggRecord `msgpack:"secagg,omitempty"`
+	// Slack is the ε this round adds per observer beyond its RDP curve
+	// (the noise sampler's float64 acceptance test), DeltaCharge the δ it
+	// uses up (the sampler's truncated tails, a top-up cap exceeded): ε is
+	// converted at the job's δ less every DeltaCharge so far.
+	Slack       PerObserver[float64] `msgpack:"slack,omitempty"`
+	DeltaCharge float64              `msgpack:"delta_charge,omitempty"`
+	// FellowExposed says fellow clients may learn who took part in this
+	// round (secure aggregation's neighbours): a client's ε against them
+	// composes over the rounds it was sampled in, like an operator's.
+	FellowExposed bool `msgpack:"fellow_exposed,omitempty"`
 }
 
 // CommitModel records the model version a round released.

@@ -13,15 +13,20 @@ import (
 // Observer names a party against whom ε is reported (DESIGN.md §3).
 type Observer string
 
-// The observers of DESIGN.md §3.
+// The observers of DESIGN.md §3 (docs/privacy-model.md has what each sees
+// and what protects a client from it).
 const (
-	Public           Observer = "public"
+	Public Observer = "public"
+	// FellowClients is any client credential, or clients colluding with
+	// each other: each learns its own sampling decision and the models,
+	// under secure aggregation also its neighbours'.
+	FellowClients    Observer = "fellow_clients"
 	GlobalOperator   Observer = "global_operator"
 	RegionalOperator Observer = "regional_operator"
 )
 
 // Observers lists every observer in report order.
-var Observers = []Observer{Public, GlobalOperator, RegionalOperator}
+var Observers = []Observer{Public, FellowClients, GlobalOperator, RegionalOperator}
 
 // Business rejections: every replica reaches them identically.
 var (
@@ -56,8 +61,8 @@ type Job struct {
 	PlannedRounds int       `msgpack:"planned_rounds" json:"planned_rounds"`
 	Accountant    string    `msgpack:"accountant" json:"accountant"`
 	Orders        []float64 `msgpack:"orders" json:"-"`
-	// SlackPerRound is ε added per round charged, for costs stated by the
-	// noise sampler rather than modelled by RDP (see global.samplerSlack).
+	// SlackPerRound is the ε slack a round of this job charged before
+	// rounds carried their own (OpenRound.Slack); 0 in newer jobs.
 	SlackPerRound float64 `msgpack:"slack_per_round" json:"slack_per_round"`
 	StartedUnixMs int64   `msgpack:"started_ms" json:"started_ms"`
 	// Signed jobs sample only clients with an enrolled key, whose updates
@@ -96,6 +101,10 @@ type RoundEntry struct {
 	// SecAgg is the round's secure aggregation (nil when off); its
 	// sessions' survivor counts are set at commit.
 	SecAgg *SecAggRecord `msgpack:"secagg,omitempty" json:"secagg,omitempty"`
+	// Slack, DeltaCharge and FellowExposed are as in OpenRound.
+	Slack         PerObserver[float64] `msgpack:"slack,omitempty" json:"slack"`
+	DeltaCharge   float64              `msgpack:"delta_charge,omitempty" json:"delta_charge"`
+	FellowExposed bool                 `msgpack:"fellow_exposed,omitempty" json:"fellow_exposed,omitempty"`
 }
 
 // StepCurves returns the round's one-step RDP curves per observer.
@@ -110,12 +119,13 @@ func (l *Ledger) StepCurves(e *RoundEntry) PerObserver[[]float64] {
 // appending it if new. Comparison is exact, so every replica agrees.
 func (l *Ledger) stepIndex(c PerObserver[[]float64]) int {
 	for i, s := range l.Steps {
-		if equalCurves(s.Public, c.Public) && equalCurves(s.GlobalOperator, c.GlobalOperator) && equalCurves(s.RegionalOperator, c.RegionalOperator) {
+		if equalCurves(s.Public, c.Public) && equalCurves(s.FellowClients, c.FellowClients) && equalCurves(s.GlobalOperator, c.GlobalOperator) && equalCurves(s.RegionalOperator, c.RegionalOperator) {
 			return i
 		}
 	}
 	l.Steps = append(l.Steps, PerObserver[[]float64]{
 		Public:           append([]float64(nil), c.Public...),
+		FellowClients:    append([]float64(nil), c.FellowClients...),
 		GlobalOperator:   append([]float64(nil), c.GlobalOperator...),
 		RegionalOperator: append([]float64(nil), c.RegionalOperator...),
 	})
@@ -185,6 +195,10 @@ type Ledger struct {
 	// consent), so receivers know when their copy is stale.
 	Nodes           []Node `msgpack:"nodes"`
 	RegistryVersion uint64 `msgpack:"registry_version"`
+	// Slack and DeltaCharged are the cumulative ε slack per observer and δ
+	// charged by every round so far (RoundEntry.Slack, DeltaCharge).
+	Slack        PerObserver[float64] `msgpack:"slack"`
+	DeltaCharged float64              `msgpack:"delta_charged"`
 }
 
 // New returns an empty ledger.
@@ -282,9 +296,29 @@ func (l *Ledger) openRound(index uint64, c *OpenRound) Result {
 	if _, open := l.OpenRoundEntry(); open {
 		return Result{Err: fmt.Errorf("%w: round %d is still open", ErrRoundOrder, len(l.Rounds))}
 	}
+	rdp := c.RDP
+	if rdp.FellowClients == nil {
+		// Written before fellow clients had their own curve, when their view
+		// was charged as the public's.
+		rdp.FellowClients = rdp.Public
+	}
 	for _, o := range Observers {
-		if n := len(c.RDP.Get(o)); n != len(l.Job.Orders) {
+		if n := len(rdp.Get(o)); n != len(l.Job.Orders) {
 			return Result{Err: fmt.Errorf("%w: observer %s has %d values, job has %d orders", ErrCurve, o, n, len(l.Job.Orders))}
+		}
+	}
+	if !(c.DeltaCharge >= 0) || !(l.DeltaCharged+c.DeltaCharge < l.Job.Delta) {
+		return Result{Err: fmt.Errorf("%w: round %d charges δ %g on top of %g, the job's δ is %g", ErrBudget, c.Round, c.DeltaCharge, l.DeltaCharged, l.Job.Delta)}
+	}
+	slack := c.Slack
+	if slack == (PerObserver[float64]{}) && l.Job.SlackPerRound > 0 {
+		// Written when one slack per round was fixed for the whole job.
+		v := l.Job.SlackPerRound
+		slack = PerObserver[float64]{Public: v, FellowClients: v, GlobalOperator: v, RegionalOperator: v}
+	}
+	for _, o := range Observers {
+		if v := slack.Get(o); !(v >= 0) {
+			return Result{Err: fmt.Errorf("%w: round %d: slack %v against %s", ErrInvalid, c.Round, v, o)}
 		}
 	}
 	if eps := c.EpsilonAfter.Public; !(eps <= l.Job.Budget) {
@@ -294,20 +328,53 @@ func (l *Ledger) openRound(index uint64, c *OpenRound) Result {
 		return Result{Err: err}
 	}
 	l.applyRoundClients(c)
+	l.upgrade()
 	for _, o := range Observers {
 		cum := l.RDP.Get(o)
-		for i, v := range c.RDP.Get(o) {
+		for i, v := range rdp.Get(o) {
 			cum[i] += v
 		}
+		l.Slack.Set(o, l.Slack.Get(o)+slack.Get(o))
 	}
+	l.DeltaCharged += c.DeltaCharge
 	l.Rounds = append(l.Rounds, RoundEntry{
 		Round: c.Round, ModelVersion: c.ModelVersion, Sampled: c.Sampled, Q: c.Q, ClipNorm: c.ClipNorm,
 		Noise: c.Noise, Sigma: c.Sigma, EpsilonAfter: c.EpsilonAfter,
 		OpenedUnixMs: c.OpenedUnixMs, Status: "open", Index: index,
-		Eligible: c.Eligible, Retired: append([]string(nil), c.Retire...), Step: l.stepIndex(c.RDP),
-		SecAgg: c.SecAgg.clone(),
+		Eligible: c.Eligible, Retired: append([]string(nil), c.Retire...), Step: l.stepIndex(rdp),
+		SecAgg: c.SecAgg.clone(), Slack: slack, DeltaCharge: c.DeltaCharge, FellowExposed: c.FellowExposed,
 	})
 	return Result{}
+}
+
+// upgrade brings a ledger written by an earlier version to this one's
+// state: fellow clients get their own curve (until then their view was
+// charged as the public's, so the public's cumulative and per-round curves
+// stand for it), and rounds charged one job-wide slack carry it per
+// observer. Every replica does this at the same point (a restore, or the
+// first round it opens), so their states stay identical.
+func (l *Ledger) upgrade() {
+	if l.Job == nil {
+		return
+	}
+	if len(l.RDP.FellowClients) != len(l.Job.Orders) {
+		l.RDP.FellowClients = append([]float64(nil), l.RDP.Public...)
+		for i := range l.Steps {
+			if l.Steps[i].FellowClients == nil {
+				l.Steps[i].FellowClients = append([]float64(nil), l.Steps[i].Public...)
+			}
+		}
+	}
+	if v := l.Job.SlackPerRound; v > 0 {
+		for i := range l.Rounds {
+			if r := &l.Rounds[i]; r.Slack == (PerObserver[float64]{}) {
+				r.Slack = PerObserver[float64]{Public: v, FellowClients: v, GlobalOperator: v, RegionalOperator: v}
+				for _, o := range Observers {
+					l.Slack.Set(o, l.Slack.Get(o)+v)
+				}
+			}
+		}
+	}
 }
 
 func (l *Ledger) commitModel(c *CommitModel) Result {
@@ -461,6 +528,7 @@ func Restore(b []byte) (*Ledger, error) {
 	if err := msgpack.Unmarshal(b, l); err != nil {
 		return nil, fmt.Errorf("ledger: restore: %w", err)
 	}
+	l.upgrade()
 	return l, nil
 }
 

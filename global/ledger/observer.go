@@ -4,7 +4,10 @@ package ledger
 // map so that its encoding is deterministic (replicas must produce
 // byte-identical snapshots, and msgpack does not sort generic maps).
 type PerObserver[T any] struct {
-	Public           T `msgpack:"public" json:"public"`
+	Public T `msgpack:"public" json:"public"`
+	// FellowClients was added after the first ledgers were written: those
+	// decode it as the zero value (see Ledger.upgradeFellow).
+	FellowClients    T `msgpack:"fellow_clients" json:"fellow_clients"`
 	GlobalOperator   T `msgpack:"global_operator" json:"global_operator"`
 	RegionalOperator T `msgpack:"regional_operator" json:"regional_operator"`
 }
@@ -29,6 +32,8 @@ func (p *PerObserver[T]) field(o Observer) *T {
 	switch o {
 	case Public:
 		return &p.Public
+	case FellowClients:
+		return &p.FellowClients
 	case GlobalOperator:
 		return &p.GlobalOperator
 	case RegionalOperator:
