@@ -458,7 +458,7 @@ func serveRegistry(obs *nats.Conn, job, region string, clients []string, p edge.
 	digest := p.Digest()
 	return func(i int, so *wire.StreamOpen) {
 		so.Digest = digest[:]
-		so.Sig = keys[i].Sign(identity.UpdateMessage(so.Job, so.Round, so.ModelVersion, so.Region, so.Client, so.Examples, so.Unclipped, digest))
+		so.Sig = keys[i].Sign(identity.UpdateMessage(so.Job, so.Round, so.ModelVersion, so.Region, so.Client, so.Unclipped, digest))
 	}, nil
 }
 

@@ -172,7 +172,7 @@ func (f *Fleet) connect(c Client, doneSubj string, cancel func()) error {
 		return fmt.Errorf("edge %s: %w", c.ID, err)
 	}
 	f.conns[c.ID] = nc
-	subj, err := mesh.ClientRoundSubject(f.cfg.Job, c.Region)
+	subj, err := mesh.InviteSubject(f.cfg.Job, c.Region, c.ID)
 	if err != nil {
 		return err
 	}
@@ -199,7 +199,10 @@ func (f *Fleet) onRound(c Client, m *nats.Msg) {
 		f.cfg.Logger.Warn("round.open ignored", "client", c.ID, "err", err)
 		return
 	}
-	if open.Job != f.cfg.Job || !slices.Contains(open.Sampled, c.ID) {
+	// An invitation on the client's own subject is its sampling decision;
+	// under secure aggregation it also lists the session's members, which
+	// must include the client.
+	if open.Job != f.cfg.Job || open.Region != c.Region || (open.SecAgg != nil && !slices.Contains(open.Sampled, c.ID)) {
 		return
 	}
 	f.cfg.Logger.Debug("sampled", "client", c.ID, "round", open.Round)
@@ -288,7 +291,6 @@ func (f *Fleet) serve(ctx context.Context, t task, delta []float64) error {
 	if err != nil {
 		return err
 	}
-	var examples int
 	if dir, ok := f.cfg.Canaries[t.client.ID]; ok {
 		if len(dir) != len(delta) {
 			return fmt.Errorf("edge: canary %s has a %d-dimensional direction, the model %d", t.client.ID, len(dir), len(delta))
@@ -296,12 +298,17 @@ func (f *Fleet) serve(ctx context.Context, t task, delta []float64) error {
 		for i, u := range dir {
 			delta[i] = 2 * t.open.ClipNorm * u
 		}
-	} else if examples, err = f.cfg.Trainer.Train(ctx, t.client.ID, t.open.Round, theta, delta); err != nil {
+	} else if _, err = f.cfg.Trainer.Train(ctx, t.client.ID, t.open.Round, theta, delta); err != nil {
 		return fmt.Errorf("trainer: %w", err)
 	}
 	unclipped, err := ClipBit(delta, t.open.ClipNorm)
 	if err != nil {
 		return err
+	}
+	if !t.open.ClipBits {
+		// The bit is data: a region would read it in clear. It leaves the
+		// client only when the round asks for it (and is accounted).
+		unclipped = 0
 	}
 	if s := t.open.EdgeNoise * t.open.ClipNorm; s > 0 {
 		f.noiseMu.Lock()
@@ -316,14 +323,14 @@ func (f *Fleet) serve(ctx context.Context, t task, delta []float64) error {
 		return nil
 	}
 	if f.cfg.Stream.streams(len(delta)) {
-		return f.publishStream(ctx, t, delta, examples, unclipped)
+		return f.publishStream(ctx, t, delta, unclipped)
 	}
 	u := wire.Update{
 		Job: f.cfg.Job, Round: t.open.Round, Region: t.client.Region, Client: t.client.ID,
-		ModelVersion: t.open.ModelVersion, Examples: examples, Unclipped: unclipped,
+		ModelVersion: t.open.ModelVersion, Unclipped: unclipped,
 		Vec: wire.AppendFloat64sAs32(make([]byte, 0, 4*len(delta)), delta),
 	}
-	if u.Sig, err = f.sign(t, examples, unclipped, wire.PayloadDigest(wire.EncodingF32, len(delta), identity.Digest(u.Vec), nil)); err != nil {
+	if u.Sig, err = f.sign(t, unclipped, wire.PayloadDigest(wire.EncodingF32, len(delta), identity.Digest(u.Vec), nil)); err != nil {
 		return err
 	}
 	b, err := wire.Encode(wire.TypeUpdate, &u)
@@ -348,7 +355,7 @@ var ErrNoKey = errors.New("edge: no identity key for the client; enrol it (strat
 
 // sign signs an update's message with the client's key; a round that is
 // not signed takes unsigned updates from clients without a key.
-func (f *Fleet) sign(t task, examples int, unclipped uint8, digest [32]byte) ([]byte, error) {
+func (f *Fleet) sign(t task, unclipped uint8, digest [32]byte) ([]byte, error) {
 	k := f.cfg.Keys[t.client.ID]
 	if k == nil {
 		if t.open.Signed {
@@ -356,7 +363,7 @@ func (f *Fleet) sign(t task, examples int, unclipped uint8, digest [32]byte) ([]
 		}
 		return nil, nil
 	}
-	return k.Sign(identity.UpdateMessage(f.cfg.Job, t.open.Round, t.open.ModelVersion, t.client.Region, t.client.ID, examples, unclipped, digest)), nil
+	return k.Sign(identity.UpdateMessage(f.cfg.Job, t.open.Round, t.open.ModelVersion, t.client.Region, t.client.ID, unclipped, digest)), nil
 }
 
 // ClipBit clips v to norm c and returns the adaptive-clipping bit: 1 when

@@ -284,7 +284,7 @@ func (c StreamConfig) streams(dim int) bool {
 
 // publishStream sends one client's update as a stream, within the round's
 // deadline.
-func (f *Fleet) publishStream(ctx context.Context, t task, delta []float64, examples int, unclipped uint8) error {
+func (f *Fleet) publishStream(ctx context.Context, t task, delta []float64, unclipped uint8) error {
 	subj, err := mesh.UpdateSubject(f.cfg.Job, t.client.Region, t.client.ID)
 	if err != nil {
 		return err
@@ -294,10 +294,10 @@ func (f *Fleet) publishStream(ctx context.Context, t task, delta []float64, exam
 	p := f.cfg.Stream.Encode(delta, rand.Float64)
 	open := wire.StreamOpen{
 		Job: f.cfg.Job, Round: t.open.Round, Region: t.client.Region, Client: t.client.ID,
-		ModelVersion: t.open.ModelVersion, Examples: examples, Dim: len(delta), Unclipped: unclipped,
+		ModelVersion: t.open.ModelVersion, Dim: len(delta), Unclipped: unclipped,
 	}
 	d := p.Digest()
-	if open.Sig, err = f.sign(t, examples, unclipped, d); err != nil {
+	if open.Sig, err = f.sign(t, unclipped, d); err != nil {
 		return err
 	}
 	open.Digest = d[:]

@@ -431,8 +431,9 @@ func (c *Coordinator) progress(r RoundReport) {
 }
 
 // publishOpen announces the round to a region and, once the region has
-// acknowledged it, to the region's clients. It reports whether the region
-// acknowledged; a region that did not is left out of the round.
+// acknowledged it, invites each of the region's sampled clients on its own
+// subject. It reports whether the region acknowledged; a region that did
+// not is left out of the round.
 func (c *Coordinator) publishOpen(round, version uint64, hash, region string, sampled []string, deadline time.Time, plan roundPlan, sa *wire.SecAggPlan) (bool, error) {
 	msg := wire.RoundOpen{
 		Job: c.top.Job, Round: round, Region: region, ModelVersion: version, ModelHash: hash,
@@ -456,12 +457,27 @@ func (c *Coordinator) publishOpen(round, version uint64, hash, region string, sa
 		c.cfg.Logger.Warn("region did not acknowledge round", "region", region, "round", round, "err", err)
 		return false, nil
 	}
-	csubj, err := mesh.ClientRoundSubject(c.top.Job, region)
+	invite := msg
+	invite.Registry = 0
+	if sa == nil {
+		// A client needs no one else's id: the invitation is the same for
+		// every sampled client and names none. Under secure aggregation the
+		// session needs its members (the ledger accounts what fellow
+		// clients then learn).
+		invite.Sampled = nil
+	}
+	ib, err := wire.Encode(wire.TypeRoundOpen, &invite)
 	if err != nil {
 		return false, err
 	}
-	if err := c.cfg.Conn.Publish(csubj, b); err != nil {
-		return false, fmt.Errorf("global: publish round %d to %s: %w", round, region, err)
+	for _, id := range sampled {
+		isubj, err := mesh.InviteSubject(c.top.Job, region, id)
+		if err != nil {
+			return false, err
+		}
+		if err := c.cfg.Conn.Publish(isubj, ib); err != nil {
+			return false, fmt.Errorf("global: invite %s to round %d: %w", id, round, err)
+		}
 	}
 	return true, nil
 }

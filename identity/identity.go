@@ -146,14 +146,13 @@ func ownerOnly(path string) error {
 // UpdateMessage is what a client signs: the update is bound to its job,
 // round, model version, region and client, to what it reports beside the
 // values (example count, adaptive-clipping bit) and to its payload digest.
-func UpdateMessage(job string, round, version uint64, region, client string, examples int, unclipped uint8, payload [32]byte) []byte {
-	b := []byte("strata/update/v1")
+func UpdateMessage(job string, round, version uint64, region, client string, unclipped uint8, payload [32]byte) []byte {
+	b := []byte("strata/update/v2")
 	b = appendString(b, job)
 	b = binary.BigEndian.AppendUint64(b, round)
 	b = binary.BigEndian.AppendUint64(b, version)
 	b = appendString(b, region)
 	b = appendString(b, client)
-	b = binary.BigEndian.AppendUint64(b, uint64(examples))
 	b = append(b, unclipped)
 	return append(b, payload[:]...)
 }

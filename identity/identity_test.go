@@ -13,22 +13,21 @@ func TestSignatureBindsEveryField(t *testing.T) {
 		t.Fatal(err)
 	}
 	d := Digest([]byte("values"))
-	msg := UpdateMessage("j", 3, 2, "eu", "c1", 10, 1, d)
+	msg := UpdateMessage("j", 3, 2, "eu", "c1", 1, d)
 	sig := k.Sign(msg)
 	if err := Verify(k.Public(), msg, sig); err != nil {
 		t.Fatalf("genuine signature: %v", err)
 	}
 	for name, other := range map[string][]byte{
-		"job":      UpdateMessage("k", 3, 2, "eu", "c1", 10, 1, d),
-		"round":    UpdateMessage("j", 4, 2, "eu", "c1", 10, 1, d),
-		"version":  UpdateMessage("j", 3, 1, "eu", "c1", 10, 1, d),
-		"region":   UpdateMessage("j", 3, 2, "us", "c1", 10, 1, d),
-		"client":   UpdateMessage("j", 3, 2, "eu", "c2", 10, 1, d),
-		"examples": UpdateMessage("j", 3, 2, "eu", "c1", 11, 1, d),
-		"bit":      UpdateMessage("j", 3, 2, "eu", "c1", 10, 0, d),
-		"payload":  UpdateMessage("j", 3, 2, "eu", "c1", 10, 1, Digest([]byte("valueS"))),
+		"job":     UpdateMessage("k", 3, 2, "eu", "c1", 1, d),
+		"round":   UpdateMessage("j", 4, 2, "eu", "c1", 1, d),
+		"version": UpdateMessage("j", 3, 1, "eu", "c1", 1, d),
+		"region":  UpdateMessage("j", 3, 2, "us", "c1", 1, d),
+		"client":  UpdateMessage("j", 3, 2, "eu", "c2", 1, d),
+		"bit":     UpdateMessage("j", 3, 2, "eu", "c1", 0, d),
+		"payload": UpdateMessage("j", 3, 2, "eu", "c1", 1, Digest([]byte("valueS"))),
 		// Length prefixes: moving a byte between fields changes the message.
-		"boundary": UpdateMessage("j", 3, 2, "e", "uc1", 10, 1, d),
+		"boundary": UpdateMessage("j", 3, 2, "e", "uc1", 1, d),
 		"partial":  PartialMessage("j", 3, "eu", 10, 1, d),
 	} {
 		if err := Verify(k.Public(), other, sig); !errors.Is(err, ErrBadSignature) {

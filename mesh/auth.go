@@ -14,8 +14,9 @@ import (
 // each may publish and subscribe only where its role needs to.
 //
 //	client C of region R  publishes its own updates (update.R.C) and secure
-//	                      aggregation messages (secagg.R.C) and reads R's
-//	                      round announcements, its own secagg messages
+//	                      aggregation messages (secagg.R.C) and reads only its
+//	                      own round invitations (invite.R.C: no client learns
+//	                      another's sampling decision), its own secagg messages
 //	                      (secagg_to.R.C), the end of the job and the model
 //	                      bucket (read-only JetStream calls)
 //	region R              reads R's rounds, pings, updates and secagg
@@ -83,7 +84,7 @@ func Permissions(job string, e identity.Entry) (*server.Permissions, error) {
 				"$JS.FC." + bucket + ".>", "$JS.ACK." + bucket + ".>",
 			}},
 			Subscribe: &server.SubjectPermission{Allow: []string{
-				base + ".clients." + e.Region, base + ".secagg_to." + e.Region + "." + e.ID, base + ".done", inbox,
+				base + ".invite." + e.Region + "." + e.ID, base + ".secagg_to." + e.Region + "." + e.ID, base + ".done", inbox,
 			}},
 		}, nil
 	}

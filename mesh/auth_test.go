@@ -169,9 +169,12 @@ func checkRolePermissions(t *testing.T, dial func(kind, id string) Dialer) {
 		{"client subscribes to one other client's updates", identity.KindClient, "eu-c1", "", "strata.j.update.eu.eu-c2", false},
 		{"client publishes a partial", identity.KindClient, "eu-c1", "strata.j.partial.eu", "", false},
 		{"client publishes a round", identity.KindClient, "eu-c1", "strata.j.round.eu", "", false},
-		{"client announces a round to clients", identity.KindClient, "eu-c1", "strata.j.clients.eu", "", false},
-		{"client reads its region's rounds", identity.KindClient, "eu-c1", "", "strata.j.clients.eu", true},
-		{"client reads another region's rounds", identity.KindClient, "eu-c1", "", "strata.j.clients.us", false},
+		{"client invites a client", identity.KindClient, "eu-c1", "strata.j.invite.eu.eu-c2", "", false},
+		{"client reads its own invitations", identity.KindClient, "eu-c1", "", "strata.j.invite.eu.eu-c1", true},
+		{"client reads another client's invitations", identity.KindClient, "eu-c1", "", "strata.j.invite.eu.eu-c2", false},
+		{"client reads its region's invitations", identity.KindClient, "eu-c1", "", "strata.j.invite.eu.*", false},
+		{"client reads its region's round announcement", identity.KindClient, "eu-c1", "", "strata.j.round.eu", false},
+		{"client reads the old broadcast of sampled lists", identity.KindClient, "eu-c1", "", "strata.j.clients.eu", false},
 		{"region reads its updates", identity.KindRegion, "eu", "", "strata.j.update.eu.*", true},
 		{"region reads another region's updates", identity.KindRegion, "eu", "", "strata.j.update.us.*", false},
 		{"region publishes its partial", identity.KindRegion, "eu", "strata.j.partial.eu", "", true},
@@ -192,7 +195,7 @@ func checkRolePermissions(t *testing.T, dial func(kind, id string) Dialer) {
 		{"region sends another region's client a secagg message", identity.KindRegion, "eu", "strata.j.secagg_to.us.us-c1", "", false},
 		{"region sends a secagg message as a client", identity.KindRegion, "eu", "strata.j.secagg.eu.eu-c1", "", false},
 		{"global publishes a round", identity.KindGlobal, "g1", "strata.j.round.eu", "", true},
-		{"global announces a round to clients", identity.KindGlobal, "g1", "strata.j.clients.eu", "", true},
+		{"global invites a client", identity.KindGlobal, "g1", "strata.j.invite.eu.eu-c1", "", true},
 	}
 	for _, o := range ops {
 		nc, errs := conn(t, dial(o.kind, o.id), o.name)

@@ -10,7 +10,7 @@ import (
 //
 //	strata.<job>.round.<region>    round.open for one region's aggregator (request/reply:
 //	                               the region acknowledges before clients hear of the round)
-//	strata.<job>.clients.<region>  round.open for one region's clients
+//	strata.<job>.invite.<region>.<client>  round.open for one sampled client: only it may read it
 //	strata.<job>.update.<region>.<client>  one client's updates (edge → region)
 //	strata.<job>.partial.<region>  regional partials (region → global)
 //	strata.<job>.registry.<region> a region asks the global tier for enrolled keys
@@ -24,16 +24,26 @@ func RoundSubject(job, region string) (string, error) {
 	return joinRegion(job, "round", region)
 }
 
-// ClientRoundSubject announces rounds to a region's clients, after the
-// region acknowledged the round on RoundSubject.
-func ClientRoundSubject(job, region string) (string, error) {
-	return joinRegion(job, "clients", region)
+// InviteSubject is where one sampled client hears of a round, after its
+// region acknowledged the round on RoundSubject. One subject per client, so
+// that NATS authorization lets each read only its own: a client learns its
+// own sampling decision and no other's (sampling amplification holds
+// against fellow clients; docs/privacy-model.md).
+func InviteSubject(job, region, client string) (string, error) {
+	return clientSubject(job, "invite", region, client)
 }
 
 // PingSubject is where a region answers liveness checks; the global tier
 // opens a round (and so charges its cost) only when enough regions answer.
 func PingSubject(job, region string) (string, error) {
 	return joinRegion(job, "ping", region)
+}
+
+// InviteWildcard matches every invitation of a region's clients: only the
+// global tier and operators may subscribe to it.
+func InviteWildcard(job, region string) (string, error) {
+	s, err := joinRegion(job, "invite", region)
+	return s + ".*", err
 }
 
 // UpdateSubject is where one client publishes its updates: one subject per

@@ -107,7 +107,7 @@ func (r *Round) add(b []byte) string {
 	}
 	if r.open.Signed {
 		d := wire.PayloadDigest(wire.EncodingF32, r.open.Dim, identity.Digest(u.Vec), nil)
-		if reason := r.checkSignature(u.Client, u.Examples, u.Unclipped, d, u.Sig); reason != "" {
+		if reason := r.checkSignature(u.Client, u.Unclipped, d, u.Sig); reason != "" {
 			return reason
 		}
 	}
@@ -190,8 +190,8 @@ func (r *Round) Finalize(n Noiser) (*wire.Partial, error) {
 }
 
 // checkSignature verifies a client's signature over its update's message.
-func (r *Round) checkSignature(client string, examples int, unclipped uint8, digest [32]byte, sig []byte) string {
-	msg := identity.UpdateMessage(r.open.Job, r.open.Round, r.open.ModelVersion, r.open.Region, client, examples, unclipped, digest)
+func (r *Round) checkSignature(client string, unclipped uint8, digest [32]byte, sig []byte) string {
+	msg := identity.UpdateMessage(r.open.Job, r.open.Round, r.open.ModelVersion, r.open.Region, client, unclipped, digest)
 	return r.checkRegistry(client, msg, sig)
 }
 

@@ -11,10 +11,10 @@ import (
 // fields; mut changes the update after signing (tampering).
 func signedUpdate(t *testing.T, k *identity.Key, client string, round, version uint64, mut func(*wire.Update)) []byte {
 	t.Helper()
-	u := wire.Update{Job: "j", Round: round, Region: "eu", Client: client, ModelVersion: version, Examples: 5,
+	u := wire.Update{Job: "j", Round: round, Region: "eu", Client: client, ModelVersion: version,
 		Vec: wire.AppendFloat32s(nil, []float32{0.6, 0, 0.8})}
 	d := wire.PayloadDigest(wire.EncodingF32, 3, identity.Digest(u.Vec), nil)
-	u.Sig = k.Sign(identity.UpdateMessage("j", round, version, "eu", client, u.Examples, u.Unclipped, d))
+	u.Sig = k.Sign(identity.UpdateMessage("j", round, version, "eu", client, u.Unclipped, d))
 	if mut != nil {
 		mut(&u)
 	}
@@ -48,7 +48,7 @@ func TestSignedRoundRejectsEachIdentityFailureByName(t *testing.T) {
 		{"forged: c2's update signed by another key", signedUpdate(t, c1, "c2", 2, 1, nil), ReasonBadSignature},
 		{"unsigned", signedUpdate(t, c2, "c2", 2, 1, func(u *wire.Update) { u.Sig = nil }), ReasonBadSignature},
 		{"tampered values", signedUpdate(t, c2, "c2", 2, 1, func(u *wire.Update) { u.Vec[0] ^= 1 }), ReasonBadSignature},
-		{"tampered example count", signedUpdate(t, c2, "c2", 2, 1, func(u *wire.Update) { u.Examples = 500 }), ReasonBadSignature},
+		{"tampered clipping bit", signedUpdate(t, c2, "c2", 2, 1, func(u *wire.Update) { u.Unclipped = 1 }), ReasonBadSignature},
 		{"unknown client", signedUpdate(t, intruder, "intruder", 2, 1, nil), ReasonUnknownClient},
 		{"withdrawn client", signedUpdate(t, gone, "gone", 2, 1, nil), ReasonWithdrawn},
 		{"replay of round 1", signedUpdate(t, c2, "c2", 1, 1, nil), ReasonStaleRound},

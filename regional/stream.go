@@ -201,7 +201,7 @@ func (s *Streams) checkOpen(o wire.StreamOpen) string {
 		if len(o.Digest) != 32 {
 			return ReasonBadSignature
 		}
-		return r.checkSignature(o.Client, o.Examples, o.Unclipped, [32]byte(o.Digest), o.Sig)
+		return r.checkSignature(o.Client, o.Unclipped, [32]byte(o.Digest), o.Sig)
 	}
 	return ""
 }

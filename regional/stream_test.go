@@ -302,7 +302,7 @@ func FuzzSignedStreamChunk(f *testing.F) {
 	digest := wire.PayloadDigest(wire.EncodingF32, 3, identity.Digest(signed), nil)
 	o := streamOpen("a", 3)
 	o.Digest = digest[:]
-	o.Sig = k.Sign(identity.UpdateMessage("j", 2, 1, "eu", "a", 0, 0, digest))
+	o.Sig = k.Sign(identity.UpdateMessage("j", 2, 1, "eu", "a", 0, digest))
 	for _, c := range chunksOf("a", []float32{0.5, -0.25, 0.125}, 3) {
 		b, _ := wire.AppendChunk(nil, &c.h, c.data)
 		f.Add(b)
@@ -367,7 +367,7 @@ func TestSignedStreamChecksTheSignedDigest(t *testing.T) {
 			o.Digest = digest[:]
 			o.Sig = tt.sig
 			if o.Sig == nil {
-				o.Sig = k.Sign(identity.UpdateMessage("j", 2, 1, "eu", "a", o.Examples, o.Unclipped, digest))
+				o.Sig = k.Sign(identity.UpdateMessage("j", 2, 1, "eu", "a", o.Unclipped, digest))
 			}
 			granted, reason := s.Open(o)
 			got := reason

@@ -2,15 +2,18 @@ package e2e
 
 import (
 	"context"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
 
 	"github.com/strata-fl/strata/finetune"
 	"github.com/strata-fl/strata/global/ledger"
 	"github.com/strata-fl/strata/mesh"
+	"github.com/strata-fl/strata/mesh/wire"
 	"github.com/strata-fl/strata/standalone"
 )
 
@@ -68,4 +71,27 @@ func startSecureServer(t *testing.T, store, secrets, job string) (*server.Server
 	}
 	op.URL = srv.ClientURL()
 	return srv, op
+}
+
+// onFirstInvite calls f once, with the invitation and the client it
+// invites, for the first client of region invited to the given round: an
+// operator's spy learns a sampled client from the subject of its
+// invitation (invitations name no one else).
+func onFirstInvite(t *testing.T, spy *nats.Conn, job, region string, round uint64, f func(open wire.RoundOpen, client string)) {
+	t.Helper()
+	subj, err := mesh.InviteWildcard(job, region)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var once sync.Once
+	if _, err := spy.Subscribe(subj, func(msg *nats.Msg) {
+		var open wire.RoundOpen
+		if wire.Decode(msg.Data, wire.TypeRoundOpen, &open) != nil || open.Round != round {
+			return
+		}
+		client := msg.Subject[strings.LastIndexByte(msg.Subject, '.')+1:]
+		once.Do(func() { f(open, client) })
+	}); err != nil {
+		t.Fatal(err)
+	}
 }

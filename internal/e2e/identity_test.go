@@ -63,18 +63,12 @@ func TestSignedUpdatesRejectImpostorsByReason(t *testing.T) {
 	}
 	stranger, _ := identity.New(identity.KindClient, "a-stranger")
 	injected := make(chan struct{})
-	csubj, _ := mesh.ClientRoundSubject(top.Job, "a")
-	if _, err := spy.Subscribe(csubj, func(msg *nats.Msg) {
-		var open wire.RoundOpen
-		if wire.Decode(msg.Data, wire.TypeRoundOpen, &open) != nil || open.Round != 2 || len(open.Sampled) == 0 {
-			return
-		}
-		victim := open.Sampled[0]
+	onFirstInvite(t, spy, top.Job, "a", 2, func(open wire.RoundOpen, victim string) {
 		make1 := func(client string, k *identity.Key, version uint64) []byte {
 			u := wire.Update{Job: top.Job, Round: 2, Region: "a", Client: client, ModelVersion: version,
 				Vec: wire.AppendFloat32s(nil, make([]float32, open.Dim))}
 			d := wire.PayloadDigest(wire.EncodingF32, open.Dim, identity.Digest(u.Vec), nil)
-			u.Sig = k.Sign(identity.UpdateMessage(top.Job, 2, version, "a", client, 0, 0, d))
+			u.Sig = k.Sign(identity.UpdateMessage(top.Job, 2, version, "a", client, 0, d))
 			b, _ := wire.Encode(wire.TypeUpdate, &u)
 			return b
 		}
@@ -95,27 +89,20 @@ func TestSignedUpdatesRejectImpostorsByReason(t *testing.T) {
 		mu.Unlock()
 		spy.Flush()
 		close(injected)
-	}); err != nil {
-		t.Fatal(err)
-	}
+	})
 	spy.Flush()
 	// Withdraw it once the job enrolled it (round 1 is open): round 2
 	// announces the new registry version, and region a refreshes its copy.
 	withdrew := make(chan error, 1)
-	var once sync.Once
-	if _, err := spy.Subscribe(csubj, func(*nats.Msg) {
-		once.Do(func() {
-			go func() {
-				res, err := m.Node.Apply(ctx, &ledger.Withdraw{Client: withdrawn, Reason: "test", UnixMs: time.Now().UnixMilli()})
-				if err == nil {
-					err = res.Err
-				}
-				withdrew <- err
-			}()
-		})
-	}); err != nil {
-		t.Fatal(err)
-	}
+	onFirstInvite(t, spy, top.Job, "a", 1, func(wire.RoundOpen, string) {
+		go func() {
+			res, err := m.Node.Apply(ctx, &ledger.Withdraw{Client: withdrawn, Reason: "test", UnixMs: time.Now().UnixMilli()})
+			if err == nil {
+				err = res.Err
+			}
+			withdrew <- err
+		}()
+	})
 	spy.Flush()
 
 	if err := m.Run(ctx); err != nil {

@@ -127,18 +127,12 @@ func TestShortJobOverRealNATSAndRaft(t *testing.T) {
 	}
 
 	// Hostile input in round 2: malformed, wrong dimension, NaN, duplicate.
-	csubj, _ := mesh.ClientRoundSubject(top.Job, "a")
 	keys, err := identity.LoadClients(m.Secrets, "a")
 	if err != nil {
 		t.Fatal(err)
 	}
 	injected := make(chan struct{})
-	if _, err := spy.Subscribe(csubj, func(msg *nats.Msg) {
-		var open wire.RoundOpen
-		if wire.Decode(msg.Data, wire.TypeRoundOpen, &open) != nil || open.Round != 2 || len(open.Sampled) == 0 {
-			return
-		}
-		victim := open.Sampled[0]
+	onFirstInvite(t, spy, top.Job, "a", 2, func(open wire.RoundOpen, victim string) {
 		usubj, _ := mesh.UpdateSubject(top.Job, "a", victim)
 		// Signed by the victim's own key: these test the checks after the
 		// signature's.
@@ -146,7 +140,7 @@ func TestShortJobOverRealNATSAndRaft(t *testing.T) {
 			u := wire.Update{Job: top.Job, Round: 2, Region: "a", Client: victim, ModelVersion: open.ModelVersion, Vec: wire.AppendFloat32s(nil, vec)}
 			if len(vec) == open.Dim {
 				d := wire.PayloadDigest(wire.EncodingF32, open.Dim, identity.Digest(u.Vec), nil)
-				u.Sig = keys[victim].Sign(identity.UpdateMessage(top.Job, 2, open.ModelVersion, "a", victim, 0, 0, d))
+				u.Sig = keys[victim].Sign(identity.UpdateMessage(top.Job, 2, open.ModelVersion, "a", victim, 0, d))
 			}
 			b, _ := wire.Encode(wire.TypeUpdate, &u)
 			return b
@@ -164,9 +158,7 @@ func TestShortJobOverRealNATSAndRaft(t *testing.T) {
 		}
 		spy.Flush()
 		close(injected)
-	}); err != nil {
-		t.Fatal(err)
-	}
+	})
 	spy.Flush()
 
 	runErr := make(chan error, 1)

@@ -64,7 +64,6 @@ type StreamOpen struct {
 	Region       string `msgpack:"region"`
 	Client       string `msgpack:"client"`
 	ModelVersion uint64 `msgpack:"model_version"`
-	Examples     int    `msgpack:"examples"`
 	// Dim is the model dimension; Total the number of elements the stream
 	// carries (Dim for f32 and q8, k for topk).
 	Dim      int    `msgpack:"dim"`

@@ -93,10 +93,11 @@ type Update struct {
 	Region       string `msgpack:"region"`
 	Client       string `msgpack:"client"`
 	ModelVersion uint64 `msgpack:"model_version"`
-	Examples     int    `msgpack:"examples"`
 	Vec          []byte `msgpack:"vec"` // little-endian float32
 	// Unclipped is the adaptive-clipping bit: 1 if the update's norm was
-	// at most the clip norm before clipping. Only when the round asks.
+	// at most the clip norm before clipping. Only when the round asks:
+	// otherwise it is 0 and not encoded, since the region would read it in
+	// clear. (Updates carry no example count for the same reason.)
 	Unclipped uint8 `msgpack:"unclipped,omitempty"`
 	// Sig is the client's signature over UpdateMessage (identity package).
 	Sig []byte `msgpack:"sig,omitempty"`

@@ -8,7 +8,7 @@ import (
 
 func TestUpdateRoundTrip(t *testing.T) {
 	v := []float32{1, -2.5, float32(math.Pi), 0}
-	u := Update{Job: "j", Round: 3, Region: "eu", Client: "eu-c00001", ModelVersion: 2, Examples: 10, Vec: AppendFloat32s(nil, v)}
+	u := Update{Job: "j", Round: 3, Region: "eu", Client: "eu-c00001", ModelVersion: 2, Vec: AppendFloat32s(nil, v)}
 	b, err := Encode(TypeUpdate, &u)
 	if err != nil {
 		t.Fatal(err)
