@@ -148,7 +148,7 @@ func (c *Coordinator) Run(ctx context.Context) error {
 			return c.finish(ctx, "completed planned rounds")
 		}
 		if reason := c.converged(); reason != "" {
-			return c.finish(ctx, reason)
+			return c.finishEarly(ctx, reason)
 		}
 		if alive := c.liveRegions(); alive < c.top.Privacy.MinRegions {
 			// Opening a round charges its cost: never open one that cannot
@@ -310,6 +310,17 @@ func (c *Coordinator) runRound(ctx context.Context) error {
 	cost, err := roundCost(Mechanisms(t, plan.cost), plan.cost, spent, t.Privacy.Delta, 1)
 	if err != nil {
 		return err
+	}
+	if t.Privacy.Pacing.Patience > 0 {
+		// A job that may stop on its outputs is charged its whole planned
+		// run (finishEarly): the budget must hold for all of it.
+		whole, _, err := c.remainingCost()
+		if err != nil {
+			return err
+		}
+		if whole.EpsilonAfter.Public > t.Privacy.Budget {
+			return fmt.Errorf("%w: with early stopping the ledger charges the planned run, and its remaining rounds from %d would bring public ε to %.4g, over the budget %.4g", ErrBudgetExhausted, round, whole.EpsilonAfter.Public, t.Privacy.Budget)
+		}
 	}
 	if cost.EpsilonAfter.Public > t.Privacy.Budget {
 		var spentEps float64
@@ -619,14 +630,57 @@ func (c *Coordinator) merge(ctx context.Context, version uint64, parts map[strin
 func (c *Coordinator) Theta() []float64 { return append([]float64(nil), c.theta...) }
 
 func (c *Coordinator) finish(ctx context.Context, reason string) error {
-	res, err := c.cfg.Node.Apply(ctx, &ledger.FinishJob{Reason: reason})
+	return c.finishWith(ctx, &ledger.FinishJob{Reason: reason})
+}
+
+// finishEarly ends a job that stopped on its evaluation loss: the planned
+// rounds it did not run are charged as the next round would be, so that
+// what the ledger reports is ε(T) of the planned run, which early stopping
+// only post-processes.
+func (c *Coordinator) finishEarly(ctx context.Context, reason string) error {
+	planned, err := c.plannedCharge()
+	if err != nil {
+		return err
+	}
+	return c.finishWith(ctx, &ledger.FinishJob{Reason: reason, Planned: planned})
+}
+
+// remainingCost is the cost of the planned rounds not yet committed, the
+// next one among them, as the next round would be planned.
+func (c *Coordinator) remainingCost() (RoundCost, int, error) {
+	var spent Spent
+	var round uint64
+	var committed int
+	c.cfg.Node.Read(func(l *ledger.Ledger) { spent, round, committed = spentFrom(l), l.NextRound(), l.CommittedRounds() })
+	remaining := c.top.Train.Rounds - committed
+	if remaining <= 0 {
+		return RoundCost{}, 0, nil
+	}
+	plan, err := c.planRound(spent, round)
+	if err != nil {
+		return RoundCost{}, 0, err
+	}
+	rc, err := roundCost(Mechanisms(c.top, plan.cost), plan.cost, spent, c.top.Privacy.Delta, remaining)
+	return rc, remaining, err
+}
+
+func (c *Coordinator) plannedCharge() (*ledger.PlannedCharge, error) {
+	rc, remaining, err := c.remainingCost()
+	if err != nil || remaining == 0 {
+		return nil, err
+	}
+	return &ledger.PlannedCharge{Rounds: remaining, RDP: rc.RDP, Slack: rc.Slack, DeltaCharge: rc.Delta, EpsilonAfter: rc.EpsilonAfter}, nil
+}
+
+func (c *Coordinator) finishWith(ctx context.Context, cmd *ledger.FinishJob) error {
+	res, err := c.cfg.Node.Apply(ctx, cmd)
 	if err != nil {
 		return err
 	}
 	if res.Err != nil {
 		return res.Err
 	}
-	return c.announceDone(reason)
+	return c.announceDone(cmd.Reason)
 }
 
 func (c *Coordinator) announceDone(reason string) error {

@@ -81,7 +81,7 @@ func (c *Coordinator) converged() string {
 		}
 	}
 	if len(losses)-1-bestAt >= k {
-		return fmt.Sprintf("converged: evaluation loss has not improved for %d rounds (best %.4f at model v%d); remaining budget left unspent", k, best, bestAt+1)
+		return fmt.Sprintf("converged: evaluation loss has not improved for %d rounds (best %.4f at model v%d); the planned rounds not run are charged (stopping on the outputs is post-processing of the planned run)", k, best, bestAt+1)
 	}
 	return ""
 }

@@ -210,43 +210,52 @@ func (l *Ledger) ClientCurves(id string) (PerObserver[[]float64], error) {
 	for _, o := range Observers {
 		out.Set(o, make([]float64, n))
 	}
-	l.countedRounds(l.Clients[i], func(r *RoundEntry, o Observer) {
-		st := l.StepCurves(r)
-		addCurve(out.Get(o), st.Get(o))
+	l.countedRounds(l.Clients[i], func(step *PerObserver[[]float64], _ PerObserver[float64], times float64, o Observer) {
+		addCurve(out.Get(o), step.Get(o), times)
 	})
 	return out, nil
 }
 
-// countedRounds calls f for every round that charges client c against each
-// observer: public over the rounds c was eligible for, fellow clients too
-// unless the round exposed its sample to them, operators (and fellow
-// clients in exposing rounds) over the rounds c was sampled in.
-func (l *Ledger) countedRounds(c Client, f func(*RoundEntry, Observer)) {
+// countedRounds calls f, with a round's one-step curves and slack and how
+// many times they count, for every round that charges client c against
+// each observer: public over the rounds c was eligible for, fellow clients
+// too unless the round exposed its sample to them, operators (and fellow
+// clients in exposing rounds) over the rounds c was sampled in; and, for a
+// client still eligible when a job stopped early, the planned rounds not
+// run, against every observer as if it were sampled in each.
+func (l *Ledger) countedRounds(c Client, f func(step *PerObserver[[]float64], slack PerObserver[float64], times float64, o Observer)) {
 	until := c.EligibleUntil
 	if until == 0 {
 		until = l.NextRound()
 	}
 	for r := c.EligibleFrom; r < until && r <= uint64(len(l.Rounds)); r++ {
 		e := &l.Rounds[r-1]
-		f(e, Public)
+		st := l.StepCurves(e)
+		f(&st, e.Slack, 1, Public)
 		if !e.FellowExposed {
-			f(e, FellowClients)
+			f(&st, e.Slack, 1, FellowClients)
 		}
 	}
 	for _, r := range c.Sampled {
 		e := &l.Rounds[r-1]
-		f(e, GlobalOperator)
-		f(e, RegionalOperator)
+		st := l.StepCurves(e)
+		f(&st, e.Slack, 1, GlobalOperator)
+		f(&st, e.Slack, 1, RegionalOperator)
 		if e.FellowExposed {
-			f(e, FellowClients)
+			f(&st, e.Slack, 1, FellowClients)
+		}
+	}
+	if p := l.Planned; p != nil && c.EligibleUntil == 0 && c.Status == ClientActive {
+		for _, o := range Observers {
+			f(&p.RDP, p.Slack, float64(p.Rounds), o)
 		}
 	}
 }
 
-func addCurve(dst, src []float64) {
+func addCurve(dst, src []float64, times float64) {
 	for i := range dst {
 		if i < len(src) {
-			dst[i] += src[i]
+			dst[i] += times * src[i]
 		}
 	}
 }
@@ -266,8 +275,8 @@ func (l *Ledger) ClientEpsilon(id string) (PerObserver[float64], error) {
 	}
 	i, _ := l.client(id)
 	var slack PerObserver[float64]
-	l.countedRounds(l.Clients[i], func(r *RoundEntry, o Observer) {
-		slack.Set(o, slack.Get(o)+r.Slack.Get(o))
+	l.countedRounds(l.Clients[i], func(_ *PerObserver[[]float64], s PerObserver[float64], times float64, o Observer) {
+		slack.Set(o, slack.Get(o)+times*s.Get(o))
 	})
 	for _, o := range Observers {
 		e, _, err := privacy.EpsilonFromRDP(curves.Get(o), delta)

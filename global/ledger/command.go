@@ -115,6 +115,24 @@ type AbortRound struct {
 // FinishJob ends the job.
 type FinishJob struct {
 	Reason string `msgpack:"reason"`
+	// Planned charges the rounds the job planned and did not run, when it
+	// stops at a time chosen from its outputs (early stopping on the
+	// evaluation loss): ε at a data-dependent stopping time is no
+	// guarantee, but stopping early is post-processing of the planned run,
+	// so the ledger charges the planned run whole.
+	Planned *PlannedCharge `msgpack:"planned,omitempty"`
+}
+
+// PlannedCharge is the cost of Rounds rounds that were planned and not
+// run: each as RDP, Slack and DeltaCharge say, charged to the mesh and to
+// every client still eligible as if it had been sampled in every one of
+// them; EpsilonAfter is the cumulative ε per observer with them.
+type PlannedCharge struct {
+	Rounds       int                    `msgpack:"rounds" json:"rounds"`
+	RDP          PerObserver[[]float64] `msgpack:"rdp" json:"-"`
+	Slack        PerObserver[float64]   `msgpack:"slack" json:"slack"`
+	DeltaCharge  float64                `msgpack:"delta_charge" json:"delta_charge"`
+	EpsilonAfter PerObserver[float64]   `msgpack:"epsilon_after" json:"epsilon_after"`
 }
 
 // Kind implementations.

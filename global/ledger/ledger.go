@@ -199,6 +199,9 @@ type Ledger struct {
 	// charged by every round so far (RoundEntry.Slack, DeltaCharge).
 	Slack        PerObserver[float64] `msgpack:"slack"`
 	DeltaCharged float64              `msgpack:"delta_charged"`
+	// Planned is the charge for planned rounds a job that stopped early
+	// did not run (FinishJob.Planned).
+	Planned *PlannedCharge `msgpack:"planned,omitempty"`
 }
 
 // New returns an empty ledger.
@@ -448,9 +451,49 @@ func (l *Ledger) finishJob(c *FinishJob) Result {
 	if _, open := l.OpenRoundEntry(); open {
 		return Result{Err: fmt.Errorf("%w: close round %d first", ErrRoundOrder, len(l.Rounds))}
 	}
+	if p := c.Planned; p != nil {
+		if err := l.checkPlanned(p); err != nil {
+			return Result{Err: err}
+		}
+		n := float64(p.Rounds)
+		l.upgrade()
+		for _, o := range Observers {
+			cum := l.RDP.Get(o)
+			for i, v := range p.RDP.Get(o) {
+				cum[i] += n * v
+			}
+			l.Slack.Set(o, l.Slack.Get(o)+n*p.Slack.Get(o))
+		}
+		l.DeltaCharged += n * p.DeltaCharge
+		cp := *p
+		cp.RDP = PerObserver[[]float64]{}
+		for _, o := range Observers {
+			cp.RDP.Set(o, append([]float64(nil), p.RDP.Get(o)...))
+		}
+		l.Planned = &cp
+	}
 	l.Finished = true
 	l.FinishReason = c.Reason
 	return Result{}
+}
+
+// checkPlanned validates a planned charge before anything changes.
+func (l *Ledger) checkPlanned(p *PlannedCharge) error {
+	if p.Rounds < 0 || p.Rounds > l.Job.PlannedRounds {
+		return fmt.Errorf("%w: planned charge of %d rounds (the job planned %d)", ErrInvalid, p.Rounds, l.Job.PlannedRounds)
+	}
+	for _, o := range Observers {
+		if n := len(p.RDP.Get(o)); n != len(l.Job.Orders) {
+			return fmt.Errorf("%w: planned charge: observer %s has %d values, job has %d orders", ErrCurve, o, n, len(l.Job.Orders))
+		}
+		if v := p.Slack.Get(o); !(v >= 0) {
+			return fmt.Errorf("%w: planned charge: slack %v against %s", ErrInvalid, v, o)
+		}
+	}
+	if !(p.DeltaCharge >= 0) || !(l.DeltaCharged+float64(p.Rounds)*p.DeltaCharge < l.Job.Delta) {
+		return fmt.Errorf("%w: planned charge uses up δ", ErrBudget)
+	}
+	return nil
 }
 
 // ServingVersion returns the version new rounds train from.
@@ -499,8 +542,12 @@ func (l *Ledger) CommittedRounds() int {
 	return n
 }
 
-// Spent returns the cumulative ε against o as recorded by the last round.
+// Spent returns the cumulative ε against o as recorded by the last round,
+// or by the planned charge of a job that stopped early.
 func (l *Ledger) Spent(o Observer) float64 {
+	if l.Planned != nil {
+		return l.Planned.EpsilonAfter.Get(o)
+	}
 	if n := len(l.Rounds); n > 0 {
 		return l.Rounds[n-1].EpsilonAfter.Get(o)
 	}
