@@ -6,8 +6,18 @@ package privacy
 
 // Part is one homogeneous stretch of a schedule: Steps rounds of the
 // Poisson-subsampled Gaussian mechanism with sampling rate Q and noise
-// multiplier Sigma (noise standard deviation divided by the L2 sensitivity),
-// under add-or-remove-one adjacency. Q = 1 means no subsampling.
+// multiplier Sigma (noise standard deviation divided by the L2 sensitivity).
+// Q = 1 means no subsampling.
+//
+// Adjacency. Strata's guarantees are under zero-out adjacency: two
+// datasets differ in one client's contribution, replaced by nothing (its
+// update and clipping bit count as zero), while who is enrolled, eligible
+// and sampled stays the same. The ledger publishes the eligible count (the
+// fixed denominator q·N), so add-or-remove claims, which would change it,
+// are not available. For the Poisson-subsampled Gaussian the pair of
+// output distributions is the same under both definitions — a zeroed-out
+// client adds 0 to the sum, as an absent one does — so the curves here,
+// and the reference values quoted for add-or-remove, apply unchanged.
 type Part struct {
 	Q     float64
 	Sigma float64

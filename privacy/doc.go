@@ -6,7 +6,11 @@
 // # Accountants
 //
 // A schedule is a list of Parts, each Steps rounds with sampling rate Q and
-// noise multiplier Sigma under add-or-remove-one adjacency.
+// noise multiplier Sigma. Strata's adjacency is zero-out (a client's
+// contribution replaced by nothing, its participation unchanged; see Part),
+// which for the subsampled Gaussian gives the same pair of distributions as
+// add-or-remove-one. Where a client's participation may be visible, the
+// revealed-sampling curve applies instead (RevealedRDPStep).
 //
 // The RDP accountant (NewRDP) follows Mironov, Talwar and Zhang (2019). For
 // integer orders α the Rényi divergence comes from the binomial sum; Strata

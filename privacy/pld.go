@@ -201,8 +201,9 @@ func splitSchedule(parts []Part) (mu float64, sub []Part) {
 	return math.Sqrt(mu2), sub
 }
 
-// direction selects one of the two dominating pairs of add-or-remove
-// adjacency under Poisson subsampling; ε is the larger of the two.
+// direction selects one of the two dominating pairs of the subsampled
+// Gaussian (zero-out adjacency: the client's contribution present or
+// zeroed, its participation the same); ε is the larger of the two.
 type direction int
 
 const (

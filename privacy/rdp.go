@@ -54,9 +54,9 @@ var logFact = sync.OnceValue(func() []float64 {
 })
 
 // RDPStep returns the Rényi DP of ONE step of the Poisson-subsampled Gaussian
-// mechanism (sampling rate q, noise multiplier sigma, add-or-remove
-// adjacency) at each order of Orders(), following Mironov, Talwar and Zhang
-// (2019). q = 0 costs nothing; q = 1 is the plain Gaussian, α/(2σ²); σ = 0
+// mechanism (sampling rate q, noise multiplier sigma; zero-out adjacency,
+// which for this mechanism gives the add-or-remove pair) at each order of
+// Orders(), following Mironov, Talwar and Zhang (2019). q = 0 costs nothing; q = 1 is the plain Gaussian, α/(2σ²); σ = 0
 // (with q > 0) gives +Inf at every order. Invalid q or σ (NaN, ±Inf, out of
 // range) give a curve of NaN; use CheckQ and CheckSigma first, or an
 // Accountant, which reports the error.

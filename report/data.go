@@ -22,7 +22,7 @@ type Float = empirical.Float
 
 // Floats converts a per-observer value for JSON.
 func Floats(p ledger.PerObserver[float64]) ledger.PerObserver[Float] {
-	return ledger.PerObserver[Float]{Public: Float(p.Public), GlobalOperator: Float(p.GlobalOperator), RegionalOperator: Float(p.RegionalOperator)}
+	return ledger.PerObserver[Float]{Public: Float(p.Public), FellowClients: Float(p.FellowClients), GlobalOperator: Float(p.GlobalOperator), RegionalOperator: Float(p.RegionalOperator)}
 }
 
 // Round is one round of a job as the ledger recorded it.
@@ -83,6 +83,33 @@ func Rounds(l *ledger.Ledger) []Round {
 			Sigma: Floats(e.Sigma), Epsilon: Floats(e.EpsilonAfter), OpenedMs: e.OpenedUnixMs, AbortReason: e.AbortReason,
 			Model: byRound[e.Round], SecAgg: e.SecAgg,
 		})
+	}
+	return out
+}
+
+// Withhold returns the rounds as the public may see them: without the
+// exact counts of who took part (sampled, participants, each secure
+// aggregation session's size and survivors, each partial's count). A
+// released exact count changes every client's effective inclusion rate
+// and so weakens the sampling amplification the public's ε relies on
+// (docs/privacy-model.md, "Counts"); the eligible count, the fixed
+// denominator, does not depend on anyone's data under zero-out adjacency
+// and stays.
+func Withhold(rounds []Round) []Round {
+	out := make([]Round, len(rounds))
+	for i, r := range rounds {
+		r.Sampled, r.Participants = 0, 0
+		if r.SecAgg != nil {
+			sa := *r.SecAgg
+			sa.Sessions = nil
+			r.SecAgg = &sa
+		}
+		if r.Model != nil {
+			m := *r.Model
+			m.Partials = nil
+			r.Model = &m
+		}
+		out[i] = r
 	}
 	return out
 }

@@ -25,6 +25,11 @@ type Input struct {
 	// Empirical is the job's empirical privacy audit (strata audit
 	// privacy), shown beside the ledger's ε; nil shows none.
 	Empirical *Empirical
+	// Public writes the report the public may read: no exact counts of
+	// who took part (Withhold) and per-client ε only against the public and
+	// fellow clients (a client's ε against an operator says how often it
+	// was sampled). The default is the operators' report.
+	Public bool
 }
 
 // Empirical is what an empirical privacy audit measured (see the empirical
@@ -72,6 +77,10 @@ func Write(dir string, in Input) (Files, error) {
 	if err != nil {
 		return f, fmt.Errorf("report: client spend: %w", err)
 	}
+	if in.Public {
+		rounds = Withhold(rounds)
+		spend.GlobalOperator, spend.RegionalOperator = nil, nil
+	}
 	charts := []func() (Chart, error){
 		func() (Chart, error) { return PrivacyUtilityChart(rounds, "png") },
 		func() (Chart, error) { return EpsilonChart(rounds, l.Job.Budget, "png") },
@@ -95,7 +104,7 @@ func Write(dir string, in Input) (Files, error) {
 		f.Plots = append(f.Plots, path)
 		plots = append(plots, plotView{Name: c.Name, Data: template.URL("data:image/png;base64," + base64.StdEncoding.EncodeToString(c.Bytes))})
 	}
-	v := view{Empirical: in.Empirical, Job: *l.Job, Rounds: rounds, Plots: plots, Topology: string(in.TopologyYAML), Generated: in.Now.UTC().Format(time.RFC3339),
+	v := view{Public: in.Public, Empirical: in.Empirical, Job: *l.Job, Rounds: rounds, Plots: plots, Topology: string(in.TopologyYAML), Generated: in.Now.UTC().Format(time.RFC3339),
 		Finished: l.Finished, FinishReason: l.FinishReason, AuditHead: l.AuditHead(), AuditRecords: len(l.Audit),
 		Committed: l.CommittedRounds(), Started: time.UnixMilli(l.Job.StartedUnixMs).UTC().Format(time.RFC3339)}
 	for _, o := range ledger.Observers {
@@ -143,6 +152,7 @@ type observerView struct {
 }
 
 type view struct {
+	Public       bool
 	Empirical    *Empirical
 	Job          ledger.Job
 	Rounds       []Round
@@ -194,6 +204,8 @@ pre{background:#f8f8f8;padding:1em;overflow:auto;max-height:30em}.muted{color:#7
 <h1>Strata report — job <code>{{.Job.Name}}</code></h1>
 <p class="muted">generated {{.Generated}} from the raft ledger; job started {{.Started}};
 {{if .Finished}}finished: {{.FinishReason}}{{else}}not finished{{end}}.</p>
+{{if .Public}}<p id="audience">Public report: exact counts of who took part are withheld (they would weaken the sampling amplification the public ε relies on).</p>
+{{else}}<p id="audience"><strong>Operators' report</strong>: it holds exact participation counts and per-client ε against the operators, which the public ε does not cover. Publish <code>strata report --public</code> instead.</p>{{end}}
 <h2>Summary</h2>
 <table>
 <tr><th>rounds committed / planned</th><td>{{.Committed}} / {{.Job.PlannedRounds}}</td></tr>
@@ -228,8 +240,8 @@ pre{background:#f8f8f8;padding:1em;overflow:auto;max-height:30em}.muted{color:#7
 </table>
 {{if .Topology}}<pre id="topology">{{.Topology}}</pre>{{else}}<p class="muted">topology file not available: only the ledger's job record is shown.</p>{{end}}
 <h2>Rounds</h2>
-<table id="rounds"><tr><th>round</th><th>status</th><th>sampled</th><th>participants</th><th>noise e/r/g</th><th>C</th><th>ε public</th><th>ε global op.</th><th>ε regional op.</th><th>accuracy</th><th>secure aggregation</th></tr>
-{{range .Rounds}}<tr><td>{{.Round}}</td><td>{{.Status}}{{if .AbortReason}}: {{.AbortReason}}{{end}}</td><td>{{.Sampled}}</td><td>{{.Participants}}</td><td>{{printf "%.3g" .Noise.Edge}}/{{printf "%.3g" .Noise.Regional}}/{{printf "%.3g" .Noise.Global}}</td><td>{{printf "%.3g" .ClipNorm}}</td><td>{{eps .Epsilon.Public}}</td><td>{{eps .Epsilon.GlobalOperator}}</td><td>{{eps .Epsilon.RegionalOperator}}</td><td>{{acc .Model}}</td><td>{{.SecAggSummary}}</td></tr>
+<table id="rounds"><tr><th>round</th><th>status</th>{{if not .Public}}<th>sampled</th><th>participants</th>{{end}}<th>noise e/r/g</th><th>C</th><th>ε public</th><th>ε global op.</th><th>ε regional op.</th><th>accuracy</th><th>secure aggregation</th></tr>
+{{$public := .Public}}{{range .Rounds}}<tr><td>{{.Round}}</td><td>{{.Status}}{{if .AbortReason}}: {{.AbortReason}}{{end}}</td>{{if not $public}}<td>{{.Sampled}}</td><td>{{.Participants}}</td>{{end}}<td>{{printf "%.3g" .Noise.Edge}}/{{printf "%.3g" .Noise.Regional}}/{{printf "%.3g" .Noise.Global}}</td><td>{{printf "%.3g" .ClipNorm}}</td><td>{{eps .Epsilon.Public}}</td><td>{{eps .Epsilon.GlobalOperator}}</td><td>{{eps .Epsilon.RegionalOperator}}</td><td>{{acc .Model}}</td><td>{{.SecAggSummary}}</td></tr>
 {{end}}</table>
 </body></html>
 `))

@@ -238,3 +238,44 @@ func TestWriteShowsEmpiricalPrivacy(t *testing.T) {
 		t.Error("report without an audit shows an empirical section")
 	}
 }
+
+// TestPublicReportWithholdsCounts: the report the public may read holds no
+// exact count of who took part — no sampled or participant column, no
+// partial's count, no per-client ε against an operator (it would say how
+// often each client was sampled) — and says so; the operators' report
+// keeps them and says it is not for publication.
+func TestPublicReportWithholdsCounts(t *testing.T) {
+	l := testLedger(t)
+	l.Models[0].Partials = []ledger.PartialRef{{Region: "a", Count: 7, Digest: "d"}}
+	for _, public := range []bool{false, true} {
+		dir := t.TempDir()
+		f, err := Write(dir, Input{Ledger: l, Public: public})
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := os.ReadFile(f.HTML)
+		if err != nil {
+			t.Fatal(err)
+		}
+		html := string(b)
+		hasCounts := strings.Contains(html, "<th>sampled</th>") && strings.Contains(html, "<th>participants</th>")
+		if hasCounts == public {
+			t.Errorf("public %v: round table shows sampled/participants columns: %v", public, hasCounts)
+		}
+		if public != strings.Contains(html, "Public report") {
+			t.Errorf("public %v: the audience line is wrong", public)
+		}
+		for _, r := range Withhold(Rounds(l)) {
+			if r.Sampled != 0 || r.Participants != 0 || (r.Model != nil && len(r.Model.Partials) != 0) {
+				t.Errorf("round %d withheld still carries counts: %+v", r.Round, r)
+			}
+		}
+		spendTable := regexp.MustCompile(`<td>global_operator</td><td>[^<]*</td><td>([^<]*)</td>`).FindStringSubmatch(html)
+		if spendTable == nil {
+			t.Fatalf("public %v: no global_operator row", public)
+		}
+		if public && spendTable[1] != "" {
+			t.Errorf("public report shows a per-client ε against the global operator (%q)", spendTable[1])
+		}
+	}
+}

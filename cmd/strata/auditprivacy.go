@@ -198,6 +198,6 @@ func rewriteHTMLReport(t *topology.Topology, dir string, key *seal.Key, a *stand
 	if err != nil {
 		return err
 	}
-	_, err = writeHTMLReport(l, yaml, filepath.Join(dir, "report"), empiricalView(a))
+	_, err = writeHTMLReport(l, yaml, filepath.Join(dir, "report"), empiricalView(a), false)
 	return err
 }

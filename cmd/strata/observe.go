@@ -166,8 +166,8 @@ func reportTopology(l *ledger.Ledger, data, path string) ([]byte, error) {
 
 // writeHTMLReport writes the report of l into out and returns its path.
 // emp, when set, is the job's empirical privacy audit.
-func writeHTMLReport(l *ledger.Ledger, yaml []byte, out string, emp *htmlreport.Empirical) (string, error) {
-	f, err := htmlreport.Write(out, htmlreport.Input{Ledger: l, TopologyYAML: yaml, Empirical: emp})
+func writeHTMLReport(l *ledger.Ledger, yaml []byte, out string, emp *htmlreport.Empirical, public bool) (string, error) {
+	f, err := htmlreport.Write(out, htmlreport.Input{Ledger: l, TopologyYAML: yaml, Empirical: emp, Public: public})
 	if err != nil {
 		return "", err
 	}
@@ -180,8 +180,9 @@ func runReport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	data := fs.String("data", "./strata-data", "data dir of a stopped strata up (or strata global node)")
 	out := fs.String("out", "", "where to write report.html and plots/ (default DATA/report)")
 	topo := fs.String("topology", "", "topology the job ran (default DATA/topology.yaml, which strata up writes)")
+	public := fs.Bool("public", false, "write the report the public may read: no exact counts of who took part, no per-client ε against operators (default out DATA/report-public)")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: strata report [--data DIR] [--out DIR] [--topology FILE]\n\nWrites a self-contained HTML report (and PNG plots) of a job from its ledger.")
+		fmt.Fprintln(stderr, "usage: strata report [--data DIR] [--out DIR] [--topology FILE] [--public]\n\nWrites a self-contained HTML report (and PNG plots) of a job from its ledger. The default is the operators' report;\n--public withholds what would weaken the public's ε.")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -211,12 +212,15 @@ func runReport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	if *out == "" {
 		*out = filepath.Join(*data, "report")
+		if *public {
+			*out += "-public"
+		}
 	}
 	emp, err := empiricalFromReport(*data)
 	if err != nil {
 		return err
 	}
-	path, err := writeHTMLReport(l, yaml, *out, emp)
+	path, err := writeHTMLReport(l, yaml, *out, emp, *public)
 	if err != nil {
 		return err
 	}

@@ -238,7 +238,7 @@ func runJob(ctx context.Context, t *topology.Topology, dataDir string, mn *finet
 		if err != nil {
 			return nil, err
 		}
-		if rep.htmlReport, err = writeHTMLReport(l, yaml, filepath.Join(dataDir, "report"), nil); err != nil {
+		if rep.htmlReport, err = writeHTMLReport(l, yaml, filepath.Join(dataDir, "report"), nil, false); err != nil {
 			return nil, err
 		}
 	}
