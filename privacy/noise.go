@@ -44,6 +44,37 @@ func Granularity(sigma float64) float64 {
 // minNoiseSigma keeps the granularity a normal float64.
 const minNoiseSigma = 0x1p-900
 
+// Lattice returns the one lattice g, a power of two, on which every tier
+// of a round adds its noise: the granularity of the smallest positive
+// noise standard deviation among sigmas, made coarser where needed so that
+// every value the round can produce, at most magnitude in absolute value,
+// is an integer multiple of g below 2^52·g — then sums of such values in
+// float64 are exact (no rounding between tiers) and the snap of a value
+// already on the lattice is the identity. It returns 0 when no sigma is
+// positive, and an error when no lattice keeps every σ/g in [2^20, 2^52].
+func Lattice(sigmas []float64, magnitude float64) (float64, error) {
+	lo, hi := math.Inf(1), 0.0
+	for _, s := range sigmas {
+		if s > 0 {
+			lo, hi = math.Min(lo, s), math.Max(hi, s)
+		}
+	}
+	if hi == 0 {
+		return 0, nil
+	}
+	g := Granularity(lo)
+	if err := CheckSigma(lo); err != nil || math.IsNaN(g) {
+		return 0, fmt.Errorf("lattice: %w", paramErr("sigma", lo, "a positive finite noise standard deviation"))
+	}
+	for magnitude/g >= 0x1p52 {
+		g *= 2
+	}
+	if lo/g < minLatticeScale || hi/g > maxLatticeScale {
+		return 0, fmt.Errorf("%w: no lattice fits noise σ from %g to %g with values up to %g (σ/g must stay in [2^20, 2^52])", ErrInvalidParameter, lo, hi, magnitude)
+	}
+	return g, nil
+}
+
 // SnapSensitivity returns the L2 sensitivity to account for when a vector of
 // n coordinates with L2 sensitivity c is released through AddTo or AddTo64
 // with noise sigma: each coordinate is rounded to the granularity g before
@@ -155,13 +186,33 @@ func (g *Gaussian) AddTo(dst []float32, sigma float64) error {
 
 // AddTo64 is AddTo for float64 vectors.
 func (g *Gaussian) AddTo64(dst []float64, sigma float64) error {
+	return g.AddTo64On(dst, sigma, Granularity(sigma))
+}
+
+// Lattice scale bounds: a lattice finer or coarser than a sampler's own
+// (Granularity) keeps σ/g within these, so that the discrete Gaussian stays
+// indistinguishable from a smooth one (its smoothing error is below
+// e^{−2π²·2^40}) and the tables stay small.
+const (
+	minLatticeScale = 0x1p20
+	maxLatticeScale = 0x1p52
+)
+
+// AddTo64On is AddTo64 on an explicit lattice gran·ℤ, a power of two with
+// sigma/gran in [2^20, 2^52]: every tier of a round adds its noise on the
+// round's one lattice (Lattice), so that sums of noised values from
+// different tiers are exact in float64 and no rounding sits between two
+// noises. Values already on the lattice are not moved by the snap.
+func (g *Gaussian) AddTo64On(dst []float64, sigma, gran float64) error {
 	if err := checkNoiseSigma(sigma); err != nil {
 		return fmt.Errorf("gaussian noise: %w", err)
 	}
 	if sigma == 0 {
 		return nil
 	}
-	gran := Granularity(sigma)
+	if f, _ := math.Frexp(gran); f != 0.5 || !(sigma/gran >= minLatticeScale && sigma/gran <= maxLatticeScale) {
+		return fmt.Errorf("gaussian noise: %w", paramErr("gran", gran, fmt.Sprintf("a power of two with σ/gran in [2^20, 2^52] (σ = %g)", sigma)))
+	}
 	t := g.table(sigma / gran)
 	inv := 1 / gran
 	for i, v := range dst {
@@ -204,9 +255,14 @@ func checkNoiseSigma(sigma float64) error {
 	return nil
 }
 
-// blockBits is log₂ of the width W of an envelope block, in lattice points;
-// W ≤ s/4 keeps the acceptance rate near 85%.
-const blockBits = 37
+// blockBits returns log₂ of the width W of an envelope block, in lattice
+// points, for scale s: W ≤ s/4 keeps the acceptance rate near 85% (37 for
+// the scales Granularity gives, (2^39, 2^40]; less on a finer or coarser
+// lattice).
+func blockBits(s float64) int {
+	_, e := math.Frexp(s) // s in [2^(e−1), 2^e)
+	return max(0, e-1-2)
+}
 
 // dgTable is the rejection envelope for the discrete Gaussian with scale s
 // over n ≥ 0, target weight w(n)·e^{−n²/(2s²)} with w(0) = 1, w(n>0) = 2 (a
@@ -217,6 +273,7 @@ const blockBits = 37
 // makes the accepted distribution exactly proportional to the target.
 type dgTable struct {
 	s    float64
+	bits int      // log₂ of the block width W
 	inv2 float64  // 1/(2s²)
 	cum  []uint64 // cum[k] = lower threshold of block k; cum[0] = 0
 	rho  []float64
@@ -230,7 +287,8 @@ func (g *Gaussian) table(s float64) *dgTable {
 	if g.tab != nil && g.tab.s == s {
 		return g.tab
 	}
-	const W = 1 << blockBits
+	bits := blockBits(s)
+	W := math.Ldexp(1, bits)
 	K := int(math.Ceil(tailSigmas * s / W))
 	inv2 := 1 / (2 * s * s)
 	pi := make([]float64, K)
@@ -277,7 +335,7 @@ func (g *Gaussian) table(s float64) *dgTable {
 			rho[k] = pi[k] / (p[k] * m)
 		}
 	}
-	tab := &dgTable{s: s, inv2: inv2, cum: cum, rho: rho}
+	tab := &dgTable{s: s, bits: bits, inv2: inv2, cum: cum, rho: rho}
 	k := 0
 	for i := range tab.guide {
 		u := uint64(i) << 56
@@ -292,7 +350,7 @@ func (g *Gaussian) table(s float64) *dgTable {
 
 // lattice returns one draw of the (truncated) discrete Gaussian of scale t.s.
 func (g *Gaussian) lattice(t *dgTable) (int64, error) {
-	const W = 1 << blockBits
+	W := int64(1) << t.bits
 	for {
 		u, err := g.src.uint64()
 		if err != nil {
@@ -307,7 +365,7 @@ func (g *Gaussian) lattice(t *dgTable) (int64, error) {
 		if err != nil {
 			return 0, err
 		}
-		off := int64(v & (W - 1))
+		off := int64(v & uint64(W-1))
 		neg := v>>63 == 1
 		b := int64(k) * W
 		n := b + off

@@ -171,9 +171,11 @@ func BenchmarkAddToCryptoRand(b *testing.B) {
 // left every block past that point unreachable — about 6e-17 of mass per
 // draw, a thousand times TailMass: that fails here.
 func TestTailMassBound(t *testing.T) {
-	const W = 1 << blockBits
-	for _, s := range []float64{0x1p39 + 1, 0x1.4p39, 0x1.8p39, 0x1.cp39, 0x1p40} {
+	// Scales of the lattices in use: a tier's own (2^39, 2^40], and finer or
+	// coarser ones when a round puts every tier on one lattice.
+	for _, s := range []float64{0x1p39 + 1, 0x1.4p39, 0x1.8p39, 0x1.cp39, 0x1p40, 0x1p30, 0x1.7p33, 0x1p45, 0x1.3p47} {
 		tab := NewGaussian(nil).table(s)
+		W := math.Ldexp(1, tab.bits)
 		mass := func(a, b float64) float64 { // two-sided mass of a ≤ |n| < b
 			return math.Erfc(a/(s*math.Sqrt2)) - math.Erfc(b/(s*math.Sqrt2))
 		}
@@ -191,5 +193,69 @@ func TestTailMassBound(t *testing.T) {
 		if !(tau <= TailMass) {
 			t.Errorf("scale %.4g: unreachable mass %.3g > TailMass %.3g", s, tau, TailMass)
 		}
+	}
+}
+
+// TestAddTo64OnOneLattice: noise drawn on a lattice finer or coarser than
+// the sampler's own has the right moments (z-tests at |z| ≤ 5 on N = 200 000
+// draws, false-reject probability below 1.2e-6 per case), and a value
+// already on the lattice plus the noise stays on it — so two tiers' noised
+// values on one lattice add up exactly.
+func TestAddTo64OnOneLattice(t *testing.T) {
+	const N = 200000
+	for _, tc := range []struct{ sigma, gran float64 }{
+		{0.6, 0x1p-44},         // the lattice of a smaller σ of the same round
+		{0.6, 0x1p-30},         // coarsened for magnitude
+		{25, Granularity(0.5)}, // a top-up on the edge noise's lattice
+	} {
+		g := NewGaussian(seeded(9))
+		xs := make([]float64, N)
+		for i := range xs {
+			xs[i] = float64(i%1000) * tc.gran // on the lattice already
+		}
+		if err := g.AddTo64On(xs, tc.sigma, tc.gran); err != nil {
+			t.Fatal(err)
+		}
+		var sum, sum2 float64
+		for i, x := range xs {
+			if q := x / tc.gran; q != math.Trunc(q) {
+				t.Fatalf("σ %v on %v: %v left the lattice", tc.sigma, tc.gran, x)
+			}
+			z := (x - float64(i%1000)*tc.gran) / tc.sigma
+			sum += z
+			sum2 += z * z
+		}
+		if z := sum / N * math.Sqrt(N); math.Abs(z) > 5 {
+			t.Errorf("σ %v on %v: mean z = %.2f", tc.sigma, tc.gran, z)
+		}
+		if z := (sum2/N - 1) / math.Sqrt(2.0/N); math.Abs(z) > 5 {
+			t.Errorf("σ %v on %v: variance/σ² = %.5f, z = %.2f", tc.sigma, tc.gran, sum2/N, z)
+		}
+	}
+	g := NewGaussian(seeded(9))
+	for _, gran := range []float64{0.3e-9, 1, 0x1p-70} { // not a power of two; σ/g below 2^20; above 2^52
+		if err := g.AddTo64On(make([]float64, 3), 0.6, gran); !errors.Is(err, ErrInvalidParameter) {
+			t.Errorf("gran %v: err %v, want ErrInvalidParameter", gran, err)
+		}
+	}
+}
+
+// TestLatticeKeepsSumsExact: the round's lattice is the smallest σ's own
+// granularity, coarsened until the largest value is below 2^52 lattice
+// points, and refuses noise scales no lattice can serve.
+func TestLatticeKeepsSumsExact(t *testing.T) {
+	g, err := Lattice([]float64{0, 0.6, 0.5}, 10)
+	if err != nil || g != Granularity(0.5) {
+		t.Fatalf("Lattice = %v, %v; want the granularity of 0.5 (%v)", g, err, Granularity(0.5))
+	}
+	g, err = Lattice([]float64{0.6}, 5e6)
+	if err != nil || !(5e6/g < 0x1p52) || !(5e6/(g/2) >= 0x1p52) {
+		t.Fatalf("Lattice for magnitude 5e6 = %v, %v: want the finest with 5e6/g < 2^52", g, err)
+	}
+	if _, err := Lattice([]float64{1e-9, 1e9}, 1); !errors.Is(err, ErrInvalidParameter) {
+		t.Fatalf("σ from 1e-9 to 1e9: err %v, want ErrInvalidParameter", err)
+	}
+	if g, err := Lattice(nil, 1); g != 0 || err != nil {
+		t.Fatalf("no noise: %v, %v", g, err)
 	}
 }
