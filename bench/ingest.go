@@ -219,7 +219,7 @@ func ingestOne(ctx context.Context, cfg IngestConfig, srv *server.Server, n, d i
 
 	// 1. The region, in its own process.
 	rc, _ := json.Marshal(RegionConfig{URL: url, Job: job, Region: region, Slots: cfg.Slots, Window: cfg.Window,
-		MemoryLimit: regional.MemoryLimit(d, cfg.Slots)})
+		MemoryLimit: regional.MemoryLimit(d, cfg.Slots, 0)})
 	cmd := cfg.RegionCmd()
 	cmd.Env = append(os.Environ(), RegionEnv+"="+string(rc))
 	cmd.Stderr = os.Stderr

@@ -301,7 +301,7 @@ func (f *Fleet) serve(ctx context.Context, t task, delta []float64) error {
 	} else if _, err = f.cfg.Trainer.Train(ctx, t.client.ID, t.open.Round, theta, delta); err != nil {
 		return fmt.Errorf("trainer: %w", err)
 	}
-	unclipped, err := ClipBit(delta, t.open.ClipNorm)
+	unclipped, err := ClipBit(delta, t.open.ClipNorm, len(delta))
 	if err != nil {
 		return err
 	}
@@ -312,7 +312,11 @@ func (f *Fleet) serve(ctx context.Context, t task, delta []float64) error {
 	}
 	if s := t.open.EdgeNoise * t.open.ClipNorm; s > 0 {
 		f.noiseMu.Lock()
-		err := f.noise.AddTo64(delta, s)
+		if t.open.Lattice > 0 {
+			err = f.noise.AddTo64On(delta, s, t.open.Lattice)
+		} else {
+			err = f.noise.AddTo64(delta, s)
+		}
 		f.noiseMu.Unlock()
 		if err != nil {
 			return fmt.Errorf("edge noise: %w", err)
@@ -322,15 +326,24 @@ func (f *Fleet) serve(ctx context.Context, t task, delta []float64) error {
 		t.out <- trained{vec: append([]float64(nil), delta...), bit: unclipped}
 		return nil
 	}
-	if f.cfg.Stream.streams(len(delta)) {
-		return f.publishStream(ctx, t, delta, unclipped)
+	stream := f.cfg.Stream
+	if t.open.Encoding != "" {
+		stream.Encoding = t.open.Encoding // the round's: float64 on the lattice
 	}
+	if stream.streams(len(delta)) {
+		return f.publishStream(ctx, t, stream, delta, unclipped)
+	}
+	enc := stream.withDefaults().Encoding
 	u := wire.Update{
 		Job: f.cfg.Job, Round: t.open.Round, Region: t.client.Region, Client: t.client.ID,
 		ModelVersion: t.open.ModelVersion, Unclipped: unclipped,
-		Vec: wire.AppendFloat64sAs32(make([]byte, 0, 4*len(delta)), delta),
 	}
-	if u.Sig, err = f.sign(t, unclipped, wire.PayloadDigest(wire.EncodingF32, len(delta), identity.Digest(u.Vec), nil)); err != nil {
+	if enc == wire.EncodingF64 {
+		u.Encoding, u.Vec = enc, wire.AppendFloat64s(make([]byte, 0, 8*len(delta)), delta)
+	} else {
+		enc, u.Vec = wire.EncodingF32, wire.AppendFloat64sAs32(make([]byte, 0, 4*len(delta)), delta)
+	}
+	if u.Sig, err = f.sign(t, unclipped, wire.PayloadDigest(enc, len(delta), identity.Digest(u.Vec), nil)); err != nil {
 		return err
 	}
 	b, err := wire.Encode(wire.TypeUpdate, &u)
@@ -366,20 +379,29 @@ func (f *Fleet) sign(t task, unclipped uint8, digest [32]byte) ([]byte, error) {
 	return k.Sign(identity.UpdateMessage(f.cfg.Job, t.open.Round, t.open.ModelVersion, t.client.Region, t.client.ID, unclipped, digest)), nil
 }
 
-// ClipBit clips v to norm c and returns the adaptive-clipping bit: 1 when
-// v was already within c.
-func ClipBit(v []float64, c float64) (uint8, error) {
+// ClipBit clips v to a norm safely below c (ClipTarget) and returns the
+// adaptive-clipping bit: 1 when v was already within c.
+func ClipBit(v []float64, c float64, dim int) (uint8, error) {
 	n := 0.0
 	for _, x := range v {
 		n += x * x
 	}
-	if err := Clip(v, c); err != nil {
+	if err := Clip(v, ClipTarget(c, dim)); err != nil {
 		return 0, err
 	}
 	if math.Sqrt(n) <= c {
 		return 1, nil
 	}
 	return 0, nil
+}
+
+// ClipTarget is the norm a client clips to so that what it sends stays
+// within c however it is encoded: float32 narrowing raises a norm by a
+// relative 2⁻²⁴ at most, and the float64 arithmetic of clipping and of the
+// norm by (d+2)·2⁻⁵² — the sensitivity the ledger charges is then exactly
+// c, with no uncharged rounding.
+func ClipTarget(c float64, dim int) float64 {
+	return c * (1 - 0x1p-22 - float64(dim+2)*0x1p-52)
 }
 
 // ErrNonFinite reports a trainer result with NaN or ±Inf.

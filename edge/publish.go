@@ -123,6 +123,9 @@ func (c StreamConfig) Encode(delta []float64, u func() float64) Payload {
 		k = min(k, len(delta))
 		p.Total = k
 		p.Data = topK(delta, k)
+	case wire.EncodingF64:
+		p.Total = len(delta)
+		p.Data = wire.AppendFloat64s(make([]byte, 0, 8*len(delta)), delta)
 	default:
 		p.Total = len(delta)
 		p.Data = wire.AppendFloat64sAs32(make([]byte, 0, 4*len(delta)), delta)
@@ -276,22 +279,28 @@ func PublishStream(ctx context.Context, nc *nats.Conn, subj string, open wire.St
 // stream in flight), so a client does not allocate a chunk per stream.
 var chunkBufs = sync.Pool{New: func() any { return new([]byte) }}
 
-// streams reports whether an update of dim values goes as a stream.
+// streams reports whether an update of dim values goes as a stream: a
+// compressed one always, a float32 or float64 one when it does not fit a
+// chunk.
 func (c StreamConfig) streams(dim int) bool {
 	c = c.withDefaults()
-	return c.Encoding != wire.EncodingF32 || 4*dim > c.ChunkBytes
+	switch c.Encoding {
+	case wire.EncodingF32, wire.EncodingF64:
+		return wire.ElemBytes(c.Encoding)*dim > c.ChunkBytes
+	}
+	return true
 }
 
 // publishStream sends one client's update as a stream, within the round's
 // deadline.
-func (f *Fleet) publishStream(ctx context.Context, t task, delta []float64, unclipped uint8) error {
+func (f *Fleet) publishStream(ctx context.Context, t task, sc StreamConfig, delta []float64, unclipped uint8) error {
 	subj, err := mesh.UpdateSubject(f.cfg.Job, t.client.Region, t.client.ID)
 	if err != nil {
 		return err
 	}
 	ctx, cancel := context.WithDeadline(ctx, time.UnixMilli(t.open.DeadlineUnixMs))
 	defer cancel()
-	p := f.cfg.Stream.Encode(delta, rand.Float64)
+	p := sc.Encode(delta, rand.Float64)
 	open := wire.StreamOpen{
 		Job: f.cfg.Job, Round: t.open.Round, Region: t.client.Region, Client: t.client.ID,
 		ModelVersion: t.open.ModelVersion, Dim: len(delta), Unclipped: unclipped,

@@ -23,16 +23,16 @@ func (a *partialAssembly) add(h wire.PartialChunkHeader, data []byte, dim int) (
 	switch {
 	case h.Total != dim:
 		return nil, fmt.Errorf("partial of %d values, the model has %d", h.Total, dim)
-	case len(data)%4 != 0 || h.Offset != a.next || h.Offset+len(data)/4 > dim:
+	case len(data)%8 != 0 || h.Offset != a.next || h.Offset+len(data)/8 > dim:
 		return nil, fmt.Errorf("chunk at %d of %d bytes does not continue the partial at %d", h.Offset, len(data), a.next)
 	}
 	if a.sum == nil {
 		a.head = h
-		a.sum = make([]byte, 4*dim)
+		a.sum = make([]byte, 8*dim)
 	}
-	copy(a.sum[4*h.Offset:], data)
+	copy(a.sum[8*h.Offset:], data)
 	a.crc = crc32.Update(a.crc, wire.Castagnoli, data)
-	a.next += len(data) / 4
+	a.next += len(data) / 8
 	if !h.Last {
 		return nil, nil
 	}

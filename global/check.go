@@ -105,7 +105,7 @@ func firstRound(t *topology.Topology, dim int) (Costing, error) {
 	for _, c := range t.CanaryClients() {
 		counts[c.Region]++
 	}
-	in := Costing{Noise: t.Privacy.Noise, Clip: t.Privacy.ClipNorm, Dim: dim}
+	in := Costing{Noise: t.Privacy.Noise, Clip: t.Privacy.ClipNorm, Dim: dim, Population: t.Population() + len(t.CanaryClients())}
 	var err error
 	if in.Caps, err = TopUpCaps(t, counts); err != nil {
 		return in, err

@@ -452,6 +452,12 @@ func (c *Coordinator) publishOpen(round, version uint64, hash, region string, sa
 		DeadlineUnixMs: deadline.UnixMilli(), Sampled: sampled,
 		ClipBits: c.top.Privacy.AdaptiveClip.Enabled, BitNoise: c.top.Privacy.AdaptiveClip.BitNoise,
 		Signed: c.top.Security.Signed(), SecAgg: sa,
+		Lattice: plan.lattice, Encoding: updateEncoding(c.top, plan.cost.Noise),
+	}
+	for _, cp := range plan.cost.Caps {
+		if cp.Region == region {
+			msg.TopUpCap = cp.Cap
+		}
 	}
 	c.cfg.Node.Read(func(l *ledger.Ledger) { msg.Registry = l.RegistryVersion })
 	b, err := wire.Encode(wire.TypeRoundOpen, &msg)
@@ -547,7 +553,7 @@ func (c *Coordinator) collect(ctx context.Context, round uint64, deadline time.T
 				c.cfg.Logger.Warn("partial rejected", "reason", "not_acknowledged", "region", p.Region)
 			case parts[p.Region] != nil:
 				c.cfg.Logger.Warn("partial rejected", "reason", "duplicate", "region", p.Region)
-			case len(p.Sum) != 4*len(c.theta) || p.Count < 0:
+			case len(p.Sum) != 8*len(c.theta) || p.Count < 0:
 				c.cfg.Logger.Warn("partial rejected", "reason", "wrong_dim", "region", p.Region)
 			case c.top.Security.Signed() && c.checkPartialSignature(&p) != nil:
 				c.cfg.Logger.Warn("partial rejected", "reason", "bad_signature", "region", p.Region, "err", c.checkPartialSignature(&p))
@@ -588,7 +594,7 @@ func (c *Coordinator) merge(ctx context.Context, version uint64, parts map[strin
 	t := c.top
 	sum := make([]float64, len(c.theta))
 	for id, p := range parts {
-		if err := wire.AddFloat32sTo(sum, p.Sum); err != nil {
+		if err := wire.AddFloat64sTo(sum, p.Sum); err != nil {
 			return 0, 0, 0, nil, "", fmt.Errorf("global: partial of %s: %w", id, err)
 		}
 		participants += p.Count
@@ -596,7 +602,7 @@ func (c *Coordinator) merge(ctx context.Context, version uint64, parts map[strin
 	}
 	sort.Strings(regions)
 	if sg := plan.cost.Noise.Global * plan.cost.Clip; sg > 0 {
-		if err := c.noise.AddTo64(sum, sg); err != nil {
+		if err := c.noise.AddTo64On(sum, sg, plan.lattice); err != nil {
 			return 0, 0, 0, nil, "", fmt.Errorf("global: noise: %w", err)
 		}
 	}

@@ -90,6 +90,47 @@ type Costing struct {
 	// Caps are the regions' top-up caps (privacy.top_up), one per region;
 	// nil otherwise.
 	Caps []RegionCap
+	// Population bounds how many clients' updates the round can sum (the
+	// clients enrolled): it sizes the lattice and the float64 rounding of
+	// sums of un-noised updates.
+	Population int
+}
+
+// Lattice returns the round's one noise lattice (privacy.Lattice) for the
+// noise every tier adds and the largest value the round can produce: every
+// client's coordinate within C plus 13 edge-noise deviations (the
+// sampler's reach), the regions' noise within 13 of theirs, the global
+// noise within 13 of its own.
+func (in Costing) Lattice(t *topology.Topology) (float64, error) {
+	c, n := in.Clip, in.Noise
+	top := n.Regional * n.Regional
+	for _, cp := range in.Caps {
+		top = max(top, n.Regional*n.Regional+float64(cp.Cap)*n.Edge*n.Edge)
+	}
+	sigmas := []float64{n.Edge * c, n.Regional * c, math.Sqrt(top) * c, n.Global * c}
+	mag := float64(max(1, in.Population))*c*(1+13*n.Edge) + float64(len(t.Regions))*13*math.Sqrt(top)*c + 13*n.Global*c
+	g, err := privacy.Lattice(sigmas, mag)
+	if err != nil {
+		return 0, fmt.Errorf("global: the round's noise lattice: %w", err)
+	}
+	return g, nil
+}
+
+// sensitivity is the L2 distance two neighbouring rounds' values can have
+// when the first noise is added: C, widened by the snap of the client's
+// un-noised values to the lattice (g√d: every value after it stays on the
+// lattice, so this happens once) and, without edge noise, by the float64
+// rounding of the region's sum of float32 updates before that snap (at
+// most 2·γ_N·N·C over N updates, γ_N = N·2⁻⁵³/(1 − N·2⁻⁵³), in both
+// worlds).
+func (in Costing) sensitivity(c, g float64) float64 {
+	w := c + g*math.Sqrt(float64(in.Dim))
+	if in.Noise.Edge == 0 {
+		n := float64(max(1, in.Population))
+		u := n * 0x1p-53
+		w += 2 * u / (1 - u) * n * c
+	}
+	return w
 }
 
 // RegionCap is one region's top-up cap: it accepts at most Cap updates a
@@ -171,24 +212,23 @@ func roundDelta(mech map[ledger.Observer]ObserverMechanism, in Costing) float64 
 //     amplification there.
 //   - The operators chose or see the sample: no amplification (q = 1).
 //
-// The secure sampler snaps values to a power-of-two grid before adding
-// noise (privacy.SnapSensitivity), which can widen the gap between
-// neighbouring inputs from C to C + g√d at each tier that adds noise; every
-// multiplier is divided by that widened sensitivity, over all tiers at once,
-// with the grid of the round's own clip norm.
+// Every tier adds its noise on the round's one lattice (Costing.Lattice),
+// so the only rounding of a client's data is its snap to the lattice
+// before the first noise; every multiplier is divided by the sensitivity
+// that widens (Costing.sensitivity), computed with the round's own clip
+// norm. A plan whose lattice cannot be built credits nothing.
 func Mechanisms(t *topology.Topology, in Costing) map[ledger.Observer]ObserverMechanism {
 	n, c, dim := in.Noise, in.Clip, in.Dim
 	if !(c > 0) {
 		c = t.Privacy.ClipNorm
+		in.Clip = c
 	}
 	q := t.Privacy.SamplingRate
 	m := float64(t.Privacy.MinRegions)
 	mi := t.Privacy.MinRegions
-	widened := c
-	for _, mult := range []float64{n.Edge, n.Regional, n.Global} {
-		if mult > 0 {
-			widened += privacy.SnapSensitivity(c, mult*c, dim) - c
-		}
+	widened := math.Inf(1)
+	if g, err := in.Lattice(t); err == nil {
+		widened = in.sensitivity(c, g)
 	}
 	scale := c / widened
 	edge := n.Edge > 0

@@ -5,6 +5,7 @@ import (
 	"math"
 
 	"github.com/strata-fl/strata/global/ledger"
+	"github.com/strata-fl/strata/mesh/wire"
 	"github.com/strata-fl/strata/topology"
 )
 
@@ -14,7 +15,8 @@ import (
 // the round.
 type roundPlan struct {
 	cost     Costing
-	eligible int // N of the fixed denominator q·N
+	lattice  float64 // the round's one noise lattice
+	eligible int     // N of the fixed denominator q·N
 }
 
 // planRound decides the next round's noise, clip norm and caps from the
@@ -32,6 +34,7 @@ func (c *Coordinator) planRound(spent Spent, round uint64) (roundPlan, error) {
 		for _, cl := range l.Clients {
 			if cl.Status == ledger.ClientActive {
 				counts[cl.Region]++
+				in.Population++
 			}
 		}
 	})
@@ -53,7 +56,22 @@ func (c *Coordinator) planRound(spent Spent, round uint64) (roundPlan, error) {
 		c.cfg.Logger.Debug("paced noise", "round", round, "scale", scale, "remaining", remaining)
 		in.Noise = n
 	}
-	return roundPlan{cost: in}, nil
+	g, err := in.Lattice(t)
+	if err != nil {
+		return roundPlan{}, fmt.Errorf("round %d: %w", round, err)
+	}
+	return roundPlan{cost: in, lattice: g}, nil
+}
+
+// updateEncoding is the encoding a round's updates must use: float64 on
+// the lattice when the ledger adds the edge noise to the later noise (no
+// secure aggregation, no compression), so that nothing rounds between
+// them; "" (the client's own choice) otherwise.
+func updateEncoding(t *topology.Topology, n topology.Noise) string {
+	if n.Edge > 0 && !t.SecAgg.On && !t.DataPath.Compressed() {
+		return wire.EncodingF64
+	}
+	return ""
 }
 
 // converged reports why the job should stop early: the evaluation loss has

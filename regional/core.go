@@ -31,6 +31,14 @@ const (
 	ReasonWithdrawn     = "withdrawn_client"
 	ReasonBadSignature  = "bad_signature"
 	ReasonStaleRound    = "stale_round"
+	// ReasonOffLattice: an update of a round that needs exact lattice
+	// values (RoundOpen.Lattice with edge noise) has a value that is not a
+	// multiple of the lattice: adding it would make the region's noise
+	// round the sum, between the edge noise and its own.
+	ReasonOffLattice = "off_lattice"
+	// ReasonOverCap: the region already accepted its top-up cap of
+	// updates this round (RoundOpen.TopUpCap).
+	ReasonOverCap = "over_cap"
 )
 
 // ErrRoundFinalized is returned when a finalized round is used again: noise
@@ -68,18 +76,27 @@ func NewRound(open wire.RoundOpen) (*Round, error) {
 	for _, c := range open.Sampled {
 		r.sampled[c] = true
 	}
-	r.normBound = NormBound(open.ClipNorm, open.EdgeNoise, open.Dim)
+	if open.Lattice < 0 || math.IsNaN(open.Lattice) || math.IsInf(open.Lattice, 0) || open.TopUpCap < 0 {
+		return nil, fmt.Errorf("regional: round %d announces lattice %v and top-up cap %d", open.Round, open.Lattice, open.TopUpCap)
+	}
+	r.normBound = NormBound(open.ClipNorm, open.EdgeNoise, open.Lattice, open.Dim)
 	return r, nil
 }
 
-// NormBound is the largest L2 norm an honest update can have: C when there
-// is no edge noise; with edge noise σ_e·C per coordinate, C plus a bound
-// the noise's norm exceeds with probability below e^-32 (Laurent–Massart:
-// ‖N(0, s²I_d)‖ ≤ s(√d + 8) except with probability e^-32).
-func NormBound(clip, edgeNoise float64, dim int) float64 {
-	slack := 1 + 1e-5 // float32 rounding of a vector clipped to exactly C
-	return clip*slack + edgeNoise*clip*(math.Sqrt(float64(dim))+8)
+// NormBound is the largest L2 norm an honest update can have: C (and the
+// snap of a clipped update to the lattice, g√d) when there is no edge
+// noise; with edge noise σ_e·C per coordinate, that plus a bound the
+// noise's norm exceeds with probability below e^-800 (Laurent–Massart:
+// ‖N(0, s²I_d)‖ ≤ s(√d + 40) except with probability e^-800), so that the
+// check never rejects an honest update but with a probability the ledger
+// charges (global.normCheckDelta).
+func NormBound(clip, edgeNoise, lattice float64, dim int) float64 {
+	slack := 1 + 1e-5 // float32 rounding of a vector clipped to C
+	return clip*slack + lattice*math.Sqrt(float64(dim)) + edgeNoise*clip*(math.Sqrt(float64(dim))+40)
 }
+
+// exact reports whether the round's updates must be exact lattice values.
+func (r *Round) exact() bool { return r.open.Encoding == wire.EncodingF64 && r.open.Lattice > 0 }
 
 // Add verifies one encoded update and adds it to the sum. It returns the
 // rejection reason, or "" if the update was accepted.
@@ -102,42 +119,92 @@ func (r *Round) add(b []byte) string {
 	if reason := r.checkSender(u.Job, u.Region, u.Round, u.ModelVersion, u.Client); reason != "" {
 		return reason
 	}
-	if len(u.Vec) != 4*r.open.Dim {
+	enc := u.Encoding
+	if enc == "" {
+		enc = wire.EncodingF32
+	}
+	switch {
+	case enc != wire.EncodingF32 && enc != wire.EncodingF64:
+		return ReasonEncoding
+	case r.exact() != (enc == wire.EncodingF64):
+		return ReasonEncoding
+	case len(u.Vec) != wire.ElemBytes(enc)*r.open.Dim:
 		return ReasonWrongDim
 	}
 	if r.open.Signed {
-		d := wire.PayloadDigest(wire.EncodingF32, r.open.Dim, identity.Digest(u.Vec), nil)
+		d := wire.PayloadDigest(enc, r.open.Dim, identity.Digest(u.Vec), nil)
 		if reason := r.checkSignature(u.Client, u.Unclipped, d, u.Sig); reason != "" {
 			return reason
 		}
 	}
-	v, err := wire.Float32s(u.Vec)
-	if err != nil {
-		return ReasonMalformed
-	}
-	norm2 := 0.0
-	for _, x := range v {
-		f := float64(x)
-		if math.IsNaN(f) || math.IsInf(f, 0) {
-			return ReasonNonFinite
-		}
-		norm2 += f * f
-	}
-	if math.Sqrt(norm2) > r.normBound {
-		return ReasonNorm
-	}
 	if r.open.ClipBits && u.Unclipped > 1 {
 		return ReasonMalformed
 	}
-	r.seen[u.Client] = true
-	if r.open.ClipBits {
-		r.bitSum += float64(u.Unclipped) - 0.5
+	if enc == wire.EncodingF64 {
+		v, err := wire.Float64s(u.Vec)
+		if err != nil {
+			return ReasonMalformed
+		}
+		if reason := r.checkValues64(v, 0); reason != "" {
+			return reason
+		}
+		for i, x := range v {
+			r.sum[i] += x
+		}
+	} else {
+		v, err := wire.Float32s(u.Vec)
+		if err != nil {
+			return ReasonMalformed
+		}
+		norm2 := 0.0
+		for _, x := range v {
+			f := float64(x)
+			if math.IsNaN(f) || math.IsInf(f, 0) {
+				return ReasonNonFinite
+			}
+			norm2 += f * f
+		}
+		if math.Sqrt(norm2) > r.normBound {
+			return ReasonNorm
+		}
+		for i, x := range v {
+			r.sum[i] += float64(x)
+		}
 	}
-	for i, x := range v {
-		r.sum[i] += float64(x)
+	r.accept(u.Client, u.Unclipped)
+	return ""
+}
+
+// checkValues64 checks float64 values an update carries, on top of
+// sumsq from its earlier chunks: finite, within the norm bound, and exact
+// multiples of the lattice when the round needs them. It returns the new
+// sum of squares in a stream's case through the caller.
+func (r *Round) checkValues64(v []float64, sumsq float64) string {
+	exact, g := r.exact(), r.open.Lattice
+	for _, x := range v {
+		if math.IsNaN(x) || math.IsInf(x, 0) {
+			return ReasonNonFinite
+		}
+		if exact && x/g != math.Trunc(x/g) {
+			return ReasonOffLattice
+		}
+		sumsq += x * x
+	}
+	if math.Sqrt(sumsq) > r.normBound {
+		return ReasonNorm
+	}
+	return ""
+}
+
+// accept counts an update whose values were added to the sum: the client
+// has reported, and its clipping bit, when the round asks for it, joins
+// the bit sum.
+func (r *Round) accept(client string, unclipped uint8) {
+	r.seen[client] = true
+	if r.open.ClipBits {
+		r.bitSum += float64(unclipped) - 0.5
 	}
 	r.count++
-	return ""
 }
 
 // Complete reports whether every sampled client has been accepted.
@@ -155,19 +222,42 @@ func (r *Round) Rejected() map[string]int {
 	return out
 }
 
-// Noiser adds Gaussian noise of standard deviation sigma to each element.
+// Noiser adds Gaussian noise of standard deviation sigma to each element,
+// on the sampler's own lattice or on the round's (privacy.Gaussian).
 type Noiser interface {
 	AddTo64(dst []float64, sigma float64) error
+	AddTo64On(dst []float64, sigma, gran float64) error
 }
 
-// Finalize adds the regional noise σ_r·C once and returns the partial.
-// A second call fails with ErrRoundFinalized.
+// regionalSigma is the standard deviation of the noise the region adds:
+// σ_r·C, and under a top-up cap K enough edge-noise shares for the clients
+// it did not accept, so that the partial's variance is (σ_r² + K·σ_e²)·C²
+// whoever took part.
+func (r *Round) regionalSigma() float64 {
+	o := r.open
+	v := o.RegionalNoise * o.RegionalNoise
+	if o.TopUpCap > 0 {
+		v += float64(max(0, o.TopUpCap-r.count)) * o.EdgeNoise * o.EdgeNoise
+	}
+	return math.Sqrt(v) * o.ClipNorm
+}
+
+// Finalize adds the regional noise once — σ_r·C, topped up under
+// privacy.top_up to (σ_r² + (K − accepted)·σ_e²)·C² — on the round's
+// lattice, and returns the partial. A second call fails with
+// ErrRoundFinalized.
 func (r *Round) Finalize(n Noiser) (*wire.Partial, error) {
 	if r.finalized {
 		return nil, ErrRoundFinalized
 	}
-	if s := r.open.RegionalNoise * r.open.ClipNorm; s > 0 {
-		if err := n.AddTo64(r.sum, s); err != nil {
+	if s := r.regionalSigma(); s > 0 {
+		var err error
+		if r.open.Lattice > 0 {
+			err = n.AddTo64On(r.sum, s, r.open.Lattice)
+		} else {
+			err = n.AddTo64(r.sum, s)
+		}
+		if err != nil {
 			return nil, fmt.Errorf("regional %s: noise: %w", r.open.Region, err)
 		}
 	}
@@ -179,9 +269,10 @@ func (r *Round) Finalize(n Noiser) (*wire.Partial, error) {
 		r.bitSum = b[0]
 	}
 	r.finalized = true
-	// The sum is encoded in its own memory: a finalized round never reads
-	// it again.
-	sum := wire.NarrowInPlace(r.sum)
+	// The sum travels as float64 in its own memory: a finalized round never
+	// reads it again, and narrowing it would round between this noise and
+	// the global tier's.
+	sum := wire.Float64Bytes(r.sum)
 	r.sum = nil
 	return &wire.Partial{BitSum: r.bitSum,
 		Job: r.open.Job, Round: r.open.Round, Region: r.open.Region, Count: r.count,
@@ -280,6 +371,8 @@ func (r *Round) checkSender(job, region string, round, version uint64, client st
 		return ReasonNotSampled
 	case r.seen[client]:
 		return ReasonDuplicate
+	case r.open.TopUpCap > 0 && r.count >= r.open.TopUpCap:
+		return ReasonOverCap
 	}
 	return ""
 }

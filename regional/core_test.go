@@ -94,6 +94,8 @@ func (f fixedNoise) AddTo64(dst []float64, sigma float64) error {
 	return nil
 }
 
+func (f fixedNoise) AddTo64On(dst []float64, sigma, _ float64) error { return f.AddTo64(dst, sigma) }
+
 func TestFinalizeAddsNoiseOnce(t *testing.T) {
 	o := openRound()
 	o.RegionalNoise = 2
@@ -103,8 +105,8 @@ func TestFinalizeAddsNoiseOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got, _ := wire.Float32s(p.Sum)
-	want := []float32{2.6, 2, 2.8}
+	got, _ := wire.Float64s(p.Sum)
+	want := []float64{2.6, 2, 2.8}
 	for i := range want {
 		if math.Abs(float64(got[i]-want[i])) > 1e-6 {
 			t.Fatalf("sum %v, want %v", got, want)
@@ -150,9 +152,9 @@ func FuzzAdd(f *testing.F) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		v, _ := wire.Float32s(p.Sum)
+		v, _ := wire.Float64s(p.Sum)
 		for _, x := range v {
-			if math.IsNaN(float64(x)) || math.IsInf(float64(x), 0) {
+			if math.IsNaN(x) || math.IsInf(x, 0) {
 				t.Fatalf("non-finite sum %v", v)
 			}
 		}

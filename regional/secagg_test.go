@@ -12,7 +12,8 @@ import (
 
 type zeroNoise struct{}
 
-func (zeroNoise) AddTo64([]float64, float64) error { return nil }
+func (zeroNoise) AddTo64([]float64, float64) error            { return nil }
+func (zeroNoise) AddTo64On([]float64, float64, float64) error { return nil }
 
 func secAggOpen(t testing.TB, n int) wire.RoundOpen {
 	t.Helper()
@@ -169,7 +170,7 @@ func TestSecAggSessionSumsSurvivors(t *testing.T) {
 	if p.Count != n-1 {
 		t.Fatalf("partial counts %d, want %d survivors", p.Count, n-1)
 	}
-	got, err := wire.Float32s(p.Sum)
+	got, err := wire.Float64s(p.Sum)
 	if err != nil {
 		t.Fatal(err)
 	}

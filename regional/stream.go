@@ -115,17 +115,21 @@ func streamSlots(slots, dim int) int {
 }
 
 // MemoryLimit is the heap a region needs for rounds of dim parameters with
-// the given stream slots (0: the default): the float64 sum (8·dim bytes),
-// the staged streams (at most 4·dim each), 4·dim of room for garbage
+// the given stream slots (0: the default) of elem bytes per element (0:
+// float32's 4; an edge-noised round's float64 takes 8): the float64 sum
+// (8·dim bytes), the staged streams (at most elem·dim each), 4·dim of room for garbage
 // between collections (retired chunks; the partial is encoded in the sum's
 // own memory) and 32 MiB for everything else. A process
 // that runs one region sets it as its soft memory limit, so that the
 // garbage collector keeps the process near what the region holds rather
 // than letting the heap double between collections (at 10⁸ parameters
 // that would be gigabytes).
-func MemoryLimit(dim, slots int) int64 {
+func MemoryLimit(dim, slots, elem int) int64 {
 	d := int64(dim)
-	return 8*d + 4*d*int64(streamSlots(slots, dim)) + 4*d + 32<<20
+	if elem <= 0 {
+		elem = 4
+	}
+	return 8*d + int64(elem)*d*int64(streamSlots(slots, dim)) + 4*d + 32<<20
 }
 
 // admit reports whether a queued stream may start now: when a slot is
@@ -182,7 +186,7 @@ func (s *Streams) checkOpen(o wire.StreamOpen) string {
 		return ReasonBusy
 	case o.Dim != r.open.Dim:
 		return ReasonWrongDim
-	case wire.ElemBytes(o.Encoding) == 0:
+	case wire.ElemBytes(o.Encoding) == 0, r.exact() != (o.Encoding == wire.EncodingF64):
 		return ReasonEncoding
 	case o.Unclipped > 1:
 		return ReasonMalformed
@@ -220,8 +224,9 @@ func (s *Streams) Chunk(h wire.ChunkHeader, data []byte) (reason string, done, o
 		return "", false, true, s.promote()
 	}
 	if reason == "" {
-		s.commit(st)
-	} else {
+		reason = s.commit(st)
+	}
+	if reason != "" {
 		s.r.rejected[reason]++
 	}
 	delete(s.active, h.Client)
@@ -255,6 +260,17 @@ func (s *Streams) take(st *stream, h wire.ChunkHeader, data []byte) string {
 	switch st.open.Encoding {
 	case wire.EncodingF32:
 		sq, _ = accum.SumSquares(data)
+	case wire.EncodingF64:
+		v, err := wire.Float64s(data)
+		if err != nil {
+			return ReasonChunk
+		}
+		if reason := s.r.checkValues64(v, st.sumsq); reason != "" {
+			return reason
+		}
+		for _, x := range v {
+			sq += x * x
+		}
 	case wire.EncodingQ8:
 		sc := float64(h.Scale)
 		if !(sc >= 0) || math.IsInf(sc, 0) {
@@ -322,14 +338,24 @@ func (st *stream) signedDigestMatches() bool {
 	return string(d[:]) == string(st.open.Digest)
 }
 
-// commit adds a verified stream to the round's sum.
-func (s *Streams) commit(st *stream) {
+// commit adds a verified stream to the round's sum; under a top-up cap
+// already reached it is refused instead.
+func (s *Streams) commit(st *stream) string {
 	r := s.r
+	if r.open.TopUpCap > 0 && r.count >= r.open.TopUpCap {
+		return ReasonOverCap
+	}
 	for i, data := range st.chunks {
 		off := st.offsets[i]
 		switch st.open.Encoding {
 		case wire.EncodingF32:
 			accum.Add(r.sum[off:off+len(data)/4], data)
+		case wire.EncodingF64:
+			v, _ := wire.Float64s(data) // checked in take
+			dst := r.sum[off : off+len(v)]
+			for j, x := range v {
+				dst[j] += x
+			}
 		case wire.EncodingQ8:
 			sc := float64(st.scales[i])
 			dst := r.sum[off : off+len(data)]
@@ -343,9 +369,8 @@ func (s *Streams) commit(st *stream) {
 			}
 		}
 	}
-	r.seen[st.open.Client] = true
-	r.count++
-	s.accepted(st.open)
+	r.accept(st.open.Client, st.open.Unclipped)
+	return ""
 }
 
 // Abort discards every staged and queued stream, counting each as
@@ -363,12 +388,4 @@ func (s *Streams) Abort() (refused []string) {
 	}
 	s.waiting = nil
 	return refused
-}
-
-// accepted records what an accepted stream contributes beside its vector:
-// the adaptive-clipping bit, as Round.Add does for a single update.
-func (s *Streams) accepted(o wire.StreamOpen) {
-	if s.r.open.ClipBits {
-		s.r.bitSum += float64(o.Unclipped) - 0.5
-	}
 }

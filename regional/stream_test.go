@@ -401,7 +401,7 @@ func TestMemoryLimit(t *testing.T) {
 		{100_000_000, 0, 2_000_000_000 + 32<<20}, // 2 above LargeDim
 		{1_000_000, 6, 36_000_000 + 32<<20},
 	} {
-		got := MemoryLimit(tt.dim, tt.slots)
+		got := MemoryLimit(tt.dim, tt.slots, 0)
 		if got != tt.want {
 			t.Errorf("MemoryLimit(%d, %d) = %d, want %d", tt.dim, tt.slots, got, tt.want)
 		}

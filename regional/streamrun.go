@@ -125,7 +125,7 @@ func (r *Runner) dropped() int {
 // partialChunkBytes is the largest slice of a partial sent in one message:
 // the server's max payload less room for the header.
 func partialChunkBytes(nc *nats.Conn) int {
-	return max(4, int(nc.MaxPayload())-(64<<10)) &^ 3
+	return max(8, int(nc.MaxPayload())-(64<<10)) &^ 7
 }
 
 // publishChunked sends a partial too large for one message as
@@ -136,14 +136,14 @@ func (r *Runner) publishChunked(p *wire.Partial) error {
 		return err
 	}
 	step := partialChunkBytes(r.cfg.Conn)
-	total := len(p.Sum) / 4
+	total := len(p.Sum) / 8
 	crc := uint32(0)
 	var buf []byte
 	for lo := 0; lo < len(p.Sum); lo += step {
 		hi := min(lo+step, len(p.Sum))
 		crc = crc32.Update(crc, wire.Castagnoli, p.Sum[lo:hi])
 		h := wire.PartialChunkHeader{Job: p.Job, Round: p.Round, Region: p.Region, Count: p.Count, Rejected: p.Rejected,
-			BitSum: p.BitSum, Offset: lo / 4, Total: total, Last: hi == len(p.Sum)}
+			BitSum: p.BitSum, Offset: lo / 8, Total: total, Last: hi == len(p.Sum)}
 		if h.Last {
 			h.Digest, h.Sig = crc, p.Sig
 		}

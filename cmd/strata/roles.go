@@ -387,13 +387,13 @@ func regionMemoryLimit(slots int, logger *slog.Logger) func(wire.RoundOpen) {
 	if os.Getenv("GOMEMLIMIT") != "" {
 		return nil
 	}
-	dim := 0
+	dim, elem := 0, 0
 	return func(o wire.RoundOpen) {
-		if o.Dim == dim {
+		if e := wire.ElemBytes(o.Encoding); o.Dim == dim && e == elem {
 			return
 		}
-		dim = o.Dim
-		limit := regional.MemoryLimit(dim, slots)
+		dim, elem = o.Dim, wire.ElemBytes(o.Encoding)
+		limit := regional.MemoryLimit(dim, slots, elem)
 		debug.SetMemoryLimit(limit)
 		logger.Info("memory limit set for the round's dimension", "dim", dim, "limit_mib", limit>>20)
 	}

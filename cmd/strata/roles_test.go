@@ -23,7 +23,7 @@ func TestRegionMemoryLimit(t *testing.T) {
 	}
 	for _, d := range []int{1_000_000, 100_000_000} {
 		hook(wire.RoundOpen{Dim: d})
-		if got, want := debug.SetMemoryLimit(-1), regional.MemoryLimit(d, 0); got != want {
+		if got, want := debug.SetMemoryLimit(-1), regional.MemoryLimit(d, 0, 0); got != want {
 			t.Errorf("dim %d: memory limit %d, want %d", d, got, want)
 		}
 	}

@@ -168,10 +168,10 @@ func TestStreamedRoundOverNATS(t *testing.T) {
 	if part.Rejected[regional.ReasonDigest] != 1 || part.Rejected[regional.ReasonIncomplete] != 1 {
 		t.Errorf("rejected %v, want one %s and one %s", part.Rejected, regional.ReasonDigest, regional.ReasonIncomplete)
 	}
-	got, _ := wire.Float32s(part.Sum)
+	got, _ := wire.Float64s(part.Sum)
 	for i := range want {
-		if got[i] != float32(want[i]) {
-			t.Fatalf("sum[%d] = %v, want %v", i, got[i], float32(want[i]))
+		if got[i] != want[i] {
+			t.Fatalf("sum[%d] = %v, want %v", i, got[i], want[i])
 		}
 	}
 	st := runner.Stats()

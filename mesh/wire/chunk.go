@@ -41,6 +41,11 @@ const (
 	// EncodingTopK is (uint32 index, float32 value) little-endian pairs,
 	// 8 bytes per entry, indices strictly increasing across the stream.
 	EncodingTopK = "topk"
+	// EncodingF64 is little-endian float64, 8 bytes per element: how an
+	// edge-noised update travels, its values exact multiples of the
+	// round's lattice, so that no rounding sits between the edge noise and
+	// the noise the region adds (docs/privacy-model.md).
+	EncodingF64 = "f64"
 )
 
 // ElemBytes returns the bytes per element of an encoding, or 0 when the
@@ -51,7 +56,7 @@ func ElemBytes(encoding string) int {
 		return 4
 	case EncodingQ8:
 		return 1
-	case EncodingTopK:
+	case EncodingTopK, EncodingF64:
 		return 8
 	}
 	return 0
@@ -133,7 +138,7 @@ func ChunkCRC(crc uint32, encoding string, scale float32, data []byte) uint32 {
 }
 
 // PartialChunkHeader describes a slice [Offset, Offset+n) of a region's
-// partial sum of Total values (little-endian float32); the last slice
+// partial sum of Total values (little-endian float64); the last slice
 // carries the CRC-32C of all slices' data, as ChunkHeader does.
 type PartialChunkHeader struct {
 	Job      string         `msgpack:"job"`

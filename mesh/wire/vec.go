@@ -52,23 +52,6 @@ func AppendFloat64sAs32(dst []byte, v []float64) []byte {
 	return dst
 }
 
-// NarrowInPlace encodes v as little-endian float32 into v's own memory and
-// returns those 4·len(v) bytes, overwriting v: a region's partial is its
-// float64 sum narrowed, and encoding it in place spares a second buffer of
-// half the sum's size at the moment the region holds the most (at 10⁸
-// parameters, 400 MB). Element i's bytes land at 4i, which only overlaps
-// elements before i/2, already read.
-func NarrowInPlace(v []float64) []byte {
-	if len(v) == 0 {
-		return []byte{}
-	}
-	b := unsafe.Slice((*byte)(unsafe.Pointer(&v[0])), 4*len(v))
-	for i, x := range v {
-		binary.LittleEndian.PutUint32(b[4*i:], math.Float32bits(float32(x)))
-	}
-	return b
-}
-
 // AddFloat32sTo adds the little-endian float32 vector b into dst
 // (float64 accumulators, so that sums of many updates do not lose the small
 // ones). It returns an error on a length mismatch.
@@ -82,6 +65,65 @@ func AddFloat32sTo(dst []float64, b []byte) error {
 	}
 	for i, x := range v {
 		dst[i] += float64(x)
+	}
+	return nil
+}
+
+// Float64s views b as little-endian float64s, sharing b's memory when it
+// is suitably aligned on a little-endian machine and decoding otherwise.
+func Float64s(b []byte) ([]float64, error) {
+	if len(b)%8 != 0 {
+		return nil, fmt.Errorf("%w: vector of %d bytes is not a whole number of float64s", ErrMalformed, len(b))
+	}
+	n := len(b) / 8
+	if n == 0 {
+		return nil, nil
+	}
+	if littleEndian && uintptr(unsafe.Pointer(&b[0]))%8 == 0 {
+		return unsafe.Slice((*float64)(unsafe.Pointer(&b[0])), n), nil
+	}
+	out := make([]float64, n)
+	for i := range out {
+		out[i] = math.Float64frombits(binary.LittleEndian.Uint64(b[8*i:]))
+	}
+	return out, nil
+}
+
+// AppendFloat64s appends v to dst as little-endian float64s.
+func AppendFloat64s(dst []byte, v []float64) []byte {
+	for _, x := range v {
+		dst = binary.LittleEndian.AppendUint64(dst, math.Float64bits(x))
+	}
+	return dst
+}
+
+// Float64Bytes returns v's own memory as little-endian float64 bytes
+// (encoded in place on a big-endian machine): a region's partial is its
+// float64 sum, sent without a copy; v must not be used afterwards.
+func Float64Bytes(v []float64) []byte {
+	if len(v) == 0 {
+		return []byte{}
+	}
+	b := unsafe.Slice((*byte)(unsafe.Pointer(&v[0])), 8*len(v))
+	if !littleEndian {
+		for i, x := range v {
+			binary.LittleEndian.PutUint64(b[8*i:], math.Float64bits(x))
+		}
+	}
+	return b
+}
+
+// AddFloat64sTo adds the little-endian float64 vector b into dst.
+func AddFloat64sTo(dst []float64, b []byte) error {
+	if len(b) != 8*len(dst) {
+		return fmt.Errorf("%w: vector of %d bytes, want %d float64 values", ErrMalformed, len(b), len(dst))
+	}
+	v, err := Float64s(b)
+	if err != nil {
+		return err
+	}
+	for i, x := range v {
+		dst[i] += x
 	}
 	return nil
 }

@@ -84,6 +84,20 @@ type RoundOpen struct {
 	// secure-aggregation session (wire/secagg.go): clients send masked
 	// inputs, never updates.
 	SecAgg *SecAggPlan `msgpack:"secagg,omitempty"`
+	// Lattice is the round's one noise lattice (privacy.Lattice): every
+	// tier adds its noise on it, edge-noised updates travel as float64
+	// multiples of it (EncodingF64), and partials stay on it, so no
+	// rounding sits between two noises. 0: each tier snaps to its own.
+	Lattice float64 `msgpack:"lattice,omitempty"`
+	// Encoding, when set, is the only encoding the round's updates may
+	// use: EncodingF64 in a round whose claim adds the edge noise to the
+	// later noise, so that updates are exact lattice values.
+	Encoding string `msgpack:"encoding,omitempty"`
+	// TopUpCap, when set, is this region's cap K (privacy.top_up): it
+	// accepts at most K updates and adds noise of variance
+	// (σ_r² + (K − accepted)·σ_e²)·C², so that its partial's variance does
+	// not depend on who took part.
+	TopUpCap int `msgpack:"top_up_cap,omitempty"`
 }
 
 // Update is one client's clipped (and edge-noised) model delta.
@@ -93,7 +107,10 @@ type Update struct {
 	Region       string `msgpack:"region"`
 	Client       string `msgpack:"client"`
 	ModelVersion uint64 `msgpack:"model_version"`
-	Vec          []byte `msgpack:"vec"` // little-endian float32
+	// Encoding of Vec: "" or EncodingF32 (little-endian float32), or
+	// EncodingF64 for an edge-noised update on the round's lattice.
+	Encoding string `msgpack:"encoding,omitempty"`
+	Vec      []byte `msgpack:"vec"`
 	// Unclipped is the adaptive-clipping bit: 1 if the update's norm was
 	// at most the clip norm before clipping. Only when the round asks:
 	// otherwise it is 0 and not encoded, since the region would read it in
@@ -110,7 +127,9 @@ type Partial struct {
 	Region   string         `msgpack:"region"`
 	Count    int            `msgpack:"count"`
 	Rejected map[string]int `msgpack:"rejected"`
-	Sum      []byte         `msgpack:"sum"` // little-endian float32
+	// Sum is little-endian float64: narrowing it would round between the
+	// regional noise and the global noise (docs/privacy-model.md).
+	Sum []byte `msgpack:"sum"`
 	// BitSum is Σ(bit − ½) over accepted updates plus the region's bit
 	// noise, when the round asked for clipping bits.
 	BitSum float64 `msgpack:"bit_sum,omitempty"`

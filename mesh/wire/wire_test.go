@@ -83,7 +83,7 @@ func FuzzDecodeUpdate(f *testing.F) {
 }
 
 func FuzzDecodePartial(f *testing.F) {
-	good, _ := Encode(TypePartial, &Partial{Job: "j", Count: 1, Rejected: map[string]int{"x": 1}, Sum: AppendFloat32s(nil, []float32{1})})
+	good, _ := Encode(TypePartial, &Partial{Job: "j", Count: 1, Rejected: map[string]int{"x": 1}, Sum: AppendFloat64s(nil, []float64{1})})
 	f.Add(good)
 	f.Fuzz(func(t *testing.T, b []byte) {
 		var p Partial
@@ -91,7 +91,7 @@ func FuzzDecodePartial(f *testing.F) {
 			return
 		}
 		dst := make([]float64, 1)
-		AddFloat32sTo(dst, p.Sum)
+		AddFloat64sTo(dst, p.Sum)
 	})
 }
 
@@ -104,20 +104,33 @@ func FuzzDecodeRoundOpen(f *testing.F) {
 	})
 }
 
-// TestNarrowInPlace: encoding in place gives the bytes AppendFloat64sAs32
-// gives, for lengths around every small size and values of every sign,
-// magnitude and special kind.
-func TestNarrowInPlace(t *testing.T) {
-	vals := []float64{0, -0.0, 1, -1, 1e-40, 3.4e38, 1e300, -1e-300, math.Inf(1), math.NaN(), 0.1, 12345.678}
+// TestFloat64BytesRoundTrips: a sum sent in its own memory reads back
+// bit for bit, for lengths around every small size and values of every
+// sign, magnitude and special kind, and AddFloat64sTo adds it.
+func TestFloat64BytesRoundTrips(t *testing.T) {
+	vals := []float64{0, -0.0, 1, -1, 1e-310, 3.4e38, 1e300, -1e-300, math.Inf(1), 0.1, 12345.678}
 	for n := 0; n <= 37; n++ {
 		v := make([]float64, n)
 		for i := range v {
 			v[i] = vals[(i*7+n)%len(vals)] * float64(i+1)
 		}
-		want := AppendFloat64sAs32(nil, v)
-		got := NarrowInPlace(v)
+		want := AppendFloat64s(nil, v)
+		got := Float64Bytes(append([]float64(nil), v...))
 		if string(got) != string(want) {
 			t.Fatalf("n=%d: in place %x, want %x", n, got, want)
+		}
+		back, err := Float64s(append([]byte{0}, got...)[1:]) // misaligned: decoded
+		if err != nil {
+			t.Fatal(err)
+		}
+		dst := make([]float64, n)
+		if err := AddFloat64sTo(dst, got); err != nil {
+			t.Fatal(err)
+		}
+		for i := range v {
+			if math.Float64bits(back[i]) != math.Float64bits(v[i]) || (dst[i] != v[i] && !math.IsNaN(v[i])) {
+				t.Fatalf("n=%d, i=%d: read back %v and %v, want %v", n, i, back[i], dst[i], v[i])
+			}
 		}
 	}
 }
