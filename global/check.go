@@ -16,6 +16,11 @@ type Projection struct {
 	Delta   float64
 	Epsilon ledger.PerObserver[float64]
 	Sigma   ledger.PerObserver[float64]
+	// DeltaCharged is the δ the planned rounds use up beyond their RDP
+	// curves (sampler tails, top-up caps): ε is reported at δ less it.
+	DeltaCharged float64
+	// Caps are the regions' top-up caps (privacy.top_up), nil without.
+	Caps []RegionCap
 }
 
 // Violation is one broken policy rule.
@@ -39,6 +44,7 @@ func Project(t *topology.Topology, dim int) (Projection, error) {
 		return p, fmt.Errorf("global: projecting ε: %w", err)
 	}
 	p.Epsilon, p.Sigma = rc.EpsilonAfter, rc.Sigma
+	p.DeltaCharged, p.Caps = float64(t.Train.Rounds)*rc.Delta, in.Caps
 	return p, nil
 }
 

@@ -300,7 +300,7 @@ func TestCompressionAfterEdgeNoiseHolds(t *testing.T) {
 func tightGaussianEpsilon(sigma, delta float64) float64 {
 	phi := func(z float64) float64 { return 0.5 * math.Erfc(-z/math.Sqrt2) }
 	d := func(e float64) float64 { return phi(-e*sigma+1/(2*sigma)) - math.Exp(e)*phi(-e*sigma-1/(2*sigma)) }
-	lo, hi := 0.0, 100.0
+	lo, hi := 0.0, 700.0
 	for i := 0; i < 200; i++ {
 		mid := (lo + hi) / 2
 		if d(mid) > delta {
@@ -398,4 +398,31 @@ func TestExactCountsWouldWeakenThePublic(t *testing.T) {
 		t.Fatalf("ε with the count released ≥ %.4f, without ≤ %.4f: the count should weaken the public's ε", with, hidden)
 	}
 	t.Logf("N=%d q=%v σ=%v T=%d: ε without counts ≤ %.4f (ledger's RDP bound %.4f), with the exact count released ≥ %.4f", N, q, sigma, rounds, hidden, ledgerEps, with)
+}
+
+// TestOperatorRowsHold: the operators chose or see the sample, so what
+// protects a client from them is a Gaussian mechanism composed over the
+// rounds it was sampled in: its own edge noise against its regional
+// operator (it sees the update), its edge noise plus its region's noise
+// against the global operator (it sees the region's partial, exact on the
+// lattice). T Gaussian releases of σ are one of σ/√T, whose exact ε the
+// closed form gives; the ledger's must not be below it. Without edge noise
+// the regional operator sees the update in clear: ε = ∞.
+func TestOperatorRowsHold(t *testing.T) {
+	const dim, rounds = 2858, 40
+	top := topology.Default()
+	for _, n := range []topology.Noise{{Edge: 0.5, Regional: 0.6, Global: 0.6}, {Edge: 2, Regional: 0.6}, {Regional: 0.6, Global: 0.6}} {
+		eps := roundEpsilon(t, top, n, dim, rounds)
+		for o, sigma := range map[ledger.Observer]float64{ledger.RegionalOperator: n.Edge, ledger.GlobalOperator: math.Hypot(n.Edge, n.Regional)} {
+			if sigma == 0 {
+				if !math.IsInf(eps.Get(o), 1) {
+					t.Errorf("%+v: %s sees the update in clear, ε %v, want ∞", n, o, eps.Get(o))
+				}
+				continue
+			}
+			if exact := tightGaussianEpsilon(sigma/math.Sqrt(rounds), top.Privacy.Delta); eps.Get(o) < exact {
+				t.Errorf("%+v: %s ledger ε %.4f below the exact %.4f", n, o, eps.Get(o), exact)
+			}
+		}
+	}
 }

@@ -2,6 +2,8 @@ package topology
 
 import (
 	"errors"
+	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -85,5 +87,23 @@ func TestShardsPartitionDefaultsAndLeavesDefaultYAMLAlone(t *testing.T) {
 	}
 	if strings.Contains(string(b), "partition") || strings.Contains(string(b), "shards") {
 		t.Fatalf("the default topology's YAML (and so its config hash) changed:\n%s", b)
+	}
+}
+
+// TestExamplesValidate: every topology under examples/ parses and
+// validates, so the README's commands run as written.
+func TestExamplesValidate(t *testing.T) {
+	files, err := filepath.Glob("../examples/*.yaml")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no example topologies found: %v", err)
+	}
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := Parse(b); err != nil {
+			t.Errorf("%s: %v", f, err)
+		}
 	}
 }

@@ -49,6 +49,17 @@ func checkPlan(t *topology.Topology, w io.Writer) error {
 	for _, o := range ledger.Observers {
 		fmt.Fprintf(w, "  %-18s ε %-10s (noise multiplier credited %.4g)\n", o, fmtEps(p.Epsilon.Get(o)), p.Sigma.Get(o))
 	}
+	fmt.Fprintf(w, "  (ε at δ less %.3g charged for the noise sampler's tails%s)\n", p.DeltaCharged, map[bool]string{true: " and the top-up caps", false: ""}[len(p.Caps) > 0])
+	if len(p.Caps) > 0 {
+		fmt.Fprintf(w, "top-up: each region accepts at most K updates a round and tops its noise up to K clients' edge noise:")
+		for _, c := range p.Caps {
+			fmt.Fprintf(w, " %s K=%d (of %d)", c.Region, c.Cap, c.Clients)
+		}
+		fmt.Fprintln(w)
+	}
+	if n := t.Privacy.Noise; n.Edge > 0 && !t.Privacy.TopUp && !t.SecAgg.On && !t.DataPath.Compressed() {
+		fmt.Fprintln(w, "hint: a client adds edge noise only when sampled, so the public's ε pays for participation being visible (the revealed-sampling curve); privacy.top_up: true makes regions top the noise up to a fixed total and credits it (docs/privacy-model.md)")
+	}
 	if s := t.SecAgg; s.On {
 		fmt.Fprintf(w, "secure aggregation: on (Z_2^%d, %g steps per clip norm, dropout %g, corrupt %g): regions see only their survivors' sum; ε against the regional operator is the edge noise's\n", s.Bits, s.Scale, s.Dropout, s.Corrupt)
 	}
