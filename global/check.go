@@ -38,6 +38,9 @@ func Project(t *topology.Topology, dim int) (Projection, error) {
 	if err != nil {
 		return Projection{}, err
 	}
+	if _, err := in.Lattice(t); err != nil {
+		return Projection{}, err
+	}
 	p := Projection{Rounds: t.Train.Rounds, Delta: t.Privacy.Delta}
 	rc, err := roundCost(Mechanisms(t, in), in, Spent{}, t.Privacy.Delta, t.Train.Rounds)
 	if err != nil {
