@@ -23,9 +23,9 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 
-	"github.com/strata-fl/strata/accum"
 	"github.com/strata-fl/strata/edge"
 	"github.com/strata-fl/strata/identity"
+	"github.com/strata-fl/strata/internal/accum"
 	"github.com/strata-fl/strata/mesh"
 	"github.com/strata-fl/strata/mesh/wire"
 	"github.com/strata-fl/strata/regional"

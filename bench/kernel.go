@@ -8,7 +8,7 @@ import (
 	"time"
 	"unsafe"
 
-	"github.com/strata-fl/strata/accum"
+	"github.com/strata-fl/strata/internal/accum"
 	"github.com/strata-fl/strata/mesh/wire"
 )
 

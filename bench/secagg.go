@@ -11,7 +11,7 @@ import (
 	"slices"
 	"time"
 
-	"github.com/strata-fl/strata/accum"
+	"github.com/strata-fl/strata/internal/accum"
 	"github.com/strata-fl/strata/mesh/wire"
 	"github.com/strata-fl/strata/secagg"
 )

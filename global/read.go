@@ -16,7 +16,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/strata-fl/strata/global/ledger"
-	"github.com/strata-fl/strata/seal"
+	"github.com/strata-fl/strata/internal/seal"
 )
 
 // ErrNoLedger reports a data dir without a global node's state.

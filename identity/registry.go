@@ -6,7 +6,7 @@ import (
 
 	"github.com/vmihailenco/msgpack/v5"
 
-	"github.com/strata-fl/strata/msgcheck"
+	"github.com/strata-fl/strata/internal/msgcheck"
 )
 
 // Statuses of a registry entry, as the ledger records them.

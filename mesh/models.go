@@ -11,7 +11,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/strata-fl/strata/seal"
+	"github.com/strata-fl/strata/internal/seal"
 	"github.com/strata-fl/strata/topology"
 )
 

@@ -5,8 +5,8 @@ import (
 	"hash"
 	"math"
 
-	"github.com/strata-fl/strata/accum"
 	"github.com/strata-fl/strata/identity"
+	"github.com/strata-fl/strata/internal/accum"
 	"github.com/strata-fl/strata/mesh/wire"
 )
 

@@ -11,9 +11,9 @@ import (
 	"github.com/strata-fl/strata/finetune"
 	"github.com/strata-fl/strata/global"
 	"github.com/strata-fl/strata/global/ledger"
+	"github.com/strata-fl/strata/internal/seal"
 	"github.com/strata-fl/strata/mesh"
 	"github.com/strata-fl/strata/mesh/wire"
-	"github.com/strata-fl/strata/seal"
 	"github.com/strata-fl/strata/topology"
 )
 

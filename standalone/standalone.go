@@ -29,10 +29,10 @@ import (
 	"github.com/strata-fl/strata/global"
 	"github.com/strata-fl/strata/global/ledger"
 	"github.com/strata-fl/strata/identity"
+	"github.com/strata-fl/strata/internal/seal"
 	"github.com/strata-fl/strata/mesh"
-	"github.com/strata-fl/strata/metrics"
+	"github.com/strata-fl/strata/observe/metrics"
 	"github.com/strata-fl/strata/regional"
-	"github.com/strata-fl/strata/seal"
 	"github.com/strata-fl/strata/secagg"
 	"github.com/strata-fl/strata/topology"
 )

@@ -13,8 +13,8 @@ import (
 	"github.com/strata-fl/strata/empirical"
 	"github.com/strata-fl/strata/finetune"
 	"github.com/strata-fl/strata/global"
-	htmlreport "github.com/strata-fl/strata/report"
-	"github.com/strata-fl/strata/seal"
+	"github.com/strata-fl/strata/internal/seal"
+	htmlreport "github.com/strata-fl/strata/observe/report"
 	"github.com/strata-fl/strata/standalone"
 	"github.com/strata-fl/strata/topology"
 )

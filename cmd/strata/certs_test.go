@@ -12,8 +12,8 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 
 	"github.com/strata-fl/strata/identity"
+	"github.com/strata-fl/strata/internal/seal"
 	"github.com/strata-fl/strata/mesh"
-	"github.com/strata-fl/strata/seal"
 )
 
 const certsTopology = `job: certs-test

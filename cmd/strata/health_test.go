@@ -16,8 +16,8 @@ import (
 
 	"github.com/strata-fl/strata/global"
 	"github.com/strata-fl/strata/identity"
+	"github.com/strata-fl/strata/internal/seal"
 	"github.com/strata-fl/strata/mesh"
-	"github.com/strata-fl/strata/seal"
 )
 
 func TestKeygenOutKeepsAnExistingKey(t *testing.T) {

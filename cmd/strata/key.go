@@ -8,7 +8,7 @@ import (
 	"io"
 	"os"
 
-	"github.com/strata-fl/strata/seal"
+	"github.com/strata-fl/strata/internal/seal"
 )
 
 // dataKey is the encryption-at-rest key for commands that open a data dir:

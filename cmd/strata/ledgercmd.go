@@ -11,8 +11,8 @@ import (
 
 	"github.com/strata-fl/strata/global"
 	"github.com/strata-fl/strata/global/ledger"
-	htmlreport "github.com/strata-fl/strata/report"
-	"github.com/strata-fl/strata/seal"
+	"github.com/strata-fl/strata/internal/seal"
+	htmlreport "github.com/strata-fl/strata/observe/report"
 )
 
 func runLedger(ctx context.Context, args []string, stdout, stderr io.Writer) error {

@@ -13,11 +13,11 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/strata-fl/strata/dashboard"
 	"github.com/strata-fl/strata/global"
 	"github.com/strata-fl/strata/global/ledger"
-	"github.com/strata-fl/strata/metrics"
-	htmlreport "github.com/strata-fl/strata/report"
+	"github.com/strata-fl/strata/observe/dashboard"
+	"github.com/strata-fl/strata/observe/metrics"
+	htmlreport "github.com/strata-fl/strata/observe/report"
 	"github.com/strata-fl/strata/standalone"
 	"github.com/strata-fl/strata/topology"
 )

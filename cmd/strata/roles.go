@@ -22,7 +22,7 @@ import (
 	"github.com/strata-fl/strata/identity"
 	"github.com/strata-fl/strata/mesh"
 	"github.com/strata-fl/strata/mesh/wire"
-	"github.com/strata-fl/strata/metrics"
+	"github.com/strata-fl/strata/observe/metrics"
 	"github.com/strata-fl/strata/regional"
 	"github.com/strata-fl/strata/standalone"
 	"github.com/strata-fl/strata/topology"

@@ -18,8 +18,8 @@ import (
 	"github.com/strata-fl/strata/finetune"
 	"github.com/strata-fl/strata/global"
 	"github.com/strata-fl/strata/global/ledger"
-	"github.com/strata-fl/strata/metrics"
-	"github.com/strata-fl/strata/seal"
+	"github.com/strata-fl/strata/internal/seal"
+	"github.com/strata-fl/strata/observe/metrics"
 	"github.com/strata-fl/strata/standalone"
 	"github.com/strata-fl/strata/topology"
 )

@@ -29,8 +29,8 @@ import (
 	"github.com/strata-fl/strata/global"
 	"github.com/strata-fl/strata/global/ledger"
 	"github.com/strata-fl/strata/identity"
+	"github.com/strata-fl/strata/internal/seal"
 	"github.com/strata-fl/strata/mesh"
-	"github.com/strata-fl/strata/seal"
 )
 
 // smokeTopology is the built-in topology's shape (regions eu, us, ap, which

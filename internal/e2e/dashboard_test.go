@@ -20,11 +20,11 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
-	"github.com/strata-fl/strata/dashboard"
 	"github.com/strata-fl/strata/edge"
 	"github.com/strata-fl/strata/global/ledger"
-	"github.com/strata-fl/strata/metrics"
-	"github.com/strata-fl/strata/report"
+	"github.com/strata-fl/strata/observe/dashboard"
+	"github.com/strata-fl/strata/observe/metrics"
+	"github.com/strata-fl/strata/observe/report"
 	"github.com/strata-fl/strata/standalone"
 	"github.com/strata-fl/strata/topology"
 )

@@ -12,29 +12,29 @@ const module = "github.com/strata-fl/strata/"
 // (DESIGN.md §5). Packages not listed (standalone, bench, cmd, internal,
 // *test helpers) may import anything.
 var allowed = map[string][]string{
-	"accum":         {},
-	"privacy":       {},
-	"topology":      {},
-	"secagg":        {},
-	"finetune":      {},
-	"empirical":     {},
-	"msgcheck":      {},
-	"trainerproto":  {"msgcheck"},
-	"mesh/wire":     {"msgcheck"},
-	"seal":          {},
-	"mesh":          {"mesh/wire", "topology", "seal", "identity"},
-	"global/ledger": {"privacy", "msgcheck"},
-	"identity":      {"msgcheck"},
-	"edge":          {"identity", "mesh", "mesh/wire", "privacy", "topology", "secagg"},
-	"regional":      {"accum", "identity", "mesh", "mesh/wire", "privacy", "topology", "secagg"},
+	"internal/accum":    {},
+	"internal/msgcheck": {},
+	"internal/seal":     {},
+	"privacy":           {},
+	"topology":          {},
+	"secagg":            {},
+	"finetune":          {},
+	"empirical":         {},
+	"trainerproto":      {"internal/msgcheck"},
+	"mesh/wire":         {"internal/msgcheck"},
+	"mesh":              {"mesh/wire", "topology", "internal/seal", "identity"},
+	"global/ledger":     {"privacy", "internal/msgcheck"},
+	"identity":          {"internal/msgcheck"},
+	"edge":              {"identity", "mesh", "mesh/wire", "privacy", "topology", "secagg"},
+	"regional":          {"internal/accum", "identity", "mesh", "mesh/wire", "privacy", "topology", "secagg"},
 	// global fixes each round's secagg session parameters (secagg.ChooseParams)
 	// so that a region and its clients cannot diverge or pick weaker ones,
 	// and records them write-ahead in the ledger.
-	"global": {"global/ledger", "identity", "mesh", "mesh/wire", "privacy", "topology", "seal", "empirical", "secagg"},
+	"global": {"global/ledger", "identity", "mesh", "mesh/wire", "privacy", "topology", "internal/seal", "empirical", "secagg"},
 	// Observability sits above the tiers: it reads them, they never import it.
-	"report":    {"empirical", "global/ledger"},
-	"metrics":   {"global", "global/ledger", "mesh", "mesh/wire", "regional", "edge", "report", "topology"},
-	"dashboard": {"global", "global/ledger", "metrics", "report"},
+	"observe/report":    {"empirical", "global/ledger"},
+	"observe/metrics":   {"global", "global/ledger", "mesh", "mesh/wire", "regional", "edge", "observe/report", "topology"},
+	"observe/dashboard": {"global", "global/ledger", "observe/metrics", "observe/report"},
 }
 
 func TestImportsPointOneWay(t *testing.T) {

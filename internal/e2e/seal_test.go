@@ -8,8 +8,8 @@ import (
 	"testing"
 
 	"github.com/strata-fl/strata/global"
+	"github.com/strata-fl/strata/internal/seal"
 	"github.com/strata-fl/strata/mesh"
-	"github.com/strata-fl/strata/seal"
 	"github.com/strata-fl/strata/standalone"
 )
 

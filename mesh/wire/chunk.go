@@ -9,7 +9,7 @@ import (
 
 	"github.com/vmihailenco/msgpack/v5"
 
-	"github.com/strata-fl/strata/msgcheck"
+	"github.com/strata-fl/strata/internal/msgcheck"
 )
 
 // Streamed updates. An update too large for one message travels as a

@@ -10,7 +10,7 @@ import (
 
 	"github.com/vmihailenco/msgpack/v5"
 
-	"github.com/strata-fl/strata/msgcheck"
+	"github.com/strata-fl/strata/internal/msgcheck"
 )
 
 // Type identifies a message on the wire.

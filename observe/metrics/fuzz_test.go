@@ -7,7 +7,7 @@ import (
 
 	"github.com/strata-fl/strata/global"
 	"github.com/strata-fl/strata/mesh/wire"
-	"github.com/strata-fl/strata/report"
+	"github.com/strata-fl/strata/observe/report"
 	"github.com/strata-fl/strata/topology"
 )
 

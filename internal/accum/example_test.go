@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"math"
 
-	"github.com/strata-fl/strata/accum"
+	"github.com/strata-fl/strata/internal/accum"
 )
 
 // A region adds each client's float32 update, as delivered in a message,

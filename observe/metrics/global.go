@@ -16,7 +16,7 @@ import (
 	"github.com/strata-fl/strata/global/ledger"
 	"github.com/strata-fl/strata/mesh"
 	"github.com/strata-fl/strata/mesh/wire"
-	"github.com/strata-fl/strata/report"
+	"github.com/strata-fl/strata/observe/report"
 	"github.com/strata-fl/strata/topology"
 )
 

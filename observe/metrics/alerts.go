@@ -1,7 +1,7 @@
 package metrics
 
 import (
-	"github.com/strata-fl/strata/report"
+	"github.com/strata-fl/strata/observe/report"
 
 	"fmt"
 	"math"

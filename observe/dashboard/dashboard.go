@@ -23,8 +23,8 @@ import (
 
 	"github.com/strata-fl/strata/global"
 	"github.com/strata-fl/strata/global/ledger"
-	"github.com/strata-fl/strata/metrics"
-	"github.com/strata-fl/strata/report"
+	"github.com/strata-fl/strata/observe/metrics"
+	"github.com/strata-fl/strata/observe/report"
 )
 
 //go:embed static

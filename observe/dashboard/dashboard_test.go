@@ -17,7 +17,7 @@ import (
 
 	"github.com/strata-fl/strata/global"
 	"github.com/strata-fl/strata/global/ledger"
-	"github.com/strata-fl/strata/metrics"
+	"github.com/strata-fl/strata/observe/metrics"
 	"github.com/strata-fl/strata/privacy"
 	"github.com/strata-fl/strata/topology"
 )
