@@ -170,9 +170,10 @@ func TopUpCaps(t *topology.Topology, counts map[string]int) ([]RegionCap, error)
 // weight in δ is at most (1 + e^ε)·e^-800 < 1e-40 for every ε ≤ maxEpsilon.
 const normCheckDelta = 1e-40
 
-// maxEpsilon is the largest ε the ledger reports as a number; beyond it the
-// charges above no longer cover the rare events, and ε is reported as ∞
-// (a guarantee of e^700 means nothing anyway).
+// maxEpsilon is the largest ε the ledger reports as a number in a plan
+// with edge noise; beyond it normCheckDelta no longer covers the norm
+// check's rare rejection, and ε is reported as ∞ (a guarantee of e^700
+// means nothing anyway).
 const maxEpsilon = 700
 
 // roundDelta is the δ a round uses up: TailMass for every coordinate of
@@ -410,8 +411,8 @@ func roundCost(mech map[ledger.Observer]ObserverMechanism, in Costing, spent Spe
 		if err != nil {
 			return rc, fmt.Errorf("global: ε against %s: %w", o, err)
 		}
-		if e += spent.Slack.Get(o) + float64(rounds)*rc.Slack.Get(o); e > maxEpsilon {
-			e = math.Inf(1)
+		if e += spent.Slack.Get(o) + float64(rounds)*rc.Slack.Get(o); e > maxEpsilon && in.Noise.Edge > 0 {
+			e = math.Inf(1) // beyond what normCheckDelta covers
 		}
 		rc.RDP.Set(o, step)
 		rc.EpsilonAfter.Set(o, e)
