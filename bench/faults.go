@@ -16,7 +16,7 @@ import (
 	"github.com/strata-fl/strata/global"
 	"github.com/strata-fl/strata/identity"
 	"github.com/strata-fl/strata/mesh"
-	"github.com/strata-fl/strata/standalone"
+	"github.com/strata-fl/strata/roles"
 	"github.com/strata-fl/strata/topology"
 )
 
@@ -129,8 +129,8 @@ regions:
   - {id: a, clients: 60}
   - {id: b, clients: 60}
 privacy: {sampling_rate: 0.3, budget: 100000, min_regions: 1, noise: {regional: 2, global: 2}}
-training: {rounds: 100000, pretrain_epochs: 1, hidden: 32}
-data: {public_examples: 2000, eval_examples: 300}
+training: {rounds: 100000}
+task: {name: mnist, pretrain_epochs: 1, hidden: 32, public_examples: 2000, eval_examples: 300}
 round: {timeout: 4s}
 `), 0o600); err != nil {
 		return out, err
@@ -328,17 +328,14 @@ func secureServer(topoPath, secrets, store string) (*server.Server, mesh.Dialer,
 	if err != nil {
 		return nil, mesh.Dialer{}, err
 	}
-	if err := identity.GenerateMesh(secrets, standalone.Spec(t, []string{"g1", "g2", "g3"})); err != nil {
+	if err := identity.GenerateMesh(secrets, roles.Spec(t, []string{"g1", "g2", "g3"})); err != nil {
 		return nil, mesh.Dialer{}, err
 	}
-	cfg, op, err := mesh.Secured(mesh.ServerConfig{StoreDir: store}, secrets, t.Job)
+	n, err := roles.StartNATS(roles.NATSConfig{StoreDir: store, Secrets: secrets, Job: t.Job})
 	if err != nil {
 		return nil, mesh.Dialer{}, err
 	}
-	srv, err := mesh.StartServer(cfg)
-	if err != nil {
-		return nil, mesh.Dialer{}, err
-	}
-	op.URL = srv.ClientURL()
-	return srv, op, nil
+	op := n.Operator
+	op.Server = nil // the faults scenario's tools connect over TCP, as separate processes would
+	return n.Server, op, nil
 }

@@ -14,12 +14,10 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/nats-io/nats.go"
-
-	"github.com/strata-fl/strata/edge"
 	"github.com/strata-fl/strata/global"
-	"github.com/strata-fl/strata/mesh"
 	"github.com/strata-fl/strata/regional"
+	"github.com/strata-fl/strata/roles"
+	"github.com/strata-fl/strata/task"
 	"github.com/strata-fl/strata/topology"
 )
 
@@ -105,17 +103,30 @@ func (f fixedTrainer) Train(_ context.Context, _ string, _ uint64, theta, delta 
 	return 1, nil
 }
 
-// normEvaluator scores a model by its mean square (the synthetic task has
-// no test set); the gate is off in synthetic topologies, so it only costs
-// the pass over θ an evaluation would.
+// synthTask is the synthetic mesh's task: θ of dim zeros, a trainer that
+// writes a fixed update, and an evaluator that scores a model by its mean
+// square (there is no test set; the gate is off in synthetic topologies,
+// so it only costs the pass over θ an evaluation would).
+type synthTask struct {
+	dim     int
+	trainer fixedTrainer
+}
+
+func (s synthTask) Name() string                   { return "synthetic" }
+func (s synthTask) Layout() []task.Tensor          { return []task.Tensor{{Name: "theta", Shape: []int{s.dim}}} }
+func (s synthTask) Initial() []float64             { return make([]float64, s.dim) }
+func (s synthTask) Trainer() (task.Trainer, error) { return s.trainer, nil }
+func (s synthTask) Evaluator() task.Evaluator      { return normEvaluator{} }
+func (s synthTask) Final() task.Evaluator          { return normEvaluator{} }
+
 type normEvaluator struct{}
 
-func (normEvaluator) Evaluate(theta []float64) (float64, float64, error) {
+func (normEvaluator) Evaluate(_ context.Context, theta []float64) (task.Evaluation, error) {
 	s := 0.0
 	for _, x := range theta {
 		s += x * x
 	}
-	return 0, s / float64(len(theta)), nil
+	return task.Evaluation{Loss: s / float64(len(theta)), Metrics: []task.Metric{{Name: "mean_square", Value: s / float64(len(theta))}}}, nil
 }
 
 func freePorts(n int) ([]int, error) {
@@ -144,7 +155,7 @@ func synthTopology(cfg synthConfig) (*topology.Topology, error) {
 	}
 	t.Privacy = topology.Privacy{SamplingRate: cfg.Q, Budget: 1e9, MinRegions: cfg.Regions, Noise: topology.Noise{Regional: 1, Global: 1}}
 	t.Train = topology.Training{Rounds: cfg.Rounds + 1, GateMaxDrop: 1}
-	t.Data = topology.Data{ExamplesPerClient: 1}
+	t.Task = topology.Task{Name: "synthetic"}
 	// Long enough for the largest point on a loaded machine; a round that
 	// lost updates (a slow consumer cut off) ends here with fewer
 	// participants, which the report shows.
@@ -180,63 +191,27 @@ func runSynth(ctx context.Context, cfg synthConfig) (res synthResult, err error)
 		return res, err
 	}
 	defer os.RemoveAll(cfg.Dir)
-	srv, err := mesh.StartServer(mesh.ServerConfig{StoreDir: filepath.Join(cfg.Dir, "nats"), Port: -1})
+	n, err := roles.StartNATS(roles.NATSConfig{StoreDir: filepath.Join(cfg.Dir, "nats"), Port: -1})
 	if err != nil {
 		return res, err
 	}
-	defer func() { srv.Shutdown(); srv.WaitForShutdown() }()
-	dial := mesh.Dialer{Server: srv}
-	var conns []*nats.Conn
-	defer func() {
-		for _, nc := range conns {
-			nc.Close()
-		}
-	}()
-	connect := func(name string) (*nats.Conn, error) {
-		nc, err := dial.Connect(name)
-		if err == nil {
-			conns = append(conns, nc)
-		}
-		return nc, err
-	}
+	defer n.Close()
+	srv, dial := n.Server, n.Operator
+	tk := synthTask{dim: cfg.Dim, trainer: newFixedTrainer(cfg.Dim)}
 
-	// The global tier.
-	var nodes []*global.Node
-	defer func() {
-		for _, n := range nodes {
-			n.Close()
-		}
-	}()
-	if cfg.GlobalNodes == 1 {
-		n, err := global.OpenNode(global.NodeConfig{DataDir: filepath.Join(cfg.Dir, "g1")})
-		if err != nil {
-			return res, err
-		}
-		nodes = append(nodes, n)
-	} else {
+	// The global tier: every node runs the service of `strata global`, so a
+	// leadership change under load moves the job rather than ending it.
+	var peers []global.Peer
+	if cfg.GlobalNodes > 1 {
 		ports, err := freePorts(cfg.GlobalNodes)
 		if err != nil {
 			return res, err
 		}
-		var peers []global.Peer
 		for i, p := range ports {
 			peers = append(peers, global.Peer{ID: fmt.Sprintf("g%d", i+1), Addr: fmt.Sprintf("127.0.0.1:%d", p)})
 		}
-		for _, p := range peers {
-			n, err := global.OpenNode(global.NodeConfig{ID: p.ID, DataDir: filepath.Join(cfg.Dir, p.ID), Bind: p.Addr, Bootstrap: true, Peers: peers})
-			if err != nil {
-				return res, err
-			}
-			nodes = append(nodes, n)
-		}
-	}
-	leader := func() *global.Node {
-		for _, n := range nodes {
-			if n.IsLeader() {
-				return n
-			}
-		}
-		return nil
+	} else {
+		peers = []global.Peer{{ID: "g1"}}
 	}
 	var mu sync.Mutex
 	var stamps []time.Time
@@ -257,67 +232,54 @@ func runSynth(ctx context.Context, cfg synthConfig) (res synthResult, err error)
 			cfg.OnRound(n, cfg.Rounds+1)
 		}
 	}
-	// Every global node runs the service of `strata global`: it serves
-	// status and runs the coordinator whenever it leads, so a leadership
-	// change under load moves the job rather than ending it.
-	type service struct {
-		node *global.Node
-		run  func(ctx context.Context) error
-	}
-	var services []service
 	var terms atomic.Int64
-	for i, n := range nodes {
-		gc, err := connect(fmt.Sprintf("global-%d", i))
+	var globals []*roles.Global
+	defer func() {
+		for _, g := range globals {
+			g.Close()
+		}
+	}()
+	for _, p := range peers {
+		gc := roles.GlobalConfig{ID: p.ID, DataDir: filepath.Join(cfg.Dir, p.ID), Bind: p.Addr, Dialer: dial, Topology: t, Task: tk,
+			ExitWhenFinished: true, FinishGrace: 200 * time.Millisecond, Progress: progress, OnLead: func() { terms.Add(1) }}
+		if p.Addr != "" {
+			gc.Peers = peers
+		}
+		g, err := roles.NewGlobal(ctx, gc)
 		if err != nil {
 			return res, err
 		}
-		models, err := mesh.OpenModelStore(ctx, gc, t.Job, 1)
-		if err != nil {
-			return res, err
-		}
-		scfg := global.ServiceConfig{Node: n, Conn: gc, ExitWhenFinished: true, FinishGrace: 200 * time.Millisecond,
-			NewCoordinator: func() (*global.Coordinator, error) {
-				terms.Add(1)
-				return global.NewCoordinator(global.CoordinatorConfig{Topology: t, Node: n, Conn: gc, Models: models,
-					Initial: make([]float64, cfg.Dim), Evaluator: normEvaluator{}, ConfigHash: "bench", Progress: progress})
-			}}
-		services = append(services, service{n, func(ctx context.Context) error { return global.RunService(ctx, scfg) }})
+		globals = append(globals, g)
 	}
+	leader := func() *global.Node {
+		for _, g := range globals {
+			if g.Node().IsLeader() {
+				return g.Node()
+			}
+		}
+		return nil
+	}
+	var regions []*roles.Regional
 	var runners []*regional.Runner
 	for _, r := range t.Regions {
-		nc, err := connect("regional-" + r.ID)
+		rr, err := roles.NewRegional(roles.RegionalConfig{Region: r.ID, Dialer: dial, Topology: t, QueueSize: r.Clients + 16})
 		if err != nil {
 			return res, err
 		}
-		rr, err := regional.NewRunner(regional.Config{Job: t.Job, Region: r.ID, Conn: nc, QueueSize: r.Clients + 16})
-		if err != nil {
-			return res, err
-		}
-		runners = append(runners, rr)
+		defer rr.Close()
+		regions = append(regions, rr)
+		runners = append(runners, rr.Runner())
 	}
-	var clients []edge.Client
-	for _, r := range t.Regions {
-		for i := range r.Clients {
-			clients = append(clients, edge.Client{ID: topology.ClientID(r.ID, i), Region: r.ID})
-		}
-	}
-	ec, err := connect("edge-models")
+	e, err := roles.NewEdge(ctx, roles.EdgeConfig{Dialer: dial, Topology: t, Task: tk})
 	if err != nil {
 		return res, err
 	}
-	emodels, err := mesh.OpenModelStore(ctx, ec, t.Job, 1)
-	if err != nil {
-		return res, err
-	}
-	fleet, err := edge.NewFleet(edge.FleetConfig{Job: t.Job, Dialer: dial, Clients: clients, Trainer: newFixedTrainer(cfg.Dim),
-		Models: emodels, Workers: runtime.GOMAXPROCS(0)})
-	if err != nil {
-		return res, err
-	}
+	defer e.Close()
+	fleet := e.Fleet()
 
 	var wg sync.WaitGroup
 	errs := make(chan error, len(runners)+2)
-	for _, r := range runners {
+	for _, r := range regions {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -331,7 +293,7 @@ func runSynth(ctx context.Context, cfg synthConfig) (res synthResult, err error)
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		if err := fleet.Run(ctx); err != nil && ctx.Err() == nil {
+		if err := e.Run(ctx); err != nil && ctx.Err() == nil {
 			errs <- fmt.Errorf("edge fleet: %w", err)
 			cancel()
 		}
@@ -377,9 +339,9 @@ func runSynth(ctx context.Context, cfg synthConfig) (res synthResult, err error)
 	res.Goroutines = runtime.NumGoroutine()
 
 	// Raft commit latency, probed while the rounds run.
-	svcErrs := make(chan error, len(services))
-	for _, sv := range services {
-		go func() { svcErrs <- sv.run(ctx) }()
+	svcErrs := make(chan error, len(globals))
+	for _, g := range globals {
+		go func() { svcErrs <- g.Run(ctx) }()
 	}
 	probeDone := make(chan struct{})
 	var raftMs []float64
@@ -407,7 +369,7 @@ func runSynth(ctx context.Context, cfg synthConfig) (res synthResult, err error)
 		}
 	}()
 	var cerr error
-	for range services {
+	for range globals {
 		if err := <-svcErrs; err != nil {
 			cerr = errors.Join(cerr, err)
 			cancel() // one failed service ends the run

@@ -10,9 +10,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/strata-fl/strata/finetune"
 	"github.com/strata-fl/strata/global"
-	"github.com/strata-fl/strata/standalone"
+	"github.com/strata-fl/strata/roles"
+	"github.com/strata-fl/strata/task/builtin"
 	"github.com/strata-fl/strata/topology"
 )
 
@@ -82,9 +82,9 @@ type UtilityConfig struct {
 // take ε past 8 (the ledger refuses it).
 func GeyerRuns() []UtilityRun {
 	return []UtilityRun{
-		{Name: "geyer-k100", Clients: 100, Regions: 1, Q: 0.3, Sigma: 1, Delta: 1e-3, Budget: 8, Rounds: 1000, Partition: topology.PartitionShards,
+		{Name: "geyer-k100", Clients: 100, Regions: 1, Q: 0.3, Sigma: 1, Delta: 1e-3, Budget: 8, Rounds: 1000, Partition: "shards",
 			PerClient: 500, ServerLR: 1, NonPrivate: true, PaperAcc: geyerK100Accuracy, PaperEpsilon: 8},
-		{Name: "geyer-k1000", Clients: 1000, Regions: 1, Q: 0.1, Sigma: 1, Delta: 1e-5, Budget: 8, Rounds: 1000, Partition: topology.PartitionShards,
+		{Name: "geyer-k1000", Clients: 1000, Regions: 1, Q: 0.1, Sigma: 1, Delta: 1e-5, Budget: 8, Rounds: 1000, Partition: "shards",
 			PerClient: 50, ServerLR: 1, NonPrivate: true, PaperAcc: geyerK1000Accuracy, PaperEpsilon: 8},
 	}
 }
@@ -162,7 +162,10 @@ func (r UtilityRun) topology(noise bool) *topology.Topology {
 		t.Privacy.Budget = math.Inf(1)
 	}
 	t.Train = topology.Training{Rounds: r.Rounds, ServerLR: r.ServerLR, GateMaxDrop: 1}
-	t.Data = topology.Data{ExamplesPerClient: r.PerClient, Partition: r.Partition}
+	t.Task = topology.Task{Name: "mnist", Options: map[string]any{"examples_per_client": r.PerClient}}
+	if r.Partition != "" {
+		t.Task.Options["partition"] = r.Partition
+	}
 	t.Round.Timeout.Duration = 10 * time.Minute
 	t.ApplyDefaults()
 	return t
@@ -182,11 +185,6 @@ func Utility(ctx context.Context, env Env, cfg UtilityConfig) (Output, error) {
 		}
 	}
 	bar := NewProgress(env.Progress, "utility", total)
-	bar.Label("loading MNIST")
-	mn, err := finetune.LoadMNIST("")
-	if err != nil {
-		return out, err
-	}
 	ckDir := filepath.Join(env.TempDir, "utility-checkpoint")
 	var rows []UtilityRow
 	for i, r := range cfg.Runs {
@@ -197,7 +195,7 @@ func Utility(ctx context.Context, env Env, cfg UtilityConfig) (Output, error) {
 			return out, fmt.Errorf("bench utility %s: %w", r.Name, err)
 		}
 		bar.Label("%s", r.Name)
-		res, err := runUtilityJob(ctx, t, filepath.Join(env.TempDir, fmt.Sprintf("utility-%d", i)), ckDir, mn, func(rep global.RoundReport) {
+		res, err := runUtilityJob(ctx, t, filepath.Join(env.TempDir, fmt.Sprintf("utility-%d", i)), ckDir, func(rep global.RoundReport) {
 			bar.Label("%s: round %d, ε %.3g, acc %.3f", r.Name, rep.Round, rep.Epsilon.Public, rep.Accuracy)
 		})
 		if err != nil {
@@ -209,7 +207,7 @@ func Utility(ctx context.Context, env Env, cfg UtilityConfig) (Output, error) {
 			bt := r.topology(false)
 			bt.Train.Rounds = max(1, res.rounds)
 			bar.Label("%s without noise, %d rounds", r.Name, bt.Train.Rounds)
-			base, err := runUtilityJob(ctx, bt, filepath.Join(env.TempDir, fmt.Sprintf("utility-%d-np", i)), ckDir, mn, nil)
+			base, err := runUtilityJob(ctx, bt, filepath.Join(env.TempDir, fmt.Sprintf("utility-%d-np", i)), ckDir, nil)
 			if err != nil {
 				return out, fmt.Errorf("bench utility %s (non-private): %w", r.Name, err)
 			}
@@ -258,19 +256,17 @@ type utilityResult struct {
 
 // runUtilityJob runs one job to its planned rounds or to its budget. The
 // pre-trained checkpoint is shared between runs through ckDir.
-func runUtilityJob(ctx context.Context, t *topology.Topology, dir, ckDir string, mn *finetune.MNIST, onRound func(global.RoundReport)) (utilityResult, error) {
+func runUtilityJob(ctx context.Context, t *topology.Topology, dir, ckDir string, onRound func(global.RoundReport)) (utilityResult, error) {
 	var res utilityResult
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return res, err
 	}
 	defer os.RemoveAll(dir)
-	ck := filepath.Join(ckDir, "checkpoint.msgpack")
-	if b, err := os.ReadFile(ck); err == nil {
-		if err := os.WriteFile(filepath.Join(dir, "checkpoint.msgpack"), b, 0o600); err != nil {
-			return res, err
-		}
+	tk, err := builtin.Prepare(ctx, t, builtin.Spec{CacheDir: ckDir})
+	if err != nil {
+		return res, err
 	}
-	m, err := standalone.Start(ctx, standalone.Config{Topology: t, DataDir: dir, MNIST: mn, Progress: func(r global.RoundReport) {
+	m, err := roles.Start(ctx, roles.UpConfig{Topology: t, DataDir: dir, Task: tk, Progress: func(r global.RoundReport) {
 		if r.Aborted == "" && !math.IsInf(r.Epsilon.Public, 0) {
 			res.curve = append(res.curve, UtilityPoint{Round: int(r.Round), Epsilon: r.Epsilon.Public, Accuracy: r.Accuracy})
 		}
@@ -282,12 +278,6 @@ func runUtilityJob(ctx context.Context, t *topology.Topology, dir, ckDir string,
 		return res, err
 	}
 	defer m.Close()
-	if _, err := os.Stat(ck); err != nil {
-		if b, err := os.ReadFile(filepath.Join(dir, "checkpoint.msgpack")); err == nil {
-			os.MkdirAll(ckDir, 0o700)
-			os.WriteFile(ck, b, 0o600)
-		}
-	}
 	runErr := m.Run(ctx)
 	if runErr != nil && !errors.Is(runErr, global.ErrBudgetExhausted) {
 		return res, runErr
@@ -303,10 +293,22 @@ func runUtilityJob(ctx context.Context, t *topology.Topology, dir, ckDir string,
 	if math.IsInf(res.eps, 0) {
 		res.eps = 0 // a non-private run: its ε is not reported
 	}
-	if res.pre, _, err = m.Task.Model.Evaluate(m.Task.Theta0, m.Task.Test); err != nil {
+	theta, err := m.Serving(ctx)
+	if err != nil {
 		return res, err
 	}
-	if res.final, _, err = m.Task.Model.Evaluate(m.Theta(), m.Task.Test); err != nil {
+	score := func(theta []float64) (float64, error) {
+		ev, err := tk.Final().Evaluate(ctx, theta)
+		if err != nil {
+			return 0, err
+		}
+		acc, _ := ev.Get("accuracy")
+		return acc, nil
+	}
+	if res.pre, err = score(tk.Initial()); err != nil {
+		return res, err
+	}
+	if res.final, err = score(theta); err != nil {
 		return res, err
 	}
 	return res, nil

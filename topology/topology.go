@@ -6,6 +6,8 @@ package topology
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"math"
@@ -26,13 +28,16 @@ type Topology struct {
 	// Seed makes the data partition and the simulated clients' local
 	// training reproducible. It never seeds DP noise or sampling, which
 	// always come from crypto/rand.
-	Seed    uint64    `yaml:"seed"`
-	Regions []Region  `yaml:"regions"`
-	Privacy Privacy   `yaml:"privacy"`
-	Train   Training  `yaml:"training"`
-	Data    Data      `yaml:"data"`
-	Round   RoundPlan `yaml:"round"`
-	Policy  Policy    `yaml:"policy,omitempty"`
+	Seed    uint64   `yaml:"seed"`
+	Regions []Region `yaml:"regions"`
+	Privacy Privacy  `yaml:"privacy"`
+	Train   Training `yaml:"training"`
+	// Task names what the job trains and carries the task's own settings
+	// (its data, model and local training), which the task reads and
+	// validates (task/builtin).
+	Task   Task      `yaml:"task"`
+	Round  RoundPlan `yaml:"round"`
+	Policy Policy    `yaml:"policy,omitempty"`
 	// DataPath: chunking, flow control, compression (topology/datapath.go).
 	DataPath DataPath `yaml:"data_path,omitempty"`
 	// Audit: canary clients for empirical privacy measurement (topology/audit.go).
@@ -58,7 +63,7 @@ type Policy struct {
 }
 
 // Observers names the observers a policy may refer to.
-var Observers = []string{"public", "global_operator", "regional_operator"}
+var Observers = []string{"public", "fellow_clients", "global_operator", "regional_operator"}
 
 // Region is one regional aggregator and the clients attached to it.
 type Region struct {
@@ -112,58 +117,28 @@ type Privacy struct {
 	TopUp bool `yaml:"top_up,omitempty"`
 }
 
-// Training is the fine-tuning plan.
+// Training is the server's side of the fine-tuning plan; how a client
+// trains is the task's (Task).
 type Training struct {
-	Rounds int `yaml:"rounds"` // server rounds; default 40
-	// Hidden is the width of the pre-trained backbone; default 128.
-	Hidden int `yaml:"hidden"`
-	// Full fine-tunes the backbone too; default false (adapter and head).
-	Full           bool    `yaml:"full"`
-	LocalEpochs    int     `yaml:"local_epochs"`    // default 3
-	LocalBatch     int     `yaml:"local_batch"`     // default 10
-	LocalLR        float64 `yaml:"local_lr"`        // default 0.3
+	Rounds         int     `yaml:"rounds"`          // server rounds; default 40
 	ServerLR       float64 `yaml:"server_lr"`       // default 2
 	ServerMomentum float64 `yaml:"server_momentum"` // default 0.5
-	PretrainEpochs int     `yaml:"pretrain_epochs"` // default 6
 	// GateMaxDrop is the evaluation gate: a new model version is promoted
-	// only if its evaluation accuracy is at most this much below the
-	// serving version's; otherwise it is recorded and the old version keeps
-	// serving. Default 0.05; 1 disables the gate.
+	// only if its evaluation metric (the task's first: accuracy for MNIST,
+	// bits per byte for the language model) is at most this much worse than
+	// the serving version's, in the metric's units; otherwise it is
+	// recorded and the old version keeps serving. Default 0.05; a large
+	// value disables the gate.
 	GateMaxDrop float64 `yaml:"gate_max_drop"`
-	// PersonalHead gives each client a personal head: a private residual
-	// added to the global head, trained on the client's data and never
-	// sent (finetune/personal.go); the report gives each client's accuracy
-	// with its personal model. Default false.
-	PersonalHead bool `yaml:"personal_head,omitempty"`
-	// PersonalEpochs is how many passes over its examples a client makes
-	// training its residual head each time it is sampled (only the head
-	// trains, so passes are cheap); default 10.
-	PersonalEpochs int `yaml:"personal_epochs,omitempty"`
 }
 
-// Data is the data plan of the built-in MNIST task.
-type Data struct {
-	// PublicExamples is how many examples of the MNIST training set (the
-	// first ones, ordinary digits) pre-train the checkpoint; no client
-	// holds them. Default 10000.
-	PublicExamples    int     `yaml:"public_examples"`
-	ExamplesPerClient int     `yaml:"examples_per_client"` // default 10
-	DirichletAlpha    float64 `yaml:"dirichlet_alpha"`     // label skew; default 0.5
-	// Shift is the clients' domain: "invert" (default) or "none".
-	Shift string `yaml:"shift"`
-	// EvalExamples is the size of the per-round evaluation subset of the
-	// shifted test set; the final accuracy uses all 10000. Default 2000.
-	EvalExamples int `yaml:"eval_examples"`
-	// Partition deals the clients' examples: "dirichlet" (the default,
-	// label mix from Dirichlet(dirichlet_alpha)) or "shards" (sorted by
-	// label and cut into equal shards, shards_per_client of them dealt to
-	// each client at random, as McMahan et al. 2017 and Geyer et al. 2017
-	// do for non-IID MNIST).
-	Partition string `yaml:"partition,omitempty"`
-	// ShardsPerClient is how many label shards each client holds with
-	// partition "shards"; default 2. examples_per_client must be a
-	// multiple of it.
-	ShardsPerClient int `yaml:"shards_per_client,omitempty"`
+// Task is what a job trains: a built-in task by name ("mnist", the
+// default, or "lm") with its own settings, which the topology carries but
+// does not interpret — the task package reads and validates them.
+type Task struct {
+	Name string `yaml:"name"`
+	// Options are every other key of the task section.
+	Options map[string]any `yaml:",inline"`
 }
 
 // RoundPlan sets round timing.
@@ -229,25 +204,11 @@ func (t *Topology) ApplyDefaults() {
 	}
 	tr := &t.Train
 	setI(&tr.Rounds, 40)
-	setI(&tr.Hidden, 128)
-	setI(&tr.LocalEpochs, 3)
-	setI(&tr.LocalBatch, 10)
-	setF(&tr.LocalLR, 0.3)
 	setF(&tr.ServerLR, 2)
 	setF(&tr.ServerMomentum, 0.5)
-	setI(&tr.PretrainEpochs, 6)
-	setI(&tr.PersonalEpochs, 10)
 	setF(&tr.GateMaxDrop, 0.05)
-	d := &t.Data
-	setI(&d.PublicExamples, 10000)
-	setI(&d.ExamplesPerClient, 10)
-	setF(&d.DirichletAlpha, 0.5)
-	if d.Shift == "" {
-		d.Shift = "invert"
-	}
-	setI(&d.EvalExamples, 2000)
-	if d.Partition == PartitionShards {
-		setI(&d.ShardsPerClient, 2)
+	if t.Task.Name == "" {
+		t.Task.Name = "mnist"
 	}
 	if t.Round.Timeout.Duration == 0 {
 		t.Round.Timeout.Duration = 60 * time.Second
@@ -271,6 +232,12 @@ func setI(p *int, v int) {
 func (t *Topology) Clone() *Topology {
 	c := *t
 	c.Regions = append([]Region(nil), t.Regions...)
+	if t.Task.Options != nil {
+		c.Task.Options = make(map[string]any, len(t.Task.Options))
+		for k, v := range t.Task.Options {
+			c.Task.Options[k] = v
+		}
+	}
 	c.Policy.RequireNoiseAgainst = append([]string(nil), t.Policy.RequireNoiseAgainst...)
 	if t.Privacy.ClientBudgets != nil {
 		c.Privacy.ClientBudgets = map[string]float64{}
@@ -298,18 +265,6 @@ func (t *Topology) Population() int {
 
 // ClientID names client i (0-based) of a region; IDs are stable across runs.
 func ClientID(region string, i int) string { return fmt.Sprintf("%s-c%05d", region, i) }
-
-// Partitions of the clients' data (Data.Partition).
-const (
-	PartitionDirichlet = "dirichlet"
-	PartitionShards    = "shards"
-)
-
-// MNISTTrainSize and MNISTTestSize bound the data plan.
-const (
-	MNISTTrainSize = 60000
-	MNISTTestSize  = 10000
-)
 
 // Validate checks the topology after defaults; each error names the field
 // and the fix.
@@ -390,53 +345,17 @@ func (t *Topology) Validate() error {
 	if tr.Rounds <= 0 {
 		bad("training.rounds", "%d: must be at least 1", tr.Rounds)
 	}
-	if tr.Hidden <= 0 || tr.Hidden > 4096 {
-		bad("training.hidden", "%d: must be in 1..4096", tr.Hidden)
+	if !(tr.ServerLR > 0) {
+		bad("training.server_lr", "%v: must be positive", tr.ServerLR)
 	}
-	if tr.PersonalEpochs <= 0 {
-		bad("training.personal_epochs", "%d: must be at least 1", tr.PersonalEpochs)
+	if !(tr.GateMaxDrop > 0) || math.IsInf(tr.GateMaxDrop, 0) {
+		bad("training.gate_max_drop", "%v: must be positive and finite; a large value disables the evaluation gate", tr.GateMaxDrop)
 	}
-	if tr.LocalEpochs <= 0 || tr.LocalBatch <= 0 {
-		bad("training.local_epochs/local_batch", "%d/%d: both must be at least 1", tr.LocalEpochs, tr.LocalBatch)
-	}
-	if !(tr.LocalLR > 0) || !(tr.ServerLR > 0) {
-		bad("training.local_lr/server_lr", "%v/%v: both must be positive", tr.LocalLR, tr.ServerLR)
-	}
-	if !(tr.GateMaxDrop > 0 && tr.GateMaxDrop <= 1) {
-		bad("training.gate_max_drop", "%v: must be in (0, 1]; 1 disables the evaluation gate", tr.GateMaxDrop)
+	if err := ValidToken(t.Task.Name); err != nil {
+		bad("task.name", "%v", err)
 	}
 	if !(tr.ServerMomentum >= 0 && tr.ServerMomentum < 1) {
 		bad("training.server_momentum", "%v: must be in [0, 1)", tr.ServerMomentum)
-	}
-	d := t.Data
-	if d.PublicExamples <= 0 || d.PublicExamples >= MNISTTrainSize {
-		bad("data.public_examples", "%d: must be in 1..%d", d.PublicExamples, MNISTTrainSize-1)
-	}
-	if need := t.Population() * d.ExamplesPerClient; d.ExamplesPerClient <= 0 || need > MNISTTrainSize-d.PublicExamples {
-		bad("data.examples_per_client", "%d × %d clients = %d examples, but only %d are left after the public split: lower clients or examples_per_client", d.ExamplesPerClient, t.Population(), need, MNISTTrainSize-d.PublicExamples)
-	}
-	if !(d.DirichletAlpha > 0) {
-		bad("data.dirichlet_alpha", "%v: must be positive (0.5 is skewed, 100 is nearly IID)", d.DirichletAlpha)
-	}
-	if d.Shift != "invert" && d.Shift != "none" {
-		bad("data.shift", "%q: use invert or none", d.Shift)
-	}
-	switch d.Partition {
-	case "", PartitionDirichlet:
-		if d.ShardsPerClient != 0 {
-			bad("data.shards_per_client", "%d: only used with partition: shards; remove it or set partition: shards", d.ShardsPerClient)
-		}
-	case PartitionShards:
-		if d.ShardsPerClient < 1 || d.ShardsPerClient > 100 {
-			bad("data.shards_per_client", "%d: must be in 1..100 (2 is the usual non-IID setting)", d.ShardsPerClient)
-		} else if d.ExamplesPerClient%d.ShardsPerClient != 0 {
-			bad("data.shards_per_client", "examples_per_client %d is not a multiple of shards_per_client %d: make it one", d.ExamplesPerClient, d.ShardsPerClient)
-		}
-	default:
-		bad("data.partition", "%q: use dirichlet or shards", d.Partition)
-	}
-	if d.EvalExamples <= 0 || d.EvalExamples > MNISTTestSize {
-		bad("data.eval_examples", "%d: must be in 1..%d", d.EvalExamples, MNISTTestSize)
 	}
 	knownObserver := func(o string) bool {
 		for _, k := range Observers {
@@ -496,7 +415,14 @@ func Parse(b []byte) (*Topology, error) {
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)
 	if err := dec.Decode(&t); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrInvalid, strings.TrimPrefix(err.Error(), "yaml: "))
+		msg := strings.TrimPrefix(err.Error(), "yaml: ")
+		for _, old := range []string{"field data ", "field hidden ", "field local_epochs ", "field local_batch ", "field local_lr ", "field pretrain_epochs ", "field full ", "field personal_head ", "field personal_epochs "} {
+			if strings.Contains(msg, old) {
+				msg += " (the MNIST task's data, model and local training settings moved under `task:`; `strata topology default` prints the new layout)"
+				break
+			}
+		}
+		return nil, fmt.Errorf("%w: %v", ErrInvalid, msg)
 	}
 	t.ApplyDefaults()
 	if err := t.Validate(); err != nil {
@@ -521,4 +447,15 @@ func Load(path string) (*Topology, error) {
 // YAML renders the topology.
 func (t *Topology) YAML() ([]byte, error) {
 	return yaml.Marshal(t)
+}
+
+// Hash identifies the topology (the SHA-256 of its YAML): a data dir
+// holding another job's ledger refuses to run a different one.
+func (t *Topology) Hash() (string, error) {
+	b, err := t.YAML()
+	if err != nil {
+		return "", err
+	}
+	h := sha256.Sum256(b)
+	return hex.EncodeToString(h[:]), nil
 }

@@ -40,10 +40,9 @@ func TestValidationNamesTheField(t *testing.T) {
 		{"negative noise", "job: j\nregions: [{id: r, clients: 1}]\nprivacy: {noise: {regional: -1}}\n", "privacy.noise.regional"},
 		{"min regions", "job: j\nregions: [{id: r, clients: 1}]\nprivacy: {min_regions: 3}\n", "privacy.min_regions"},
 		{"accountant", "job: j\nregions: [{id: r, clients: 1}]\nprivacy: {accountant: moments}\n", "privacy.accountant"},
-		{"too many clients", "job: j\nregions: [{id: r, clients: 10000}]\n", "data.examples_per_client"},
-		{"partition", "job: j\nregions: [{id: r, clients: 1}]\ndata: {partition: sorted}\n", "data.partition"},
-		{"shards not a divisor", "job: j\nregions: [{id: r, clients: 1}]\ndata: {partition: shards, examples_per_client: 9}\n", "data.shards_per_client"},
-		{"shards without partition", "job: j\nregions: [{id: r, clients: 1}]\ndata: {shards_per_client: 2}\n", "data.shards_per_client"},
+		{"bad task name", "job: j\nregions: [{id: r, clients: 1}]\ntask: {name: a.b}\n", "task.name"},
+		{"old data section", "job: j\nregions: [{id: r, clients: 1}]\ndata: {public_examples: 10}\n", "moved under `task:`"},
+		{"old model setting", "job: j\nregions: [{id: r, clients: 1}]\ntraining: {hidden: 32}\n", "moved under `task:`"},
 		{"unknown key", "job: j\nregions: [{id: r, clients: 1}]\nprivacy: {sigma: 1}\n", "sigma"},
 		{"bad duration", "job: j\nregions: [{id: r, clients: 1}]\nround: {timeout: soon}\n", "duration"},
 	}
@@ -73,20 +72,21 @@ func TestDefaultsDoNotTouchSetFields(t *testing.T) {
 	}
 }
 
-func TestShardsPartitionDefaultsAndLeavesDefaultYAMLAlone(t *testing.T) {
-	top, err := Parse([]byte("job: j\nregions: [{id: r, clients: 100}]\ndata: {partition: shards, examples_per_client: 500}\n"))
+func TestTaskOptionsRoundTrip(t *testing.T) {
+	top, err := Parse([]byte("job: j\nregions: [{id: r, clients: 100}]\ntask: {name: mnist, partition: shards, hidden: 32}\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if top.Data.ShardsPerClient != 2 {
-		t.Fatalf("shards_per_client defaulted to %d, want 2", top.Data.ShardsPerClient)
+	if top.Task.Name != "mnist" || top.Task.Options["partition"] != "shards" || top.Task.Options["hidden"] != 32 {
+		t.Fatalf("task %+v", top.Task)
 	}
-	b, err := Default().YAML()
-	if err != nil {
-		t.Fatal(err)
+	c := top.Clone()
+	c.Task.Options["hidden"] = 64
+	if top.Task.Options["hidden"] != 32 {
+		t.Fatal("Clone shares the task's options")
 	}
-	if strings.Contains(string(b), "partition") || strings.Contains(string(b), "shards") {
-		t.Fatalf("the default topology's YAML (and so its config hash) changed:\n%s", b)
+	if d := Default(); d.Task.Name != "mnist" || len(d.Task.Options) != 0 {
+		t.Fatalf("default task %+v: want mnist with its own defaults", d.Task)
 	}
 }
 

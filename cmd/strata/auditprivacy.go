@@ -2,39 +2,19 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"os"
 	"path/filepath"
 
+	"github.com/strata-fl/strata/audit"
 	"github.com/strata-fl/strata/empirical"
-	"github.com/strata-fl/strata/finetune"
 	"github.com/strata-fl/strata/global"
 	"github.com/strata-fl/strata/internal/seal"
 	htmlreport "github.com/strata-fl/strata/observe/report"
-	"github.com/strata-fl/strata/standalone"
 	"github.com/strata-fl/strata/topology"
 )
-
-// empiricalFields are what an audit adds to report.json.
-type empiricalFields struct {
-	EmpiricalEpsilon  *jf                      `json:"empirical_epsilon,omitempty"`
-	EpsilonLowerBound *jf                      `json:"epsilon_lower_bound,omitempty"`
-	MIAAUC            *float64                 `json:"mia_auc,omitempty"`
-	EmpiricalPrivacy  *standalone.PrivacyAudit `json:"empirical_privacy,omitempty"`
-}
-
-func fieldsOf(a *standalone.PrivacyAudit) empiricalFields {
-	e, lb := jf(a.EmpiricalEpsilon), jf(a.LowerBound.Epsilon)
-	f := empiricalFields{EmpiricalEpsilon: &e, EpsilonLowerBound: &lb, EmpiricalPrivacy: a}
-	if a.MIA != nil {
-		f.MIAAUC = &a.MIA.AUC
-	}
-	return f
-}
 
 // runAuditPrivacy measures the privacy a finished job leaked (canary
 // estimate, lower bound, membership inference) and records it in
@@ -67,11 +47,11 @@ func runAuditPrivacy(ctx context.Context, args []string, stdout, stderr io.Write
 	if err != nil {
 		return err
 	}
-	a, err := auditPrivacy(ctx, t, *data, nil, key, *confidence, stdout)
+	a, err := auditPrivacy(ctx, t, *data, key, *confidence, stdout)
 	if a == nil {
 		return err
 	}
-	if werr := mergeReport(*data, fieldsOf(a)); werr != nil {
+	if werr := htmlreport.MergeEmpirical(*data, htmlreport.FieldsOf(a)); werr != nil {
 		return errors.Join(err, werr)
 	}
 	fmt.Fprintf(stdout, "\nreport: %s (`strata report --data %s` puts the audit in the HTML report)\n", filepath.Join(*data, "report.json"), *data)
@@ -87,8 +67,12 @@ var errGate = errors.New("audit privacy: gate")
 // auditPrivacy runs the audit and prints it. On ErrBelowLowerBound it
 // returns the audit and the error: the figures are printed and recorded,
 // and the command fails.
-func auditPrivacy(ctx context.Context, t *topology.Topology, dir string, mn *finetune.MNIST, key *seal.Key, confidence float64, w io.Writer) (*standalone.PrivacyAudit, error) {
-	a, err := standalone.AuditPrivacy(ctx, standalone.AuditConfig{DataDir: dir, Topology: t, MNIST: mn, Key: key, Confidence: confidence,
+func auditPrivacy(ctx context.Context, t *topology.Topology, dir string, key *seal.Key, confidence float64, w io.Writer) (*audit.PrivacyAudit, error) {
+	tk, err := prepareTask(ctx, t, dir, w)
+	if err != nil {
+		return nil, err
+	}
+	a, err := audit.Privacy(ctx, audit.Config{DataDir: dir, Topology: t, Task: tk, Key: key, Confidence: confidence,
 		Status: func(format string, args ...any) { fmt.Fprintf(w, format+"\n", args...) }})
 	if a == nil {
 		return nil, err
@@ -100,7 +84,7 @@ func auditPrivacy(ctx context.Context, t *topology.Topology, dir string, mn *fin
 	return a, err
 }
 
-func printAudit(w io.Writer, a *standalone.PrivacyAudit) {
+func printAudit(w io.Writer, a *audit.PrivacyAudit) {
 	fmt.Fprintf(w, "\nempirical privacy: %d canaries inserted, %d unseen, d = %d, %d released versions, δ = %g\n", a.Canaries, a.Canaries, a.Dim, a.Versions, a.Delta)
 	fmt.Fprintf(w, "  %-44s%s   (the guarantee)\n", "ε public, ledger (upper bound)", fmtEps(float64(a.LedgerEpsilon)))
 	fmt.Fprintf(w, "  %-44s%s   (estimate, not a guarantee)\n", "ε estimate, every release seen", fmtEps(float64(a.AllIterates.Epsilon)))
@@ -122,74 +106,9 @@ func printAudit(w io.Writer, a *standalone.PrivacyAudit) {
 	}
 }
 
-// mergeReport sets the audit's fields in dir/report.json, keeping every
-// other field (the file is created if the job wrote none).
-func mergeReport(dir string, f empiricalFields) error {
-	path := filepath.Join(dir, "report.json")
-	doc := map[string]json.RawMessage{}
-	if b, err := os.ReadFile(path); err == nil {
-		if err := json.Unmarshal(b, &doc); err != nil {
-			return fmt.Errorf("%s is not a JSON object: %w", path, err)
-		}
-	} else if !errors.Is(err, os.ErrNotExist) {
-		return err
-	}
-	b, err := json.Marshal(f)
-	if err != nil {
-		return err
-	}
-	var add map[string]json.RawMessage
-	if err := json.Unmarshal(b, &add); err != nil {
-		return err
-	}
-	for k, v := range add {
-		doc[k] = v
-	}
-	out, err := json.MarshalIndent(doc, "", "  ")
-	if err != nil {
-		return err
-	}
-	if err := os.WriteFile(path+".tmp", append(out, '\n'), 0o600); err != nil {
-		return fmt.Errorf("write report: %w", err)
-	}
-	return os.Rename(path+".tmp", path)
-}
-
-// empiricalView is what the HTML report shows of an audit.
-func empiricalView(a *standalone.PrivacyAudit) *htmlreport.Empirical {
-	v := &htmlreport.Empirical{Canaries: a.Canaries, EstimateAllIterates: htmlreport.Float(a.AllIterates.Epsilon),
-		EstimateFinal: htmlreport.Float(a.Final.Epsilon), LowerBound: htmlreport.Float(a.LowerBound.Epsilon), Confidence: a.LowerBound.Confidence}
-	if m := a.MIA; m != nil {
-		v.MIAAUC, v.MIATPR, v.MIAFPR = m.AUC, m.TPRAtFPR, m.FPR
-	}
-	return v
-}
-
-// empiricalFromReport reads the audit `strata audit privacy` or `strata up`
-// recorded in dir/report.json; nil when there is none.
-func empiricalFromReport(dir string) (*htmlreport.Empirical, error) {
-	b, err := os.ReadFile(filepath.Join(dir, "report.json"))
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	var doc struct {
-		A *standalone.PrivacyAudit `json:"empirical_privacy"`
-	}
-	if err := json.Unmarshal(b, &doc); err != nil {
-		return nil, fmt.Errorf("%s: %w", filepath.Join(dir, "report.json"), err)
-	}
-	if doc.A == nil {
-		return nil, nil
-	}
-	return empiricalView(doc.A), nil
-}
-
 // rewriteHTMLReport renders dir/report again with the audit beside the
 // ledger's ε (strata up writes it before the audit runs).
-func rewriteHTMLReport(t *topology.Topology, dir string, key *seal.Key, a *standalone.PrivacyAudit) error {
+func rewriteHTMLReport(t *topology.Topology, dir string, key *seal.Key, a *audit.PrivacyAudit) error {
 	l, err := global.ReadLedgerKey(filepath.Join(dir, "global"), key)
 	if err != nil {
 		return err
@@ -198,6 +117,6 @@ func rewriteHTMLReport(t *topology.Topology, dir string, key *seal.Key, a *stand
 	if err != nil {
 		return err
 	}
-	_, err = writeHTMLReport(l, yaml, filepath.Join(dir, "report"), empiricalView(a), false)
+	_, err = writeHTMLReport(l, yaml, filepath.Join(dir, "report"), htmlreport.EmpiricalOf(a), false)
 	return err
 }

@@ -26,8 +26,8 @@ func TestUpAndAuditPrivacy(t *testing.T) {
 seed: 5
 regions: [{id: a, clients: 60}, {id: b, clients: 60}]
 privacy: {sampling_rate: 0.3, budget: .inf, noise: {regional: 0, global: 0}}
-training: {rounds: 4, pretrain_epochs: 1, hidden: 32}
-data: {public_examples: 2000, eval_examples: 500}
+training: {rounds: 4}
+task: {name: mnist, pretrain_epochs: 1, hidden: 32, public_examples: 2000, eval_examples: 500}
 round: {timeout: 20s}
 audit: {canaries: 20, max_empirical_epsilon: 3}
 `), 0o600)

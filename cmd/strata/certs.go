@@ -19,7 +19,7 @@ import (
 	"github.com/strata-fl/strata/global/ledger"
 	"github.com/strata-fl/strata/identity"
 	"github.com/strata-fl/strata/mesh"
-	"github.com/strata-fl/strata/standalone"
+	"github.com/strata-fl/strata/roles"
 )
 
 // runCerts creates a dev mesh's secrets: a local CA, the NATS server's
@@ -51,7 +51,7 @@ func runCerts(_ context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
-	spec := standalone.Spec(t, splitList(*globals))
+	spec := roles.Spec(t, splitList(*globals))
 	spec.Hosts = splitList(*hosts)
 	allHosts := strings.Join(append([]string{"localhost", "127.0.0.1"}, spec.Hosts...), ", ")
 	if err := identity.GenerateMesh(*dir, spec); err == nil {

@@ -7,9 +7,9 @@ import (
 	"fmt"
 	"io"
 
-	"github.com/strata-fl/strata/finetune"
 	"github.com/strata-fl/strata/global"
 	"github.com/strata-fl/strata/global/ledger"
+	"github.com/strata-fl/strata/task/builtin"
 	"github.com/strata-fl/strata/topology"
 )
 
@@ -33,15 +33,17 @@ func runCheck(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	return checkPlan(t, stdout)
 }
 
-// modelDim is the number of trained parameters of the built-in task.
-func modelDim(t *topology.Topology) int {
-	return (&finetune.Model{Hidden: t.Train.Hidden, Full: t.Train.Full}).Dim()
-}
+// modelDim is the number of trained parameters of the topology's task.
+func modelDim(t *topology.Topology) (int, error) { return builtin.Dim(t) }
 
 // checkPlan prints the projected ε per observer and fails, naming each
 // rule, when the plan breaks its policy.
 func checkPlan(t *topology.Topology, w io.Writer) error {
-	p, vs, err := global.Check(t, modelDim(t))
+	dim, err := modelDim(t)
+	if err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	p, vs, err := global.Check(t, dim)
 	if err != nil {
 		return err
 	}

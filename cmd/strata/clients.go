@@ -8,55 +8,11 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
-	"sort"
 	"time"
 
 	"github.com/strata-fl/strata/global"
 	"github.com/strata-fl/strata/global/ledger"
 )
-
-// quantiles summarises per-client spend against one observer.
-type quantiles struct {
-	Min    jf `json:"min"`
-	Median jf `json:"median"`
-	Max    jf `json:"max"`
-}
-
-// clientSummary is the per-client part of report.json.
-type clientSummary struct {
-	Epsilon   map[ledger.Observer]quantiles `json:"client_epsilon"`
-	Retired   int                           `json:"clients_retired_for_budget"`
-	Withdrawn int                           `json:"clients_withdrawn"`
-}
-
-func summariseClients(l *ledger.Ledger) (clientSummary, error) {
-	s := clientSummary{Epsilon: map[ledger.Observer]quantiles{}}
-	vals := map[ledger.Observer][]float64{}
-	for _, c := range l.Clients {
-		switch c.Status {
-		case ledger.ClientRetired:
-			s.Retired++
-		case ledger.ClientWithdrawn:
-			s.Withdrawn++
-		}
-		e, err := l.ClientEpsilon(c.ID)
-		if err != nil {
-			return s, err
-		}
-		for _, o := range ledger.Observers {
-			vals[o] = append(vals[o], e.Get(o))
-		}
-	}
-	for _, o := range ledger.Observers {
-		v := vals[o]
-		if len(v) == 0 {
-			continue
-		}
-		sort.Float64s(v)
-		s.Epsilon[o] = quantiles{Min: jf(v[0]), Median: jf(v[len(v)/2]), Max: jf(v[len(v)-1])}
-	}
-	return s, nil
-}
 
 // printClient shows one client's spend and remaining budget per observer.
 func printClient(w io.Writer, l *ledger.Ledger, id string, asJSON bool) error {

@@ -73,7 +73,7 @@ func runLedger(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		status = "finished: " + l.FinishReason
 	}
 	fmt.Fprintf(stdout, "%d rounds committed, %d models; %s\n", l.CommittedRounds(), len(l.Models), status)
-	if cs, err := summariseClients(l); err == nil && len(l.Clients) > 0 {
+	if cs, err := htmlreport.SummariseClients(l); err == nil && len(l.Clients) > 0 {
 		fmt.Fprintf(stdout, "%d clients: %d retired for budget, %d withdrawn; per-client public ε min %s, median %s, max %s\n",
 			len(l.Clients), cs.Retired, cs.Withdrawn, fmtEps(float64(cs.Epsilon[ledger.Public].Min)), fmtEps(float64(cs.Epsilon[ledger.Public].Median)), fmtEps(float64(cs.Epsilon[ledger.Public].Max)))
 	}

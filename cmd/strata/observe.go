@@ -18,7 +18,6 @@ import (
 	"github.com/strata-fl/strata/observe/dashboard"
 	"github.com/strata-fl/strata/observe/metrics"
 	htmlreport "github.com/strata-fl/strata/observe/report"
-	"github.com/strata-fl/strata/standalone"
 	"github.com/strata-fl/strata/topology"
 )
 
@@ -150,7 +149,7 @@ func reportTopology(l *ledger.Ledger, data, path string) ([]byte, error) {
 		}
 		return nil, err
 	}
-	h, err := standalone.ConfigHash(t)
+	h, err := t.Hash()
 	if err != nil {
 		return nil, err
 	}
@@ -216,7 +215,7 @@ func runReport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			*out += "-public"
 		}
 	}
-	emp, err := empiricalFromReport(*data)
+	emp, err := htmlreport.ReadEmpirical(*data)
 	if err != nil {
 		return err
 	}

@@ -12,7 +12,6 @@ import (
 	"github.com/strata-fl/strata/global"
 	"github.com/strata-fl/strata/global/ledger"
 	"github.com/strata-fl/strata/privacy"
-	"github.com/strata-fl/strata/standalone"
 	"github.com/strata-fl/strata/topology"
 )
 
@@ -21,7 +20,7 @@ func TestReportCommand(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	hash, err := standalone.ConfigHash(top)
+	hash, err := top.Hash()
 	if err != nil {
 		t.Fatal(err)
 	}

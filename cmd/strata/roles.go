@@ -7,24 +7,20 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"runtime"
-	"runtime/debug"
 	"strings"
 	"time"
 
-	"github.com/strata-fl/strata/edge"
-	"github.com/strata-fl/strata/empirical"
-	"github.com/strata-fl/strata/finetune"
 	"github.com/strata-fl/strata/global"
 	"github.com/strata-fl/strata/global/ledger"
 	"github.com/strata-fl/strata/identity"
 	"github.com/strata-fl/strata/mesh"
-	"github.com/strata-fl/strata/mesh/wire"
 	"github.com/strata-fl/strata/observe/metrics"
-	"github.com/strata-fl/strata/regional"
-	"github.com/strata-fl/strata/standalone"
+	htmlreport "github.com/strata-fl/strata/observe/report"
+	"github.com/strata-fl/strata/roles"
+	"github.com/strata-fl/strata/task"
+	"github.com/strata-fl/strata/task/builtin"
 	"github.com/strata-fl/strata/topology"
 	"github.com/strata-fl/strata/trainerproto"
 )
@@ -121,37 +117,32 @@ func runNATS(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err := fs.Parse(args); err != nil {
 		return helpOK(fmt.Errorf("%w: %v", errUsage, err))
 	}
-	cfg := mesh.ServerConfig{StoreDir: *data, Host: *host, Port: *port}
+	cfg := roles.NATSConfig{StoreDir: *data, Host: *host, Port: *port, Secrets: *secrets}
 	if *secrets != "" {
 		t, err := loadTopology(*topo)
 		if err != nil {
 			return err
 		}
-		if cfg, _, err = mesh.Secured(cfg, *secrets, t.Job); err != nil {
-			return err
-		}
+		cfg.Job = t.Job
 	}
-	s, err := mesh.StartServer(cfg)
+	n, err := roles.StartNATS(cfg)
 	if err != nil {
 		return err
 	}
 	mode := "open (no TLS, no authorization)"
 	if *secrets != "" {
-		mode = fmt.Sprintf("TLS, %d identities authorized", len(cfg.Users))
+		mode = fmt.Sprintf("TLS, %d identities authorized", n.Users)
 	}
-	fmt.Fprintf(stdout, "nats server ready on %s (JetStream store %s; %s)\n", s.ClientURL(), *data, mode)
+	fmt.Fprintf(stdout, "nats server ready on %s (JetStream store %s; %s)\n", n.Server.ClientURL(), *data, mode)
 	obs := newObservers(ctx, stdout)
 	defer obs.stop()
 	reg := metrics.NewRegistry()
-	reg.MustRegister(metrics.NewNATS(s))
+	reg.MustRegister(metrics.NewNATS(n.Server))
 	if err := obs.metrics(*metricsAddr, reg); err != nil {
-		s.Shutdown()
+		n.Close()
 		return err
 	}
-	<-ctx.Done()
-	s.Shutdown()
-	s.WaitForShutdown()
-	return nil
+	return n.Run(ctx)
 }
 
 func runGlobal(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -161,18 +152,15 @@ func runGlobal(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	rf := newRoleFlags("global", "usage: strata global --id ID --raft-bind HOST:PORT --data DIR [--peers ID=ADDR,...] [--nats URL] [--topology FILE]\n       strata global members add|remove|list ...\n\nRuns one node of the raft-replicated global tier; the leader coordinates rounds.", stderr)
 	id := rf.fs.String("id", "g1", "this node's id in the raft configuration")
 	bind := rf.fs.String("raft-bind", "127.0.0.1:7001", "raft transport address")
-	data := rf.fs.String("data", "./strata-global", "data dir: raft log, snapshots, checkpoint")
+	data := rf.fs.String("data", "./strata-global", "data dir: raft log, snapshots, the task's cache")
 	peers := rf.fs.String("peers", "", "initial voters ID=HOST:PORT,... (this node included); empty joins later via `strata global members add`")
-	keyFile := rf.fs.String("key-file", "", "AES-256 key (hex or base64) encrypting model blobs and ledger snapshots at rest; default $STRATA_KEY_FILE or $STRATA_KEY, else none")
+	keyFile := rf.fs.String("key-file", "", "AES-256 key (hex or base64) encrypting model blobs, ledger snapshots and the raft log at rest; default $STRATA_KEY_FILE or $STRATA_KEY, else none")
 	metricsAddr := metricsFlag(rf.fs)
 	httpAddr := rf.fs.String("http", "", "serve the dashboard on host:port (port 0 picks a free one); empty: none")
 	alerts := alertFlags(rf.fs)
 	replicas := rf.fs.Int("replicas", 1, "how many servers of the NATS cluster keep each model version (3 on a 3-server cluster survives losing one)")
 	if err := rf.parse(args); err != nil {
 		return helpOK(err)
-	}
-	if *replicas < 1 || *replicas > 5 {
-		return fmt.Errorf("%w: --replicas %d: want 1..5, at most the number of NATS servers", errUsage, *replicas)
 	}
 	t, err := loadTopology(*rf.topo)
 	if err != nil {
@@ -183,7 +171,7 @@ func runGlobal(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return fmt.Errorf("%w: --peers: %v", errUsage, err)
 	}
 	logger := rf.logger(stderr).With("node", *id)
-	task, err := prepareTask(t, *data, stdout)
+	tk, err := prepareTask(ctx, t, *data, stdout)
 	if err != nil {
 		return err
 	}
@@ -191,11 +179,6 @@ func runGlobal(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
-	node, err := global.OpenNode(global.NodeConfig{ID: *id, DataDir: *data, Bind: *bind, Bootstrap: len(ps) > 0, Peers: ps, Key: key, Logger: logger})
-	if err != nil {
-		return err
-	}
-	defer node.Close()
 	d, _, err := rf.dialer(t, identity.KindGlobal, *id)
 	if err != nil {
 		return err
@@ -206,37 +189,20 @@ func runGlobal(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			return err
 		}
 	}
-	nc, err := d.Connect("global-" + *id)
+	g, err := roles.NewGlobal(ctx, roles.GlobalConfig{ID: *id, DataDir: *data, Bind: *bind, Peers: ps, Key: key, Dialer: d,
+		Topology: t, Task: tk, Identities: ids, Replicas: *replicas, ExitWhenFinished: true, Progress: progressBar(stdout),
+		Track: *metricsAddr != "" || *httpAddr != "", Alerts: alerts(), Logger: logger})
 	if err != nil {
-		return err
+		return usageIf(err)
 	}
-	defer nc.Close()
-	models, err := mesh.OpenModelStore(ctx, nc, t.Job, *replicas)
-	if err != nil {
-		return err
-	}
-	models.SetKey(key)
-	hash, err := standalone.ConfigHash(t)
-	if err != nil {
-		return err
-	}
+	defer g.Close()
 	fmt.Fprintf(stdout, "global %s: raft on %s, NATS %s, job %s\n", *id, *bind, *rf.natsURL, t.Job)
 	if err := saveTopology(*data, t); err != nil { // for strata report
 		return err
 	}
-	if *metricsAddr != "" || *httpAddr != "" {
-		tc, err := d.Connect("tracker-" + *id)
-		if err != nil {
-			return err
-		}
-		defer tc.Close()
-		tr, err := metrics.NewGlobal(metrics.GlobalConfig{Node: node, Conn: tc, Traffic: nc, Topology: t, Dim: len(task.Theta0), Alerts: alerts(), Logger: logger})
-		if err != nil {
-			return fmt.Errorf("%w: %v", errUsage, err)
-		}
+	if tr := g.Tracker(); tr != nil {
 		obs := newObservers(ctx, stdout)
 		defer obs.stop()
-		obs.track(tr)
 		reg := metrics.NewRegistry()
 		reg.MustRegister(tr)
 		if err := obs.metrics(*metricsAddr, reg); err != nil {
@@ -246,44 +212,42 @@ func runGlobal(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			return err
 		}
 	}
-	err = global.RunService(ctx, global.ServiceConfig{
-		Node: node, Conn: nc, ExitWhenFinished: true, Logger: logger, Job: t.Job,
-		NewCoordinator: func() (*global.Coordinator, error) {
-			return global.NewCoordinator(global.CoordinatorConfig{
-				Topology: t, Node: node, Conn: nc, Models: models, Initial: task.Theta0,
-				Evaluator: finetune.Evaluator{Task: task}, ConfigHash: hash, Progress: progressBar(stdout), Logger: logger,
-				Identities: ids,
-			})
-		},
-	})
-	if err != nil {
+	if err := g.Run(ctx); err != nil {
 		return err
 	}
-	st := node.Status()
+	st := g.Node().Status()
 	if !st.Finished {
 		return nil // stopped by a signal: everything is on disk
 	}
 	fmt.Fprintf(stdout, "global %s: job finished with %d rounds committed (applied index %d)\n", *id, st.Committed, st.Applied)
-	rep, err := nodeReport(ctx, t, node, models, task)
+	rep, err := nodeReport(ctx, t, g, tk)
 	if err != nil {
 		return fmt.Errorf("global %s: report: %w", *id, err)
 	}
-	if err := writeReport(*data, rep); err != nil {
+	if err := htmlreport.WriteSummary(*data, rep); err != nil {
 		return err
 	}
 	printSummary(stdout, rep, nil)
-	fmt.Fprintf(stdout, "\nreport: %s\n", filepath.Join(*data, "report.json"))
+	fmt.Fprintf(stdout, "\nreport: %s\n", htmlreport.SummaryFile(*data))
 	return nil
 }
 
+// usageIf marks a role's configuration error as a usage error.
+func usageIf(err error) error {
+	if errors.Is(err, roles.ErrConfig) {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	return err
+}
+
 // nodeReport is report.json of a global node whose ledger records the job
-// as finished: accuracy of the checkpoint and of the serving model on the
-// full test set (the serving model is fetched from the object store and
-// checked against the hash the ledger committed), ε per observer, and the
-// time since the ledger recorded the job's start. Every node writes the
-// same report, so it survives the loss of any of them.
-func nodeReport(ctx context.Context, t *topology.Topology, node *global.Node, models *mesh.ModelStore, task *finetune.Task) (*report, error) {
-	b, err := node.Snapshot()
+// as finished: the task's scores of the checkpoint and of the serving
+// model on its whole held-out set (the serving model is fetched from the
+// object store and checked against the hash the ledger committed), ε per
+// observer, and the time since the ledger recorded the job's start. Every
+// node writes the same report, so it survives the loss of any of them.
+func nodeReport(ctx context.Context, t *topology.Topology, g *roles.Global, tk task.Task) (*htmlreport.Summary, error) {
+	b, err := g.Node().Snapshot()
 	if err != nil {
 		return nil, err
 	}
@@ -291,47 +255,35 @@ func nodeReport(ctx context.Context, t *topology.Topology, node *global.Node, mo
 	if err != nil {
 		return nil, err
 	}
-	pre, _, err := task.Model.Evaluate(task.Theta0, task.Test)
+	theta, err := roles.ServingModel(ctx, l, g.Models(), tk)
 	if err != nil {
 		return nil, err
 	}
-	theta := task.Theta0
-	if m, ok := l.ServingModel(); ok {
-		blob, err := models.Get(ctx, "model", m.Version, m.Hash)
-		if err != nil {
-			return nil, fmt.Errorf("serving model: %w", err)
-		}
-		v, err := wire.Float32s(blob)
-		if err != nil {
-			return nil, fmt.Errorf("serving model v%d: %w", m.Version, err)
-		}
-		if len(v) != len(task.Theta0) {
-			return nil, fmt.Errorf("serving model v%d has %d parameters, the task has %d", m.Version, len(v), len(task.Theta0))
-		}
-		theta = make([]float64, len(v))
-		for i, x := range v {
-			theta[i] = float64(x)
-		}
-	}
-	final, _, err := task.Model.Evaluate(theta, task.Test)
+	pre, final, err := evaluateEnds(ctx, tk, theta)
 	if err != nil {
 		return nil, err
 	}
-	rep := reportFrom(t, l, pre, final)
+	rep := htmlreport.Summarize(t, l, pre, final)
 	if l.Job != nil {
 		rep.ElapsedSeconds = time.Since(time.UnixMilli(l.Job.StartedUnixMs)).Seconds()
 	}
 	return rep, nil
 }
 
-// prepareTask loads MNIST and the checkpoint (pre-trained once, cached in
-// dir; pre-training is deterministic, so every role derives the same one).
-func prepareTask(t *topology.Topology, dir string, stdout io.Writer) (*finetune.Task, error) {
-	mn, err := finetune.LoadMNIST("")
-	if err != nil {
-		return nil, err
+// evaluateEnds scores the checkpoint and θ on the task's whole held-out set.
+func evaluateEnds(ctx context.Context, tk task.Task, theta []float64) (pre, final task.Evaluation, err error) {
+	if pre, err = tk.Final().Evaluate(ctx, tk.Initial()); err != nil {
+		return pre, final, err
 	}
-	return finetune.PrepareTask(mn, standalone.TaskConfig(t), dir, func(f string, a ...any) { fmt.Fprintf(stdout, f+"\n", a...) })
+	final, err = tk.Final().Evaluate(ctx, theta)
+	return pre, final, err
+}
+
+// prepareTask prepares the topology's task (its checkpoint pre-trained
+// once, cached in dir; pre-training is deterministic, so every role
+// derives the same one).
+func prepareTask(ctx context.Context, t *topology.Topology, dir string, stdout io.Writer) (task.Task, error) {
+	return builtin.Prepare(ctx, t, builtin.Spec{CacheDir: dir, Logf: func(f string, a ...any) { fmt.Fprintf(stdout, f+"\n", a...) }})
 }
 
 func runRegional(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -349,24 +301,15 @@ func runRegional(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if err != nil {
 		return err
 	}
-	nc, err := d.Connect("regional-" + *region)
+	r, err := roles.NewRegional(roles.RegionalConfig{Region: *region, Dialer: d, Key: key, Topology: t, SizeMemory: true, Logger: rf.logger(stderr)})
 	if err != nil {
-		return err
+		return usageIf(err)
 	}
-	defer nc.Close()
-	rc := metrics.NewRegional(*region, nc)
-	logger := rf.logger(stderr)
-	r, err := regional.NewRunner(regional.Config{Job: t.Job, Region: *region, Conn: nc, Logger: logger, OnPartial: rc.OnPartial, Key: key,
-		StreamSlots: t.DataPath.StreamSlots, StreamWindow: t.DataPath.StreamWindow,
-		OnRoundOpen: regionMemoryLimit(t.DataPath.StreamSlots, logger)})
-	if err != nil {
-		return err
-	}
-	rc.SetRunner(r)
+	defer r.Close()
 	obs := newObservers(ctx, stdout)
 	defer obs.stop()
 	reg := metrics.NewRegistry()
-	reg.MustRegister(rc)
+	reg.MustRegister(r.Metrics())
 	if err := obs.metrics(*metricsAddr, reg); err != nil {
 		return err
 	}
@@ -374,35 +317,15 @@ func runRegional(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if err := r.Run(ctx); err != nil {
 		return err
 	}
-	st := r.Stats()
+	st := r.Runner().Stats()
 	fmt.Fprintf(stdout, "regional %s: done: %d updates accepted, %d partials, rejected %v\n", *region, st.Accepted, st.Partials, st.Rejected)
 	return nil
-}
-
-// regionMemoryLimit sizes this process's soft memory limit to what its one
-// region holds for each round's dimension (regional.MemoryLimit), so that
-// its RSS stays near the region's O(d) bound instead of doubling between
-// collections. A limit the operator set (GOMEMLIMIT) stands.
-func regionMemoryLimit(slots int, logger *slog.Logger) func(wire.RoundOpen) {
-	if os.Getenv("GOMEMLIMIT") != "" {
-		return nil
-	}
-	dim, elem := 0, 0
-	return func(o wire.RoundOpen) {
-		if e := wire.ElemBytes(o.Encoding); o.Dim == dim && e == elem {
-			return
-		}
-		dim, elem = o.Dim, wire.ElemBytes(o.Encoding)
-		limit := regional.MemoryLimit(dim, slots, elem)
-		debug.SetMemoryLimit(limit)
-		logger.Info("memory limit set for the round's dimension", "dim", dim, "limit_mib", limit>>20)
-	}
 }
 
 func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	rf := newRoleFlags("edge", "usage: strata edge --region R [--nats URL] [--topology FILE] [--data DIR] [--trainer exec:CMD|unix:PATH|tcp:HOST:PORT] [--js-domain D]\n\nRuns the simulated clients of one region (each with its own NATS connection) until the job is done.\nWith --trainer, an external trainer (docs/trainer-protocol.md) trains them; the agent still clips,\nnoises and publishes. Their data is exported to DIR/shards for it.", stderr)
 	region := rf.fs.String("region", "", "region whose clients to simulate (required)")
-	data := rf.fs.String("data", "./strata-edge", "dir for the cached checkpoint")
+	data := rf.fs.String("data", "./strata-edge", "dir for the task's cache")
 	workers := rf.fs.Int("workers", runtime.GOMAXPROCS(0), "concurrent local trainings")
 	keyFile := rf.fs.String("key-file", "", "key the global tier encrypts model blobs with (as strata global --key-file)")
 	metricsAddr := metricsFlag(rf.fs)
@@ -417,125 +340,91 @@ func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
-	task, err := prepareTask(t, *data, stdout)
+	tk, err := prepareTask(ctx, t, *data, stdout)
 	if err != nil {
 		return err
 	}
-	var ids []string
-	var clients []edge.Client
-	for _, r := range t.Regions {
-		for i := 0; i < r.Clients; i++ {
-			id := topology.ClientID(r.ID, i)
-			ids = append(ids, id)
-			if r.ID == *region {
-				clients = append(clients, edge.Client{ID: id, Region: r.ID})
-			}
-		}
-	}
-	canaries := map[string][]float64{}
-	for _, cc := range t.CanaryClients() {
-		if cc.Region == *region {
-			clients = append(clients, edge.Client{ID: cc.ID, Region: cc.Region})
-			canaries[cc.ID] = empirical.Direction(t.CanarySeed(), cc.Index, len(task.Theta0))
-		}
-	}
-	builtin, err := finetune.NewClientTrainer(task, ids)
-	if err != nil {
-		return err
-	}
-	var trainer edge.Trainer = builtin
+	logger := rf.logger(stderr)
+	var trainer task.Trainer
 	if *trainerSpec != "builtin" {
-		remote, err := externalTrainer(task, builtin, clients, canaries, *trainerSpec, *data, *region, *trainerProcs, *trainerTimeout, t, rf.logger(stderr), stderr)
+		remote, err := externalTrainer(tk, t, *region, *trainerSpec, *data, *trainerProcs, *trainerTimeout, logger, stderr)
 		if err != nil {
 			return err
 		}
 		defer remote.Close()
 		trainer = remote
 	}
-	ecol := metrics.NewEdge(*region)
 	dialer, _, err := rf.dialer(t, "", "")
 	if err != nil {
 		return err
 	}
-	dialer.OnConnect = ecol.OnConnect
 	var keys map[string]*identity.Key
-	modelsDialer := dialer
 	if *rf.secrets != "" {
 		if keys, err = identity.LoadClients(*rf.secrets, *region); err != nil {
 			return err
 		}
-		if len(keys) == 0 && len(clients) > 0 {
+		if len(keys) == 0 && len(roles.Clients(t, *region)) > 0 {
 			return fmt.Errorf("edge %s: %s holds no client keys for the region; create them with `strata certs` or `strata enroll`", *region, *rf.secrets)
 		}
-		// The fleet reads models as one of its clients (read-only).
-		modelsDialer = dialer.As(keys[clients[0].ID])
-	}
-	mc, err := modelsDialer.Connect("edge-models-" + *region)
-	if err != nil {
-		return err
-	}
-	defer mc.Close()
-	models, err := mesh.ReadModelStoreDomain(ctx, mc, *jsDomain, t.Job)
-	if err != nil {
-		return err
 	}
 	key, err := roleKey(*keyFile)
 	if err != nil {
 		return err
 	}
-	models.SetKey(key)
-	f, err := edge.NewFleet(edge.FleetConfig{Job: t.Job, Dialer: dialer, Clients: clients, Trainer: trainer, Models: models, Workers: *workers, Logger: rf.logger(stderr), Canaries: canaries, Keys: keys,
-		Stream: edge.StreamConfig{ChunkBytes: t.DataPath.ChunkBytes, Encoding: t.DataPath.Encoding(), TopK: t.DataPath.TopK}})
+	e, err := roles.NewEdge(ctx, roles.EdgeConfig{Region: *region, Dialer: dialer, Keys: keys, Topology: t, Task: tk, Trainer: trainer,
+		ModelKey: key, JSDomain: *jsDomain, Workers: *workers, Logger: logger})
 	if err != nil {
-		return err
+		return usageIf(err)
 	}
-	ecol.SetFleet(f)
+	defer e.Close()
 	obs := newObservers(ctx, stdout)
 	defer obs.stop()
 	reg := metrics.NewRegistry()
-	reg.MustRegister(ecol)
+	reg.MustRegister(e.Metrics())
 	if err := obs.metrics(*metricsAddr, reg); err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "edge %s: %d clients for job %s\n", *region, len(clients), t.Job)
-	if err := f.Run(ctx); err != nil {
+	fmt.Fprintf(stdout, "edge %s: %d clients for job %s\n", *region, len(roles.Clients(t, *region)), t.Job)
+	if err := e.Run(ctx); err != nil {
 		return err
 	}
-	st := f.Stats()
+	st := e.Fleet().Stats()
 	fmt.Fprintf(stdout, "edge %s: done: %d updates published, %d failed\n", *region, st.Published, st.Failed)
 	return nil
 }
 
-// externalTrainer exports the region's (non-canary) clients' data (backbone, test set,
-// one shard per client) to dir/shards and returns the agent's side of the
-// trainer protocol for spec.
-func externalTrainer(task *finetune.Task, builtin *finetune.ClientTrainer, clients []edge.Client, canaries map[string][]float64, spec, dir, region string, procs int, timeout time.Duration, t *topology.Topology, logger *slog.Logger, stderr io.Writer) (*trainerproto.Remote, error) {
-	shards := filepath.Join(dir, "shards")
+// externalTrainer exports the region's (non-canary) clients' data to
+// dir/shards and returns the agent's side of the trainer protocol for
+// spec.
+func externalTrainer(tk task.Task, t *topology.Topology, region, spec, dir string, procs int, timeout time.Duration, logger *slog.Logger, stderr io.Writer) (*trainerproto.Remote, error) {
+	ext, ok := tk.(task.External)
+	if !ok {
+		return nil, fmt.Errorf("%w: --trainer: task %s cannot be trained by an external trainer", errUsage, tk.Name())
+	}
 	var ids []string
-	for _, c := range clients {
-		if _, canary := canaries[c.ID]; !canary { // canaries never train
-			ids = append(ids, c.ID)
+	for _, r := range t.Regions {
+		if r.ID == region {
+			for i := 0; i < r.Clients; i++ {
+				ids = append(ids, topology.ClientID(r.ID, i)) // canaries never train
+			}
 		}
 	}
-	if err := builtin.Export(shards, ids); err != nil {
+	shards := filepath.Join(dir, "shards")
+	if err := ext.Export(shards, ids); err != nil {
 		return nil, err
 	}
-	layout := task.Model.Layout()
+	layout := tk.Layout()
 	tensors := make([]trainerproto.Tensor, len(layout))
 	for i, l := range layout {
 		tensors[i] = trainerproto.Tensor{Name: l.Name, Shape: l.Shape}
 	}
-	var personal []string
-	if task.Config.Personal {
-		personal = task.Model.PersonalTensors()
-	}
 	if timeout <= 0 {
 		timeout = t.Round.Timeout.Duration
 	}
-	lc := task.Config.Local.WithDefaults()
-	r, err := trainerproto.NewRemote(trainerproto.Config{Spec: spec, Agent: "strata edge " + region, Task: "mnist-adapter",
-		Layout: tensors, Personal: personal, DataDir: shards, StateDir: filepath.Join(dir, "trainer-state"), Seed: t.Seed,
-		Local: trainerproto.Local{Epochs: lc.Epochs, Batch: lc.Batch, LR: lc.LR, PersonalEpochs: task.Config.PersonalEpochs}, Timeout: timeout, Procs: procs,
+	rc := ext.Recipe()
+	r, err := trainerproto.NewRemote(trainerproto.Config{Spec: spec, Agent: "strata edge " + region, Task: rc.Task,
+		Layout: tensors, Personal: rc.Personal, DataDir: shards, StateDir: filepath.Join(dir, "trainer-state"), Seed: t.Seed,
+		Local: trainerproto.Local{Epochs: rc.Epochs, Batch: rc.Batch, LR: rc.LR, PersonalEpochs: rc.PersonalEpochs}, Timeout: timeout, Procs: procs,
 		Stderr: stderr, Logger: logger})
 	if err != nil {
 		return nil, fmt.Errorf("%w: --trainer: %v", errUsage, err)
@@ -549,25 +438,14 @@ func loadRegionTopology(path, region string) (*topology.Topology, error) {
 	if err != nil {
 		return nil, err
 	}
-	if !hasRegion(t, region) {
-		return nil, fmt.Errorf("%w: --region %q is not in the topology (regions: %s)", errUsage, region, regionIDs(t))
-	}
-	return t, nil
-}
-
-func hasRegion(t *topology.Topology, id string) bool {
 	for _, r := range t.Regions {
-		if r.ID == id {
-			return true
+		if r.ID == region {
+			return t, nil
 		}
 	}
-	return false
-}
-
-func regionIDs(t *topology.Topology) string {
 	var ids []string
 	for _, r := range t.Regions {
 		ids = append(ids, r.ID)
 	}
-	return strings.Join(ids, ", ")
+	return nil, fmt.Errorf("%w: --region %q is not in the topology (regions: %s)", errUsage, region, strings.Join(ids, ", "))
 }

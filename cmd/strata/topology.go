@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/strata-fl/strata/task/builtin"
 	"github.com/strata-fl/strata/topology"
 )
 
@@ -16,7 +17,13 @@ func runTopology(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	}
 	switch args[0] {
 	case "default":
-		b, err := topology.Default().YAML()
+		t := topology.Default()
+		opts, err := builtin.Options(t)
+		if err != nil {
+			return err
+		}
+		t.Task.Options = opts // the task's settings spelled out, to edit
+		b, err := t.YAML()
 		if err != nil {
 			return err
 		}
@@ -35,7 +42,7 @@ func runTopology(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		if fs.NArg() != 1 {
 			return fmt.Errorf("%w: strata topology validate FILE", errUsage)
 		}
-		t, err := topology.Load(fs.Arg(0))
+		t, err := loadTopology(fs.Arg(0))
 		if err != nil {
 			return err
 		}

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -11,45 +10,22 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"time"
 
+	"github.com/strata-fl/strata/audit"
 	"github.com/strata-fl/strata/empirical"
-	"github.com/strata-fl/strata/finetune"
 	"github.com/strata-fl/strata/global"
 	"github.com/strata-fl/strata/global/ledger"
 	"github.com/strata-fl/strata/internal/seal"
 	"github.com/strata-fl/strata/observe/metrics"
-	"github.com/strata-fl/strata/standalone"
+	htmlreport "github.com/strata-fl/strata/observe/report"
+	"github.com/strata-fl/strata/roles"
+	"github.com/strata-fl/strata/task"
+	"github.com/strata-fl/strata/task/builtin"
 	"github.com/strata-fl/strata/topology"
 )
-
-// report is what `strata up` writes to <data>/report.json.
-type report struct {
-	Job                string                 `json:"job"`
-	RoundsCompleted    int                    `json:"rounds_completed"`
-	RoundsAborted      int                    `json:"rounds_aborted"`
-	PlannedRounds      int                    `json:"planned_rounds"`
-	AccuracyPretrained float64                `json:"accuracy_pretrained"`
-	AccuracyFinal      float64                `json:"accuracy_final"`
-	AccuracyNonprivate *float64               `json:"accuracy_nonprivate,omitempty"`
-	Delta              float64                `json:"delta"`
-	Epsilon            map[ledger.Observer]jf `json:"epsilon"`
-	EpsilonNonprivate  map[ledger.Observer]jf `json:"epsilon_nonprivate,omitempty"`
-	Budget             jf                     `json:"budget"`
-	Noise              ledger.Noise           `json:"noise"`
-	SamplingRate       float64                `json:"sampling_rate"`
-	Clients            int                    `json:"clients"`
-	ElapsedSeconds     float64                `json:"elapsed_seconds"`
-	clientSummary
-	empiricalFields
-	// Personalisation is set when training.personal_head is on.
-	Personalisation *personalSummary `json:"personalisation,omitempty"`
-	Finished        bool             `json:"finished"`
-	FinishReason    string           `json:"finish_reason,omitempty"`
-	// htmlReport is where the HTML report went (not in report.json).
-	htmlReport string
-}
 
 // jf writes ±Inf as "inf"/"-inf" in JSON (JSON has no infinity).
 type jf = empirical.Float
@@ -60,10 +36,17 @@ func loadTopology(path string) (*topology.Topology, error) {
 	if path == "" {
 		path = os.Getenv("STRATA_TOPOLOGY")
 	}
-	if path == "" {
-		return topology.Default(), nil
+	t := topology.Default()
+	if path != "" {
+		var err error
+		if t, err = topology.Load(path); err != nil {
+			return nil, err
+		}
 	}
-	return topology.Load(path)
+	if err := builtin.Validate(t); err != nil {
+		return nil, err
+	}
+	return t, nil
 }
 
 func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -112,36 +95,32 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	mn, err := finetune.LoadMNIST("")
-	if err != nil {
-		return err
-	}
 	if err := alerts().WithDefaults(t.Round.Timeout.Seconds()).Validate(); err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
-	rep, err := runJob(ctx, t, *data, mn, key, stdout, logger, &upObserve{http: *httpAddr, metrics: *metricsAddr, alerts: alerts()})
+	rep, html, err := runJob(ctx, t, *data, key, stdout, logger, &upObserve{http: *httpAddr, metrics: *metricsAddr, alerts: alerts()})
 	if err != nil {
 		return err
 	}
-	var base *report
+	var base *htmlreport.Summary
 	if *baseline {
 		bt := t.Clone()
 		bt.Job = t.Job + "-baseline"
 		bt.Privacy.Noise = topology.Noise{}
+		bt.Privacy.TopUp = false
 		bt.Privacy.Budget = math.Inf(1)
 		fmt.Fprintln(stdout, "\nbaseline: the same job without noise (ε = ∞)")
-		if base, err = runJob(ctx, bt, filepath.Join(*data, "baseline"), mn, key, stdout, logger, nil); err != nil {
+		if base, _, err = runJob(ctx, bt, filepath.Join(*data, "baseline"), key, stdout, logger, nil); err != nil {
 			return fmt.Errorf("baseline: %w", err)
 		}
-		rep.AccuracyNonprivate = &base.AccuracyFinal
-		rep.EpsilonNonprivate = base.Epsilon
+		rep.SetBaseline(base)
 	}
 	var auditErr error
 	if t.Audit.Canaries > 0 {
-		var a *standalone.PrivacyAudit
-		if a, auditErr = auditPrivacy(ctx, t, *data, mn, key, 0.95, stdout); a != nil {
-			rep.empiricalFields = fieldsOf(a)
-			if rep.htmlReport != "" {
+		var a *audit.PrivacyAudit
+		if a, auditErr = auditPrivacy(ctx, t, *data, key, 0.95, stdout); a != nil {
+			rep.EmpiricalFields = htmlreport.FieldsOf(a)
+			if html != "" {
 				if err := rewriteHTMLReport(t, *data, key, a); err != nil {
 					return err
 				}
@@ -151,16 +130,16 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 	}
 	rep.ElapsedSeconds = time.Since(start).Seconds()
-	if err := writeReport(*data, rep); err != nil {
+	if err := htmlreport.WriteSummary(*data, rep); err != nil {
 		return err
 	}
 	if auditErr != nil {
 		return auditErr
 	}
 	printSummary(stdout, rep, base)
-	fmt.Fprintf(stdout, "\nreport: %s\n", filepath.Join(*data, "report.json"))
-	if rep.htmlReport != "" {
-		fmt.Fprintf(stdout, "report (HTML, plots): %s\n", rep.htmlReport)
+	fmt.Fprintf(stdout, "\nreport: %s\n", htmlreport.SummaryFile(*data))
+	if html != "" {
+		fmt.Fprintf(stdout, "report (HTML, plots): %s\n", html)
 	}
 	fmt.Fprintf(stdout, "ledger: strata ledger --data %s\n", *data)
 	return nil
@@ -172,42 +151,41 @@ type upObserve struct {
 	alerts        metrics.Alerts
 }
 
-// runJob runs (or resumes, or reports) one job in one data dir.
-// With obs, it serves the dashboard and metrics while the job runs and
-// writes the HTML report at the end.
-func runJob(ctx context.Context, t *topology.Topology, dataDir string, mn *finetune.MNIST, key *seal.Key, stdout io.Writer, logger *slog.Logger, obs *upObserve) (*report, error) {
+// runJob runs (or resumes, or reports) one job in one data dir. With obs,
+// it serves the dashboard and metrics while the job runs and writes the
+// HTML report at the end (its path is returned).
+func runJob(ctx context.Context, t *topology.Topology, dataDir string, key *seal.Key, stdout io.Writer, logger *slog.Logger, obs *upObserve) (*htmlreport.Summary, string, error) {
 	status := func(format string, args ...any) { fmt.Fprintf(stdout, format+"\n", args...) }
-	bar := progressBar(stdout)
-	cfg := standalone.Config{Topology: t, DataDir: dataDir, MNIST: mn, Key: key, Progress: bar, Status: status, Logger: logger}
+	cfg := roles.UpConfig{Topology: t, DataDir: dataDir, Key: key, Progress: progressBar(stdout), Status: status, Logger: logger}
 	if obs != nil {
 		cfg.Alerts = obs.alerts
 		if obs.metrics != "" {
 			cfg.Registry = metrics.NewRegistry()
 		}
 	}
-	m, err := standalone.Start(ctx, cfg)
+	m, err := roles.Start(ctx, cfg)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	defer m.Close()
 	if obs != nil {
 		if err := saveTopology(dataDir, t); err != nil {
-			return nil, err
+			return nil, "", err
 		}
 		o := newObservers(ctx, stdout)
 		defer o.stop()
 		if err := o.metrics(obs.metrics, cfg.Registry); err != nil {
-			return nil, err
+			return nil, "", err
 		}
-		if err := o.dashboard(obs.http, m.Tracker); err != nil {
-			return nil, err
+		if err := o.dashboard(obs.http, m.Tracker()); err != nil {
+			return nil, "", err
 		}
 	}
-	pre, _, err := m.Task.Model.Evaluate(m.Task.Theta0, m.Task.Test)
+	pre, err := m.Task.Final().Evaluate(ctx, m.Task.Initial())
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
-	status("pre-trained checkpoint: accuracy %.4f on the clients' domain (%s digits, %d test images)", pre, t.Data.Shift, m.Task.Test.Len())
+	status("pre-trained checkpoint on the clients' held-out data: %s", fmtMetrics(pre))
 	signed := "updates and partials signed by enrolled keys"
 	if !t.Security.Signed() {
 		signed = "UNSIGNED updates (security.unsigned)"
@@ -220,107 +198,48 @@ func runJob(ctx context.Context, t *topology.Topology, dataDir string, mn *finet
 	runErr := m.Run(ctx)
 	l, err := m.Ledger()
 	if err != nil {
-		return nil, errors.Join(runErr, err)
+		return nil, "", errors.Join(runErr, err)
 	}
 	if runErr != nil {
 		if errors.Is(runErr, context.Canceled) {
-			return nil, fmt.Errorf("interrupted after %d committed rounds; everything is on disk in %s: run the same command to resume", l.CommittedRounds(), dataDir)
+			return nil, "", fmt.Errorf("interrupted after %d committed rounds; everything is on disk in %s: run the same command to resume", l.CommittedRounds(), dataDir)
 		}
-		return nil, runErr
+		return nil, "", runErr
 	}
-	final, _, err := m.Task.Model.Evaluate(m.Theta(), m.Task.Test)
+	theta, err := m.Serving(ctx)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
-	rep := reportFrom(t, l, pre, final)
+	final, err := m.Task.Final().Evaluate(ctx, theta)
+	if err != nil {
+		return nil, "", err
+	}
+	rep := htmlreport.Summarize(t, l, pre, final)
+	var html string
 	if obs != nil {
 		yaml, err := t.YAML()
 		if err != nil {
-			return nil, err
+			return nil, "", err
 		}
-		if rep.htmlReport, err = writeHTMLReport(l, yaml, filepath.Join(dataDir, "report"), nil, false); err != nil {
-			return nil, err
+		if html, err = writeHTMLReport(l, yaml, filepath.Join(dataDir, "report"), nil, false); err != nil {
+			return nil, "", err
 		}
 	}
-	if t.Train.PersonalHead {
-		per, err := m.Trainer.PersonalReport(m.Theta())
-		if err != nil {
-			return nil, err
+	if p, ok := m.Task.(task.Personal); ok {
+		if rep.Personalisation, err = p.PersonalReport(ctx, theta); err != nil {
+			return nil, "", err
 		}
-		rep.Personalisation = summarisePersonal(per)
 	}
-	return rep, nil
+	return rep, html, nil
 }
 
-// personalSummary is the personalisation part of report.json: each
-// personalised client's accuracy on its own evaluation data (held-out
-// images with its label mix) with the global model and with its personal
-// model (the global model with its head plus the client's private
-// residual, finetune/personal.go). Clients never sampled have no
-// head and are not listed. Heads live in memory: a resumed job reports
-// only the clients trained since the restart.
-type personalSummary struct {
-	Clients      int                       `json:"clients"`
-	MeanGlobal   float64                   `json:"mean_accuracy_global"`
-	MeanPersonal float64                   `json:"mean_accuracy_personal"`
-	Higher       int                       `json:"clients_personal_higher"`
-	Equal        int                       `json:"clients_equal"`
-	Lower        int                       `json:"clients_personal_lower"`
-	PerClient    []finetune.ClientAccuracy `json:"per_client"`
-}
-
-func summarisePersonal(per []finetune.ClientAccuracy) *personalSummary {
-	s := &personalSummary{Clients: len(per), PerClient: per}
-	for _, c := range per {
-		s.MeanGlobal += c.Global
-		s.MeanPersonal += c.Personal
-		switch {
-		case c.Personal > c.Global:
-			s.Higher++
-		case c.Personal < c.Global:
-			s.Lower++
-		default:
-			s.Equal++
-		}
+// fmtMetrics writes an evaluation's metrics on one line.
+func fmtMetrics(e task.Evaluation) string {
+	var parts []string
+	for _, m := range e.Metrics {
+		parts = append(parts, fmt.Sprintf("%s %.4f", m.Name, m.Value))
 	}
-	if len(per) > 0 {
-		s.MeanGlobal /= float64(len(per))
-		s.MeanPersonal /= float64(len(per))
-	}
-	return s
-}
-
-func reportFrom(t *topology.Topology, l *ledger.Ledger, pre, final float64) *report {
-	rep := &report{
-		Job: t.Job, RoundsCompleted: l.CommittedRounds(), PlannedRounds: t.Train.Rounds,
-		AccuracyPretrained: pre, AccuracyFinal: final, Delta: t.Privacy.Delta,
-		Epsilon: map[ledger.Observer]jf{}, Budget: jf(t.Privacy.Budget), Noise: ledger.Noise(t.Privacy.Noise),
-		SamplingRate: t.Privacy.SamplingRate, Clients: t.Population(), Finished: l.Finished, FinishReason: l.FinishReason,
-	}
-	for _, r := range l.Rounds {
-		if r.Status == "aborted" {
-			rep.RoundsAborted++
-		}
-	}
-	for _, o := range ledger.Observers {
-		rep.Epsilon[o] = jf(l.Spent(o))
-	}
-	if cs, err := summariseClients(l); err == nil {
-		rep.clientSummary = cs
-	}
-	return rep
-}
-
-func writeReport(dir string, rep *report) error {
-	b, err := json.MarshalIndent(rep, "", "  ")
-	if err != nil {
-		return err
-	}
-	path := filepath.Join(dir, "report.json")
-	if err := os.WriteFile(path+".tmp", append(b, '\n'), 0o600); err != nil {
-		return fmt.Errorf("write report: %w", err)
-	}
-	return os.Rename(path+".tmp", path)
+	return strings.Join(append(parts, fmt.Sprintf("loss %.4f", e.Loss)), ", ")
 }
 
 // progressBar prints one line per round with a bar over the planned rounds.
@@ -352,7 +271,7 @@ func fmtEps(e float64) string {
 	return fmt.Sprintf("%.4f", e)
 }
 
-func printSummary(w io.Writer, rep, base *report) {
+func printSummary(w io.Writer, rep, base *htmlreport.Summary) {
 	if base == nil {
 		fmt.Fprintf(w, "\n  %-28s%s\n", "", "private")
 	} else {
@@ -365,24 +284,39 @@ func printSummary(w io.Writer, rep, base *report) {
 		}
 		fmt.Fprintf(w, "  %-28s%-16s%s\n", name, a, b)
 	}
-	bf := func(f func(*report) string) string {
+	bf := func(f func(*htmlreport.Summary) string) string {
 		if base == nil {
 			return ""
 		}
 		return f(base)
 	}
-	row("accuracy, pre-trained", fmt.Sprintf("%.4f", rep.AccuracyPretrained), bf(func(r *report) string { return fmt.Sprintf("%.4f", r.AccuracyPretrained) }))
-	row("accuracy, fine-tuned", fmt.Sprintf("%.4f", rep.AccuracyFinal), bf(func(r *report) string { return fmt.Sprintf("%.4f", r.AccuracyFinal) }))
+	for _, name := range metricNames(rep.MetricsFinal) {
+		row(name+", pre-trained", fmt.Sprintf("%.4f", rep.MetricsPretrained[name]), bf(func(r *htmlreport.Summary) string { return fmt.Sprintf("%.4f", r.MetricsPretrained[name]) }))
+		row(name+", fine-tuned", fmt.Sprintf("%.4f", rep.MetricsFinal[name]), bf(func(r *htmlreport.Summary) string { return fmt.Sprintf("%.4f", r.MetricsFinal[name]) }))
+	}
 	for _, o := range ledger.Observers {
-		o := o
-		row("ε "+string(o), fmtEps(float64(rep.Epsilon[o])), bf(func(r *report) string { return fmtEps(float64(r.Epsilon[o])) }))
+		row("ε "+string(o), fmtEps(float64(rep.Epsilon[o])), bf(func(r *htmlreport.Summary) string { return fmtEps(float64(r.Epsilon[o])) }))
 	}
-	row("δ", fmt.Sprintf("%g", rep.Delta), bf(func(r *report) string { return fmt.Sprintf("%g", r.Delta) }))
-	row("rounds", fmt.Sprintf("%d/%d", rep.RoundsCompleted, rep.PlannedRounds), bf(func(r *report) string { return fmt.Sprintf("%d/%d", r.RoundsCompleted, r.PlannedRounds) }))
+	row("δ", fmt.Sprintf("%g", rep.Delta), bf(func(r *htmlreport.Summary) string { return fmt.Sprintf("%g", r.Delta) }))
+	row("rounds", fmt.Sprintf("%d/%d", rep.RoundsCompleted, rep.PlannedRounds), bf(func(r *htmlreport.Summary) string { return fmt.Sprintf("%d/%d", r.RoundsCompleted, r.PlannedRounds) }))
 	row("time", fmt.Sprintf("%.1fs", rep.ElapsedSeconds), "")
-	if p := rep.Personalisation; p != nil {
-		fmt.Fprintf(w, "\n  personal heads: %d clients, on their own data (%d held-out images each, their label mix):\n", p.Clients, finetune.PersonalEvalExamples)
-		fmt.Fprintf(w, "  %-28s%.4f\n  %-28s%.4f\n", "mean accuracy, global", p.MeanGlobal, "mean accuracy, personal", p.MeanPersonal)
-		fmt.Fprintf(w, "  %-28s%d higher, %d equal, %d lower (per client in report.json)\n", "personal vs global", p.Higher, p.Equal, p.Lower)
+	if p, ok := rep.Personalisation.(interface{ SummaryLines() []string }); ok {
+		fmt.Fprintln(w)
+		for _, line := range p.SummaryLines() {
+			fmt.Fprintln(w, "  "+line)
+		}
 	}
+}
+
+// metricNames lists an evaluation's metrics, the primary ones first and
+// the loss last.
+func metricNames(m map[string]float64) []string {
+	var names []string
+	for k := range m {
+		if k != "loss" {
+			names = append(names, k)
+		}
+	}
+	sort.Strings(names)
+	return append(names, "loss")
 }

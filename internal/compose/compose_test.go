@@ -44,8 +44,8 @@ regions:
   - {id: us, clients: 40}
   - {id: ap, clients: 40}
 privacy: {sampling_rate: 0.3, budget: 1000, min_regions: 2, noise: {regional: 1, global: 1}}
-training: {rounds: 200, pretrain_epochs: 1, hidden: 32, local_epochs: 1}
-data: {public_examples: 2000, eval_examples: 300}
+training: {rounds: 200}
+task: {name: mnist, pretrain_epochs: 1, hidden: 32, local_epochs: 1, public_examples: 2000, eval_examples: 300}
 round: {timeout: 5s}
 `
 

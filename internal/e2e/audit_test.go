@@ -11,7 +11,7 @@ import (
 
 	"github.com/strata-fl/strata/global"
 	"github.com/strata-fl/strata/global/ledger"
-	"github.com/strata-fl/strata/standalone"
+	"github.com/strata-fl/strata/roles"
 )
 
 // TestAuditTrailDetectsAnyEditedByte runs a short job, then checks that the
@@ -25,7 +25,7 @@ func TestAuditTrailDetectsAnyEditedByte(t *testing.T) {
 	top := smallTopology(t)
 	top.Train.Rounds = 2
 	dir := t.TempDir()
-	m, ctx := startMesh(t, standalone.Config{Topology: top, DataDir: dir})
+	m, ctx := startMesh(t, roles.UpConfig{Topology: top, DataDir: dir})
 	if err := m.Run(ctx); err != nil {
 		t.Fatal(err)
 	}

@@ -9,12 +9,11 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"github.com/strata-fl/strata/finetune"
 	"github.com/strata-fl/strata/global"
 	"github.com/strata-fl/strata/global/ledger"
 	"github.com/strata-fl/strata/mesh"
 	"github.com/strata-fl/strata/mesh/wire"
-	"github.com/strata-fl/strata/standalone"
+	"github.com/strata-fl/strata/roles"
 	"github.com/strata-fl/strata/topology"
 )
 
@@ -24,16 +23,16 @@ func projected(t *testing.T, top *topology.Topology, k int) float64 {
 	t.Helper()
 	c := top.Clone()
 	c.Train.Rounds = k
-	p, err := global.Project(c, (&finetune.Model{Hidden: top.Train.Hidden, Full: top.Train.Full}).Dim())
+	p, err := global.Project(c, mustDim(t, top))
 	if err != nil {
 		t.Fatal(err)
 	}
 	return p.Epsilon.Public
 }
 
-func runSmall(t *testing.T, top *topology.Topology, observe func(m *standalone.Mesh)) (*ledger.Ledger, error) {
+func runSmall(t *testing.T, top *topology.Topology, observe func(m *roles.Up)) (*ledger.Ledger, error) {
 	t.Helper()
-	m, ctx := startMesh(t, standalone.Config{Topology: top})
+	m, ctx := startMesh(t, roles.UpConfig{Topology: top})
 	defer m.Close()
 	if observe != nil {
 		observe(m)
@@ -100,7 +99,7 @@ func TestMeshBudgetRefusesRoundAndReleasesNothing(t *testing.T) {
 	top.Privacy.Budget = (projected(t, top, 2) + projected(t, top, 3)) / 2
 	var mu sync.Mutex
 	var announced []uint64
-	l, err := runSmall(t, top, func(m *standalone.Mesh) {
+	l, err := runSmall(t, top, func(m *roles.Up) {
 		spy, err := m.Dialer().Connect("spy")
 		if err != nil {
 			t.Fatal(err)

@@ -13,7 +13,7 @@ import (
 	"github.com/strata-fl/strata/global"
 	"github.com/strata-fl/strata/mesh"
 	"github.com/strata-fl/strata/mesh/wire"
-	"github.com/strata-fl/strata/standalone"
+	"github.com/strata-fl/strata/roles"
 )
 
 // TestCanaryGateAcrossRestart runs a small job with canaries and the
@@ -27,10 +27,6 @@ func TestCanaryGateAcrossRestart(t *testing.T) {
 	if testing.Short() {
 		t.Skip("whole-mesh test")
 	}
-	mn, err := mnist()
-	if err != nil {
-		t.Fatal(err)
-	}
 	top := smallTopology(t)
 	top.Train.Rounds = 6
 	top.Train.GateMaxDrop = 1 // only the canary gate decides
@@ -43,7 +39,7 @@ func TestCanaryGateAcrossRestart(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	runCtx, stop := context.WithCancel(ctx)
-	m, err := standalone.Start(ctx, standalone.Config{Topology: top, DataDir: dir, MNIST: mn, Progress: func(r global.RoundReport) {
+	m, err := roles.Start(ctx, roles.UpConfig{Topology: top, DataDir: dir, Progress: func(r global.RoundReport) {
 		if r.Round == 3 {
 			stop()
 		}
@@ -53,7 +49,7 @@ func TestCanaryGateAcrossRestart(t *testing.T) {
 	}
 	m.Run(runCtx)
 	m.Close()
-	m, err = standalone.Start(ctx, standalone.Config{Topology: top, DataDir: dir, MNIST: mn})
+	m, err = roles.Start(ctx, roles.UpConfig{Topology: top, DataDir: dir})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,7 +3,7 @@ package e2e
 import (
 	"testing"
 
-	"github.com/strata-fl/strata/standalone"
+	"github.com/strata-fl/strata/roles"
 )
 
 // TestChunkedPartialsReachTheGlobalTier: with a 128 KiB message limit and
@@ -16,8 +16,8 @@ func TestChunkedPartialsReachTheGlobalTier(t *testing.T) {
 	}
 	top := smallTopology(t)
 	top.Train.Rounds = 3
-	top.Train.Full = true
-	m, ctx := startMesh(t, standalone.Config{Topology: top, MaxPayload: 128 << 10})
+	setTask(top, "full", true)
+	m, ctx := startMesh(t, roles.UpConfig{Topology: top, MaxPayload: 128 << 10})
 	defer m.Close()
 	if err := m.Run(ctx); err != nil {
 		t.Fatal(err)
@@ -31,7 +31,7 @@ func TestChunkedPartialsReachTheGlobalTier(t *testing.T) {
 			t.Fatalf("round %d merged regions %v, want both (chunked partials reassembled)", r.Round, r.Regions)
 		}
 	}
-	if m.Task.Model.Dim()*4 <= 64<<10 {
-		t.Fatalf("model of %d parameters fits one chunk: the test would not exercise chunking", m.Task.Model.Dim())
+	if mnistOf(t, m).Model.Dim()*4 <= 64<<10 {
+		t.Fatalf("model of %d parameters fits one chunk: the test would not exercise chunking", mnistOf(t, m).Model.Dim())
 	}
 }

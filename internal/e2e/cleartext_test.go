@@ -9,7 +9,7 @@ import (
 
 	"github.com/strata-fl/strata/mesh"
 	"github.com/strata-fl/strata/mesh/wire"
-	"github.com/strata-fl/strata/standalone"
+	"github.com/strata-fl/strata/roles"
 )
 
 // TestUpdatesCarryNoClearTextData reads, as the regional operator can,
@@ -31,7 +31,7 @@ func TestUpdatesCarryNoClearTextData(t *testing.T) {
 		if err := top.Validate(); err != nil {
 			t.Fatal(err)
 		}
-		m, ctx := startMesh(t, standalone.Config{Topology: top})
+		m, ctx := startMesh(t, roles.UpConfig{Topology: top})
 		spy, err := m.Dialer().Connect("regional-operator")
 		if err != nil {
 			t.Fatal(err)

@@ -112,8 +112,8 @@ regions:
   - {id: a, clients: 60}
   - {id: b, clients: 60}
 privacy: {sampling_rate: 0.3, budget: 100000, min_regions: 1, noise: {regional: 2, global: 2}}
-training: {rounds: 2000, pretrain_epochs: 1, hidden: 32}
-data: {public_examples: 2000, eval_examples: 300}
+training: {rounds: 2000}
+task: {name: mnist, pretrain_epochs: 1, hidden: 32, public_examples: 2000, eval_examples: 300}
 round: {timeout: 4s}
 `), 0o600)
 	// Every process runs with TLS and its own identity, as in production.

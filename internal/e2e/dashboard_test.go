@@ -20,12 +20,12 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
-	"github.com/strata-fl/strata/edge"
 	"github.com/strata-fl/strata/global/ledger"
 	"github.com/strata-fl/strata/observe/dashboard"
 	"github.com/strata-fl/strata/observe/metrics"
 	"github.com/strata-fl/strata/observe/report"
-	"github.com/strata-fl/strata/standalone"
+	"github.com/strata-fl/strata/roles"
+	"github.com/strata-fl/strata/task"
 	"github.com/strata-fl/strata/topology"
 )
 
@@ -34,7 +34,7 @@ var updateScreenshot = flag.Bool("update-screenshot", false, "write the dashboar
 // gateRound holds every client's training of one round until released, so
 // that a test can look at a running job whose ledger stands still.
 type gateRound struct {
-	edge.Trainer
+	task.Trainer
 	round   uint64
 	release chan struct{}
 }
@@ -64,8 +64,8 @@ privacy:
   min_regions: 2
   noise: {regional: 0.8, global: 0.8}
 policy: {max_epsilon: {global_operator: 200}, require_noise_against: [global_operator]}
-training: {rounds: 8, pretrain_epochs: 2, hidden: 64}
-data: {public_examples: 2000, eval_examples: 500}
+training: {rounds: 8}
+task: {name: mnist, pretrain_epochs: 2, hidden: 64, public_examples: 2000, eval_examples: 500}
 round: {timeout: 60s}
 `))
 	if err != nil {
@@ -90,9 +90,9 @@ func TestDashboardMetricsAndReport(t *testing.T) {
 	defer unpause()
 	reg := metrics.NewRegistry()
 	top := dashboardTopology(t)
-	m, ctx := startMesh(t, standalone.Config{
+	m, ctx := startMesh(t, roles.UpConfig{
 		Topology: top, Registry: reg,
-		WrapTrainer: func(tr edge.Trainer) edge.Trainer { return gateRound{tr, paused, release} },
+		WrapTrainer: func(tr task.Trainer) task.Trainer { return gateRound{tr, paused, release} },
 	})
 	defer m.Close()
 	sctx, stop := context.WithCancel(ctx)
@@ -110,7 +110,7 @@ func TestDashboardMetricsAndReport(t *testing.T) {
 		return hs.URL()
 	}
 	metricsURL := serve(metrics.Handler(reg)) + "metrics"
-	d, err := dashboard.New(dashboard.Config{Tracker: m.Tracker})
+	d, err := dashboard.New(dashboard.Config{Tracker: m.Tracker()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,9 +5,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/strata-fl/strata/finetune"
 	"github.com/strata-fl/strata/global/ledger"
-	"github.com/strata-fl/strata/standalone"
+	"github.com/strata-fl/strata/roles"
 	"github.com/strata-fl/strata/topology"
 )
 
@@ -25,13 +24,9 @@ func TestDefaultJobWithBudgetPacing(t *testing.T) {
 	if err := top.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	mn, err := finetune.LoadMNIST("")
-	if err != nil {
-		t.Fatal(err)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
-	m, err := standalone.Start(ctx, standalone.Config{Topology: top, DataDir: t.TempDir(), MNIST: mn})
+	m, err := roles.Start(ctx, roles.UpConfig{Topology: top, DataDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -51,8 +46,8 @@ func TestDefaultJobWithBudgetPacing(t *testing.T) {
 	if eps > target || eps < 0.98*target {
 		t.Fatalf("public ε %v, want within [%v, %v]", eps, 0.98*target, target)
 	}
-	pre, _, _ := m.Task.Model.Evaluate(m.Task.Theta0, m.Task.Test)
-	final, _, _ := m.Task.Model.Evaluate(m.Theta(), m.Task.Test)
+	pre, _, _ := mnistOf(t, m).Model.Evaluate(mnistOf(t, m).Theta0, mnistOf(t, m).Test)
+	final, _, _ := mnistOf(t, m).Model.Evaluate(serving(t, m), mnistOf(t, m).Test)
 	t.Logf("accuracy pre-trained %.4f, fine-tuned %.4f", pre, final)
 	if final < 0.85 || final < pre+0.15 {
 		t.Fatalf("accuracy %.4f after fine-tuning (pre-trained %.4f): want ≥ 0.85 and ≥ pre-trained + 0.15", final, pre)

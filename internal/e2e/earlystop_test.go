@@ -1,22 +1,25 @@
 package e2e
 
 import (
+	"context"
 	"math"
 	"testing"
 
 	"github.com/strata-fl/strata/global"
 	"github.com/strata-fl/strata/global/ledger"
 	"github.com/strata-fl/strata/privacy/privacytest"
-	"github.com/strata-fl/strata/standalone"
+	"github.com/strata-fl/strata/roles"
+	"github.com/strata-fl/strata/task"
 )
 
 // flatLoss reports the same evaluation loss for every model, so that a job
 // with pacing.patience stops as soon as it may.
-type flatLoss struct{ global.Evaluator }
+type flatLoss struct{ task.Evaluator }
 
-func (f flatLoss) Evaluate(theta []float64) (float64, float64, error) {
-	acc, _, err := f.Evaluator.Evaluate(theta)
-	return acc, 1, err
+func (f flatLoss) Evaluate(ctx context.Context, theta []float64) (task.Evaluation, error) {
+	ev, err := f.Evaluator.Evaluate(ctx, theta)
+	ev.Loss = 1
+	return ev, err
 }
 
 // TestEarlyStopChargesThePlannedRun: a job that stops because its
@@ -31,15 +34,15 @@ func TestEarlyStopChargesThePlannedRun(t *testing.T) {
 	top := smallTopology(t)
 	top.Train.Rounds = 6
 	top.Privacy.Pacing.Patience = 1
-	m, l := runMesh(t, standalone.Config{Topology: top,
-		WrapEvaluator: func(e global.Evaluator) global.Evaluator { return flatLoss{e} }})
+	m, l := runMesh(t, roles.UpConfig{Topology: top,
+		WrapEvaluator: func(e task.Evaluator) task.Evaluator { return flatLoss{e} }})
 	if !l.Finished || l.CommittedRounds() != 2 {
 		t.Fatalf("job finished %v after %d committed rounds (%q); want it stopped after 2", l.Finished, l.CommittedRounds(), l.FinishReason)
 	}
 	if l.Planned == nil || l.Planned.Rounds != 4 {
 		t.Fatalf("planned charge %+v, want the 4 rounds not run", l.Planned)
 	}
-	dim := len(m.Task.Theta0)
+	dim := len(mnistOf(t, m).Theta0)
 	proj, err := global.Project(top, dim)
 	if err != nil {
 		t.Fatal(err)

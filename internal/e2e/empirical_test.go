@@ -7,10 +7,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/strata-fl/strata/audit"
 	"github.com/strata-fl/strata/empirical"
 	"github.com/strata-fl/strata/global"
 	"github.com/strata-fl/strata/global/ledger"
-	"github.com/strata-fl/strata/standalone"
+	"github.com/strata-fl/strata/roles"
 	"github.com/strata-fl/strata/topology"
 )
 
@@ -23,10 +24,6 @@ import (
 func TestEmpiricalPrivacy(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the default job twice (~2 min)")
-	}
-	mn, err := mnist()
-	if err != nil {
-		t.Fatal(err)
 	}
 	const canaries = 1000
 	for _, c := range []struct {
@@ -47,7 +44,7 @@ func TestEmpiricalPrivacy(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 			defer cancel()
 			var maxParticipants int
-			m, err := standalone.Start(ctx, standalone.Config{Topology: top, DataDir: dir, MNIST: mn, Progress: func(r global.RoundReport) {
+			m, err := roles.Start(ctx, roles.UpConfig{Topology: top, DataDir: dir, Progress: func(r global.RoundReport) {
 				maxParticipants = max(maxParticipants, r.Participants)
 			}})
 			if err != nil {
@@ -55,12 +52,13 @@ func TestEmpiricalPrivacy(t *testing.T) {
 			}
 			runErr := m.Run(ctx)
 			l, lerr := m.Ledger()
+			tk := m.Task
 			m.Close()
 			if err := errors.Join(runErr, lerr); err != nil {
 				t.Fatal(err)
 			}
 			checkCanariesAccounted(t, l, top)
-			a, err := standalone.AuditPrivacy(ctx, standalone.AuditConfig{DataDir: dir, Topology: top, MNIST: mn})
+			a, err := audit.Privacy(ctx, audit.Config{DataDir: dir, Topology: top, Task: tk})
 			if errors.Is(err, empirical.ErrBelowLowerBound) {
 				t.Fatalf("FAIL LOUDLY: %v", err)
 			}

@@ -5,56 +5,57 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 
-	"github.com/strata-fl/strata/finetune"
 	"github.com/strata-fl/strata/global/ledger"
 	"github.com/strata-fl/strata/mesh"
 	"github.com/strata-fl/strata/mesh/wire"
-	"github.com/strata-fl/strata/standalone"
+	"github.com/strata-fl/strata/roles"
+	"github.com/strata-fl/strata/roles/rolestest"
+	"github.com/strata-fl/strata/task/builtin"
+	"github.com/strata-fl/strata/task/mnist"
+	"github.com/strata-fl/strata/topology"
 )
 
-var mnist = sync.OnceValues(func() (*finetune.MNIST, error) { return finetune.LoadMNIST("") })
-
-// startMesh starts a one-process mesh for a test: MNIST loaded once per
-// test binary, a temp data dir unless cfg names one, a context bounded to
-// three minutes. The caller closes the mesh (some tests reopen its dir).
-func startMesh(t *testing.T, cfg standalone.Config) (*standalone.Mesh, context.Context) {
+// startMesh starts a one-process mesh for a test (rolestest.Start).
+func startMesh(t *testing.T, cfg roles.UpConfig) (*roles.Up, context.Context) {
 	t.Helper()
-	mn, err := mnist()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.MNIST = mn
-	if cfg.DataDir == "" {
-		cfg.DataDir = t.TempDir()
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	t.Cleanup(cancel)
-	m, err := standalone.Start(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return m, ctx
+	return rolestest.Start(t, cfg)
 }
 
 // runMesh runs a job on a mesh of its own to its end and returns the mesh
-// (closed when the test ends) and its ledger.
-func runMesh(t *testing.T, cfg standalone.Config) (*standalone.Mesh, *ledger.Ledger) {
+// and its ledger.
+func runMesh(t *testing.T, cfg roles.UpConfig) (*roles.Up, *ledger.Ledger) {
 	t.Helper()
-	m, ctx := startMesh(t, cfg)
-	t.Cleanup(func() { m.Close() })
-	if err := m.Run(ctx); err != nil {
-		t.Fatal(err)
+	return rolestest.Run(t, cfg)
+}
+
+// mnistOf is the mesh's MNIST task, for what only it has.
+func mnistOf(t testing.TB, m *roles.Up) *mnist.Task {
+	t.Helper()
+	mt, ok := m.Task.(*mnist.Task)
+	if !ok {
+		t.Fatalf("the mesh trains %s, not mnist", m.Task.Name())
 	}
-	l, err := m.Ledger()
+	return mt
+}
+
+// trainerOf is the MNIST clients' trainer (personal heads, data export).
+func trainerOf(t testing.TB, m *roles.Up) *mnist.ClientTrainer {
+	t.Helper()
+	ct, err := mnistOf(t, m).ClientTrainer()
 	if err != nil {
 		t.Fatal(err)
 	}
-	return m, l
+	return ct
+}
+
+// serving is the mesh's serving model.
+func serving(t testing.TB, m *roles.Up) []float64 {
+	t.Helper()
+	return rolestest.Serving(t, m)
 }
 
 // startSecureServer starts a NATS server as `strata nats --secrets` does
@@ -94,4 +95,22 @@ func onFirstInvite(t *testing.T, spy *nats.Conn, job, region string, round uint6
 	}); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// mustDim is the length of θ of the topology's task.
+func mustDim(t testing.TB, top *topology.Topology) int {
+	t.Helper()
+	d, err := builtin.Dim(top)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+// setTask sets one of the topology's task settings.
+func setTask(top *topology.Topology, key string, v any) {
+	if top.Task.Options == nil {
+		top.Task.Options = map[string]any{}
+	}
+	top.Task.Options[key] = v
 }

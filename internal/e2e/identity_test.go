@@ -7,13 +7,13 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"github.com/strata-fl/strata/edge"
 	"github.com/strata-fl/strata/global/ledger"
 	"github.com/strata-fl/strata/identity"
 	"github.com/strata-fl/strata/mesh"
 	"github.com/strata-fl/strata/mesh/wire"
 	"github.com/strata-fl/strata/regional"
-	"github.com/strata-fl/strata/standalone"
+	"github.com/strata-fl/strata/roles"
+	"github.com/strata-fl/strata/task"
 )
 
 // TestSignedUpdatesRejectImpostorsByReason injects, in round 2 of a real
@@ -26,8 +26,8 @@ func TestSignedUpdatesRejectImpostorsByReason(t *testing.T) {
 		t.Skip("whole-mesh test")
 	}
 	top := smallTopology(t)
-	m, ctx := startMesh(t, standalone.Config{Topology: top,
-		WrapTrainer: func(tr edge.Trainer) edge.Trainer { return slowRound{tr, 2} }})
+	m, ctx := startMesh(t, roles.UpConfig{Topology: top,
+		WrapTrainer: func(tr task.Trainer) task.Trainer { return slowRound{tr, 2} }})
 	defer m.Close()
 	keys, err := identity.LoadClients(m.Secrets, "a")
 	if err != nil {
@@ -96,7 +96,7 @@ func TestSignedUpdatesRejectImpostorsByReason(t *testing.T) {
 	withdrew := make(chan error, 1)
 	onFirstInvite(t, spy, top.Job, "a", 1, func(wire.RoundOpen, string) {
 		go func() {
-			res, err := m.Node.Apply(ctx, &ledger.Withdraw{Client: withdrawn, Reason: "test", UnixMs: time.Now().UnixMilli()})
+			res, err := m.Node().Apply(ctx, &ledger.Withdraw{Client: withdrawn, Reason: "test", UnixMs: time.Now().UnixMilli()})
 			if err == nil {
 				err = res.Err
 			}
@@ -116,7 +116,7 @@ func TestSignedUpdatesRejectImpostorsByReason(t *testing.T) {
 	default:
 		t.Fatal("round 2 was never announced to region a's clients")
 	}
-	st := m.Regions["a"].Stats()
+	st := m.Regions["a"].Runner().Stats()
 	for _, reason := range []string{regional.ReasonBadSignature, regional.ReasonUnknownClient, regional.ReasonWithdrawn,
 		regional.ReasonStaleRound, regional.ReasonWrongVersion} {
 		if st.Rejected[reason] < 1 {

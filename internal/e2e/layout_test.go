@@ -18,24 +18,33 @@ var allowed = map[string][]string{
 	"privacy":           {},
 	"topology":          {},
 	"secagg":            {},
-	"finetune":          {},
-	"empirical":         {},
-	"trainerproto":      {"internal/msgcheck"},
-	"mesh/wire":         {"internal/msgcheck"},
-	"mesh":              {"mesh/wire", "topology", "internal/seal", "identity"},
-	"global/ledger":     {"privacy", "internal/msgcheck"},
-	"identity":          {"internal/msgcheck"},
-	"edge":              {"identity", "mesh", "mesh/wire", "privacy", "topology", "secagg"},
-	"regional":          {"internal/accum", "identity", "mesh", "mesh/wire", "privacy", "topology", "secagg"},
+	// The task interface imports nothing; a task may read the interface
+	// alone; task/builtin is the one place that knows every task.
+	"task":          {},
+	"task/mnist":    {"task"},
+	"task/builtin":  {"task", "task/mnist", "topology"},
+	"empirical":     {},
+	"trainerproto":  {"internal/msgcheck"},
+	"mesh/wire":     {"internal/msgcheck"},
+	"mesh":          {"mesh/wire", "topology", "internal/seal", "identity"},
+	"global/ledger": {"privacy", "internal/msgcheck"},
+	"identity":      {"internal/msgcheck"},
+	"edge":          {"identity", "mesh", "mesh/wire", "privacy", "topology", "secagg"},
+	"regional":      {"internal/accum", "identity", "mesh", "mesh/wire", "privacy", "topology", "secagg"},
 	// global fixes each round's secagg session parameters (secagg.ChooseParams)
 	// so that a region and its clients cannot diverge or pick weaker ones,
 	// and records them write-ahead in the ledger.
 	"global": {"global/ledger", "identity", "mesh", "mesh/wire", "privacy", "topology", "internal/seal", "empirical", "secagg"},
 	// Observability sits above the tiers: it reads them, they never import it.
-	"observe/report":    {"empirical", "global/ledger"},
+	"observe/report":    {"audit", "empirical", "global/ledger", "task", "topology"},
+	"audit":             {"empirical", "global", "global/ledger", "internal/seal", "mesh", "mesh/wire", "task", "topology"},
 	"observe/metrics":   {"global", "global/ledger", "mesh", "mesh/wire", "regional", "edge", "observe/report", "topology"},
 	"observe/dashboard": {"global", "global/ledger", "observe/metrics", "observe/report"},
 }
+
+// modelPackages are the built-in tasks: only task/… may import them, so
+// that no tier, no role and no command knows which model a job trains.
+var modelPackages = []string{"task/mnist"}
 
 func TestImportsPointOneWay(t *testing.T) {
 	out, err := exec.Command("go", "list", "-f", `{{.ImportPath}} {{join .Imports " "}}`, "github.com/strata-fl/strata/...").Output()
@@ -45,6 +54,13 @@ func TestImportsPointOneWay(t *testing.T) {
 	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
 		fields := strings.Fields(line)
 		pkg := strings.TrimPrefix(fields[0], module)
+		for _, imp := range fields[1:] {
+			for _, mp := range modelPackages {
+				if imp == module+mp && !strings.HasPrefix(pkg, "task/") {
+					t.Errorf("%s imports %s: only task/… may know a particular model (use the task interface, task/builtin chooses)", pkg, mp)
+				}
+			}
+		}
 		ok, restricted := allowed[pkg]
 		if !restricted {
 			continue

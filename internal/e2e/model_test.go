@@ -5,27 +5,27 @@ import (
 	"testing"
 	"time"
 
-	"github.com/strata-fl/strata/finetune"
 	"github.com/strata-fl/strata/global"
 	"github.com/strata-fl/strata/global/ledger"
-	"github.com/strata-fl/strata/standalone"
+	"github.com/strata-fl/strata/roles"
+	"github.com/strata-fl/strata/task"
 )
 
 // sabotage reports a collapsed accuracy for the n-th evaluation (the
 // checkpoint is evaluation 0), so that round's model must fail the gate.
 type sabotage struct {
-	global.Evaluator
+	task.Evaluator
 	n     int
 	calls *int
 }
 
-func (s sabotage) Evaluate(theta []float64) (float64, float64, error) {
-	acc, loss, err := s.Evaluator.Evaluate(theta)
+func (s sabotage) Evaluate(ctx context.Context, theta []float64) (task.Evaluation, error) {
+	ev, err := s.Evaluator.Evaluate(ctx, theta)
 	*s.calls++
 	if *s.calls-1 == s.n {
-		return -1, 99, err
+		return task.Evaluation{Loss: 99, Metrics: []task.Metric{{Name: "accuracy", Value: -1, HigherIsBetter: true}}}, err
 	}
-	return acc, loss, err
+	return ev, err
 }
 
 // TestGateAndRollback: a version that fails the evaluation gate is recorded
@@ -34,10 +34,6 @@ func (s sabotage) Evaluate(theta []float64) (float64, float64, error) {
 func TestGateAndRollback(t *testing.T) {
 	if testing.Short() {
 		t.Skip("whole-mesh test")
-	}
-	mn, err := finetune.LoadMNIST("")
-	if err != nil {
-		t.Fatal(err)
 	}
 	top := smallTopology(t)
 	top.Train.Rounds = 5
@@ -49,8 +45,8 @@ func TestGateAndRollback(t *testing.T) {
 	defer cancel()
 	calls := 0
 	runCtx, stop := context.WithCancel(ctx)
-	m, err := standalone.Start(ctx, standalone.Config{Topology: top, DataDir: dir, MNIST: mn,
-		WrapEvaluator: func(e global.Evaluator) global.Evaluator { return sabotage{e, 2, &calls} },
+	m, err := roles.Start(ctx, roles.UpConfig{Topology: top, DataDir: dir,
+		WrapEvaluator: func(e task.Evaluator) task.Evaluator { return sabotage{e, 2, &calls} },
 		Progress: func(r global.RoundReport) {
 			if r.Round == 3 {
 				stop() // pause the job after round 3
@@ -77,10 +73,10 @@ func TestGateAndRollback(t *testing.T) {
 	}
 	spent := l.Spent(ledger.Public)
 	curve := l.Curve(ledger.Public)
-	if err := m.Node.Rollback(ctx, 1, "test"); err != nil {
+	if err := m.Node().Rollback(ctx, 1, "test"); err != nil {
 		t.Fatal(err)
 	}
-	if err := m.Node.Rollback(ctx, 2, "test"); err == nil {
+	if err := m.Node().Rollback(ctx, 2, "test"); err == nil {
 		t.Fatal("rolled back to a version that failed the gate")
 	}
 	l2, _ := m.Ledger()
@@ -96,7 +92,7 @@ func TestGateAndRollback(t *testing.T) {
 	t.Logf("closed after %v", time.Since(t0))
 
 	// Resume: the next round trains from v1.
-	m2, err := standalone.Start(ctx, standalone.Config{Topology: top, DataDir: dir, MNIST: mn})
+	m2, err := roles.Start(ctx, roles.UpConfig{Topology: top, DataDir: dir})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,8 +5,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/strata-fl/strata/finetune"
-	"github.com/strata-fl/strata/standalone"
+	"github.com/strata-fl/strata/roles"
+	"github.com/strata-fl/strata/task/mnist"
 	"github.com/strata-fl/strata/topology"
 )
 
@@ -20,18 +20,14 @@ func TestDefaultJobPersonalised(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the full default job twice (~2 min)")
 	}
-	run := func(personal bool) *standalone.Mesh {
+	run := func(personal bool) *roles.Up {
 		top := topology.Default()
-		top.Train.PersonalHead = personal
-		mn, err := mnist()
-		if err != nil {
-			t.Fatal(err)
-		}
+		setTask(top, "personal_head", personal)
 		// The default job takes about a minute on an idle machine; allow for
 		// a loaded one.
 		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 		t.Cleanup(cancel)
-		m, err := standalone.Start(ctx, standalone.Config{Topology: top, DataDir: t.TempDir(), MNIST: mn})
+		m, err := roles.Start(ctx, roles.UpConfig{Topology: top, DataDir: t.TempDir()})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -39,12 +35,12 @@ func TestDefaultJobPersonalised(t *testing.T) {
 		if err := m.Run(ctx); err != nil {
 			t.Fatal(err)
 		}
-		acc, _, _ := m.Task.Model.Evaluate(m.Theta(), m.Task.Test)
+		acc, _, _ := mnistOf(t, m).Model.Evaluate(serving(t, m), mnistOf(t, m).Test)
 		t.Logf("personal_head=%v: global model accuracy on the whole test set %.4f", personal, acc)
 		return m
 	}
 	pm := run(true)
-	per, err := pm.Trainer.PersonalReport(pm.Theta())
+	per, err := trainerOf(t, pm).PersonalReport(serving(t, pm))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -54,7 +50,7 @@ func TestDefaultJobPersonalised(t *testing.T) {
 		ids[i] = c.Client
 	}
 	fm := run(false)
-	fedavg, err := fm.Trainer.GlobalReport(fm.Theta(), ids)
+	fedavg, err := trainerOf(t, fm).GlobalReport(serving(t, fm), ids)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -74,7 +70,7 @@ func TestDefaultJobPersonalised(t *testing.T) {
 	n := float64(len(per))
 	meanP, meanG, meanF = meanP/n, meanG/n, meanF/n
 	t.Logf("%d personalised clients, %d images each of their own label mix: mean accuracy personal %.4f, global (same job) %.4f, global (DP-FedAvg job) %.4f; personal higher for %d and %d clients",
-		len(per), finetune.PersonalEvalExamples, meanP, meanG, meanF, higherG, higherF)
+		len(per), mnist.PersonalEvalExamples, meanP, meanG, meanF, higherG, higherF)
 	if len(per) < 1000 {
 		t.Fatalf("only %d clients personalised in 40 rounds at q = 0.05 of 5000", len(per))
 	}

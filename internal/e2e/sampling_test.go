@@ -12,7 +12,7 @@ import (
 	"github.com/strata-fl/strata/identity"
 	"github.com/strata-fl/strata/mesh"
 	"github.com/strata-fl/strata/mesh/wire"
-	"github.com/strata-fl/strata/standalone"
+	"github.com/strata-fl/strata/roles"
 )
 
 // TestClientLearnsOnlyItsOwnSamplingDecision connects to a running mesh as
@@ -29,7 +29,7 @@ import (
 func TestClientLearnsOnlyItsOwnSamplingDecision(t *testing.T) {
 	top := smallTopology(t)
 	top.Privacy.SamplingRate = 0.5 // sampled in about half the rounds
-	m, ctx := startMesh(t, standalone.Config{Topology: top})
+	m, ctx := startMesh(t, roles.UpConfig{Topology: top})
 	defer m.Close()
 	keys, err := identity.LoadClients(m.Secrets, "a")
 	if err != nil {

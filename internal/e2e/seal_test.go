@@ -10,7 +10,7 @@ import (
 	"github.com/strata-fl/strata/global"
 	"github.com/strata-fl/strata/internal/seal"
 	"github.com/strata-fl/strata/mesh"
-	"github.com/strata-fl/strata/standalone"
+	"github.com/strata-fl/strata/roles"
 )
 
 // TestEncryptionAtRest runs a short job with a key: ledger snapshots and
@@ -20,16 +20,12 @@ func TestEncryptionAtRest(t *testing.T) {
 	if testing.Short() {
 		t.Skip("whole-mesh test")
 	}
-	mn, err := mnist()
-	if err != nil {
-		t.Fatal(err)
-	}
 	key, _ := seal.NewKey(bytes.Repeat([]byte{3}, 32))
 	wrong, _ := seal.NewKey(bytes.Repeat([]byte{4}, 32))
 	top := smallTopology(t)
 	top.Train.Rounds = 2
 	dir := t.TempDir()
-	m, ctx := startMesh(t, standalone.Config{Topology: top, DataDir: dir, Key: key})
+	m, ctx := startMesh(t, roles.UpConfig{Topology: top, DataDir: dir, Key: key})
 	if err := m.Run(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -78,7 +74,7 @@ func TestEncryptionAtRest(t *testing.T) {
 	}
 	// A node restarted with the wrong key refuses to start rather than
 	// serve a garbage ledger.
-	if _, err := standalone.Start(ctx, standalone.Config{Topology: top, DataDir: dir, MNIST: mn, Key: wrong}); err == nil {
+	if _, err := roles.Start(ctx, roles.UpConfig{Topology: top, DataDir: dir, Key: wrong}); err == nil {
 		t.Fatal("mesh started with the wrong key")
 	} else {
 		t.Logf("restart with the wrong key: %v", err)

@@ -10,12 +10,12 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/strata-fl/strata/edge"
 	"github.com/strata-fl/strata/global/ledger"
 	"github.com/strata-fl/strata/privacy"
 	"github.com/strata-fl/strata/regional"
+	"github.com/strata-fl/strata/roles"
 	"github.com/strata-fl/strata/secagg"
-	"github.com/strata-fl/strata/standalone"
+	"github.com/strata-fl/strata/task"
 	"github.com/strata-fl/strata/topology"
 )
 
@@ -52,16 +52,16 @@ func oneRound(t *testing.T, secAgg bool) (theta, theta0 []float64, l *ledger.Led
 			t.Fatal(err)
 		}
 	}
-	m, l := runMesh(t, standalone.Config{Topology: top, Rand: rand.NewChaCha8([32]byte{7}),
-		WrapTrainer: func(edge.Trainer) edge.Trainer { return fixedTrainer{} }})
+	m, l := runMesh(t, roles.UpConfig{Topology: top, Rand: rand.NewChaCha8([32]byte{7}),
+		WrapTrainer: func(task.Trainer) task.Trainer { return fixedTrainer{} }})
 	if l.CommittedRounds() != 1 {
 		t.Fatalf("secagg %v: %d rounds committed, want 1", secAgg, l.CommittedRounds())
 	}
-	theta0 = slices.Clone(m.Task.Theta0)
+	theta0 = slices.Clone(mnistOf(t, m).Theta0)
 	for i, x := range theta0 {
 		theta0[i] = float64(float32(x))
 	}
-	return m.Theta(), theta0, l, top
+	return serving(t, m), theta0, l, top
 }
 
 // TestSecAggRoundEqualsPlainRound runs the same round over real NATS and
@@ -190,8 +190,8 @@ func TestSecAggSurvivesDropoutsAndFailsCleanly(t *testing.T) {
 		t.Fatal(err)
 	}
 	d := &dropper{region: "a", before: map[uint64][]string{}, after: map[uint64][]string{}}
-	m, l := runMesh(t, standalone.Config{Topology: top, SecAggDrop: d.drop,
-		WrapTrainer: func(edge.Trainer) edge.Trainer { return fixedTrainer{} }})
+	m, l := runMesh(t, roles.UpConfig{Topology: top, SecAggDrop: d.drop,
+		WrapTrainer: func(task.Trainer) task.Trainer { return fixedTrainer{} }})
 	if l.CommittedRounds() != 2 {
 		t.Fatalf("%d rounds committed, want 2", l.CommittedRounds())
 	}
@@ -227,11 +227,11 @@ func TestSecAggSurvivesDropoutsAndFailsCleanly(t *testing.T) {
 	if s := session(r2, "a"); s.Survivors != 0 || len(d.before[2]) != s.Clients-1 {
 		t.Fatalf("round 2, region a: %+v with %d dropped, want no survivors recorded and all but one dropped", s, len(d.before[2]))
 	}
-	st := m.Regions["a"].Stats()
+	st := m.Regions["a"].Runner().Stats()
 	if st.SecAggFailed[regional.SecAggTooFew] != 1 || st.SecAggSessions != 1 {
 		t.Fatalf("region a stats: failed %v, sessions %d; want one too_few_survivors and one session delivered", st.SecAggFailed, st.SecAggSessions)
 	}
-	if st := m.Regions["b"].Stats(); st.SecAggSessions != 2 || len(st.SecAggFailed) != 0 {
+	if st := m.Regions["b"].Runner().Stats(); st.SecAggSessions != 2 || len(st.SecAggFailed) != 0 {
 		t.Fatalf("region b stats: failed %v, sessions %d; want two sessions delivered", st.SecAggFailed, st.SecAggSessions)
 	}
 	if l.ClipNorm == top.Privacy.ClipNorm || !(l.ClipNorm > 0) {

@@ -11,7 +11,7 @@ import (
 	"github.com/strata-fl/strata/global/ledger"
 	"github.com/strata-fl/strata/mesh"
 	"github.com/strata-fl/strata/mesh/wire"
-	"github.com/strata-fl/strata/standalone"
+	"github.com/strata-fl/strata/roles"
 )
 
 // TestEdgeNoiseToppedUpEndToEnd runs a job with edge noise and
@@ -30,7 +30,7 @@ func TestEdgeNoiseToppedUpEndToEnd(t *testing.T) {
 	if err := top.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	m, ctx := startMesh(t, standalone.Config{Topology: top})
+	m, ctx := startMesh(t, roles.UpConfig{Topology: top})
 	defer m.Close()
 	spy, err := m.Dialer().Connect("spy")
 	if err != nil {
@@ -109,14 +109,14 @@ func TestEdgeNoiseToppedUpEndToEnd(t *testing.T) {
 		if caps[r.ID] <= 0 {
 			t.Errorf("region %s was announced no top-up cap", r.ID)
 		}
-		if n := m.Regions[r.ID].Stats().Rejected; n["off_lattice"] > 0 || n["bad_encoding"] > 0 {
+		if n := m.Regions[r.ID].Runner().Stats().Rejected; n["off_lattice"] > 0 || n["bad_encoding"] > 0 {
 			t.Errorf("region %s rejected honest updates: %v", r.ID, n)
 		}
 	}
 	// The same plan without the top-up pays the revealed-sampling curve.
 	revealed := top.Clone()
 	revealed.Privacy.TopUp = false
-	p, err := global.Project(revealed, len(m.Task.Theta0))
+	p, err := global.Project(revealed, len(mnistOf(t, m).Theta0))
 	if err != nil {
 		t.Fatal(err)
 	}

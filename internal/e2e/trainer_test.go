@@ -13,9 +13,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/strata-fl/strata/edge"
-	"github.com/strata-fl/strata/finetune"
-	"github.com/strata-fl/strata/standalone"
+	"github.com/strata-fl/strata/roles"
+	"github.com/strata-fl/strata/task"
+	"github.com/strata-fl/strata/task/mnist"
 	"github.com/strata-fl/strata/topology"
 	"github.com/strata-fl/strata/trainerproto"
 )
@@ -63,21 +63,21 @@ privacy:
   budget: 100000
   min_regions: 2
   noise: {regional: 0.02, global: 0.02}
-training: {rounds: 5, pretrain_epochs: 1, hidden: 32}
-data: {public_examples: 2000, eval_examples: 500, examples_per_client: 40}
+training: {rounds: 5}
+task: {name: mnist, pretrain_epochs: 1, hidden: 32, public_examples: 2000, eval_examples: 500, examples_per_client: 40}
 round: {timeout: 15s}
 `))
 	if err != nil {
 		t.Fatal(err)
 	}
-	top.Train.PersonalHead = personal
+	setTask(top, "personal_head", personal)
 	return top
 }
 
 // router sends some clients to an external trainer and the rest to the
 // built-in one, as a deployment mixing both would.
 type router struct {
-	builtin, external edge.Trainer
+	builtin, external task.Trainer
 	ext               func(client string) bool
 	mu                sync.Mutex
 	calls             map[string]int // external calls per outcome
@@ -104,25 +104,25 @@ func (r *router) Train(ctx context.Context, client string, round uint64, theta, 
 	return n, err
 }
 
-func newRemote(t *testing.T, m *standalone.Mesh, spec string, ids []string) *trainerproto.Remote {
+func newRemote(t *testing.T, m *roles.Up, spec string, ids []string) *trainerproto.Remote {
 	t.Helper()
 	dir := t.TempDir()
-	if err := m.Trainer.Export(dir, ids); err != nil {
+	if err := trainerOf(t, m).Export(dir, ids); err != nil {
 		t.Fatal(err)
 	}
 	var personal []string
-	if m.Task.Config.Personal {
-		personal = m.Task.Model.PersonalTensors()
+	if mnistOf(t, m).Config.Personal {
+		personal = mnistOf(t, m).Model.PersonalTensors()
 	}
-	layout := m.Task.Model.Layout()
+	layout := mnistOf(t, m).Model.Layout()
 	tensors := make([]trainerproto.Tensor, len(layout))
 	for i, l := range layout {
 		tensors[i] = trainerproto.Tensor{Name: l.Name, Shape: l.Shape}
 	}
-	lc := m.Task.Config.Local.WithDefaults()
+	lc := mnistOf(t, m).Config.Local.WithDefaults()
 	r, err := trainerproto.NewRemote(trainerproto.Config{Spec: spec, Agent: "e2e", Task: "mnist-adapter", Layout: tensors,
-		Personal: personal, DataDir: dir, StateDir: filepath.Join(dir, "state"), Seed: m.Task.Config.Seed,
-		Local: trainerproto.Local{Epochs: lc.Epochs, Batch: lc.Batch, LR: lc.LR, PersonalEpochs: m.Task.Config.PersonalEpochs}, Timeout: time.Minute, Stderr: testWriter{t}})
+		Personal: personal, DataDir: dir, StateDir: filepath.Join(dir, "state"), Seed: mnistOf(t, m).Config.Seed,
+		Local: trainerproto.Local{Epochs: lc.Epochs, Batch: lc.Batch, LR: lc.LR, PersonalEpochs: mnistOf(t, m).Config.PersonalEpochs}, Timeout: time.Minute, Stderr: testWriter{t}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -172,7 +172,7 @@ func TestMixedTrainersOverNATS(t *testing.T) {
 		pid    int
 	}
 	var rt *router
-	m, ctx := startMesh(t, standalone.Config{Topology: top, WrapTrainer: func(b edge.Trainer) edge.Trainer {
+	m, ctx := startMesh(t, roles.UpConfig{Topology: top, WrapTrainer: func(b task.Trainer) task.Trainer {
 		rt = &router{builtin: b, calls: map[string]int{}, ext: func(c string) bool {
 			var i int
 			fmt.Sscanf(c[strings.LastIndex(c, "c")+1:], "%d", &i)
@@ -200,24 +200,24 @@ func TestMixedTrainersOverNATS(t *testing.T) {
 			killed.Unlock()
 		}
 	}
-	pre, _, _ := m.Task.Model.Evaluate(m.Task.Theta0, m.Task.Test)
+	pre, _, _ := mnistOf(t, m).Model.Evaluate(mnistOf(t, m).Theta0, mnistOf(t, m).Test)
 	if err := m.Run(ctx); err != nil {
 		t.Fatal(err)
 	}
-	final, _, _ := m.Task.Model.Evaluate(m.Theta(), m.Task.Test)
+	final, _, _ := mnistOf(t, m).Model.Evaluate(serving(t, m), mnistOf(t, m).Test)
 	l, err := m.Ledger()
 	if err != nil {
 		t.Fatal(err)
 	}
 	accepted := 0
 	for id, r := range m.Regions {
-		st := r.Stats()
+		st := r.Runner().Stats()
 		accepted += st.Accepted
 		if len(st.Rejected) != 0 {
 			t.Errorf("region %s rejected updates: %v", id, st.Rejected)
 		}
 	}
-	fs := m.Fleet.Stats()
+	fs := m.Edge.Fleet().Stats()
 	t.Logf("accuracy pre-trained %.4f, fine-tuned %.4f; rounds %d; external calls %v; fleet %+v; accepted %d",
 		pre, final, l.CommittedRounds(), rt.calls, fs, accepted)
 	t.Logf("killed trainer pid %d during client %s round %d: %v", killed.pid, killed.client, killed.round, killed.err)
@@ -266,7 +266,7 @@ func TestPyTorchTrainerPersonalised(t *testing.T) {
 	// personal heads): give a loaded machine time before a round closes.
 	top.Round.Timeout.Duration = 90 * time.Second
 	var rt *router
-	m, ctx := startMesh(t, standalone.Config{Topology: top, WrapTrainer: func(b edge.Trainer) edge.Trainer {
+	m, ctx := startMesh(t, roles.UpConfig{Topology: top, WrapTrainer: func(b task.Trainer) task.Trainer {
 		rt = &router{builtin: b, calls: map[string]int{}, ext: func(c string) bool { return strings.HasPrefix(c, "b-") }}
 		return rt
 	}})
@@ -276,15 +276,15 @@ func TestPyTorchTrainerPersonalised(t *testing.T) {
 	if err := m.Run(ctx); err != nil {
 		t.Fatal(err)
 	}
-	st := m.Regions["b"].Stats()
-	fs := m.Fleet.Stats()
+	st := m.Regions["b"].Runner().Stats()
+	fs := m.Edge.Fleet().Stats()
 	t.Logf("region b: %+v; external calls %v; fleet %+v", st, rt.calls, fs)
 	if st.Accepted == 0 || st.Accepted != rt.calls["ok"] || len(st.Rejected) != 0 || fs.Failed != 0 {
 		t.Fatalf("region b accepted %d updates (rejected %v) from %d PyTorch trainings, %d failed: want all accepted",
 			st.Accepted, st.Rejected, rt.calls["ok"], fs.Failed)
 	}
 	remote := rt.external.(*trainerproto.Remote)
-	theta := m.Theta()
+	theta := serving(t, m)
 	var personalised int
 	var sumG, sumP float64
 	for _, id := range bIDs {
@@ -304,7 +304,7 @@ func TestPyTorchTrainerPersonalised(t *testing.T) {
 		t.Fatal("no PyTorch client holds a personal head")
 	}
 	t.Logf("PyTorch clients, mean over %d personalised: global %.4f, personal %.4f", personalised, sumG/float64(personalised), sumP/float64(personalised))
-	builtin, err := m.Trainer.PersonalReport(theta)
+	builtin, err := trainerOf(t, m).PersonalReport(theta)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -429,7 +429,7 @@ func TestSocketTrainer(t *testing.T) {
 		t.Skip("SKIPPED: no Python with numpy and msgpack (install python3-numpy python3-msgpack or set STRATA_PYTHON)")
 	}
 	top := trainerTopology(t, true)
-	m, ctx := startMesh(t, standalone.Config{Topology: top})
+	m, ctx := startMesh(t, roles.UpConfig{Topology: top})
 	defer m.Close()
 	sock := filepath.Join(t.TempDir(), "trainer.sock")
 	cmd := exec.Command(py, trainerScript(t, "numpy_trainer.py"), "--socket", sock)
@@ -448,7 +448,7 @@ func TestSocketTrainer(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	r := newRemote(t, m, "unix:"+sock, []string{"a-c00001"})
-	theta := m.Task.Theta0
+	theta := mnistOf(t, m).Theta0
 	delta := make([]float64, len(theta))
 	n, err := r.Train(ctx, "a-c00001", 1, theta, delta)
 	if err != nil {
@@ -458,15 +458,15 @@ func TestSocketTrainer(t *testing.T) {
 	for _, x := range delta {
 		norm += x * x
 	}
-	if n != top.Data.ExamplesPerClient || norm == 0 {
-		t.Fatalf("examples %d (want %d), ‖Δ‖² %v (want > 0)", n, top.Data.ExamplesPerClient, norm)
+	if n != mnistOf(t, m).Config.ExamplesPerClient || norm == 0 {
+		t.Fatalf("examples %d (want %d), ‖Δ‖² %v (want > 0)", n, mnistOf(t, m).Config.ExamplesPerClient, norm)
 	}
 	ev, err := r.Evaluate(ctx, "a-c00001", theta)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !ev.Personal || ev.Examples != finetune.PersonalEvalExamples {
-		t.Fatalf("evaluation %+v: want a personal model scored on %d examples", ev, finetune.PersonalEvalExamples)
+	if !ev.Personal || ev.Examples != mnist.PersonalEvalExamples {
+		t.Fatalf("evaluation %+v: want a personal model scored on %d examples", ev, mnist.PersonalEvalExamples)
 	}
 	// The same client unknown to the trainer's data: an error, not a crash,
 	// and the connection keeps serving.

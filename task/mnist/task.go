@@ -1,4 +1,4 @@
-package finetune
+package mnist
 
 import (
 	"context"
@@ -30,7 +30,7 @@ type TaskConfig struct {
 	Seed         uint64
 	Local        LocalConfig
 	// Personal gives each client a private residual head it trains
-	// locally and never sends (finetune/personal.go), for PersonalEpochs
+	// locally and never sends (task/mnist/personal.go), for PersonalEpochs
 	// passes over its examples each time it is sampled.
 	Personal       bool
 	PersonalEpochs int
@@ -50,6 +50,11 @@ type Task struct {
 
 	poolsOnce sync.Once
 	testPools [][]int // Test indices by label, for ClientEvalSet
+
+	ids         []string // the clients holding data, in partition order
+	trainerOnce sync.Once
+	trainer     *ClientTrainer
+	trainerErr  error
 }
 
 // PrepareTask loads MNIST, pre-trains (or loads the cached) checkpoint, and
@@ -115,21 +120,13 @@ func loadOrPretrain(public *Set, cfg TaskConfig, dir string, logf func(string, .
 		}
 		tmp := path + ".tmp"
 		if err := os.WriteFile(tmp, b, 0o600); err != nil {
-			return nil, fmt.Errorf("finetune: save checkpoint: %w", err)
+			return nil, fmt.Errorf("mnist: save checkpoint: %w", err)
 		}
 		if err := os.Rename(tmp, path); err != nil {
-			return nil, fmt.Errorf("finetune: save checkpoint: %w", err)
+			return nil, fmt.Errorf("mnist: save checkpoint: %w", err)
 		}
 	}
 	return ck, nil
-}
-
-// Evaluator scores θ on the per-round evaluation subset.
-type Evaluator struct{ Task *Task }
-
-// Evaluate implements the global tier's evaluator.
-func (e Evaluator) Evaluate(theta []float64) (float64, float64, error) {
-	return e.Task.Model.Evaluate(theta, e.Task.Eval)
 }
 
 // ClientTrainer trains simulated clients on their partitions. It keeps one
@@ -144,7 +141,7 @@ type ClientTrainer struct {
 // NewClientTrainer maps client ids (in order) to partitions.
 func NewClientTrainer(t *Task, ids []string) (*ClientTrainer, error) {
 	if len(ids) != len(t.Parts) {
-		return nil, fmt.Errorf("finetune: %d client ids for %d partitions", len(ids), len(t.Parts))
+		return nil, fmt.Errorf("mnist: %d client ids for %d partitions", len(ids), len(t.Parts))
 	}
 	ct := &ClientTrainer{task: t, index: make(map[string]int, len(ids))}
 	for i, id := range ids {
@@ -163,7 +160,7 @@ func NewClientTrainer(t *Task, ids []string) (*ClientTrainer, error) {
 func (c *ClientTrainer) Train(ctx context.Context, client string, round uint64, theta, delta []float64) (int, error) {
 	i, ok := c.index[client]
 	if !ok {
-		return 0, fmt.Errorf("finetune: unknown client %q", client)
+		return 0, fmt.Errorf("mnist: unknown client %q", client)
 	}
 	if err := ctx.Err(); err != nil {
 		return 0, err

@@ -1,4 +1,4 @@
-package finetune
+package mnist
 
 import (
 	"fmt"
@@ -50,7 +50,7 @@ func (t *Trainer) Delta(start []float64, s *Set, idx []int, rng *rand.Rand, delt
 		return 0, fmt.Errorf("%w: start has %d values, delta %d, model needs %d", ErrShape, len(start), len(delta), d)
 	}
 	if len(idx) == 0 {
-		return 0, fmt.Errorf("finetune: local training on no examples")
+		return 0, fmt.Errorf("mnist: local training on no examples")
 	}
 	copy(t.theta, start)
 	order := append([]int(nil), idx...)

@@ -1,4 +1,4 @@
-package main
+package roles
 
 import (
 	"io"
@@ -10,14 +10,14 @@ import (
 	"github.com/strata-fl/strata/regional"
 )
 
-// TestRegionMemoryLimit: strata regional sets its process's soft memory
+// TestMemoryLimitFollowsTheRound: a process running one region sets its's soft memory
 // limit to what its region holds for each round's dimension, and leaves a
 // limit the operator gave in GOMEMLIMIT alone.
-func TestRegionMemoryLimit(t *testing.T) {
+func TestMemoryLimitFollowsTheRound(t *testing.T) {
 	defer debug.SetMemoryLimit(debug.SetMemoryLimit(-1))
 	t.Setenv("GOMEMLIMIT", "")
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	hook := regionMemoryLimit(0, quiet)
+	hook := memoryLimit(0, quiet)
 	if hook == nil {
 		t.Fatal("no hook without GOMEMLIMIT")
 	}
@@ -28,7 +28,7 @@ func TestRegionMemoryLimit(t *testing.T) {
 		}
 	}
 	t.Setenv("GOMEMLIMIT", "1GiB")
-	if regionMemoryLimit(0, quiet) != nil {
+	if memoryLimit(0, quiet) != nil {
 		t.Error("GOMEMLIMIT set, yet the region would override it")
 	}
 }

@@ -1,4 +1,4 @@
-package finetune
+package mnist
 
 import (
 	"fmt"
@@ -128,7 +128,7 @@ func (p *personalHeads) put(client string, src []float64) {
 // skew), drawn without replacement, deterministic for the task seed.
 func (t *Task) ClientEvalSet(i int) ([]int, error) {
 	if i < 0 || i >= len(t.Parts) {
-		return nil, fmt.Errorf("finetune: client index %d out of range [0, %d)", i, len(t.Parts))
+		return nil, fmt.Errorf("mnist: client index %d out of range [0, %d)", i, len(t.Parts))
 	}
 	t.poolsOnce.Do(func() {
 		t.testPools = make([][]int, Classes)
@@ -188,7 +188,7 @@ type ClientAccuracy struct {
 // computed once and each client costs only its head.
 func (c *ClientTrainer) PersonalReport(theta []float64) ([]ClientAccuracy, error) {
 	if c.heads == nil {
-		return nil, fmt.Errorf("finetune: personal report of a job without personal heads (set training.personal_head)")
+		return nil, fmt.Errorf("mnist: personal report of a job without personal heads (set training.personal_head)")
 	}
 	ids := make([]string, 0, len(c.index))
 	for id := range c.index {
@@ -218,7 +218,7 @@ func (c *ClientTrainer) clientReport(theta []float64, ids []string, personal boo
 	for _, id := range ids {
 		i, ok := c.index[id]
 		if !ok {
-			return nil, fmt.Errorf("finetune: unknown client %q", id)
+			return nil, fmt.Errorf("mnist: unknown client %q", id)
 		}
 		if personal && !c.heads.get(id, head) {
 			continue
@@ -296,4 +296,57 @@ func (m *Model) headAccuracy(head, a1 []float64, s *Set, idx []int) float64 {
 		return 0
 	}
 	return float64(correct) / float64(len(idx))
+}
+
+// PersonalSummary is the personalisation part of report.json: each
+// personalised client's accuracy on its own evaluation data (held-out
+// images with its label mix) with the global model and with its personal
+// model (the global model with its head plus the client's private
+// residual). Clients never sampled have no head and are not listed. Heads
+// live in memory: a resumed job reports only the clients trained since the
+// restart.
+type PersonalSummary struct {
+	Clients      int              `json:"clients"`
+	EvalImages   int              `json:"eval_images_per_client"`
+	MeanGlobal   float64          `json:"mean_accuracy_global"`
+	MeanPersonal float64          `json:"mean_accuracy_personal"`
+	Higher       int              `json:"clients_personal_higher"`
+	Equal        int              `json:"clients_equal"`
+	Lower        int              `json:"clients_personal_lower"`
+	PerClient    []ClientAccuracy `json:"per_client"`
+}
+
+// SummarisePersonal summarises per-client accuracies.
+func SummarisePersonal(per []ClientAccuracy) *PersonalSummary {
+	s := &PersonalSummary{Clients: len(per), EvalImages: PersonalEvalExamples, PerClient: per}
+	for _, c := range per {
+		s.MeanGlobal += c.Global
+		s.MeanPersonal += c.Personal
+		switch {
+		case c.Personal > c.Global:
+			s.Higher++
+		case c.Personal < c.Global:
+			s.Lower++
+		default:
+			s.Equal++
+		}
+	}
+	if len(per) > 0 {
+		s.MeanGlobal /= float64(len(per))
+		s.MeanPersonal /= float64(len(per))
+	}
+	return s
+}
+
+// SummaryLines is what `strata up` prints of the summary.
+func (s *PersonalSummary) SummaryLines() []string {
+	if s == nil {
+		return nil
+	}
+	return []string{
+		fmt.Sprintf("personal heads: %d clients, on their own data (%d held-out images each, their label mix):", s.Clients, s.EvalImages),
+		fmt.Sprintf("%-28s%.4f", "mean accuracy, global", s.MeanGlobal),
+		fmt.Sprintf("%-28s%.4f", "mean accuracy, personal", s.MeanPersonal),
+		fmt.Sprintf("%-28s%d higher, %d equal, %d lower (per client in report.json)", "personal vs global", s.Higher, s.Equal, s.Lower),
+	}
 }

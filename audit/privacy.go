@@ -1,4 +1,8 @@
-package standalone
+// Package audit measures the privacy a stopped job achieved, empirically:
+// the canary statistics and one-shot ε estimates of package empirical over
+// every released model version, a membership-inference attack on the final
+// model, beside the ε the ledger guarantees. Estimates, never guarantees.
+package audit
 
 import (
 	"context"
@@ -8,29 +12,30 @@ import (
 	"path/filepath"
 
 	"github.com/strata-fl/strata/empirical"
-	"github.com/strata-fl/strata/finetune"
 	"github.com/strata-fl/strata/global"
 	"github.com/strata-fl/strata/global/ledger"
 	"github.com/strata-fl/strata/internal/seal"
 	"github.com/strata-fl/strata/mesh"
 	"github.com/strata-fl/strata/mesh/wire"
+	"github.com/strata-fl/strata/task"
 	"github.com/strata-fl/strata/topology"
 )
 
 // ErrNoCanaries reports a job run without audit.canaries: there is nothing
 // to measure the ε estimate with.
-var ErrNoCanaries = errors.New("standalone: the topology sets no audit.canaries: give the topology the job ran with, or run a job whose topology sets audit: {canaries: K}")
+var ErrNoCanaries = errors.New("audit: the topology sets no audit.canaries: give the topology the job ran with, or run a job whose topology sets audit: {canaries: K}")
 
-// AuditConfig configures a privacy audit of a stopped data dir.
-type AuditConfig struct {
+// Config configures a privacy audit of a stopped data dir.
+type Config struct {
 	// DataDir is the data dir of a stopped `strata up`; required.
 	DataDir string
 	// Topology is the one the job ran with (its hash is checked against
 	// the ledger's); required.
 	Topology *topology.Topology
-	// MNIST is the loaded data set; nil loads it.
-	MNIST *finetune.MNIST
-	Key   *seal.Key
+	// Task is the job's task, prepared as its roles prepared it; the
+	// membership attack needs task.Membership (skipped without it).
+	Task task.Task
+	Key  *seal.Key
 	// Confidence of the lower bound; default 0.95.
 	Confidence float64
 	// FPR is the false positive rate at which the membership attack's TPR
@@ -52,7 +57,7 @@ type PrivacyAudit struct {
 	NonMembersFromTest bool `json:"mia_non_members_from_test,omitempty"`
 }
 
-// AuditPrivacy reads every released model version of a stopped job from
+// Privacy reads every released model version of a stopped job from
 // its object store, computes the canary statistics, the one-shot ε
 // estimates and the lower bound, and runs a loss-threshold membership
 // inference attack on the final model (see lossAttack for who counts as a
@@ -60,9 +65,9 @@ type PrivacyAudit struct {
 //
 // It returns empirical.ErrBelowLowerBound, with the audit, when the
 // ledger's ε is below the lower bound.
-func AuditPrivacy(ctx context.Context, cfg AuditConfig) (*PrivacyAudit, error) {
+func Privacy(ctx context.Context, cfg Config) (*PrivacyAudit, error) {
 	if cfg.DataDir == "" || cfg.Topology == nil {
-		return nil, errors.New("standalone: AuditConfig needs DataDir and Topology")
+		return nil, errors.New("audit: Config needs DataDir and Topology")
 	}
 	if cfg.Confidence == 0 {
 		cfg.Confidence = 0.95
@@ -82,14 +87,14 @@ func AuditPrivacy(ctx context.Context, cfg AuditConfig) (*PrivacyAudit, error) {
 		return nil, err
 	}
 	if l.Job == nil {
-		return nil, fmt.Errorf("standalone: %s holds no job", cfg.DataDir)
+		return nil, fmt.Errorf("audit: %s holds no job", cfg.DataDir)
 	}
-	hash, err := ConfigHash(t)
+	hash, err := t.Hash()
 	if err != nil {
 		return nil, err
 	}
 	if l.Job.ConfigHash != hash {
-		return nil, fmt.Errorf("standalone: the topology differs from the one job %s ran with: give the same --topology", l.Job.Name)
+		return nil, fmt.Errorf("audit: the topology differs from the one job %s ran with: give the same --topology", l.Job.Name)
 	}
 	rel, err := readRelease(ctx, cfg.DataDir, t.Job, cfg.Key, l)
 	if err != nil {
@@ -101,27 +106,19 @@ func AuditPrivacy(ctx context.Context, cfg AuditConfig) (*PrivacyAudit, error) {
 		return nil, err
 	}
 	out := &PrivacyAudit{Report: rep, LedgerEpsilon: empirical.Float(l.Spent(ledger.Public)), Versions: len(rel.Steps)}
-	if cfg.MNIST == nil {
-		cfg.Status("loading MNIST")
-		if cfg.MNIST, err = finetune.LoadMNIST(""); err != nil {
-			return nil, err
-		}
-	}
-	task, err := finetune.PrepareTask(cfg.MNIST, TaskConfig(t), cfg.DataDir, cfg.Status)
-	if err != nil {
-		return nil, err
-	}
 	final := rel.Initial
 	for _, s := range rel.Steps {
 		if s.Version == rel.Final {
 			final = s.Theta
 		}
 	}
-	mia, fromTest, err := lossAttack(task, t, l, final, cfg.FPR)
-	if err != nil {
-		return nil, err
+	if mem, ok := cfg.Task.(task.Membership); ok {
+		mia, fromTest, err := lossAttack(ctx, mem, t, l, final, cfg.FPR)
+		if err != nil {
+			return nil, err
+		}
+		out.MIA, out.NonMembersFromTest = &mia, fromTest
 	}
-	out.MIA, out.NonMembersFromTest = &mia, fromTest
 	return out, out.CheckLedger(float64(out.LedgerEpsilon))
 }
 
@@ -167,7 +164,7 @@ func readRelease(ctx context.Context, dataDir, job string, key *seal.Key, l *led
 	}
 	for _, m := range l.Models {
 		if m.Round == 0 || m.Round > uint64(len(l.Rounds)) {
-			return rel, fmt.Errorf("standalone: model v%d names round %d, which the ledger does not hold", m.Version, m.Round)
+			return rel, fmt.Errorf("audit: model v%d names round %d, which the ledger does not hold", m.Version, m.Round)
 		}
 		theta, err := get(m.Version, m.Hash)
 		if err != nil {
@@ -186,9 +183,9 @@ func readRelease(ctx context.Context, dataDir, job string, key *seal.Key, l *led
 // from the same distribution and only membership tells them apart. The
 // larger group is subsampled (with the topology's seed) to the smaller's
 // size. A job that sampled every client has no such non-members: the
-// test images outside the per-round evaluation subset (same domain shift,
-// never trained on) stand in, and NonMembersFromTest says so.
-func lossAttack(task *finetune.Task, t *topology.Topology, l *ledger.Ledger, final []float64, fpr float64) (empirical.MIA, bool, error) {
+// task's held-out examples (same domain, never trained on) stand in, and
+// NonMembersFromTest says so.
+func lossAttack(ctx context.Context, mem task.Membership, t *topology.Topology, l *ledger.Ledger, final []float64, fpr float64) (empirical.MIA, bool, error) {
 	committed := func(round uint64) bool {
 		return round >= 1 && round <= uint64(len(l.Rounds)) && l.Rounds[round-1].Status == "committed"
 	}
@@ -199,52 +196,42 @@ func lossAttack(task *finetune.Task, t *topology.Topology, l *ledger.Ledger, fin
 			member[c.ID] = member[c.ID] || committed(r)
 		}
 	}
-	var members, nonMembers []int
-	i := 0
+	var members, nonMembers []string
 	for _, r := range t.Regions {
 		for j := 0; j < r.Clients; j++ {
-			id := topology.ClientID(r.ID, j)
-			switch {
+			switch id := topology.ClientID(r.ID, j); {
 			case member[id]:
-				members = append(members, task.Parts[i]...)
+				members = append(members, id)
 			case !seen[id]:
-				nonMembers = append(nonMembers, task.Parts[i]...)
+				nonMembers = append(nonMembers, id)
 			}
-			i++
 		}
+	}
+	neg := func(v []float64, err error) ([]float64, error) {
+		for k := range v {
+			v[k] = -v[k]
+		}
+		return v, err
+	}
+	ms, err := neg(mem.ExampleLosses(ctx, final, members))
+	if err != nil {
+		return empirical.MIA{}, false, err
+	}
+	fromTest := len(nonMembers) == 0
+	var ns []float64
+	if fromTest {
+		ns, err = neg(mem.HeldOutLosses(ctx, final))
+	} else {
+		ns, err = neg(mem.ExampleLosses(ctx, final, nonMembers))
+	}
+	if err != nil {
+		return empirical.MIA{}, fromTest, err
 	}
 	rng := rand.New(rand.NewPCG(t.Seed, 0x6d6961))
-	shuffle := func(v []int) { rng.Shuffle(len(v), func(a, b int) { v[a], v[b] = v[b], v[a] }) }
-	shuffle(members)
-	shuffle(nonMembers)
-	var non *finetune.Set
-	fromTest := len(nonMembers) == 0
-	if fromTest {
-		non = task.Test
-		if t.Data.EvalExamples < task.Test.Len() {
-			non = task.Test.Slice(t.Data.EvalExamples, task.Test.Len())
-		}
-	} else {
-		n := min(len(members), len(nonMembers))
-		members, nonMembers = members[:n], nonMembers[:n]
-		non = task.ClientData.Subset(nonMembers)
-	}
-	members = members[:min(len(members), non.Len())]
-	score := func(s *finetune.Set) ([]float64, error) {
-		ls, err := task.Model.Losses(final, s)
-		for k := range ls {
-			ls[k] = -ls[k]
-		}
-		return ls, err
-	}
-	ms, err := score(task.ClientData.Subset(members))
-	if err != nil {
-		return empirical.MIA{}, fromTest, err
-	}
-	ns, err := score(non)
-	if err != nil {
-		return empirical.MIA{}, fromTest, err
-	}
-	mia, err := empirical.Attack(ms, ns, fpr)
+	shuffle := func(v []float64) { rng.Shuffle(len(v), func(a, b int) { v[a], v[b] = v[b], v[a] }) }
+	shuffle(ms)
+	shuffle(ns)
+	n := min(len(ms), len(ns))
+	mia, err := empirical.Attack(ms[:n], ns[:n], fpr)
 	return mia, fromTest, err
 }

@@ -1,0 +1,103 @@
+// Package builtin chooses a job's task by the name its topology gives:
+// the one place that knows every built-in task, so that nothing outside
+// task/… imports a particular model.
+package builtin
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+
+	"github.com/strata-fl/strata/task"
+	"github.com/strata-fl/strata/task/mnist"
+	"github.com/strata-fl/strata/topology"
+)
+
+// ErrUnknownTask reports a task name no built-in task has.
+var ErrUnknownTask = errors.New("task: unknown task")
+
+// Names lists the built-in tasks.
+func Names() []string {
+	n := []string{mnist.Name}
+	sort.Strings(n)
+	return n
+}
+
+// Clients returns the ids of the topology's clients that hold data, in the
+// order tasks deal their data: every region's clients in turn. Audit
+// canaries hold none.
+func Clients(t *topology.Topology) []string {
+	var ids []string
+	for _, r := range t.Regions {
+		for i := 0; i < r.Clients; i++ {
+			ids = append(ids, topology.ClientID(r.ID, i))
+		}
+	}
+	return ids
+}
+
+// Validate checks the topology's task section without loading any data:
+// the name is a built-in task and its settings are valid for the job.
+func Validate(t *topology.Topology) error {
+	switch t.Task.Name {
+	case mnist.Name, "":
+		_, err := mnist.ParseConfig(t.Task.Options, t.Population())
+		return err
+	}
+	return fmt.Errorf("%w: task.name %q: use one of %v", ErrUnknownTask, t.Task.Name, Names())
+}
+
+// Options returns the task section's settings with every default spelled
+// out, for `strata topology default`.
+func Options(t *topology.Topology) (map[string]any, error) {
+	switch t.Task.Name {
+	case mnist.Name, "":
+		c, err := mnist.ParseConfig(t.Task.Options, t.Population())
+		if err != nil {
+			return nil, err
+		}
+		return c.Options(), nil
+	}
+	return nil, fmt.Errorf("%w: task.name %q: use one of %v", ErrUnknownTask, t.Task.Name, Names())
+}
+
+// Spec is what preparing a task needs besides the topology.
+type Spec struct {
+	// CacheDir keeps what the task prepares once (its pre-trained
+	// checkpoint); empty keeps nothing.
+	CacheDir string
+	// Logf receives one-line progress messages; nil drops them.
+	Logf func(string, ...any)
+}
+
+// Prepare prepares the topology's task. Every role of a job calls it with
+// the same topology and gets the same task (deterministic from its seed).
+func Prepare(ctx context.Context, t *topology.Topology, s Spec) (task.Task, error) {
+	if s.Logf == nil {
+		s.Logf = func(string, ...any) {}
+	}
+	switch t.Task.Name {
+	case mnist.Name, "":
+		c, err := mnist.ParseConfig(t.Task.Options, t.Population())
+		if err != nil {
+			return nil, err
+		}
+		return mnist.Prepare(ctx, mnist.Spec{Config: c, Clients: Clients(t), Seed: t.Seed, CacheDir: s.CacheDir, Logf: s.Logf})
+	}
+	return nil, fmt.Errorf("%w: task.name %q: use one of %v", ErrUnknownTask, t.Task.Name, Names())
+}
+
+// Dim returns the length of θ of the topology's task without preparing it
+// (no data loaded, nothing trained), for planning (`strata check`).
+func Dim(t *topology.Topology) (int, error) {
+	switch t.Task.Name {
+	case mnist.Name, "":
+		c, err := mnist.ParseConfig(t.Task.Options, t.Population())
+		if err != nil {
+			return 0, err
+		}
+		return (&mnist.Model{Hidden: c.Hidden, Full: c.Full}).Dim(), nil
+	}
+	return 0, fmt.Errorf("%w: task.name %q: use one of %v", ErrUnknownTask, t.Task.Name, Names())
+}
