@@ -42,8 +42,11 @@ const (
 	// Partial is a region's partial sum seen on the wire: Round, Region,
 	// Count (the updates it says it summed).
 	Partial Kind = "partial"
-	// Model is a released model version: Version, Round, Hash, and ReadOK
-	// (its blob read back from the object store and matched the hash).
+	// Model is a released model version: Version, Round (0 when the
+	// observer does not know it, as for a version seen as the base of an
+	// announced round), Hash, and ReadOK (its blob read back from the
+	// object store and matched the hash). Version 0, the pre-trained
+	// checkpoint, is no round's release and is not checked.
 	Model Kind = "model"
 	// Round is one round on one node's ledger as read (one view): Node,
 	// View, Index (of its OpenRound), Round, ModelVersion (trained from),
@@ -401,6 +404,9 @@ func (c *checker) checkWire(nodes []string, views map[string][]*view) {
 			}
 			counted[k] += e.Count
 		case Model:
+			if e.Version == 0 {
+				continue // the pre-trained checkpoint: no round released it
+			}
 			if h, ok := released[e.Version]; ok && h != e.Hash {
 				c.fail(i, OneModelPerVersion, "v%d released as %.12s and as %.12s", e.Version, h, e.Hash)
 			}
@@ -409,11 +415,11 @@ func (c *checker) checkWire(nodes []string, views map[string][]*view) {
 			switch {
 			case !ok || modelHolders[e.Version] < quorum:
 				c.fail(i, ReleaseAfterCommit, "v%d was released but the ledgers of only %d of %d nodes record it", e.Version, modelHolders[e.Version], len(nodes))
-			case m.Hash != e.Hash || m.Round != e.Round:
+			case m.Hash != e.Hash || e.Round != 0 && m.Round != e.Round:
 				c.fail(i, ReleaseAfterCommit, "v%d released as round %d hash %.12s, the ledgers record round %d hash %.12s", e.Version, e.Round, e.Hash, m.Round, m.Hash)
 			default:
-				if r, ok := isCharged(e.Round); !ok || r.Status != "committed" || r.Version != e.Version {
-					c.fail(i, ReleaseAfterCommit, "v%d released for round %d, which the ledgers do not hold committed as v%d", e.Version, e.Round, e.Version)
+				if r, ok := isCharged(m.Round); !ok || r.Status != "committed" || r.Version != e.Version {
+					c.fail(i, ReleaseAfterCommit, "v%d released for round %d, which the ledgers do not hold committed as v%d", e.Version, m.Round, e.Version)
 				}
 			}
 			if !e.ReadOK {

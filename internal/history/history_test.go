@@ -128,6 +128,12 @@ func TestCheck(t *testing.T) {
 			i := slices.IndexFunc(evs, func(e Event) bool { return e.Kind == Model && e.Version == 2 })
 			return slices.Insert(evs, i+1, Event{Kind: Model, Version: 2, Round: 2, Hash: "hash-2-bis", ReadOK: true})
 		}, OneModelPerVersion},
+		{"a model seen as a round's base, its round unknown, passes", func(evs []Event) []Event {
+			return append(evs, Event{Kind: Model, Version: 2, Hash: "hash-2", ReadOK: true}, Event{Kind: Model, Version: 0, Hash: "checkpoint", ReadOK: true})
+		}, ""},
+		{"a round's base model of unknown round that no ledger records", func(evs []Event) []Event {
+			return append(evs, Event{Kind: Model, Version: 5, Hash: "hash-5", ReadOK: true})
+		}, ReleaseAfterCommit},
 		{"a released model missing from the object store", edit(func(e Event) bool { return e.Kind == Model && e.Version == 3 }, func(e *Event) { e.ReadOK = false }), ModelStored},
 		{"a round charged differently on one node", edit(on(Round, "g1", 2), func(e *Event) { e.Cost = "cost-other" }), ChargedIdentically},
 		{"a round at another raft index on one node", edit(on(Round, "g3", 3), func(e *Event) { e.Index = 31 }), ChargedIdentically},
