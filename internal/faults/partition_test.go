@@ -1,0 +1,124 @@
+package faults
+
+import (
+	"fmt"
+	"testing"
+	"time"
+)
+
+// rounds is the job's length: enough for rounds before the cut, under the
+// new leader and after the heal.
+const rounds = 10
+
+var partitionTopology = fmt.Sprintf(`job: %s
+seed: 11
+regions:
+  - {id: %s, clients: 20}
+privacy: {sampling_rate: 0.5, budget: 100000, min_regions: 1, noise: {regional: 2, global: 2}}
+training: {rounds: %d, pretrain_epochs: 1, hidden: 16, local_epochs: 1}
+data: {public_examples: 1000, eval_examples: 200}
+round: {timeout: 3s}
+security: {unsigned: true}
+`, job, region, rounds)
+
+// TestPartitionLeaderCutFromFollowers is scenario (a): the raft leader is
+// cut off from both followers while it stays connected to NATS. It must
+// step down without committing or announcing a round (its status shows no
+// new committed round for as long as the cut lasts, and the history shows
+// no announcement the final ledgers did not charge); a follower takes
+// over and rounds go on. After the heal the old leader rejoins, its
+// uncommitted entries are discarded (it ends with exactly the others'
+// ledger: the same rounds, and the same audit chain, which records every
+// applied entry with its raft index and digest), the job completes, all
+// three ledgers are byte-identical, and the whole history passes the
+// checker.
+func TestPartitionLeaderCutFromFollowers(t *testing.T) {
+	if testing.Short() {
+		t.Skip("partition scenario with real processes in network namespaces")
+	}
+	start := time.Now()
+	m := startMesh(t, partitionTopology)
+	m.poll("2 committed rounds", 3*time.Minute, func() bool {
+		_, s := m.leader(globals...)
+		return s.Committed >= 2
+	})
+	old, s := m.leader(globals...)
+	if old == "" {
+		t.Fatal("no leader")
+	}
+	if s.Finished || s.Committed > rounds-4 {
+		t.Fatalf("the job is too far along (%d of %d rounds) to partition it: make it longer", s.Committed, rounds)
+	}
+	for _, g := range globals {
+		m.readLedger(g)
+	}
+	followers := others(old)
+	t.Logf("%s leads at %d committed rounds, %v after start; cutting it from %v", old, s.Committed, time.Since(start).Round(time.Millisecond), followers)
+	for _, f := range followers {
+		if err := m.lab.Cut(old, f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cut := time.Now()
+
+	var atStepDown int
+	m.poll("the cut-off leader to step down", 30*time.Second, func() bool {
+		st, ok := m.status(old)
+		atStepDown = st.Committed
+		return ok && !st.Leader
+	})
+	stepDown := time.Since(cut)
+	m.readLedger(old)
+	var next string
+	m.poll("a new leader among the followers", 30*time.Second, func() bool {
+		next, _ = m.leader(followers...)
+		return next != ""
+	})
+	elected := time.Since(cut)
+	var firstCommit time.Duration
+	m.poll("2 rounds committed under the new leader", 90*time.Second, func() bool {
+		// Throughout the cut, the old leader commits nothing and does
+		// not lead.
+		if st, ok := m.status(old); ok && (st.Leader || st.Committed != atStepDown) {
+			t.Fatalf("%s, cut off from both followers: leader %v, %d committed rounds (had %d when it stepped down)", old, st.Leader, st.Committed, atStepDown)
+		}
+		_, st := m.leader(next)
+		if firstCommit == 0 && st.Committed > atStepDown {
+			firstCommit = time.Since(cut)
+		}
+		return st.Committed >= atStepDown+2
+	})
+	m.readLedger(old)
+	m.readLedger(next)
+	if err := m.lab.Heal(); err != nil {
+		t.Fatal(err)
+	}
+	healed := time.Now()
+	m.poll("the old leader to catch up", 60*time.Second, func() bool {
+		st, ok := m.status(old)
+		return ok && st.Committed > atStepDown+1
+	})
+	caughtUp := time.Since(healed)
+	t.Logf("cut → %s steps down %v, → %s elected %v, → first round committed %v; heal → %s catches up %v",
+		old, stepDown.Round(time.Millisecond), next, elected.Round(time.Millisecond), firstCommit.Round(time.Millisecond), old, caughtUp.Round(time.Millisecond))
+
+	snaps := m.finalLedgers(time.Minute)
+	if err := identical(snaps); err != nil {
+		t.Fatal(err)
+	}
+	l := m.ledger(globals[0])
+	if !l.Finished || l.CommittedRounds() != rounds {
+		t.Fatalf("finished %v with %d committed rounds, want %d", l.Finished, l.CommittedRounds(), rounds)
+	}
+	t.Logf("the three ledgers are byte-identical (%d bytes): %d rounds recorded, %d committed, %d model versions", len(snaps[globals[0]]), len(l.Rounds), l.CommittedRounds(), len(l.Models))
+	participants := 0
+	for _, r := range l.Rounds {
+		participants += r.Participants
+	}
+	if participants == 0 {
+		t.Fatal("no round had a participant: the scenario tested an empty mesh")
+	}
+	m.checkModels(l)
+	m.checkHistory()
+	t.Logf("scenario took %v", time.Since(start).Round(time.Second))
+}
