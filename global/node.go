@@ -129,7 +129,7 @@ func OpenNode(cfg NodeConfig) (*Node, error) {
 			store.Close()
 			return nil, fmt.Errorf("global %s: raft transport on %s: %w", cfg.ID, cfg.Bind, err)
 		}
-		trans, addr = t, t.LocalAddr()
+		trans, addr = noPipeline{t}, t.LocalAddr()
 	}
 	rc := raft.DefaultConfig()
 	rc.LocalID = raft.ServerID(cfg.ID)
@@ -276,6 +276,23 @@ func (n *Node) Close() error {
 		err = cerr
 	}
 	return err
+}
+
+// noPipeline is raft's TCP transport without pipelined replication.
+// hashicorp/raft v1.8.0's pipeline deadlocks when a follower answers an
+// append with Success=false while more appends are in flight — which a
+// leader cut off from its followers meets as soon as the cut heals, their
+// term having moved on: pipelineDecode returns, decodeResponses parks
+// sending to its doneCh, pipelineReplicate parks handing it the next
+// append, and the replication goroutine never ends, so the node can never
+// shut down (internal/faults' partition scenario hung there in most runs).
+// Refusing the pipeline makes raft replicate one append at a time per
+// follower, which the ledger's few entries a second do not notice.
+type noPipeline struct{ *raft.NetworkTransport }
+
+// AppendEntriesPipeline implements raft.Transport: no pipeline.
+func (noPipeline) AppendEntriesPipeline(raft.ServerID, raft.ServerAddress) (raft.AppendPipeline, error) {
+	return nil, raft.ErrPipelineReplicationNotSupported
 }
 
 // fsm adapts the pure ledger to raft: it opens and decodes bytes and calls

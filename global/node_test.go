@@ -336,3 +336,23 @@ func BenchmarkEntrySeal(b *testing.B) {
 		}
 	}
 }
+
+// TestNoPipeline: a node on TCP refuses raft's pipelined replication (see
+// noPipeline) and still offers what raft looks for on its transport:
+// closing, and pre-vote.
+func TestNoPipeline(t *testing.T) {
+	n, err := OpenNode(NodeConfig{DataDir: t.TempDir(), Bind: "127.0.0.1:0", Bootstrap: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	if _, err := n.trans.AppendEntriesPipeline("g2", "127.0.0.1:1"); !errors.Is(err, raft.ErrPipelineReplicationNotSupported) {
+		t.Fatalf("AppendEntriesPipeline: got %v, want ErrPipelineReplicationNotSupported", err)
+	}
+	if _, ok := n.trans.(io.Closer); !ok {
+		t.Error("the transport cannot be closed")
+	}
+	if _, ok := n.trans.(raft.WithPreVote); !ok {
+		t.Error("the transport lost pre-vote")
+	}
+}
