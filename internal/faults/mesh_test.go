@@ -3,6 +3,8 @@ package faults
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -14,7 +16,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 	"github.com/nats-io/nats.go"
+	bolt "go.etcd.io/bbolt"
 
 	"github.com/strata-fl/strata/global"
 	"github.com/strata-fl/strata/global/ledger"
@@ -112,6 +117,9 @@ type meshLab struct {
 	// bases are the model versions (and hashes) rounds were announced
 	// with: released models, read back at the end.
 	bases map[[2]any]bool
+	// pings tells of the leader's pings of the region, which it sends
+	// right before it opens a round.
+	pings chan struct{}
 }
 
 func buildStrata(t *testing.T) string {
@@ -133,7 +141,7 @@ func startMesh(t *testing.T, topology string) *meshLab {
 	bin := buildStrata(t)
 	lab := netlab.New(t, "nats", "g1", "g2", "g3", "ra")
 	dir := t.TempDir()
-	m := &meshLab{t: t, lab: lab, dir: dir, procs: map[string]*proc{}, rec: &history.Recorder{}, bases: map[[2]any]bool{}}
+	m := &meshLab{t: t, lab: lab, dir: dir, procs: map[string]*proc{}, rec: &history.Recorder{}, bases: map[[2]any]bool{}, pings: make(chan struct{})}
 	topo := filepath.Join(dir, "topo.yaml")
 	if err := os.WriteFile(topo, []byte(topology), 0o600); err != nil {
 		t.Fatal(err)
@@ -220,6 +228,13 @@ func (m *meshLab) observe() {
 		m.mu.Lock()
 		m.bases[[2]any{o.ModelVersion, o.ModelHash}] = true
 		m.mu.Unlock()
+	})
+	ping, _ := mesh.PingSubject(job, region)
+	sub(ping, func(*nats.Msg) {
+		select {
+		case m.pings <- struct{}{}:
+		default: // nobody is waiting for this one
+		}
 	})
 	upd, _ := mesh.UpdateWildcard(job, region)
 	sub(upd, func(msg *nats.Msg) {
@@ -370,6 +385,70 @@ func (m *meshLab) ledger(id string) *ledger.Ledger {
 		m.t.Fatal(err)
 	}
 	return l
+}
+
+// entry is one raft log entry as logTail reads it.
+type entry struct {
+	cmd    ledger.Command
+	digest string // hex SHA-256 of the plaintext, as the audit chain records it
+}
+
+// logTail returns the raft log entries after index from of a running
+// node, read from a copy of its bolt file (the process holds the file's
+// lock). A copy taken while the node writes can be torn; it is taken
+// again, up to 5 times.
+func (m *meshLab) logTail(id string, from uint64) map[uint64]entry {
+	m.t.Helper()
+	var err error
+	for range 5 {
+		var out map[uint64]entry
+		if out, err = m.readLogCopy(id, from); err == nil {
+			return out
+		}
+	}
+	m.t.Fatalf("%s's log: %v", id, err)
+	return nil
+}
+
+func (m *meshLab) readLogCopy(id string, from uint64) (map[uint64]entry, error) {
+	b, err := os.ReadFile(filepath.Join(m.dir, id, "raft", "raft.bolt"))
+	if err != nil {
+		return nil, err
+	}
+	cp := filepath.Join(m.t.TempDir(), id+".bolt")
+	if err := os.WriteFile(cp, b, 0o600); err != nil {
+		return nil, err
+	}
+	store, err := raftboltdb.New(raftboltdb.Options{Path: cp, BoltOptions: &bolt.Options{ReadOnly: true, Timeout: time.Second}})
+	if err != nil {
+		return nil, err
+	}
+	defer store.Close()
+	last, err := store.LastIndex()
+	if err != nil {
+		return nil, err
+	}
+	out := map[uint64]entry{}
+	for i := from + 1; i <= last; i++ {
+		var e raft.Log
+		if err := store.GetLog(i, &e); err != nil {
+			return nil, fmt.Errorf("entry %d: %w", i, err)
+		}
+		if e.Type != raft.LogCommand {
+			continue
+		}
+		plain, err := m.key.Open(e.Data)
+		if err != nil {
+			return nil, fmt.Errorf("entry %d: %w", i, err)
+		}
+		cmd, err := ledger.Decode(plain)
+		if err != nil {
+			return nil, fmt.Errorf("entry %d: %w", i, err)
+		}
+		d := sha256.Sum256(plain)
+		out[i] = entry{cmd: cmd, digest: hex.EncodeToString(d[:])}
+	}
+	return out, nil
 }
 
 // checkModels reads every model version of the ledger, and every version

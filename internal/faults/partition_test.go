@@ -4,11 +4,26 @@ import (
 	"fmt"
 	"testing"
 	"time"
+
+	"github.com/strata-fl/strata/global/ledger"
 )
+
+// brief is what a log shows of a command.
+func brief(cmd ledger.Command) string {
+	switch c := cmd.(type) {
+	case *ledger.OpenRound:
+		return fmt.Sprintf("round %d, %d sampled", c.Round, len(c.SampledClients))
+	case *ledger.CommitModel:
+		return fmt.Sprintf("round %d → v%d", c.Round, c.Version)
+	case *ledger.AbortRound:
+		return fmt.Sprintf("round %d: %s", c.Round, c.Reason)
+	}
+	return ""
+}
 
 // rounds is the job's length: enough for rounds before the cut, under the
 // new leader and after the heal.
-const rounds = 10
+const rounds = 16
 
 var partitionTopology = fmt.Sprintf(`job: %s
 seed: 11
@@ -26,12 +41,12 @@ security: {unsigned: true}
 // step down without committing or announcing a round (its status shows no
 // new committed round for as long as the cut lasts, and the history shows
 // no announcement the final ledgers did not charge); a follower takes
-// over and rounds go on. After the heal the old leader rejoins, its
-// uncommitted entries are discarded (it ends with exactly the others'
-// ledger: the same rounds, and the same audit chain, which records every
-// applied entry with its raft index and digest), the job completes, all
-// three ledgers are byte-identical, and the whole history passes the
-// checker.
+// over and rounds go on. After the heal the old leader rejoins; of the
+// entries it appended but could not commit (read from copies of the logs
+// during the cut), those that had reached no follower are discarded and
+// those that had are kept (the audit chain records every applied entry's
+// index and digest); the job completes, all three ledgers are
+// byte-identical, and the whole history passes the checker.
 func TestPartitionLeaderCutFromFollowers(t *testing.T) {
 	if testing.Short() {
 		t.Skip("partition scenario with real processes in network namespaces")
@@ -53,22 +68,59 @@ func TestPartitionLeaderCutFromFollowers(t *testing.T) {
 		m.readLedger(g)
 	}
 	followers := others(old)
-	t.Logf("%s leads at %d committed rounds, %v after start; cutting it from %v", old, s.Committed, time.Since(start).Round(time.Millisecond), followers)
+	// Cut when the leader pings the region, which it does right before
+	// it plans and proposes the next round's OpenRound: that entry is then
+	// proposed after the cut — the one a cut-off leader must neither
+	// commit nor announce. (On a loaded machine the proposal may beat the
+	// cut; the uncommitted entry is then that round's CommitModel.)
+	select {
+	case <-m.pings:
+	case <-time.After(time.Minute):
+		t.Fatal("the leader pinged no region for a minute")
+	}
 	for _, f := range followers {
 		if err := m.lab.Cut(old, f); err != nil {
 			t.Fatal(err)
 		}
 	}
 	cut := time.Now()
+	t.Logf("%s leads (%d+ committed rounds, %v after start): cut it from %v at its ping", old, s.Committed, time.Since(start).Round(time.Millisecond), followers)
 
 	var atStepDown int
+	var applied uint64
 	m.poll("the cut-off leader to step down", 30*time.Second, func() bool {
 		st, ok := m.status(old)
-		atStepDown = st.Committed
+		atStepDown, applied = st.Committed, st.Applied
 		return ok && !st.Leader
 	})
 	stepDown := time.Since(cut)
 	m.readLedger(old)
+	// Read what the old leader appended after its last applied entry from
+	// (a copy of) its log while it is cut off, and the followers' logs
+	// too. With 3 nodes an entry that reached a follower before the cut is
+	// on a majority and raft must keep it (the other follower cannot win
+	// an election without that one's vote); one that reached no follower
+	// must be discarded. (An entry committed but not yet applied when the
+	// status was read is on a follower too, so it counts as kept.)
+	pending := m.logTail(old, applied)
+	if len(pending) == 0 {
+		t.Errorf("%s appended nothing after the cut: the scenario missed the proposal it exists to test", old)
+	}
+	reached := map[uint64]string{} // index → a follower holding the old leader's entry there
+	for _, f := range followers {
+		for i, e := range m.logTail(f, applied) {
+			if p, ok := pending[i]; ok && p.digest == e.digest {
+				reached[i] = f
+			}
+		}
+	}
+	for i, e := range pending {
+		where := "on no follower: raft must discard it"
+		if f, ok := reached[i]; ok {
+			where = "also on " + f + ": raft must keep it"
+		}
+		t.Logf("%s's uncommitted entry at index %d: %T, %s; %s", old, i, e.cmd, brief(e.cmd), where)
+	}
 	var next string
 	m.poll("a new leader among the followers", 30*time.Second, func() bool {
 		next, _ = m.leader(followers...)
@@ -107,6 +159,19 @@ func TestPartitionLeaderCutFromFollowers(t *testing.T) {
 		t.Fatal(err)
 	}
 	l := m.ledger(globals[0])
+	// Raft kept exactly the old leader's entries that had reached a
+	// follower; the audit chain records the digest of the plaintext of
+	// every applied entry, at its index.
+	final := map[uint64]string{}
+	for _, r := range l.Audit {
+		final[r.Index] = r.Digest
+	}
+	for i, e := range pending {
+		kept := final[i] == e.digest
+		if _, want := reached[i]; kept != want {
+			t.Errorf("%s's uncommitted entry at index %d (%T): kept %v, want %v (on a follower at the cut: %v)", old, i, e.cmd, kept, want, want)
+		}
+	}
 	if !l.Finished || l.CommittedRounds() != rounds {
 		t.Fatalf("finished %v with %d committed rounds, want %d", l.Finished, l.CommittedRounds(), rounds)
 	}
