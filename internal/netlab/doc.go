@@ -29,11 +29,18 @@
 // "network unreachable" immediately, which no partition between machines
 // does). Healing removes the rules; stalled TCP connections resume.
 //
-// Degrade adds latency and jitter with tc netem on both ends of a host's
-// link (so the round-trip grows by twice the delay), and packet loss with
-// an nftables rule on its switch port (each direction, independently).
-// Loss works on any kernel with nftables; delay needs sch_netem
-// (CONFIG_NET_SCH_NETEM), and Degrade reports ErrNoNetem without it.
+// Degrade adds latency and jitter to both directions of a host's link (so
+// the round trip grows by twice the delay), and packet loss with an
+// nftables rule on its switch port (each direction, independently). Delay
+// is tc netem on both ends of the link where the kernel has sch_netem;
+// where it has not (CONFIG_NET_SCH_NETEM is off on some kernels, this
+// project's CI machine among them), an iptables NFQUEUE rule in the host's
+// namespace hands every packet in and out of eth0 to a netlink queue the
+// test process holds, which accepts each packet once its delay (± jitter,
+// drawn from a seeded generator) has passed. DelayMethod says which; with
+// neither, Degrade reports ErrNoDelay. The queue rule bypasses when no
+// queue is bound and the queue fails open when full, so delaying never
+// drops a packet.
 //
 // # Processes
 //
@@ -54,7 +61,7 @@
 //
 // # Environment
 //
-// A lab needs root, iproute2 and nftables. Where it cannot make namespaces,
+// A lab needs root, iproute2 and nftables (and tc or iptables to delay). Where it cannot make namespaces,
 // New skips the test with a loud message; with STRATA_REQUIRE_NETNS=1 it
 // fails it instead, so CI cannot pass by testing nothing.
 package netlab

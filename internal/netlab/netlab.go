@@ -25,8 +25,10 @@ import (
 var (
 	// ErrUnavailable reports an environment that cannot make namespaces.
 	ErrUnavailable = errors.New("netlab: network namespaces unavailable")
-	// ErrNoNetem reports a kernel without sch_netem: Degrade cannot add delay.
-	ErrNoNetem = fmt.Errorf("netlab: the kernel has no tc netem qdisc (CONFIG_NET_SCH_NETEM): delay and jitter cannot be emulated: %w", errors.ErrUnsupported)
+	// ErrNoDelay reports a machine where Degrade cannot add delay: the
+	// kernel has no sch_netem and iptables cannot queue packets to user
+	// space (NFQUEUE).
+	ErrNoDelay = fmt.Errorf("netlab: neither tc netem (CONFIG_NET_SCH_NETEM) nor iptables NFQUEUE can delay packets here: %w", errors.ErrUnsupported)
 	// ErrUnknownHost reports a host name the lab does not have.
 	ErrUnknownHost = errors.New("netlab: unknown host")
 )
@@ -56,7 +58,7 @@ type Lab struct {
 	cuts    map[[2]string]bool // sorted pair
 	isol    map[string]bool
 	loss    map[string]float64 // per host, 0..1
-	netemOK *bool
+	delayBy *string            // DelayMethod, once probed
 }
 
 // Host is one namespace with one address.
@@ -67,6 +69,9 @@ type Host struct {
 	IP   net.IP
 	ns   string
 	port string // its port on the bridge, in the switch namespace
+	seq  int    // its number in the lab, from 0
+	// dq delays its packets where there is no netem (nil: no delay).
+	dq *delayQueue
 }
 
 // Available reports whether this environment can make a lab, and why not.
@@ -134,7 +139,7 @@ func (l *Lab) build(hosts []string) error {
 		if _, dup := l.hosts[name]; dup {
 			return fmt.Errorf("netlab: host %q named twice", name)
 		}
-		h := &Host{lab: l, Name: name, IP: net.IPv4(10, 213, 0, byte(i+1)).To4(), ns: l.prefix + "-" + name, port: "p" + strconv.Itoa(i)}
+		h := &Host{lab: l, Name: name, IP: net.IPv4(10, 213, 0, byte(i+1)).To4(), ns: l.prefix + "-" + name, port: "p" + strconv.Itoa(i), seq: i}
 		l.hosts[name] = h
 		l.order = append(l.order, name)
 		if err := ipCmd("netns", "add", h.ns); err != nil {
@@ -159,6 +164,14 @@ func (l *Lab) build(hosts []string) error {
 
 // remove deletes every namespace of the lab; the veth pairs go with them.
 func (l *Lab) remove() {
+	l.mu.Lock()
+	for _, name := range l.order {
+		if h := l.hosts[name]; h.dq != nil {
+			h.dq.close()
+			h.dq = nil
+		}
+	}
+	l.mu.Unlock()
 	for _, name := range l.order {
 		if err := ipCmd("netns", "del", l.hosts[name].ns); err != nil {
 			l.t.Logf("netlab: %v", err)
@@ -273,7 +286,7 @@ func (l *Lab) Heal(hosts ...string) error {
 	}
 	err := l.applyLocked()
 	for _, h := range undegrade {
-		err = errors.Join(err, l.hosts[h].clearNetem())
+		err = errors.Join(err, l.hosts[h].clearDelay())
 	}
 	return err
 }
@@ -281,7 +294,7 @@ func (l *Lab) Heal(hosts ...string) error {
 // Degrade adds delay (each way, so the round trip grows by 2·delay) with
 // the given jitter, and drops each packet to or from h with probability
 // loss (0..1). A zero Degrade removes h's degradation. Delay and jitter
-// need tc netem (ErrNoNetem otherwise); loss does not.
+// need tc netem or iptables NFQUEUE (ErrNoDelay otherwise); loss does not.
 func (l *Lab) Degrade(h string, delay, jitter time.Duration, loss float64) error {
 	if err := l.check(h); err != nil {
 		return err
@@ -293,13 +306,19 @@ func (l *Lab) Degrade(h string, delay, jitter time.Duration, loss float64) error
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if delay > 0 || jitter > 0 {
-		if !l.netemLocked() {
-			return ErrNoNetem
+		var err error
+		switch l.delayMethodLocked() {
+		case "netem":
+			err = host.setNetem(delay, jitter)
+		case "nfqueue":
+			err = host.setQueueDelay(delay, jitter)
+		default:
+			err = ErrNoDelay
 		}
-		if err := host.setNetem(delay, jitter); err != nil {
+		if err != nil {
 			return err
 		}
-	} else if err := host.clearNetem(); err != nil {
+	} else if err := host.clearDelay(); err != nil {
 		return err
 	}
 	if loss > 0 {
@@ -310,23 +329,32 @@ func (l *Lab) Degrade(h string, delay, jitter time.Duration, loss float64) error
 	return l.applyLocked()
 }
 
-// Netem reports whether Degrade can add delay on this kernel.
-func (l *Lab) Netem() bool {
+// DelayMethod says how Degrade adds delay here: "netem" (tc netem, in
+// the kernel), "nfqueue" (iptables NFQUEUE: the test process holds each
+// packet, for kernels built without sch_netem), or "" (it cannot: Degrade
+// with a delay returns ErrNoDelay).
+func (l *Lab) DelayMethod() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.netemLocked()
+	return l.delayMethodLocked()
 }
 
-func (l *Lab) netemLocked() bool {
-	if l.netemOK == nil {
+func (l *Lab) delayMethodLocked() string {
+	if l.delayBy == nil {
 		// Probe on the switch's loopback, which carries no lab traffic.
-		ok := run("ip", "netns", "exec", l.sw, "tc", "qdisc", "add", "dev", "lo", "root", "netem", "delay", "0ms") == nil
-		if ok {
-			run("ip", "netns", "exec", l.sw, "tc", "qdisc", "del", "dev", "lo", "root")
+		m := ""
+		sw := func(args ...string) error { return run("ip", append([]string{"netns", "exec", l.sw}, args...)...) }
+		rule := []string{"POSTROUTING", "-o", "lo", "-j", "NFQUEUE", "--queue-num", "0", "--queue-bypass"}
+		if sw("tc", "qdisc", "add", "dev", "lo", "root", "netem", "delay", "0ms") == nil {
+			sw("tc", "qdisc", "del", "dev", "lo", "root")
+			m = "netem"
+		} else if sw(append([]string{"iptables", "-t", "mangle", "-A"}, rule...)...) == nil {
+			sw(append([]string{"iptables", "-t", "mangle", "-D"}, rule...)...)
+			m = "nfqueue"
 		}
-		l.netemOK = &ok
+		l.delayBy = &m
 	}
-	return *l.netemOK
+	return *l.delayBy
 }
 
 func (h *Host) setNetem(delay, jitter time.Duration) error {
@@ -341,6 +369,46 @@ func (h *Host) setNetem(delay, jitter time.Duration) error {
 		}
 	}
 	return nil
+}
+
+// setQueueDelay delays h's packets both ways through a queue the test
+// process holds (see delayQueue): the queue is bound before the rules that
+// feed it are added.
+func (h *Host) setQueueDelay(delay, jitter time.Duration) error {
+	if h.dq == nil {
+		q, err := openDelayQueue(h, delayQueueNum, uint64(h.seq)+1)
+		if err != nil {
+			return err
+		}
+		h.dq = q
+		q.set(delay, jitter)
+		num := strconv.Itoa(delayQueueNum)
+		for _, r := range [][]string{
+			{"-t", "mangle", "-A", "POSTROUTING", "-o", "eth0", "-j", "NFQUEUE", "--queue-num", num, "--queue-bypass"},
+			{"-t", "mangle", "-A", "PREROUTING", "-i", "eth0", "-j", "NFQUEUE", "--queue-num", num, "--queue-bypass"},
+		} {
+			if err := run("ip", append([]string{"netns", "exec", h.ns, "iptables"}, r...)...); err != nil {
+				return errors.Join(err, h.clearDelay())
+			}
+		}
+		return nil
+	}
+	h.dq.set(delay, jitter)
+	return nil
+}
+
+// clearDelay removes h's delay, whichever way it was added.
+func (h *Host) clearDelay() error {
+	if h.dq == nil {
+		return h.clearNetem()
+	}
+	var err error
+	for _, chain := range []string{"POSTROUTING", "PREROUTING"} {
+		err = errors.Join(err, run("ip", "netns", "exec", h.ns, "iptables", "-t", "mangle", "-F", chain))
+	}
+	h.dq.close()
+	h.dq = nil
+	return err
 }
 
 func (h *Host) clearNetem() error {

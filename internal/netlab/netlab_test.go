@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/strata-fl/strata/internal/netlab"
 )
 
@@ -161,12 +163,13 @@ func TestCutIsolateHeal(t *testing.T) {
 // against the undegraded round trip of the same connection.
 func TestDegradeDelay(t *testing.T) {
 	lab := netlab.New(t, "a", "b")
-	if !lab.Netem() {
-		msg := fmt.Sprintf("%v", netlab.ErrNoNetem)
-		if os.Getenv("STRATA_REQUIRE_NETEM") == "1" {
+	method := lab.DelayMethod()
+	if method == "" {
+		msg := fmt.Sprintf("%v", netlab.ErrNoDelay)
+		if os.Getenv(netlab.RequireEnv) == "1" {
 			t.Fatal(msg)
 		}
-		t.Skipf("\n!! SKIPPED: %s\n!! loss is still tested (TestDegradeLoss); set STRATA_REQUIRE_NETEM=1 to make this a failure", msg)
+		t.Skipf("\n!! SKIPPED: %s\n!! loss is still tested (TestDegradeLoss); set %s=1 to make this a failure", msg, netlab.RequireEnv)
 	}
 	a, b := lab.Host("a"), lab.Host("b")
 	echo(t, a, 7000)
@@ -194,9 +197,10 @@ func TestDegradeDelay(t *testing.T) {
 		t.Fatal(err)
 	}
 	slow := median()
-	t.Logf("median RTT %v undegraded, %v with %v each way", base, slow, delay)
-	// netem never sends a packet early: the round trip grows by at least
-	// 2·delay (one each way); allow 10% for timer granularity.
+	t.Logf("median RTT %v undegraded, %v with %v each way (by %s)", base, slow, delay, method)
+	// Neither netem nor the queue releases a packet early: the round trip
+	// grows by at least 2·delay (one each way); allow 10% for timer
+	// granularity.
 	if slow-base < 2*delay*9/10 {
 		t.Fatalf("degraded RTT %v is not 2×%v above the undegraded %v", slow, delay, base)
 	}
@@ -219,6 +223,18 @@ func TestDegradeLoss(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer pc.Close()
+	// A buffer that holds every datagram of a burst, so the count measures
+	// the loss rule and not the reader's scheduling (root may exceed
+	// rmem_max).
+	raw, err := pc.(*net.UDPConn).SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var serr error
+	raw.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 16<<20) })
+	if serr != nil {
+		t.Fatal(serr)
+	}
 	out, err := b.DialContext(t.Context(), "udp", a.Addr(7001))
 	if err != nil {
 		t.Fatal(err)

@@ -181,8 +181,9 @@ func (l *Lab) Apply(e Event) error {
 
 // Play applies events at their times, measured from the call, logging each
 // through the lab's test; it returns when the last is applied, when ctx
-// ends (with ctx's error), or at the first event that fails. A degrade the
-// kernel cannot do (ErrNoNetem) is applied as its loss alone and logged.
+// ends (with ctx's error), or at the first event that fails. A degrade
+// whose delay cannot be had here (ErrNoDelay) is applied as its loss alone
+// and logged.
 func (l *Lab) Play(ctx context.Context, events []Event) error {
 	start := time.Now()
 	timer := time.NewTimer(0)
@@ -197,8 +198,8 @@ func (l *Lab) Play(ctx context.Context, events []Event) error {
 		}
 		note := ""
 		err := l.Apply(e)
-		if e.Op == OpDegrade && errors.Is(err, ErrNoNetem) {
-			note = " (no netem: the loss only)"
+		if e.Op == OpDegrade && errors.Is(err, ErrNoDelay) {
+			note = " (no way to delay here: the loss only)"
 			err = l.Degrade(e.A, 0, 0, e.Loss)
 		}
 		if err != nil {
