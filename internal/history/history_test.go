@@ -1,6 +1,7 @@
 package history
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"math"
@@ -8,7 +9,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/strata-fl/strata/global"
 	"github.com/strata-fl/strata/global/ledger"
+	"github.com/strata-fl/strata/seal"
 )
 
 var nodes = []string{"g1", "g2", "g3"}
@@ -242,5 +245,51 @@ func TestFromLedger(t *testing.T) {
 	}
 	if evs[len(evs)-2].Kind != Version || evs[len(evs)-2].Hash != "h2" {
 		t.Fatalf("version event %+v", evs[len(evs)-2])
+	}
+}
+
+// TestRecorderDataDir: a stopped node's ledger is read from its data dir
+// (sealed, as a node with a key file writes it) into a view.
+func TestRecorderDataDir(t *testing.T) {
+	dir := t.TempDir()
+	key, err := seal.NewKey(bytes.Repeat([]byte{9}, 32))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := global.OpenNode(global.NodeConfig{DataDir: dir, Key: key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.WaitLeader(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	curve := []float64{0.1, 0.2}
+	for _, c := range []ledger.Command{
+		&ledger.StartJob{Job: ledger.Job{Name: "j", Budget: 10, Orders: []float64{2, 4}}},
+		&ledger.OpenRound{Round: 1, Sampled: 0, Q: 1, ClipNorm: 1,
+			RDP:          ledger.PerObserver[[]float64]{Public: curve, GlobalOperator: curve, RegionalOperator: curve},
+			EpsilonAfter: ledger.PerObserver[float64]{Public: 1, GlobalOperator: 1, RegionalOperator: 1}},
+		&ledger.CommitModel{Round: 1, Version: 1, Hash: "h1", Promoted: true},
+	} {
+		if res, err := n.Apply(t.Context(), c); err != nil || res.Err != nil {
+			t.Fatalf("%T: %v %v", c, err, res.Err)
+		}
+	}
+	if err := n.Close(); err != nil {
+		t.Fatal(err)
+	}
+	var rec Recorder
+	if err := rec.DataDir("g1", dir, nil); !errors.Is(err, seal.ErrNeedKey) {
+		t.Fatalf("without the key: got %v, want ErrNeedKey", err)
+	}
+	if err := rec.DataDir("g1", dir, key); err != nil {
+		t.Fatal(err)
+	}
+	evs := rec.Events()
+	if len(evs) != 2 || evs[0].Kind != Round || evs[0].Status != "committed" || evs[1].Kind != Version || evs[1].Hash != "h1" || evs[0].View != 1 {
+		t.Fatalf("events %v", evs)
+	}
+	if err := Check(evs); err != nil {
+		t.Fatal(err)
 	}
 }
