@@ -384,6 +384,10 @@ func (c *checker) checkWire(nodes []string, views map[string][]*view) {
 				c.fail(i, WriteAhead, "round %d reached the wire but the ledgers of only %d of %d nodes hold it", e.Round, holders[e.Round], len(nodes))
 				continue
 			}
+			if e.Kind == Announce && e.ModelVersion != r.ModelVersion {
+				c.fail(i, WriteAhead, "round %d announced as training from v%d; the ledgers charged it as training from v%d", e.Round, e.ModelVersion, r.ModelVersion)
+				continue
+			}
 			who := e.Clients
 			if e.Kind == Update {
 				who = []string{e.Client}

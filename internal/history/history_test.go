@@ -112,6 +112,7 @@ func TestCheck(t *testing.T) {
 		{"the write-ahead rule broken: an announcement sampling a client the ledgers did not charge", edit(on(Announce, "", 3), func(e *Event) {
 			e.Clients = []string{"a-c3", "a-c77"}
 		}), WriteAhead},
+		{"the write-ahead rule broken: a round announced with another base model than the ledgers charged", edit(on(Announce, "", 2), func(e *Event) { e.ModelVersion = 0 }), WriteAhead},
 		{"the duplicate check broken: a replayed update counted in the partial", func(evs []Event) []Event {
 			i := slices.IndexFunc(evs, on(Partial, "", 2))
 			evs = slices.Insert(evs, i, Event{Kind: Update, Round: 2, Region: "a", Client: "a-c2"})
