@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"math"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -354,5 +355,59 @@ func TestNoPipeline(t *testing.T) {
 	}
 	if _, ok := n.trans.(raft.WithPreVote); !ok {
 		t.Error("the transport lost pre-vote")
+	}
+}
+
+// BenchmarkClusterApply measures one committed ledger command through a
+// 3-node raft cluster over TCP on loopback: the leader's fsync, then a
+// follower's append and fsync, one append at a time per follower (see
+// noPipeline).
+func BenchmarkClusterApply(b *testing.B) {
+	var ports []string
+	for range 3 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			b.Fatal(err)
+		}
+		ports = append(ports, l.Addr().String())
+		l.Close()
+	}
+	var peers []Peer
+	for i, p := range ports {
+		peers = append(peers, Peer{ID: fmt.Sprintf("g%d", i+1), Addr: p})
+	}
+	var nodes []*Node
+	for i, p := range ports {
+		n, err := OpenNode(NodeConfig{ID: peers[i].ID, DataDir: b.TempDir(), Bind: p, Bootstrap: true, Peers: peers, SnapshotThreshold: 1 << 20})
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer n.Close()
+		nodes = append(nodes, n)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var leader *Node
+	for leader == nil {
+		for _, n := range nodes {
+			if ok, err := n.WaitLeader(ctx); err != nil {
+				b.Fatal(err)
+			} else if ok {
+				leader = n
+			}
+		}
+	}
+	runRounds(b, leader, 1, 1)
+	r := uint64(2)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		var cmd ledger.Command = openCmd(r)
+		if i%2 == 1 {
+			cmd = &ledger.CommitModel{Round: r, Version: r, Hash: "h", Participants: 1, Regions: []string{"a"}, Promoted: true}
+			r++
+		}
+		if res, err := leader.Apply(context.Background(), cmd); err != nil || res.Err != nil {
+			b.Fatal(err, res.Err)
+		}
 	}
 }
