@@ -15,6 +15,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -477,9 +478,14 @@ func (h *Host) Addr(port int) string { return net.JoinHostPort(h.IP.String(), st
 func (h *Host) Namespace() string { return h.ns }
 
 // Command returns a command that runs name inside the host's namespace.
-// The process's pid is its own: `ip netns exec` execs it.
+// The process's pid is its own: `ip netns exec` execs it. It is SIGKILLed
+// if the test process dies first (Pdeathsig survives the exec), so a test
+// killed before its cleanups leaves no process behind; a test that ends
+// normally must still kill what it started.
 func (h *Host) Command(name string, args ...string) *exec.Cmd {
-	return exec.Command("ip", append([]string{"netns", "exec", h.ns, name}, args...)...)
+	cmd := exec.Command("ip", append([]string{"netns", "exec", h.ns, name}, args...)...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	return cmd
 }
 
 // DialContext connects from this host: the socket is made inside its

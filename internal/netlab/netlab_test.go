@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"os/exec"
 	"reflect"
 	"slices"
 	"strings"
@@ -383,5 +384,53 @@ func TestScheduleValidate(t *testing.T) {
 				t.Fatalf("got %v, want an error naming %s", err, tt.wantErr)
 			}
 		})
+	}
+}
+
+// TestCommandDiesWithTest: a process started in a host dies with the
+// process that started it, so a test killed before its cleanups leaves
+// nothing running. The test re-runs itself as that parent.
+func TestCommandDiesWithTest(t *testing.T) {
+	if os.Getenv("NETLAB_PARENT") == "1" {
+		lab := netlab.New(t, "a")
+		cmd := lab.Host("a").Command("sleep", "600")
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		fmt.Println("child", cmd.Process.Pid)
+		os.Exit(0) // no cleanup runs: as if the test binary were killed
+	}
+	netlab.Skip(t, netlab.Available())
+	parent := exec.Command(os.Args[0], "-test.run=^TestCommandDiesWithTest$")
+	parent.Env = append(os.Environ(), "NETLAB_PARENT=1")
+	out, err := parent.Output()
+	if err != nil {
+		t.Fatalf("parent: %v\n%s", err, out)
+	}
+	// The parent left its lab behind, as a killed test does.
+	t.Cleanup(func() {
+		entries, _ := os.ReadDir("/run/netns")
+		for _, e := range entries {
+			if strings.HasPrefix(e.Name(), fmt.Sprintf("nl%d-", parent.Process.Pid)) {
+				exec.Command("ip", "netns", "del", e.Name()).Run()
+			}
+		}
+	})
+	var pid int
+	for _, line := range strings.Split(string(out), "\n") {
+		if _, err := fmt.Sscanf(line, "child %d", &pid); err == nil {
+			break
+		}
+	}
+	if pid == 0 {
+		t.Fatalf("the parent printed no child pid:\n%s", out)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for unix.Kill(pid, 0) == nil {
+		if time.Now().After(deadline) {
+			unix.Kill(pid, unix.SIGKILL)
+			t.Fatalf("child %d outlived its parent by 10s", pid)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
