@@ -71,8 +71,10 @@ type Host struct {
 	ns   string
 	port string // its port on the bridge, in the switch namespace
 	seq  int    // its number in the lab, from 0
-	// dq delays its packets where there is no netem (nil: no delay).
-	dq *delayQueue
+	// dq delays its packets where there is no netem (nil: no delay);
+	// netem says a netem qdisc is on its link.
+	dq    *delayQueue
+	netem bool
 }
 
 // Available reports whether this environment can make a lab, and why not.
@@ -368,6 +370,7 @@ func (h *Host) setNetem(delay, jitter time.Duration) error {
 		if err := ipCmd(cmd...); err != nil {
 			return err
 		}
+		h.netem = true
 	}
 	return nil
 }
@@ -413,6 +416,10 @@ func (h *Host) clearDelay() error {
 }
 
 func (h *Host) clearNetem() error {
+	if !h.netem {
+		return nil
+	}
+	h.netem = false
 	var err error
 	for _, end := range [][2]string{{h.ns, "eth0"}, {h.lab.sw, h.port}} {
 		out, e := exec.Command("ip", "netns", "exec", end[0], "tc", "qdisc", "del", "dev", end[1], "root").CombinedOutput()
