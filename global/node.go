@@ -26,6 +26,10 @@ import (
 var (
 	ErrNotLeader = errors.New("global: this node is not the raft leader")
 	ErrClosed    = errors.New("global: node is closed")
+	// ErrEntryKey reports a raft log entry this node's key cannot open
+	// (wrong key, no key, or an edited entry). The node's ledger stops at
+	// the entry before it rather than diverge from its peers.
+	ErrEntryKey = errors.New("global: a raft log entry cannot be opened with this node's key")
 )
 
 // NodeConfig configures one global node.
@@ -49,8 +53,10 @@ type NodeConfig struct {
 	ApplyTimeout time.Duration
 	// SnapshotThreshold is how many log entries trigger a snapshot; default 256.
 	SnapshotThreshold uint64
-	// Key encrypts ledger snapshots at rest (AES-256-GCM); nil leaves them
-	// in clear.
+	// Key encrypts ledger snapshots and raft log entries at rest
+	// (AES-256-GCM); nil leaves them in clear. Every node of a cluster
+	// needs the same key: entries are sealed once, by the leader that
+	// proposes them, and replicated as sealed bytes.
 	Key    *seal.Key
 	Logger *slog.Logger
 }
@@ -123,7 +129,7 @@ func OpenNode(cfg NodeConfig) (*Node, error) {
 			store.Close()
 			return nil, fmt.Errorf("global %s: raft transport on %s: %w", cfg.ID, cfg.Bind, err)
 		}
-		trans, addr = t, t.LocalAddr()
+		trans, addr = noPipeline{t}, t.LocalAddr()
 	}
 	rc := raft.DefaultConfig()
 	rc.LocalID = raft.ServerID(cfg.ID)
@@ -136,7 +142,7 @@ func OpenNode(cfg NodeConfig) (*Node, error) {
 		rc.ElectionTimeout = 200 * time.Millisecond
 		rc.LeaderLeaseTimeout = 100 * time.Millisecond
 	}
-	f := &fsm{l: ledger.New(), key: cfg.Key}
+	f := &fsm{l: ledger.New(), key: cfg.Key, log: cfg.Logger}
 	if cfg.Bootstrap {
 		has, err := raft.HasExistingState(store, store, snaps)
 		if err != nil {
@@ -158,6 +164,10 @@ func OpenNode(cfg NodeConfig) (*Node, error) {
 		}
 	}
 	if err := checkSnapshotKey(snaps, cfg.Key); err != nil {
+		store.Close()
+		return nil, fmt.Errorf("global %s: %w", cfg.ID, err)
+	}
+	if err := checkLogKey(store, cfg.Key); err != nil {
 		store.Close()
 		return nil, fmt.Errorf("global %s: %w", cfg.ID, err)
 	}
@@ -192,9 +202,15 @@ func (n *Node) IsLeader() bool { return n.raft.State() == raft.Leader }
 // non-nil error means the command may not have been committed (not leader,
 // timeout); a business rejection comes back in Result.Err.
 func (n *Node) Apply(ctx context.Context, cmd ledger.Command) (ledger.Result, error) {
+	if err := n.Err(); err != nil {
+		return ledger.Result{}, fmt.Errorf("global %s: %w", n.cfg.ID, err)
+	}
 	b, err := ledger.Encode(cmd)
 	if err != nil {
 		return ledger.Result{}, err
+	}
+	if b, err = n.cfg.Key.Seal(b); err != nil {
+		return ledger.Result{}, fmt.Errorf("global %s: seal log entry: %w", n.cfg.ID, err)
 	}
 	timeout := n.cfg.ApplyTimeout
 	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < timeout {
@@ -211,7 +227,18 @@ func (n *Node) Apply(ctx context.Context, cmd ledger.Command) (ledger.Result, er
 	if !ok {
 		return ledger.Result{}, fmt.Errorf("global %s: raft apply returned %T", n.cfg.ID, f.Response())
 	}
+	if errors.Is(res.Err, ErrEntryKey) {
+		return ledger.Result{}, fmt.Errorf("global %s: %w", n.cfg.ID, res.Err)
+	}
 	return res, nil
+}
+
+// Err reports why this node's ledger stopped applying the log (an entry
+// its key cannot open, ErrEntryKey), or nil.
+func (n *Node) Err() error {
+	n.fsm.mu.RLock()
+	defer n.fsm.mu.RUnlock()
+	return n.fsm.fault
 }
 
 // Read calls fn with the applied ledger under a read lock; fn must not
@@ -251,11 +278,33 @@ func (n *Node) Close() error {
 	return err
 }
 
-// fsm adapts the pure ledger to raft: it decodes bytes and calls Apply.
+// noPipeline is raft's TCP transport without pipelined replication.
+// hashicorp/raft v1.8.0's pipeline deadlocks when a follower answers an
+// append with Success=false while more appends are in flight — which a
+// leader cut off from its followers meets as soon as the cut heals, their
+// term having moved on: pipelineDecode returns, decodeResponses parks
+// sending to its doneCh, pipelineReplicate parks handing it the next
+// append, and the replication goroutine never ends, so the node can never
+// shut down (internal/faults' partition scenario hung there in most runs).
+// Refusing the pipeline makes raft replicate one append at a time per
+// follower, which the ledger's few entries a second do not notice.
+type noPipeline struct{ *raft.NetworkTransport }
+
+// AppendEntriesPipeline implements raft.Transport: no pipeline.
+func (noPipeline) AppendEntriesPipeline(raft.ServerID, raft.ServerAddress) (raft.AppendPipeline, error) {
+	return nil, raft.ErrPipelineReplicationNotSupported
+}
+
+// fsm adapts the pure ledger to raft: it opens and decodes bytes and calls
+// Apply.
 type fsm struct {
 	mu  sync.RWMutex
 	l   *ledger.Ledger
 	key *seal.Key
+	log *slog.Logger
+	// fault is set by the first entry the key cannot open; from then on
+	// nothing is applied.
+	fault error
 }
 
 func (f *fsm) Apply(log *raft.Log) any {
@@ -264,9 +313,39 @@ func (f *fsm) Apply(log *raft.Log) any {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.fault != nil {
+		return ledger.Result{Err: f.fault}
+	}
+	entry, err := openEntry(f.key, log.Data)
+	if err != nil {
+		// Unlike an undecodable entry, which every replica rejects alike,
+		// an entry this node alone cannot open says nothing about the
+		// entry: recording it as rejected would make this ledger differ
+		// from its peers', and skipping it would drop a charged cost. So
+		// the ledger stops here, behind but never wrong, and says why.
+		f.fault = fmt.Errorf("%w: entry %d: %w", ErrEntryKey, log.Index, err)
+		f.log.Error("ledger stopped: a raft log entry cannot be opened", "index", log.Index, "err", err)
+		return ledger.Result{Err: f.fault}
+	}
 	// A bad entry never crashes a replica: ApplyEntry records it as
 	// rejected, so every replica stays aligned.
-	return f.l.ApplyEntry(log.Index, log.Data)
+	return f.l.ApplyEntry(log.Index, entry)
+}
+
+// openEntry returns a log entry's plaintext. Sealed entries start with the
+// seal header ("STRATA-SEAL1\n"), which no plaintext entry can: a
+// plaintext entry starts with its kind byte, and 'S' (83) is no kind. So
+// entries written before the log was encrypted, or by a node without a
+// key, still decode; a sealed entry needs the key.
+func openEntry(key *seal.Key, data []byte) ([]byte, error) {
+	if !seal.IsSealed(data) {
+		return data, nil
+	}
+	b, err := key.Open(data)
+	if err != nil {
+		return nil, fmt.Errorf("%w (%s)", err, key.Source())
+	}
+	return b, nil
 }
 
 func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
@@ -331,7 +410,36 @@ func checkSnapshotKey(snaps raft.SnapshotStore, key *seal.Key) error {
 		return nil
 	}
 	if _, err := key.Open(b); err != nil {
-		return fmt.Errorf("ledger snapshot %s: %w", metas[0].ID, err)
+		return fmt.Errorf("ledger snapshot %s (%s): %w", metas[0].ID, key.Source(), err)
+	}
+	return nil
+}
+
+// checkLogKey opens the newest sealed entry of the log with the configured
+// key before raft replays it, so that a wrong or missing key fails the
+// start with an error naming the key, instead of stopping the ledger at
+// the first sealed entry once raft runs.
+func checkLogKey(store *raftboltdb.BoltStore, key *seal.Key) error {
+	first, err := store.FirstIndex()
+	if err != nil {
+		return fmt.Errorf("raft log: %w", err)
+	}
+	last, err := store.LastIndex()
+	if err != nil {
+		return fmt.Errorf("raft log: %w", err)
+	}
+	for i := last; i >= first && i > 0; i-- {
+		var e raft.Log
+		if err := store.GetLog(i, &e); err != nil {
+			return fmt.Errorf("raft log entry %d: %w", i, err)
+		}
+		if e.Type != raft.LogCommand || !seal.IsSealed(e.Data) {
+			continue
+		}
+		if _, err := openEntry(key, e.Data); err != nil {
+			return fmt.Errorf("raft log entry %d cannot be opened: %w", i, err)
+		}
+		return nil
 	}
 	return nil
 }

@@ -27,7 +27,8 @@ var ErrNoLedger = errors.New("global: no ledger in this data dir")
 // starting raft (so nothing on disk changes).
 func ReadLedger(dataDir string) (*ledger.Ledger, error) { return ReadLedgerKey(dataDir, nil) }
 
-// ReadLedgerKey is ReadLedger for a node whose snapshots are encrypted.
+// ReadLedgerKey is ReadLedger for a node whose snapshots and log entries
+// are encrypted.
 func ReadLedgerKey(dataDir string, key *seal.Key) (*ledger.Ledger, error) {
 	dir := filepath.Join(dataDir, "raft")
 	path := filepath.Join(dir, "raft.bolt")
@@ -85,7 +86,11 @@ func ReadLedgerKey(dataDir string, key *seal.Key) (*ledger.Ledger, error) {
 		if entry.Type != raft.LogCommand {
 			continue
 		}
-		l.ApplyEntry(i, entry.Data)
+		b, err := openEntry(key, entry.Data)
+		if err != nil {
+			return nil, fmt.Errorf("global: log entry %d: %w", i, err)
+		}
+		l.ApplyEntry(i, b)
 	}
 	return l, nil
 }
@@ -124,7 +129,13 @@ func VerifyAuditDir(dataDir string, key *seal.Key) (AuditReport, error) {
 		if err := store.GetLog(r.Index, &entry); err != nil {
 			continue // compacted into the snapshot
 		}
-		d := sha256.Sum256(entry.Data)
+		// The chain digests an entry's plaintext, so it reads the same
+		// whether the log is sealed or not.
+		b, err := openEntry(key, entry.Data)
+		if err != nil {
+			return rep, &ledger.AuditError{Position: i, Index: r.Index, Reason: fmt.Sprintf("the log entry on disk cannot be opened (edited, or another key): %v", err)}
+		}
+		d := sha256.Sum256(b)
 		if hex.EncodeToString(d[:]) != r.Digest {
 			return rep, &ledger.AuditError{Position: i, Index: r.Index, Reason: "the log entry on disk does not match the digest the chain recorded (the log was edited)"}
 		}

@@ -310,7 +310,7 @@ func (l *Ledger) openRound(index uint64, c *OpenRound) Result {
 			return Result{Err: fmt.Errorf("%w: observer %s has %d values, job has %d orders", ErrCurve, o, n, len(l.Job.Orders))}
 		}
 	}
-	if !(c.DeltaCharge >= 0) || !(l.DeltaCharged+c.DeltaCharge < l.Job.Delta) {
+	if !(c.DeltaCharge >= 0) || (c.DeltaCharge > 0 && !(l.DeltaCharged+c.DeltaCharge < l.Job.Delta)) {
 		return Result{Err: fmt.Errorf("%w: round %d charges δ %g on top of %g, the job's δ is %g", ErrBudget, c.Round, c.DeltaCharge, l.DeltaCharged, l.Job.Delta)}
 	}
 	slack := c.Slack

@@ -62,6 +62,17 @@ func TestEncryptionAtRest(t *testing.T) {
 	if !seal.IsSealed(b) || bytes.Contains(b, []byte("a-c00003")) {
 		t.Fatal("the ledger snapshot is stored in clear")
 	}
+	// The raft log is sealed as well: the bolt file shows none of the field
+	// names every OpenRound entry carries (they are there without a key).
+	log, err := os.ReadFile(filepath.Join(gdir, "raft", "raft.bolt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, clear := range []string{"epsilon_after", "sampled_clients", "model_version"} {
+		if bytes.Contains(log, []byte(clear)) {
+			t.Errorf("the raft log holds %q in clear", clear)
+		}
+	}
 	if _, err := global.ReadLedgerKey(gdir, wrong); !errors.Is(err, seal.ErrWrongKey) {
 		t.Fatalf("ledger with a wrong key: got %v, want ErrWrongKey", err)
 	}

@@ -28,7 +28,24 @@ var (
 )
 
 // Key is an AES-256-GCM key. A nil *Key means "no encryption".
-type Key struct{ aead cipher.AEAD }
+type Key struct {
+	aead cipher.AEAD
+	// source says where Load found the key, for error messages.
+	source string
+}
+
+// Source says where the key came from ("key file PATH" or "STRATA_KEY"),
+// so an error about data the key cannot open can name it; it is "no key"
+// for a nil key and "the given key" for one made from bytes.
+func (k *Key) Source() string {
+	switch {
+	case k == nil:
+		return "no key (no --key-file, STRATA_KEY_FILE or STRATA_KEY)"
+	case k.source == "":
+		return "the given key"
+	}
+	return k.source
+}
 
 // NewKey makes a key from 32 raw bytes.
 func NewKey(raw []byte) (*Key, error) {
@@ -70,6 +87,7 @@ func Load(path string) (*Key, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", path, err)
 		}
+		k.source = "key file " + path
 		return k, nil
 	}
 	if v := os.Getenv("STRATA_KEY"); v != "" {
@@ -77,6 +95,7 @@ func Load(path string) (*Key, error) {
 		if err != nil {
 			return nil, fmt.Errorf("STRATA_KEY: %w", err)
 		}
+		k.source = "STRATA_KEY"
 		return k, nil
 	}
 	return nil, nil

@@ -3,6 +3,8 @@ package seal
 import (
 	"bytes"
 	"errors"
+	"os"
+	"path/filepath"
 	"testing"
 )
 
@@ -66,6 +68,41 @@ func TestParseKey(t *testing.T) {
 	for _, bad := range []string{"", "abcd", "zz" + hexKey[2:]} {
 		if _, err := ParseKey(bad); !errors.Is(err, ErrBadKey) {
 			t.Errorf("ParseKey(%q): got %v, want ErrBadKey", bad, err)
+		}
+	}
+}
+
+// TestSource: a key says where it was loaded from, so errors about data it
+// cannot open can name the key file.
+func TestSource(t *testing.T) {
+	hexKey, _ := Generate()
+	path := filepath.Join(t.TempDir(), "k")
+	if err := os.WriteFile(path, []byte(hexKey), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("STRATA_KEY", hexKey)
+	fromFile, err := Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fromEnv, err := Load("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := ParseKey(hexKey)
+	tests := []struct {
+		name string
+		k    *Key
+		want string
+	}{
+		{"file", fromFile, "key file " + path},
+		{"environment", fromEnv, "STRATA_KEY"},
+		{"bytes", raw, "the given key"},
+		{"nil", nil, "no key (no --key-file, STRATA_KEY_FILE or STRATA_KEY)"},
+	}
+	for _, tt := range tests {
+		if got := tt.k.Source(); got != tt.want {
+			t.Errorf("%s: got %q, want %q", tt.name, got, tt.want)
 		}
 	}
 }
