@@ -263,7 +263,10 @@ func nodeReport(ctx context.Context, t *topology.Topology, g *roles.Global, tk t
 	if err != nil {
 		return nil, err
 	}
-	rep := htmlreport.Summarize(t, l, pre, final)
+	rep, err := htmlreport.Summarize(t, l, pre, final)
+	if err != nil {
+		return nil, err
+	}
 	if l.Job != nil {
 		rep.ElapsedSeconds = time.Since(time.UnixMilli(l.Job.StartedUnixMs)).Seconds()
 	}

@@ -214,7 +214,10 @@ func runJob(ctx context.Context, t *topology.Topology, dataDir string, key *seal
 	if err != nil {
 		return nil, "", err
 	}
-	rep := htmlreport.Summarize(t, l, pre, final)
+	rep, err := htmlreport.Summarize(t, l, pre, final)
+	if err != nil {
+		return nil, "", err
+	}
 	var html string
 	if obs != nil {
 		yaml, err := t.YAML()

@@ -101,7 +101,7 @@ func accuracy(m map[string]float64) *float64 {
 
 // Summarize builds report.json from the ledger and the evaluations of
 // version 0 and of the serving version.
-func Summarize(t *topology.Topology, l *ledger.Ledger, pre, final task.Evaluation) *Summary {
+func Summarize(t *topology.Topology, l *ledger.Ledger, pre, final task.Evaluation) (*Summary, error) {
 	s := &Summary{
 		Job: t.Job, Task: t.Task.Name, RoundsCompleted: l.CommittedRounds(), PlannedRounds: t.Train.Rounds,
 		MetricsPretrained: Metrics(pre), MetricsFinal: Metrics(final), Delta: t.Privacy.Delta,
@@ -117,10 +117,12 @@ func Summarize(t *topology.Topology, l *ledger.Ledger, pre, final task.Evaluatio
 	for _, o := range ledger.Observers {
 		s.Epsilon[o] = Float(l.Spent(o))
 	}
-	if cs, err := SummariseClients(l); err == nil {
-		s.ClientSummary = cs
+	cs, err := SummariseClients(l)
+	if err != nil {
+		return nil, fmt.Errorf("report: per-client spend: %w", err)
 	}
-	return s
+	s.ClientSummary = cs
+	return s, nil
 }
 
 // SetBaseline records the same job's figures without noise.
