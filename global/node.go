@@ -36,7 +36,8 @@ var (
 type NodeConfig struct {
 	// ID names the node in the raft configuration; default "g1".
 	ID string
-	// DataDir holds raft/log.bolt, raft/stable.bolt and raft/snapshots; required.
+	// DataDir holds raft/raft.bolt (the log and the stable store in one
+	// bolt file) and raft/snapshots; required.
 	DataDir string
 	// Bind is the TCP address of the raft transport. Empty means an
 	// in-memory transport: a single-node cluster inside one process
