@@ -11,10 +11,12 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/strata-fl/strata/global"
+	"github.com/strata-fl/strata/global/ledger"
 	"github.com/strata-fl/strata/identity"
 	"github.com/strata-fl/strata/internal/seal"
 	"github.com/strata-fl/strata/mesh"
 	"github.com/strata-fl/strata/observe/metrics"
+	"github.com/strata-fl/strata/observe/report"
 	"github.com/strata-fl/strata/task"
 	"github.com/strata-fl/strata/topology"
 )
@@ -241,4 +243,41 @@ func (g gate) Evaluate(theta []float64) (float64, float64, error) {
 		return -m.Value, ev.Loss, nil
 	}
 	return m.Value, ev.Loss, nil
+}
+
+// Summary is report.json of a node whose ledger records the job as
+// finished: the task's scores of the checkpoint and of the serving model
+// on its whole held-out set (the serving model fetched from the object
+// store and checked against the hash the ledger committed), ε per
+// observer, and the time since the ledger recorded the job's start. Every
+// node writes the same one, so it survives the loss of any of them.
+func (g *Global) Summary(ctx context.Context) (*report.Summary, error) {
+	b, err := g.node.Snapshot()
+	if err != nil {
+		return nil, err
+	}
+	l, err := ledger.Restore(b)
+	if err != nil {
+		return nil, err
+	}
+	theta, err := ServingModel(ctx, l, g.models, g.cfg.Task)
+	if err != nil {
+		return nil, err
+	}
+	pre, err := g.cfg.Task.Final().Evaluate(ctx, g.cfg.Task.Initial())
+	if err != nil {
+		return nil, err
+	}
+	final, err := g.cfg.Task.Final().Evaluate(ctx, theta)
+	if err != nil {
+		return nil, err
+	}
+	rep, err := report.Summarize(g.cfg.Topology, l, pre, final)
+	if err != nil {
+		return nil, err
+	}
+	if l.Job != nil {
+		rep.ElapsedSeconds = time.Since(time.UnixMilli(l.Job.StartedUnixMs)).Seconds()
+	}
+	return rep, nil
 }

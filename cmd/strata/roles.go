@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/strata-fl/strata/global"
-	"github.com/strata-fl/strata/global/ledger"
 	"github.com/strata-fl/strata/identity"
 	"github.com/strata-fl/strata/mesh"
 	"github.com/strata-fl/strata/observe/metrics"
@@ -220,7 +219,7 @@ func runGlobal(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return nil // stopped by a signal: everything is on disk
 	}
 	fmt.Fprintf(stdout, "global %s: job finished with %d rounds committed (applied index %d)\n", *id, st.Committed, st.Applied)
-	rep, err := nodeReport(ctx, t, g, tk)
+	rep, err := g.Summary(ctx)
 	if err != nil {
 		return fmt.Errorf("global %s: report: %w", *id, err)
 	}
@@ -238,48 +237,6 @@ func usageIf(err error) error {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
 	return err
-}
-
-// nodeReport is report.json of a global node whose ledger records the job
-// as finished: the task's scores of the checkpoint and of the serving
-// model on its whole held-out set (the serving model is fetched from the
-// object store and checked against the hash the ledger committed), ε per
-// observer, and the time since the ledger recorded the job's start. Every
-// node writes the same report, so it survives the loss of any of them.
-func nodeReport(ctx context.Context, t *topology.Topology, g *roles.Global, tk task.Task) (*htmlreport.Summary, error) {
-	b, err := g.Node().Snapshot()
-	if err != nil {
-		return nil, err
-	}
-	l, err := ledger.Restore(b)
-	if err != nil {
-		return nil, err
-	}
-	theta, err := roles.ServingModel(ctx, l, g.Models(), tk)
-	if err != nil {
-		return nil, err
-	}
-	pre, final, err := evaluateEnds(ctx, tk, theta)
-	if err != nil {
-		return nil, err
-	}
-	rep, err := htmlreport.Summarize(t, l, pre, final)
-	if err != nil {
-		return nil, err
-	}
-	if l.Job != nil {
-		rep.ElapsedSeconds = time.Since(time.UnixMilli(l.Job.StartedUnixMs)).Seconds()
-	}
-	return rep, nil
-}
-
-// evaluateEnds scores the checkpoint and θ on the task's whole held-out set.
-func evaluateEnds(ctx context.Context, tk task.Task, theta []float64) (pre, final task.Evaluation, err error) {
-	if pre, err = tk.Final().Evaluate(ctx, tk.Initial()); err != nil {
-		return pre, final, err
-	}
-	final, err = tk.Final().Evaluate(ctx, theta)
-	return pre, final, err
 }
 
 // prepareTask prepares the topology's task (its checkpoint pre-trained
