@@ -89,6 +89,9 @@ type Node struct {
 	fsm   *fsm
 	store *raftboltdb.BoltStore
 	trans raft.Transport
+	// partials is what this node's coordinators did with the regions'
+	// partials, for the metrics (PartialCounts).
+	partials partialLog
 }
 
 // OpenNode opens (or creates) a global node's raft state under DataDir.

@@ -30,7 +30,9 @@ var allowed = map[string][]string{
 	// global fixes each round's secagg session parameters (secagg.ChooseParams)
 	// so that a region and its clients cannot diverge or pick weaker ones,
 	// and records them write-ahead in the ledger.
-	"global": {"global/ledger", "identity", "mesh", "mesh/wire", "privacy", "topology", "internal/seal", "empirical", "secagg"},
+	"global": {"global/ledger", "global/round", "identity", "mesh", "mesh/wire", "privacy", "topology", "internal/seal", "empirical", "secagg"},
+	// The round machine is a pure core: no NATS (mesh), no raft, no clock.
+	"global/round": {"global/ledger", "identity", "mesh/wire", "secagg", "topology"},
 	// Observability sits above the tiers: it reads them, they never import it.
 	"observe/report":    {"empirical", "global/ledger"},
 	"observe/metrics":   {"global", "global/ledger", "mesh", "mesh/wire", "regional", "edge", "observe/report", "topology"},
