@@ -26,6 +26,9 @@ type PartialCounts struct {
 	UpdatesRejected map[string]map[string]int
 	// Rejected counts refused partials: region → reason → count.
 	Rejected map[string]map[string]int
+	// Rounds counts the rounds reported, so that a reader knows when the
+	// figures changed.
+	Rounds uint64
 }
 
 // maxLoggedRounds bounds how many rounds' accepted partials a node keeps
@@ -60,6 +63,7 @@ func (p *partialLog) record(r RoundReport) {
 	for _, rj := range r.Rejected {
 		add(p.counts.Rejected, rj.Region, rj.Reason, rj.Count)
 	}
+	p.counts.Rounds++
 	if _, seen := p.rounds[r.Round]; !seen {
 		p.order = append(p.order, r.Round)
 	}
@@ -83,7 +87,8 @@ func (n *Node) PartialCounts() PartialCounts {
 	p := &n.partials
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	out := PartialCounts{Accepted: map[string]int{}, Updates: map[string]int{}, UpdatesRejected: map[string]map[string]int{}, Rejected: map[string]map[string]int{}}
+	out := PartialCounts{Accepted: map[string]int{}, Updates: map[string]int{}, UpdatesRejected: map[string]map[string]int{}, Rejected: map[string]map[string]int{},
+		Rounds: p.counts.Rounds}
 	for k, v := range p.counts.Accepted {
 		out.Accepted[k] = v
 	}
