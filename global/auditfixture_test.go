@@ -8,6 +8,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -161,14 +162,9 @@ func readJSONL(t *testing.T, path string) []ledger.AuditRecord {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	var recs []ledger.AuditRecord
-	dec := json.NewDecoder(f)
-	for dec.More() {
-		var r ledger.AuditRecord
-		if err := dec.Decode(&r); err != nil {
-			t.Fatal(err)
-		}
-		recs = append(recs, r)
+	recs, err := ledger.ReadAuditJSON(f)
+	if err != nil {
+		t.Fatal(err)
 	}
 	return recs
 }
@@ -197,6 +193,35 @@ func TestLegacyAuditDirVerifies(t *testing.T) {
 		if r.Index <= rep.Snapshot && r != legacy[i] {
 			t.Fatalf("record %d from the snapshot is %+v, the legacy trail has %+v", i, r, legacy[i])
 		}
+		// The tail is replayed from the log by this version: its records
+		// are in the current format, rejections by reason code.
+		if r.Index > rep.Snapshot {
+			if r.Version != ledger.AuditFormatCode || r.Digest != legacy[i].Digest || r.Kind != legacy[i].Kind {
+				t.Fatalf("replayed record %d: %+v, legacy %+v", i, r, legacy[i])
+			}
+			if strings.HasPrefix(legacy[i].Outcome, "rejected: ") && !strings.Contains(r.Outcome, "rejected: ") {
+				t.Fatalf("replayed record %d: outcome %q, legacy %q", i, r.Outcome, legacy[i].Outcome)
+			}
+		}
+	}
+	// Replays of one log give one chain, and what they record of each
+	// rejection is its code, so no rewording of a message reaches it.
+	again, err := ReadLedger(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again.AuditHead() != l.AuditHead() {
+		t.Fatalf("two replays of one log: heads %s and %s", l.AuditHead(), again.AuditHead())
+	}
+	var outcomes []string
+	for _, r := range l.Audit {
+		if r.Index > rep.Snapshot {
+			outcomes = append(outcomes, r.Outcome)
+		}
+	}
+	want := "applied applied duplicate rejected: round_order applied rejected: unknown_client applied rejected: undecodable applied"
+	if got := strings.Join(outcomes, " "); got != want {
+		t.Fatalf("replayed outcomes %q, want %q", got, want)
 	}
 }
 

@@ -66,6 +66,7 @@ func (g *Global) collectPartials(e emitter) {
 			e.counter("strata_global_region_updates_rejected_total", "Updates each region reported rejected in the partials this node's coordinator accepted, by reason.", float64(n), "region", region, "reason", reason)
 		}
 	}
+	e.counter("strata_global_control_drops_total", "Control requests (membership, rollback, enrolment) this node's full queue turned away.", float64(g.cfg.Node.ControlDrops()))
 	for region, m := range pc.Rejected {
 		for reason, n := range m {
 			e.counter("strata_global_partials_rejected_total", "Partials this node's coordinator refused, by region (unknown: none of the topology's) and reason.", float64(n), "region", label(region), "reason", reason)
