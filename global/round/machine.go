@@ -150,32 +150,7 @@ func (m *Machine) Step(ev Event) []Action {
 	if m.phase == done {
 		return []Action{Stop{Err: fmt.Errorf("%w: %T after the machine stopped", ErrUnexpected, ev)}}
 	}
-	want := map[phase]bool{}
-	switch ev.(type) {
-	case Next:
-		want[idle] = true
-	case ModelLoaded:
-		want[loading] = true
-	case Probed:
-		want[probing] = true
-	case Drawn:
-		want[drawing] = true
-	case Applied:
-		want[opening], want[committing], want[aborting], want[finishing] = true, true, true, true
-	case Acked:
-		want[announcing] = true
-	case PartialMsg, Deadline:
-		want[collecting] = true
-	case Noised:
-		want[noising] = true
-	case Stored:
-		want[storing] = true
-	case Evaluated:
-		want[evaluating] = true
-	case GateChecked:
-		want[gating] = true
-	}
-	if !want[m.phase] {
+	if !m.expects(ev) {
 		return m.stop(fmt.Errorf("%w: %T while %s", ErrUnexpected, ev, m.phase))
 	}
 	switch e := ev.(type) {
@@ -205,6 +180,35 @@ func (m *Machine) Step(ev Event) []Action {
 		return m.gated(e)
 	}
 	return m.stop(fmt.Errorf("%w: %T", ErrUnexpected, ev))
+}
+
+// expects reports whether ev answers what the machine is waiting for.
+func (m *Machine) expects(ev Event) bool {
+	switch ev.(type) {
+	case Next:
+		return m.phase == idle
+	case ModelLoaded:
+		return m.phase == loading
+	case Probed:
+		return m.phase == probing
+	case Drawn:
+		return m.phase == drawing
+	case Applied:
+		return m.phase == opening || m.phase == committing || m.phase == aborting || m.phase == finishing
+	case Acked:
+		return m.phase == announcing
+	case PartialMsg, Deadline:
+		return m.phase == collecting
+	case Noised:
+		return m.phase == noising
+	case Stored:
+		return m.phase == storing
+	case Evaluated:
+		return m.phase == evaluating
+	case GateChecked:
+		return m.phase == gating
+	}
+	return false
 }
 
 // stop ends the run with err (nil: the job is finished).

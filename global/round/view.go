@@ -45,7 +45,9 @@ type View struct {
 	// stopping reads them).
 	Losses []float64
 	// RegistryVersion is the ledger's identity version; RegionKeys the
-	// enrolled region keys.
+	// enrolled region keys, which verify the round's partials (a region
+	// whose key is rotated restarts, and so signs only later rounds with
+	// the new one).
 	RegistryVersion uint64
 	RegionKeys      map[string]string
 }
