@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -103,6 +104,7 @@ func TestServiceControlRequests(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	before := runtime.NumGoroutine()
 	started := make(chan struct{})
 	var once bool
 	svcErr := make(chan error, 1)
@@ -193,9 +195,20 @@ func TestServiceControlRequests(t *testing.T) {
 		t.Fatalf("JSON members: %+v (%v)", mr, err)
 	}
 
+	cc.Close()
 	cancel()
 	if err := <-svcErr; err != nil {
 		t.Fatalf("service: %v", err)
+	}
+	// The service joins what it started: once its subscriptions' own
+	// goroutines have wound down, no more run than before it.
+	deadline := time.Now().Add(30 * time.Second)
+	for runtime.NumGoroutine() > before {
+		if time.Now().After(deadline) {
+			buf := make([]byte, 1<<20)
+			t.Fatalf("%d goroutines after the service returned, %d before:\n%s", runtime.NumGoroutine(), before, buf[:runtime.Stack(buf, true)])
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 
