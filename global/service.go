@@ -133,8 +133,40 @@ func RunService(ctx context.Context, cfg ServiceConfig) error {
 		return err
 	}
 	cfg = cfg.withDefaults()
+	stop, err := serve(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer stop()
+	return lead(ctx, cfg)
+}
+
+// serve subscribes the node's request handlers and starts the control
+// goroutine; stop unsubscribes them, then stops and joins the goroutine.
+func serve(ctx context.Context, cfg ServiceConfig) (stop func(), err error) {
 	n := cfg.Node
-	ssub, err := cfg.Conn.Subscribe(StatusSubject(n.cfg.ID), func(m *nats.Msg) {
+	var subs []*nats.Subscription
+	qctx, qcancel := context.WithCancel(ctx)
+	var served sync.WaitGroup
+	stop = func() {
+		for _, s := range subs {
+			s.Unsubscribe()
+		}
+		qcancel()
+		served.Wait()
+	}
+	defer func() {
+		if err != nil {
+			stop()
+		}
+	}()
+	sub := func(s *nats.Subscription, err error) error {
+		if err == nil {
+			subs = append(subs, s)
+		}
+		return err
+	}
+	if err := sub(cfg.Conn.Subscribe(StatusSubject(n.cfg.ID), func(m *nats.Msg) {
 		b, err := json.Marshal(n.Status())
 		if err == nil {
 			err = m.Respond(b)
@@ -142,12 +174,10 @@ func RunService(ctx context.Context, cfg ServiceConfig) error {
 		if err != nil {
 			cfg.Logger.Warn("status not answered", "err", err)
 		}
-	})
-	if err != nil {
-		return err
+	})); err != nil {
+		return nil, err
 	}
-	defer ssub.Unsubscribe()
-	lsub, err := cfg.Conn.Subscribe(LedgerSubject(n.cfg.ID), func(m *nats.Msg) {
+	if err := sub(cfg.Conn.Subscribe(LedgerSubject(n.cfg.ID), func(m *nats.Msg) {
 		b, err := n.Snapshot()
 		if err != nil {
 			// An empty answer tells the asker there is no ledger to read.
@@ -155,45 +185,36 @@ func RunService(ctx context.Context, cfg ServiceConfig) error {
 			b = nil
 		}
 		m.Respond(b)
-	})
-	if err != nil {
-		return err
+	})); err != nil {
+		return nil, err
 	}
-	defer lsub.Unsubscribe()
 	q := newControlQueue(n, cfg.Logger)
-	qctx, qcancel := context.WithCancel(ctx)
-	var served sync.WaitGroup
 	served.Add(1)
 	go func() {
 		defer served.Done()
 		q.serve(qctx)
 	}()
-	// Deferred first, so run last: the subscriptions are gone before the
-	// control goroutine is stopped and joined.
-	defer served.Wait()
-	defer qcancel()
-	msub, err := cfg.Conn.QueueSubscribe(MembersSubject, "leader-"+n.cfg.ID, q.handler(controlMembers))
-	if err != nil {
-		return err
+	if err := sub(cfg.Conn.QueueSubscribe(MembersSubject, "leader-"+n.cfg.ID, q.handler(controlMembers))); err != nil {
+		return nil, err
 	}
-	defer msub.Unsubscribe()
-	rsub, err := cfg.Conn.Subscribe(ModelSubject, q.handler(controlRollback))
-	if err != nil {
-		return err
+	if err := sub(cfg.Conn.Subscribe(ModelSubject, q.handler(controlRollback))); err != nil {
+		return nil, err
 	}
-	defer rsub.Unsubscribe()
-	esub, err := cfg.Conn.Subscribe(EnrollSubject, q.handler(controlEnroll))
-	if err != nil {
-		return err
+	if err := sub(cfg.Conn.Subscribe(EnrollSubject, q.handler(controlEnroll))); err != nil {
+		return nil, err
 	}
-	defer esub.Unsubscribe()
 	if cfg.Job != "" {
-		gsub, err := ServeRegistry(cfg.Conn, n, cfg.Job)
-		if err != nil {
-			return err
+		if err := sub(ServeRegistry(cfg.Conn, n, cfg.Job)); err != nil {
+			return nil, err
 		}
-		defer gsub.Unsubscribe()
 	}
+	return stop, nil
+}
+
+// lead runs a coordinator whenever this node leads, until ctx ends or (with
+// ExitWhenFinished) the ledger records the job as finished.
+func lead(ctx context.Context, cfg ServiceConfig) error {
+	n := cfg.Node
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
 	for {
