@@ -18,17 +18,17 @@ type canaryGate struct {
 	maxCos []float64
 }
 
-// direction is canary i's direction for the current model size.
+// direction is canary i's direction for the model's size.
 func (c *Coordinator) direction(i int) []float64 {
-	return empirical.Direction(c.top.CanarySeed(), i, len(c.theta))
+	return empirical.Direction(c.top.CanarySeed(), i, len(c.cfg.Initial))
 }
 
 // canaryGateReason is the audit gate (audit.max_empirical_epsilon): it
-// returns why the candidate θ (trained from base) must not be promoted —
-// the one-shot ε estimate over the served versions and the candidate
+// returns why the candidate theta (trained from base) must not be promoted
+// — the one-shot ε estimate over the served versions and the candidate
 // exceeds the threshold — or "" to promote. With no gate configured it
 // always returns "".
-func (c *Coordinator) canaryGateReason(ctx context.Context, base []float64) (string, error) {
+func (c *Coordinator) canaryGateReason(ctx context.Context, theta, base []float64) (string, error) {
 	a := c.top.Audit
 	if a.MaxEpsilon == 0 || a.Canaries == 0 {
 		return "", nil
@@ -39,9 +39,9 @@ func (c *Coordinator) canaryGateReason(ctx context.Context, base []float64) (str
 		}
 	}
 	cand := append([]float64(nil), c.gate.maxCos...)
-	delta := make([]float64, len(c.theta))
+	delta := make([]float64, len(theta))
 	for i := range delta {
-		delta[i] = c.theta[i] - base[i]
+		delta[i] = theta[i] - base[i]
 	}
 	for i := range cand {
 		cand[i] = math.Max(cand[i], empirical.Cosine(c.direction(i), delta))
@@ -84,7 +84,7 @@ func (c *Coordinator) loadCanaryGate(ctx context.Context) error {
 		if err != nil {
 			return nil, err
 		}
-		return decode64(b, len(c.theta))
+		return decode64(b, len(c.cfg.Initial))
 	}
 	// One version at a time, directions drawn again for each: memory stays
 	// O(d + K) whatever the number of rounds.

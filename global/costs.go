@@ -420,14 +420,3 @@ func roundCost(mech map[ledger.Observer]ObserverMechanism, in Costing, spent Spe
 	}
 	return rc, nil
 }
-
-// spentFrom reads what the ledger has charged so far.
-func spentFrom(l *ledger.Ledger) Spent {
-	var s Spent
-	for _, o := range ledger.Observers {
-		s.Curve.Set(o, l.Curve(o))
-	}
-	s.Slack = l.Slack
-	s.Delta = l.DeltaCharged
-	return s
-}

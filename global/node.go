@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -81,10 +82,18 @@ func (c NodeConfig) withDefaults() NodeConfig {
 	return c
 }
 
-// Validate reports a configuration that cannot work.
+// Validate reports a configuration that cannot work, naming the field.
 func (c NodeConfig) Validate() error {
-	if c.DataDir == "" {
+	switch {
+	case c.DataDir == "":
 		return errors.New("global: NodeConfig.DataDir is required (the ledger lives there)")
+	case c.ApplyTimeout < 0:
+		return fmt.Errorf("global: NodeConfig.ApplyTimeout %v is negative", c.ApplyTimeout)
+	}
+	for i, p := range c.Peers {
+		if p.ID == "" || p.Addr == "" {
+			return fmt.Errorf("global: NodeConfig.Peers[%d] needs an ID and an Addr (got %q=%q)", i, p.ID, p.Addr)
+		}
 	}
 	return nil
 }
@@ -96,6 +105,11 @@ type Node struct {
 	fsm   *fsm
 	store *raftboltdb.BoltStore
 	trans raft.Transport
+	// partials is what this node's coordinators did with the regions'
+	// partials, for the metrics (PartialCounts); controlDrops counts the
+	// control requests its full queue turned away (ControlDrops).
+	partials     partialLog
+	controlDrops atomic.Uint64
 }
 
 // OpenNode opens (or creates) a global node's raft state under DataDir.
@@ -220,7 +234,7 @@ func (n *Node) Apply(ctx context.Context, cmd ledger.Command) (ledger.Result, er
 	f := n.raft.Apply(b, timeout)
 	if err := f.Error(); err != nil {
 		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) {
-			return ledger.Result{}, fmt.Errorf("%w: %v", ErrNotLeader, err)
+			return ledger.Result{}, fmt.Errorf("%w: %w", ErrNotLeader, err)
 		}
 		return ledger.Result{}, fmt.Errorf("global %s: raft apply: %w", n.cfg.ID, err)
 	}

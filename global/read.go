@@ -49,7 +49,11 @@ func ReadLedgerKey(dataDir string, key *seal.Key) (*ledger.Ledger, error) {
 	if err != nil {
 		return nil, fmt.Errorf("global: snapshots: %w", err)
 	}
-	if metas, err := snaps.List(); err == nil && len(metas) > 0 {
+	metas, err := snaps.List()
+	if err != nil {
+		return nil, fmt.Errorf("global: list snapshots: %w", err)
+	}
+	if len(metas) > 0 {
 		_, rc, err := snaps.Open(metas[0].ID)
 		if err != nil {
 			return nil, fmt.Errorf("global: open snapshot %s: %w", metas[0].ID, err)

@@ -3,10 +3,8 @@ package global
 import (
 	"context"
 	"encoding/binary"
-	"encoding/json"
-	"fmt"
+	"log/slog"
 	"strings"
-	"time"
 
 	"github.com/nats-io/nats.go"
 
@@ -61,7 +59,10 @@ func ServeRegistry(nc *nats.Conn, n *Node, job string) (*nats.Subscription, erro
 			}
 			b, err = identity.EncodeRegistry(RegistryOf(l, region))
 		})
-		if err == nil && b != nil {
+		switch {
+		case err != nil:
+			n.cfg.Logger.Warn("registry not served", "region", region, "err", err)
+		case b != nil:
 			m.Respond(b)
 		}
 	})
@@ -73,64 +74,24 @@ const EnrollSubject = "strata.global.enroll"
 // EnrollRequest enrols clients (with their keys) and nodes, or withdraws
 // one client's consent.
 type EnrollRequest struct {
-	Clients  []ledger.Enrollment `json:"clients,omitempty"`
-	Purpose  string              `json:"purpose,omitempty"`
-	Nodes    []ledger.Node       `json:"nodes,omitempty"`
-	Withdraw string              `json:"withdraw,omitempty"`
-	Reason   string              `json:"reason,omitempty"`
+	Clients  []ledger.Enrollment `json:"clients,omitempty" msgpack:"clients,omitempty"`
+	Purpose  string              `json:"purpose,omitempty" msgpack:"purpose,omitempty"`
+	Nodes    []ledger.Node       `json:"nodes,omitempty" msgpack:"nodes,omitempty"`
+	Withdraw string              `json:"withdraw,omitempty" msgpack:"withdraw,omitempty"`
+	Reason   string              `json:"reason,omitempty" msgpack:"reason,omitempty"`
 }
 
-// ServeEnroll applies enrolment requests through raft when this node leads.
+// ServeEnroll applies enrolment requests through raft when this node
+// leads. The NATS callback only queues a request; a goroutine that ends
+// with ctx applies it and replies (in the request's encoding: see
+// ControlReply). RunService serves enrolments itself; this is for a
+// process that runs no service (the standalone mesh).
 func ServeEnroll(ctx context.Context, nc *nats.Conn, n *Node) (*nats.Subscription, error) {
-	return nc.Subscribe(EnrollSubject, func(m *nats.Msg) {
-		if !n.IsLeader() {
-			return
-		}
-		reply := map[string]string{}
-		if err := n.enroll(ctx, m.Data); err != nil {
-			reply["error"] = err.Error()
-		}
-		b, _ := json.Marshal(reply)
-		m.Respond(b)
-	})
-}
-
-func (n *Node) enroll(ctx context.Context, body []byte) error {
-	var req EnrollRequest
-	if err := json.Unmarshal(body, &req); err != nil {
-		return fmt.Errorf("malformed enrol request: %w", err)
+	q := newControlQueue(n, slog.New(slog.DiscardHandler))
+	sub, err := nc.Subscribe(EnrollSubject, q.handler(controlEnroll))
+	if err != nil {
+		return nil, err
 	}
-	now := time.Now().UnixMilli()
-	var cmds []ledger.Command
-	for _, c := range req.Clients {
-		if err := identity.ValidPublic(c.PubKey); c.PubKey != "" && err != nil {
-			return fmt.Errorf("client %q: %w", c.ID, err)
-		}
-	}
-	if len(req.Nodes) > 0 {
-		cmds = append(cmds, &ledger.EnrollNodes{Nodes: req.Nodes, UnixMs: now})
-	}
-	if len(req.Clients) > 0 {
-		purpose := req.Purpose
-		if purpose == "" {
-			purpose = "federated fine-tuning"
-		}
-		cmds = append(cmds, &ledger.EnrollClients{Clients: req.Clients, Purpose: purpose, UnixMs: now})
-	}
-	if req.Withdraw != "" {
-		cmds = append(cmds, &ledger.Withdraw{Client: req.Withdraw, Reason: req.Reason, UnixMs: now})
-	}
-	if len(cmds) == 0 {
-		return fmt.Errorf("empty enrol request: give clients, nodes or withdraw")
-	}
-	for _, c := range cmds {
-		res, err := n.Apply(ctx, c)
-		if err != nil {
-			return err
-		}
-		if res.Err != nil {
-			return res.Err
-		}
-	}
-	return nil
+	go q.serve(ctx)
+	return sub, nil
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -41,7 +42,7 @@ func RequestStatus(ctx context.Context, nc *nats.Conn, id string) (Status, error
 	}
 	var s Status
 	if err := json.Unmarshal(m.Data, &s); err != nil {
-		return Status{}, fmt.Errorf("%w: %v", ErrMalformedStatus, err)
+		return Status{}, fmt.Errorf("%w: %w", ErrMalformedStatus, err)
 	}
 	return s, nil
 }
@@ -58,18 +59,19 @@ const ModelSubject = "strata.global.model"
 
 // RollbackRequest asks the leader to roll the serving model back.
 type RollbackRequest struct {
-	To     uint64 `json:"to"`
-	Reason string `json:"reason"`
+	To     uint64 `json:"to" msgpack:"to"`
+	Reason string `json:"reason" msgpack:"reason"`
 }
 
 // MembersRequest asks the leader to add or remove a voter.
 type MembersRequest struct {
-	Op   string `json:"op"` // "add", "remove" or "list"
-	ID   string `json:"id"`
-	Addr string `json:"addr"`
+	Op   string `json:"op" msgpack:"op"` // "add", "remove" or "list"
+	ID   string `json:"id" msgpack:"id"`
+	Addr string `json:"addr" msgpack:"addr"`
 }
 
-// MembersReply answers a MembersRequest.
+// MembersReply answers a MembersRequest sent in JSON (strata clients
+// before msgpack requests); msgpack requests get a ControlReply.
 type MembersReply struct {
 	Members []Peer `json:"members"`
 	Error   string `json:"error,omitempty"`
@@ -78,6 +80,7 @@ type MembersReply struct {
 // ServiceConfig configures a global node process: raft node, NATS, and a
 // coordinator made afresh for every term in which this node leads.
 type ServiceConfig struct {
+	// Node, Conn and NewCoordinator are required.
 	Node           *Node
 	Conn           *nats.Conn
 	NewCoordinator func() (*Coordinator, error)
@@ -86,103 +89,134 @@ type ServiceConfig struct {
 	// lagging followers receive the last entries first.
 	ExitWhenFinished bool
 	FinishGrace      time.Duration
-	Logger           *slog.Logger
-	// Job is the job whose regions this node answers registry requests for.
+	// Logger receives the service's logs; nil means none.
+	Logger *slog.Logger
+	// Job is the job whose regions this node answers registry requests
+	// for; "" serves no registry.
 	Job string
 }
 
-// RunService serves status and membership requests and runs the
-// coordinator whenever this node leads; losing leadership stops it (the next
-// leader aborts the open round, whose spend stays).
-func RunService(ctx context.Context, cfg ServiceConfig) error {
-	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.DiscardHandler)
+// withDefaults returns a copy with every unset field defaulted.
+func (c ServiceConfig) withDefaults() ServiceConfig {
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
 	}
-	n := cfg.Node
-	ssub, err := cfg.Conn.Subscribe(StatusSubject(n.cfg.ID), func(m *nats.Msg) {
-		b, _ := json.Marshal(n.Status())
-		m.Respond(b)
-	})
+	if c.FinishGrace == 0 {
+		c.FinishGrace = 3 * time.Second
+	}
+	return c
+}
+
+// Validate names the first field that cannot work.
+func (c ServiceConfig) Validate() error {
+	switch {
+	case c.Node == nil:
+		return errors.New("global: ServiceConfig.Node is required")
+	case c.Conn == nil:
+		return errors.New("global: ServiceConfig.Conn is required")
+	case c.NewCoordinator == nil:
+		return errors.New("global: ServiceConfig.NewCoordinator is required")
+	case c.FinishGrace < 0:
+		return fmt.Errorf("global: ServiceConfig.FinishGrace %v is negative", c.FinishGrace)
+	}
+	return nil
+}
+
+// RunService serves status and control requests and runs the coordinator
+// whenever this node leads; losing leadership stops it (the next leader
+// aborts the open round, whose spend stays). Control requests (membership,
+// rollback, enrolment) are queued by their NATS callbacks and served, and
+// answered, by one goroutine the service owns: raft never runs on a NATS
+// goroutine.
+func RunService(ctx context.Context, cfg ServiceConfig) error {
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	cfg = cfg.withDefaults()
+	stop, err := serve(ctx, cfg)
 	if err != nil {
 		return err
 	}
-	defer ssub.Unsubscribe()
-	lsub, err := cfg.Conn.Subscribe(LedgerSubject(n.cfg.ID), func(m *nats.Msg) {
+	defer stop()
+	return lead(ctx, cfg)
+}
+
+// serve subscribes the node's request handlers and starts the control
+// goroutine; stop unsubscribes them, then stops and joins the goroutine.
+func serve(ctx context.Context, cfg ServiceConfig) (stop func(), err error) {
+	n := cfg.Node
+	var subs []*nats.Subscription
+	qctx, qcancel := context.WithCancel(ctx)
+	var served sync.WaitGroup
+	stop = func() {
+		for _, s := range subs {
+			s.Unsubscribe()
+		}
+		qcancel()
+		served.Wait()
+	}
+	defer func() {
+		if err != nil {
+			stop()
+		}
+	}()
+	sub := func(s *nats.Subscription, err error) error {
+		if err == nil {
+			subs = append(subs, s)
+		}
+		return err
+	}
+	if err := sub(cfg.Conn.Subscribe(StatusSubject(n.cfg.ID), func(m *nats.Msg) {
+		b, err := json.Marshal(n.Status())
+		if err == nil {
+			err = m.Respond(b)
+		}
+		if err != nil {
+			cfg.Logger.Warn("status not answered", "err", err)
+		}
+	})); err != nil {
+		return nil, err
+	}
+	if err := sub(cfg.Conn.Subscribe(LedgerSubject(n.cfg.ID), func(m *nats.Msg) {
 		b, err := n.Snapshot()
 		if err != nil {
+			// An empty answer tells the asker there is no ledger to read.
+			cfg.Logger.Warn("ledger snapshot not served", "err", err)
 			b = nil
 		}
 		m.Respond(b)
-	})
-	if err != nil {
-		return err
+	})); err != nil {
+		return nil, err
 	}
-	defer lsub.Unsubscribe()
-	msub, err := cfg.Conn.QueueSubscribe(MembersSubject, "leader-"+n.cfg.ID, func(m *nats.Msg) {
-		if !n.IsLeader() {
-			return // only the leader answers
-		}
-		var req MembersRequest
-		rep := MembersReply{}
-		if err := json.Unmarshal(m.Data, &req); err != nil {
-			rep.Error = "malformed request: " + err.Error()
-		} else {
-			switch req.Op {
-			case "add":
-				err = n.AddVoter(Peer{ID: req.ID, Addr: req.Addr})
-			case "remove":
-				err = n.RemoveServer(req.ID)
-			case "list":
-			default:
-				err = fmt.Errorf("unknown op %q: use add, remove or list", req.Op)
-			}
-			if err != nil {
-				rep.Error = err.Error()
-			}
-		}
-		rep.Members, _ = n.Members()
-		b, _ := json.Marshal(rep)
-		m.Respond(b)
-	})
-	if err != nil {
-		return err
+	q := newControlQueue(n, cfg.Logger)
+	served.Add(1)
+	go func() {
+		defer served.Done()
+		q.serve(qctx)
+	}()
+	if err := sub(cfg.Conn.QueueSubscribe(MembersSubject, "leader-"+n.cfg.ID, q.handler(controlMembers))); err != nil {
+		return nil, err
 	}
-	defer msub.Unsubscribe()
-	rsub, err := cfg.Conn.Subscribe(ModelSubject, func(m *nats.Msg) {
-		if !n.IsLeader() {
-			return
-		}
-		var req RollbackRequest
-		reply := map[string]string{}
-		if err := json.Unmarshal(m.Data, &req); err != nil {
-			reply["error"] = "malformed request: " + err.Error()
-		} else if err := n.Rollback(ctx, req.To, req.Reason); err != nil {
-			reply["error"] = err.Error()
-		}
-		b, _ := json.Marshal(reply)
-		m.Respond(b)
-	})
-	if err != nil {
-		return err
+	if err := sub(cfg.Conn.Subscribe(ModelSubject, q.handler(controlRollback))); err != nil {
+		return nil, err
 	}
-	defer rsub.Unsubscribe()
-	esub, err := ServeEnroll(ctx, cfg.Conn, n)
-	if err != nil {
-		return err
+	if err := sub(cfg.Conn.Subscribe(EnrollSubject, q.handler(controlEnroll))); err != nil {
+		return nil, err
 	}
-	defer esub.Unsubscribe()
 	if cfg.Job != "" {
-		gsub, err := ServeRegistry(cfg.Conn, n, cfg.Job)
-		if err != nil {
-			return err
+		if err := sub(ServeRegistry(cfg.Conn, n, cfg.Job)); err != nil {
+			return nil, err
 		}
-		defer gsub.Unsubscribe()
 	}
+	return stop, nil
+}
+
+// lead runs a coordinator whenever this node leads, until ctx ends or (with
+// ExitWhenFinished) the ledger records the job as finished.
+func lead(ctx context.Context, cfg ServiceConfig) error {
+	n := cfg.Node
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
-	if cfg.FinishGrace == 0 {
-		cfg.FinishGrace = 3 * time.Second
-	}
 	for {
 		if cfg.ExitWhenFinished && n.Status().Finished {
 			select {
@@ -215,14 +249,20 @@ func RunService(ctx context.Context, cfg ServiceConfig) error {
 // runTerm runs a coordinator until it ends or this node stops leading.
 func runTerm(ctx context.Context, cfg ServiceConfig) error {
 	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	// lost records that this term ended because leadership was lost, even
 	// if the node leads again by the time the coordinator returns (a
 	// loaded machine can flap an election within one tick): the caller
 	// must see ErrNotLeader, not the cancelled context, and start a new
 	// term rather than stop the service.
 	var lost atomic.Bool
+	var watch sync.WaitGroup
+	defer func() {
+		cancel()
+		watch.Wait()
+	}()
+	watch.Add(1)
 	go func() {
+		defer watch.Done()
 		t := time.NewTicker(100 * time.Millisecond)
 		defer t.Stop()
 		for {
@@ -245,7 +285,7 @@ func runTerm(ctx context.Context, cfg ServiceConfig) error {
 	cfg.Logger.Info("leading: coordinator starts", "node", cfg.Node.cfg.ID)
 	err = c.Run(ctx)
 	if err != nil && (lost.Load() || !cfg.Node.IsLeader()) {
-		return fmt.Errorf("%w: %v", ErrNotLeader, err)
+		return fmt.Errorf("%w: %w", ErrNotLeader, err)
 	}
 	return err
 }
@@ -256,7 +296,11 @@ func (n *Node) Status() Status {
 	n.Read(func(l *ledger.Ledger) {
 		s.Rounds, s.Committed, s.Finished = len(l.Rounds), l.CommittedRounds(), l.Finished
 	})
-	s.Members, _ = n.Members()
+	ms, err := n.Members()
+	if err != nil {
+		n.cfg.Logger.Warn("status: the raft configuration is unknown", "err", err)
+	}
+	s.Members = ms
 	return s
 }
 

@@ -169,6 +169,34 @@ func (l *Ledger) checkRoundClients(c *OpenRound) error {
 			return fmt.Errorf("%w: sampled %q, which has no enrolled key", ErrNotEligible, id)
 		}
 	}
+	return l.checkClientBudgets(c, retiring)
+}
+
+// checkClientBudgets holds every client that stays eligible through the
+// round (sampled or not: public ε composes over eligible rounds) to its
+// budget, by its group's ε as the proposer priced it. Only comparisons:
+// a NaN ε is over any budget.
+func (l *Ledger) checkClientBudgets(c *OpenRound, retiring map[string]bool) error {
+	if c.Groups == nil && !l.Job.ClientBudgets {
+		return nil // a round of a job started before rounds priced their groups
+	}
+	for i := 1; i < len(c.Groups); i++ {
+		if c.Groups[i].From <= c.Groups[i-1].From {
+			return fmt.Errorf("%w: round %d: groups not sorted by round (%d after %d)", ErrInvalid, c.Round, c.Groups[i].From, c.Groups[i-1].From)
+		}
+	}
+	for _, cl := range l.Clients {
+		if cl.Status != ClientActive || retiring[cl.ID] {
+			continue
+		}
+		j := sort.Search(len(c.Groups), func(j int) bool { return c.Groups[j].From >= cl.EligibleFrom })
+		if j == len(c.Groups) || c.Groups[j].From != cl.EligibleFrom {
+			return fmt.Errorf("%w: round %d prices no group eligible from round %d (client %q)", ErrInvalid, c.Round, cl.EligibleFrom, cl.ID)
+		}
+		if e := c.Groups[j].Epsilon; !(e <= cl.Budget) {
+			return fmt.Errorf("%w: round %d would bring client %q (eligible from round %d) to public ε %.4g, over its budget %.4g; it must be retired", ErrClientBudget, c.Round, cl.ID, cl.EligibleFrom, e, cl.Budget)
+		}
+	}
 	return nil
 }
 

@@ -65,6 +65,22 @@ type OpenRound struct {
 	// round (secure aggregation's neighbours): a client's ε against them
 	// composes over the rounds it was sampled in, like an operator's.
 	FellowExposed bool `msgpack:"fellow_exposed,omitempty"`
+	// Groups is the public ε after this round of every group of clients
+	// eligible since the same round (they share a curve), sorted by From:
+	// Apply refuses the round (ErrClientBudget) if a client that stays
+	// eligible would exceed its budget. The ε are computed on the proposer
+	// (a conversion from RDP is floating-point work replicas need not
+	// agree on); Apply only compares. Rounds written before groups were
+	// priced carry none, and are not checked.
+	Groups []GroupEpsilon `msgpack:"groups,omitempty"`
+}
+
+// GroupEpsilon is the public ε, after a round, of the clients eligible
+// since round From: the ε ClientEpsilon would report for any of them once
+// the round is charged.
+type GroupEpsilon struct {
+	From    uint64  `msgpack:"from"`
+	Epsilon float64 `msgpack:"epsilon"`
 }
 
 // CommitModel records the model version a round released.
@@ -183,10 +199,10 @@ func Decode(b []byte) (Command, error) {
 		return nil, fmt.Errorf("%w: unknown kind %d", ErrDecode, b[0])
 	}
 	if err := msgcheck.Validate(b[1:]); err != nil {
-		return nil, fmt.Errorf("%w: kind %d: %v", ErrDecode, b[0], err)
+		return nil, fmt.Errorf("%w: kind %d: %w", ErrDecode, b[0], err)
 	}
 	if err := msgpack.Unmarshal(b[1:], cmd); err != nil {
-		return nil, fmt.Errorf("%w: kind %d: %v", ErrDecode, b[0], err)
+		return nil, fmt.Errorf("%w: kind %d: %w", ErrDecode, b[0], err)
 	}
 	return cmd, nil
 }

@@ -37,11 +37,14 @@ var (
 	ErrRoundConflict = errors.New("ledger: round already recorded with different content")
 	ErrRoundNotOpen  = errors.New("ledger: round is not open")
 	ErrBudget        = errors.New("ledger: round would exceed the privacy budget")
-	ErrVersion       = errors.New("ledger: model version out of order")
-	ErrCurve         = errors.New("ledger: RDP curve does not match the job's orders")
-	ErrUnknown       = errors.New("ledger: unknown command")
-	ErrRollback      = errors.New("ledger: cannot roll back")
-	ErrInvalid       = errors.New("ledger: invalid command")
+	// ErrClientBudget refuses a round that would take a client that stays
+	// eligible past its own budget: the proposer should have retired it.
+	ErrClientBudget = errors.New("ledger: round would exceed a client's privacy budget")
+	ErrVersion      = errors.New("ledger: model version out of order")
+	ErrCurve        = errors.New("ledger: RDP curve does not match the job's orders")
+	ErrUnknown      = errors.New("ledger: unknown command")
+	ErrRollback     = errors.New("ledger: cannot roll back")
+	ErrInvalid      = errors.New("ledger: invalid command")
 )
 
 // Noise is the noise plan of a round: multipliers of the clip norm per tier.
@@ -68,6 +71,10 @@ type Job struct {
 	// Signed jobs sample only clients with an enrolled key, whose updates
 	// regions accept only when signed.
 	Signed bool `msgpack:"signed" json:"signed"`
+	// ClientBudgets says every round of the job prices its eligible groups
+	// (OpenRound.Groups), so Apply holds each client to its budget; jobs
+	// started before rounds did are checked only where a round carries them.
+	ClientBudgets bool `msgpack:"client_budgets,omitempty" json:"client_budgets,omitempty"`
 }
 
 // RoundEntry is one committed round.

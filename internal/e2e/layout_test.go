@@ -31,10 +31,13 @@ var allowed = map[string][]string{
 	"identity":      {"internal/msgcheck"},
 	"edge":          {"identity", "mesh", "mesh/wire", "privacy", "topology", "secagg"},
 	"regional":      {"internal/accum", "identity", "mesh", "mesh/wire", "privacy", "topology", "secagg"},
-	// global fixes each round's secagg session parameters (secagg.ChooseParams)
+	// global decodes operators' msgpack control requests (internal/msgcheck).
+	"global": {"global/ledger", "global/round", "identity", "mesh", "mesh/wire", "privacy", "topology", "internal/seal", "internal/msgcheck", "empirical"},
+	// The round machine is a pure core: no NATS (mesh), no raft, no clock.
+	// It fixes each round's secagg session parameters (secagg.ChooseParams)
 	// so that a region and its clients cannot diverge or pick weaker ones,
 	// and records them write-ahead in the ledger.
-	"global": {"global/ledger", "identity", "mesh", "mesh/wire", "privacy", "topology", "internal/seal", "empirical", "secagg"},
+	"global/round": {"global/ledger", "identity", "mesh/wire", "secagg", "topology"},
 	// Observability sits above the tiers: it reads them, they never import it.
 	"observe/report":    {"audit", "empirical", "global/ledger", "task", "topology"},
 	"audit":             {"empirical", "global", "global/ledger", "internal/seal", "mesh", "mesh/wire", "task", "topology"},

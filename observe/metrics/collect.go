@@ -44,6 +44,36 @@ func (e emitter) connStats(role string, s nats.Statistics) {
 	e.counter("strata_nats_messages_total", "Messages this role's NATS connections sent (out) and received (in).", float64(s.OutMsgs), "role", role, "direction", "out")
 }
 
+// collectPartials emits what this node's coordinator did with the
+// regions' partials: accepted (and the updates they carried, and those
+// their regions reported rejected) and refused, by reason.
+func (g *Global) collectPartials(e emitter) {
+	pc := g.cfg.Node.PartialCounts()
+	label := func(region string) string {
+		if region == "" {
+			return "unknown"
+		}
+		return region
+	}
+	for region, n := range pc.Accepted {
+		e.counter("strata_global_partials_total", "Partials this node's coordinator accepted from each region.", float64(n), "region", region)
+	}
+	for region, n := range pc.Updates {
+		e.counter("strata_global_region_updates_accepted_total", "Updates each region summed in the partials this node's coordinator accepted.", float64(n), "region", region)
+	}
+	for region, m := range pc.UpdatesRejected {
+		for reason, n := range cleanRejected(m) {
+			e.counter("strata_global_region_updates_rejected_total", "Updates each region reported rejected in the partials this node's coordinator accepted, by reason.", float64(n), "region", region, "reason", reason)
+		}
+	}
+	e.counter("strata_global_control_drops_total", "Control requests (membership, rollback, enrolment) this node's full queue turned away.", float64(g.cfg.Node.ControlDrops()))
+	for region, m := range pc.Rejected {
+		for reason, n := range m {
+			e.counter("strata_global_partials_rejected_total", "Partials this node's coordinator refused, by region (unknown: none of the topology's) and reason.", float64(n), "region", label(region), "reason", reason)
+		}
+	}
+}
+
 // Describe sends nothing: the collectors here are unchecked, as their
 // label sets (observers, reasons, regions) follow the job.
 func (g *Global) Describe(chan<- *prometheus.Desc) {}
@@ -52,9 +82,7 @@ func (g *Global) Describe(chan<- *prometheus.Desc) {}
 func (g *Global) Collect(ch chan<- prometheus.Metric) {
 	e := emitter{ch}
 	g.roundSeconds.Collect(ch)
-	g.partials.Collect(ch)
-	g.updates.Collect(ch)
-	g.rejections.Collect(ch)
+	g.collectPartials(e)
 	n := g.cfg.Node
 	g.cfg.Node.Read(func(l *ledger.Ledger) {
 		opened, committed, aborted, participants, open := 0, 0, 0, 0, 0

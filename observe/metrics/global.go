@@ -14,8 +14,6 @@ import (
 
 	"github.com/strata-fl/strata/global"
 	"github.com/strata-fl/strata/global/ledger"
-	"github.com/strata-fl/strata/mesh"
-	"github.com/strata-fl/strata/mesh/wire"
 	"github.com/strata-fl/strata/observe/report"
 	"github.com/strata-fl/strata/topology"
 )
@@ -23,9 +21,11 @@ import (
 // GlobalConfig configures the global tier's tracker and collector.
 type GlobalConfig struct {
 	Node *global.Node
-	// Conn, when set, is used to listen to the regions' partials (read
-	// only: the coordinator is what merges them), which carry each
-	// region's accepted and rejected counts per round.
+	// Conn is ignored. The tracker once listened to the regions' partials
+	// on it and counted them, whether or not the coordinator merged them;
+	// it now reports what this node's coordinator accepted and refused
+	// (Node.PartialCounts), and for rounds it did not coordinate, the
+	// provenance the ledger records. Kept so that callers still compile.
 	Conn *nats.Conn
 	// Traffic, when set, is the coordinator's connection, whose byte and
 	// message counters are exported as the global role's.
@@ -58,25 +58,23 @@ type Policy struct {
 }
 
 // Global tracks the global tier for metrics and the dashboard: it polls the
-// ledger (round durations, change notifications) and listens to partials
-// (per-region participation and rejections). It is a prometheus.Collector.
+// ledger (round durations, change notifications) and reads what this
+// node's coordinator did with the regions' partials (per-region
+// participation and rejections). It is a prometheus.Collector.
 type Global struct {
 	cfg    GlobalConfig
 	policy Policy
 
 	mu        sync.Mutex
-	regions   map[uint64]map[string]RegionRound
 	durations map[uint64]float64
 	seen      map[uint64]string // round → status when last polled
 	applied   uint64
+	logged    uint64 // Node.PartialCounts().Rounds when last polled
 	version   uint64
 	started   time.Time // rounds opened after it were opened while watched
 	watchers  map[chan struct{}]struct{}
 
 	roundSeconds prometheus.Histogram
-	partials     *prometheus.CounterVec
-	updates      *prometheus.CounterVec
-	rejections   *prometheus.CounterVec
 }
 
 // NewGlobal checks the configuration and runs the policy check once.
@@ -95,15 +93,12 @@ func NewGlobal(cfg GlobalConfig) (*Global, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	g := &Global{
-		cfg: cfg, regions: map[uint64]map[string]RegionRound{}, durations: map[uint64]float64{}, seen: map[uint64]string{},
+		cfg: cfg, durations: map[uint64]float64{}, seen: map[uint64]string{},
 		watchers: map[chan struct{}]struct{}{},
 		roundSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "strata_round_duration_seconds", Help: "Time from a round's opening (ledger) to its commit or abort, for rounds closed while this node watched.",
 			Buckets: prometheus.ExponentialBuckets(0.25, 2, 12),
 		}),
-		partials:   prometheus.NewCounterVec(prometheus.CounterOpts{Name: "strata_global_partials_total", Help: "Partials received from each region (first delivery per round)."}, []string{"region"}),
-		updates:    prometheus.NewCounterVec(prometheus.CounterOpts{Name: "strata_global_region_updates_accepted_total", Help: "Updates each region reported accepted in its partials."}, []string{"region"}),
-		rejections: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "strata_global_region_updates_rejected_total", Help: "Updates each region reported rejected in its partials, by reason."}, []string{"region", "reason"}),
 	}
 	g.policy = checkPolicy(cfg.Topology, cfg.Dim)
 	g.started = time.Now()
@@ -131,19 +126,8 @@ func (g *Global) Topology() *topology.Topology { return g.cfg.Topology }
 // Policy is the policy check of the topology.
 func (g *Global) Policy() Policy { return g.policy }
 
-// Run listens to partials and polls the ledger until ctx ends.
+// Run polls the ledger and the node's partial counts until ctx ends.
 func (g *Global) Run(ctx context.Context) error {
-	if g.cfg.Conn != nil {
-		subj, err := mesh.PartialWildcard(g.cfg.Topology.Job)
-		if err != nil {
-			return err
-		}
-		sub, err := g.cfg.Conn.Subscribe(subj, g.onPartial)
-		if err != nil {
-			return fmt.Errorf("metrics: subscribe %s: %w", subj, err)
-		}
-		defer sub.Unsubscribe()
-	}
 	t := time.NewTicker(g.cfg.Poll)
 	defer t.Stop()
 	for {
@@ -157,54 +141,15 @@ func (g *Global) Run(ctx context.Context) error {
 	}
 }
 
-// onPartial records a region's counts; it runs on the NATS reader, so it
-// only decodes a header and takes a short lock.
-func (g *Global) onPartial(m *nats.Msg) {
-	var round uint64
-	var region string
-	var rr RegionRound
-	switch t, _ := wire.Peek(m.Data); t {
-	case wire.TypePartialChunk:
-		h, _, err := wire.DecodePartialChunk(m.Data)
-		if err != nil || h.Offset != 0 {
-			return // the first slice carries the counts
-		}
-		round, region, rr = h.Round, h.Region, RegionRound{Accepted: h.Count, Rejected: h.Rejected}
-	case wire.TypePartial:
-		var p wire.Partial
-		if err := wire.Decode(m.Data, wire.TypePartial, &p); err != nil {
-			return
-		}
-		round, region, rr = p.Round, p.Region, RegionRound{Accepted: p.Count, Rejected: p.Rejected}
-	default:
-		return
-	}
-	if !knownRegion(g.cfg.Topology, region) || rr.Accepted < 0 {
-		return
-	}
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if g.regions[round] == nil {
-		g.regions[round] = map[string]RegionRound{}
-	}
-	if _, dup := g.regions[round][region]; dup {
-		return
-	}
-	// Reasons come off the bus: keep label values bounded and tidy.
-	clean := map[string]int{}
-	for reason, n := range rr.Rejected {
+// cleanRejected keeps the reasons a region reported tidy as label values.
+func cleanRejected(m map[string]int) map[string]int {
+	out := map[string]int{}
+	for reason, n := range m {
 		if n > 0 {
-			clean[reasonLabel(reason)] += n
+			out[reasonLabel(reason)] += n
 		}
 	}
-	rr.Rejected = clean
-	g.regions[round][region] = rr
-	g.partials.WithLabelValues(region).Inc()
-	g.updates.WithLabelValues(region).Add(float64(rr.Accepted))
-	for reason, n := range rr.Rejected {
-		g.rejections.WithLabelValues(region, reason).Add(float64(n))
-	}
-	g.bumpLocked()
+	return out
 }
 
 // reasonLabel keeps a rejection reason as it is when it looks like one
@@ -222,18 +167,16 @@ func reasonLabel(r string) string {
 	return r
 }
 
-func knownRegion(t *topology.Topology, id string) bool {
-	for _, r := range t.Regions {
-		if r.ID == id {
-			return true
-		}
-	}
-	return false
-}
-
-// poll notices ledger changes and rounds that closed since the last poll.
+// poll notices ledger changes, rounds that closed since the last poll, and
+// rounds the node's coordinator reported.
 func (g *Global) poll() {
 	now := time.Now()
+	if logged := g.cfg.Node.PartialCounts().Rounds; logged != g.loggedSeen() {
+		g.mu.Lock()
+		g.logged = logged
+		g.bumpLocked()
+		g.mu.Unlock()
+	}
 	var applied uint64
 	type st struct {
 		round  uint64
@@ -270,6 +213,12 @@ func (g *Global) poll() {
 		}
 	}
 	g.bumpLocked()
+}
+
+func (g *Global) loggedSeen() uint64 {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.logged
 }
 
 func (g *Global) appliedSeen() uint64 {
@@ -309,25 +258,30 @@ func (g *Global) Version() uint64 {
 	return g.version
 }
 
-// Regions returns the per-region figures of the given rounds. For a
-// committed round only the regions whose partial the ledger says was merged
-// are kept, so the regions' accepted counts add up to the round's
-// participants.
+// Regions returns the per-region figures of the given rounds: what this
+// node's coordinator accepted of each region (its updates, and those it
+// reported rejected by reason), or, for a committed round another node
+// coordinated, the partials the ledger records as merged (accepted counts
+// only). For a committed round only the regions whose partial the ledger
+// says was merged are kept, so the regions' accepted counts add up to the
+// round's participants.
 func (g *Global) Regions(rounds []report.Round) map[uint64]map[string]RegionRound {
-	g.mu.Lock()
-	defer g.mu.Unlock()
 	out := map[uint64]map[string]RegionRound{}
 	for _, r := range rounds {
-		m := g.regions[r.Round]
-		if m == nil {
-			continue
-		}
 		keep := map[string]RegionRound{}
-		for id, rr := range m {
-			if r.Status == "committed" && !contains(r.Regions, id) {
-				continue
+		if merged, ok := g.cfg.Node.RoundPartials(r.Round); ok {
+			for _, mp := range merged {
+				if r.Status == "committed" && !contains(r.Regions, mp.Region) {
+					continue
+				}
+				keep[mp.Region] = RegionRound{Accepted: mp.Count, Rejected: cleanRejected(mp.Rejected)}
 			}
-			keep[id] = rr
+		} else if r.Model != nil && len(r.Model.Partials) > 0 {
+			for _, p := range r.Model.Partials {
+				keep[p.Region] = RegionRound{Accepted: p.Count, Rejected: map[string]int{}}
+			}
+		} else {
+			continue
 		}
 		out[r.Round] = keep
 	}
