@@ -110,6 +110,9 @@ type Node struct {
 	// control requests its full queue turned away (ControlDrops).
 	partials     partialLog
 	controlDrops atomic.Uint64
+	// lead follows raft's leadership notifications; stopLead ends it.
+	lead     *leadership
+	stopLead chan struct{}
 }
 
 // OpenNode opens (or creates) a global node's raft state under DataDir.
@@ -150,14 +153,16 @@ func OpenNode(cfg NodeConfig) (*Node, error) {
 	rc.LocalID = raft.ServerID(cfg.ID)
 	rc.SnapshotThreshold = cfg.SnapshotThreshold
 	rc.TrailingLogs = 1024
-	rc.Logger = hclog.New(&hclog.LoggerOptions{Name: "raft", Level: hclog.Warn, Output: io.Discard})
+	rc.Logger = hclog.New(&hclog.LoggerOptions{Name: "raft", Level: hclog.Info, Output: raftLog{cfg.Logger.With("node", cfg.ID)}})
+	notify := make(chan bool, 16)
+	rc.NotifyCh = notify
 	if cfg.Bind == "" {
 		// A single in-process voter: elect quickly.
 		rc.HeartbeatTimeout = 200 * time.Millisecond
 		rc.ElectionTimeout = 200 * time.Millisecond
 		rc.LeaderLeaseTimeout = 100 * time.Millisecond
 	}
-	f := &fsm{l: ledger.New(), key: cfg.Key, log: cfg.Logger}
+	f := &fsm{l: ledger.New(), key: cfg.Key, log: cfg.Logger, applied: make(chan struct{})}
 	if cfg.Bootstrap {
 		has, err := raft.HasExistingState(store, store, snaps)
 		if err != nil {
@@ -191,7 +196,8 @@ func OpenNode(cfg NodeConfig) (*Node, error) {
 		store.Close()
 		return nil, fmt.Errorf("global %s: raft: %w", cfg.ID, err)
 	}
-	return &Node{cfg: cfg, raft: r, fsm: f, store: store, trans: trans}, nil
+	stop := make(chan struct{})
+	return &Node{cfg: cfg, raft: r, fsm: f, store: store, trans: trans, lead: newLeadership(notify, stop), stopLead: stop}, nil
 }
 
 // WaitLeader blocks until some node leads, and reports whether it is this one.
@@ -284,6 +290,8 @@ func (n *Node) Close() error {
 		n.cfg.Logger.Debug("no snapshot at close", "err", f.Error())
 	}
 	err := n.raft.Shutdown().Error()
+	close(n.stopLead)
+	<-n.lead.done
 	if t, ok := n.trans.(io.Closer); ok {
 		t.Close()
 	}
@@ -320,6 +328,16 @@ type fsm struct {
 	// fault is set by the first entry the key cannot open; from then on
 	// nothing is applied.
 	fault error
+	// applied is closed (and replaced) after every applied entry, so that
+	// waiters on the ledger's state need not poll it.
+	applied chan struct{}
+}
+
+// appliedCh is closed after the next entry is applied.
+func (f *fsm) appliedCh() <-chan struct{} {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.applied
 }
 
 func (f *fsm) Apply(log *raft.Log) any {
@@ -328,6 +346,10 @@ func (f *fsm) Apply(log *raft.Log) any {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	defer func() {
+		close(f.applied)
+		f.applied = make(chan struct{})
+	}()
 	if f.fault != nil {
 		return ledger.Result{Err: f.fault}
 	}
@@ -458,3 +480,8 @@ func checkLogKey(store *raftboltdb.BoltStore, key *seal.Key) error {
 	}
 	return nil
 }
+
+// finishedCh is closed after the next ledger entry is applied, so that a
+// node waiting for the job to finish re-reads the ledger only when it
+// changed.
+func (n *Node) finishedCh() <-chan struct{} { return n.fsm.appliedCh() }

@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -245,7 +246,7 @@ func TestFSMStopsAtUnopenableEntry(t *testing.T) {
 		t.Fatal(err)
 	}
 	sealed, _ := right.Seal(plain)
-	f := &fsm{l: ledger.New(), key: wrong, log: slog.New(slog.DiscardHandler)}
+	f := &fsm{l: ledger.New(), key: wrong, log: slog.New(slog.DiscardHandler), applied: make(chan struct{})}
 	res := f.Apply(&raft.Log{Type: raft.LogCommand, Index: 1, Data: sealed}).(ledger.Result)
 	if !errors.Is(res.Err, ErrEntryKey) || !errors.Is(res.Err, seal.ErrWrongKey) {
 		t.Fatalf("sealed entry, wrong key: got %v, want ErrEntryKey wrapping ErrWrongKey", res.Err)
@@ -410,4 +411,50 @@ func BenchmarkClusterApply(b *testing.B) {
 			b.Fatal(err, res.Err)
 		}
 	}
+}
+
+// TestRaftLogsAndLeadershipReachTheNode: raft's own log lines go to the
+// node's logger (they were once discarded whatever logger was given), and
+// the node's leadership channel fires when it becomes leader, so nothing
+// needs to poll raft's state.
+func TestRaftLogsAndLeadershipReachTheNode(t *testing.T) {
+	var buf syncBuffer
+	logger := slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	n, err := OpenNode(NodeConfig{DataDir: t.TempDir(), Logger: logger})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	changed := n.LeadershipChanged()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if !n.waitLeading(ctx) {
+		t.Fatal("the single node never led")
+	}
+	select {
+	case <-changed:
+	case <-ctx.Done():
+		t.Fatal("leadership gained, yet the channel taken before never fired")
+	}
+	if !strings.Contains(buf.String(), "msg=raft") {
+		t.Fatalf("no raft log line reached the node's logger:\n%s", buf.String())
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for raft's and the test's goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

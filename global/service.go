@@ -215,9 +215,10 @@ func serve(ctx context.Context, cfg ServiceConfig) (stop func(), err error) {
 // ExitWhenFinished) the ledger records the job as finished.
 func lead(ctx context.Context, cfg ServiceConfig) error {
 	n := cfg.Node
-	tick := time.NewTicker(100 * time.Millisecond)
-	defer tick.Stop()
 	for {
+		// Take both signals before reading the state they signal, so that
+		// no change between the read and the wait is missed.
+		applied, changed := n.finishedCh(), n.LeadershipChanged()
 		if cfg.ExitWhenFinished && n.Status().Finished {
 			select {
 			case <-ctx.Done():
@@ -237,11 +238,13 @@ func lead(ctx context.Context, cfg ServiceConfig) error {
 			default:
 				cfg.Logger.Warn("leadership lost during the term", "err", err)
 			}
+			continue
 		}
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-tick.C:
+		case <-changed:
+		case <-applied: // a follower re-reads whether the job ended
 		}
 	}
 }
@@ -263,18 +266,17 @@ func runTerm(ctx context.Context, cfg ServiceConfig) error {
 	watch.Add(1)
 	go func() {
 		defer watch.Done()
-		t := time.NewTicker(100 * time.Millisecond)
-		defer t.Stop()
 		for {
+			changed := cfg.Node.LeadershipChanged()
+			if !cfg.Node.IsLeader() {
+				lost.Store(true)
+				cancel()
+				return
+			}
 			select {
 			case <-ctx.Done():
 				return
-			case <-t.C:
-				if !cfg.Node.IsLeader() {
-					lost.Store(true)
-					cancel()
-					return
-				}
+			case <-changed:
 			}
 		}
 	}()
