@@ -196,7 +196,8 @@ func Utility(ctx context.Context, env Env, cfg UtilityConfig) (Output, error) {
 		}
 		bar.Label("%s", r.Name)
 		res, err := runUtilityJob(ctx, t, filepath.Join(env.TempDir, fmt.Sprintf("utility-%d", i)), ckDir, func(rep global.RoundReport) {
-			bar.Label("%s: round %d, ε %.3g, acc %.3f", r.Name, rep.Round, rep.Epsilon.Public, rep.Accuracy)
+			metric, v := rep.Eval.Primary()
+			bar.Label("%s: round %d, ε %.3g, %s %.3f", r.Name, rep.Round, rep.Epsilon.Public, metric, v)
 		})
 		if err != nil {
 			return out, fmt.Errorf("bench utility %s: %w", r.Name, err)
@@ -268,7 +269,8 @@ func runUtilityJob(ctx context.Context, t *topology.Topology, dir, ckDir string,
 	}
 	m, err := roles.Start(ctx, roles.UpConfig{Topology: t, DataDir: dir, Task: tk, Progress: func(r global.RoundReport) {
 		if r.Aborted == "" && !math.IsInf(r.Epsilon.Public, 0) {
-			res.curve = append(res.curve, UtilityPoint{Round: int(r.Round), Epsilon: r.Epsilon.Public, Accuracy: r.Accuracy})
+			_, v := r.Eval.Primary()
+			res.curve = append(res.curve, UtilityPoint{Round: int(r.Round), Epsilon: r.Epsilon.Public, Accuracy: v})
 		}
 		if onRound != nil {
 			onRound(r)

@@ -72,7 +72,7 @@ func TestWriteAuditFixture(t *testing.T) {
 			{ID: "a-c00002", Region: "a", Budget: 2}, {ID: "a-c00003", Region: "a", Budget: 0.5}}, Purpose: "fixture", UnixMs: 1700000000002},
 		&ledger.EnrollClients{Clients: []ledger.Enrollment{{ID: "a-c00000", Region: "a", Budget: 2}}, Purpose: "fixture", UnixMs: 1700000000003}, // duplicate
 		open(1, 0, 0.25, []string{"a-c00000", "a-c00002"}),
-		&ledger.CommitModel{Round: 1, Version: 1, Hash: "h1", Accuracy: 0.9, Loss: 0.3, Participants: 2, Regions: []string{"a"}, Promoted: true,
+		&ledger.CommitModel{Round: 1, Version: 1, Hash: "h1", Score: 0.9, Loss: 0.3, Participants: 2, Regions: []string{"a"}, Promoted: true,
 			Partials: []ledger.PartialRef{{Region: "a", Count: 2, Digest: "d1"}}},
 		open(2, 1, 2.5, []string{"a-c00001"}),                 // over the budget: rejected with ε in the message
 		&ledger.CommitModel{Round: 1, Version: 3, Hash: "h3"}, // rejected: round 1 is no longer open

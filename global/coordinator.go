@@ -30,8 +30,12 @@ var ErrBudgetExhausted = round.ErrBudgetExhausted
 
 // Evaluator scores a model version on held-out data of the clients' domain.
 type Evaluator interface {
-	Evaluate(theta []float64) (accuracy, loss float64, err error)
+	Evaluate(theta []float64) (Evaluation, error)
 }
+
+// Evaluation is a version's evaluation: the score the gate compares
+// (higher is better) and the metrics the ledger records.
+type Evaluation = round.Evaluation
 
 // RoundReport is what the coordinator tells its Progress callback after
 // each round: the round machine's report, with the committed count read
@@ -283,8 +287,8 @@ func (c *Coordinator) do(ctx context.Context, a round.Action) (round.Event, erro
 		hash, err := c.storeModel(ctx, a)
 		return round.Stored{Hash: hash, Err: err}, nil
 	case round.Evaluate:
-		acc, loss, err := c.cfg.Evaluator.Evaluate(a.Theta)
-		return round.Evaluated{Accuracy: acc, Loss: loss, Err: err}, nil
+		ev, err := c.cfg.Evaluator.Evaluate(a.Theta)
+		return round.Evaluated{Evaluation: ev, Err: err}, nil
 	case round.CanaryGate:
 		reason, err := c.canaryGateReason(ctx, a.Theta, a.Base)
 		return round.GateChecked{Reason: reason, Err: err}, nil
@@ -466,7 +470,7 @@ func (c *Coordinator) startOrResume(ctx context.Context) (*round.Machine, error)
 	if _, err := c.cfg.Models.Put(ctx, "model", 0, blob); err != nil {
 		return nil, err
 	}
-	base, _, err := c.cfg.Evaluator.Evaluate(initial)
+	base, err := c.cfg.Evaluator.Evaluate(initial)
 	if err != nil {
 		return nil, fmt.Errorf("global: evaluate the checkpoint: %w", err)
 	}
@@ -483,7 +487,7 @@ func (c *Coordinator) startOrResume(ctx context.Context) (*round.Machine, error)
 		return nil, fmt.Errorf("global: resuming from model v%d: %w", version, err)
 	}
 	return round.New(round.Config{Topology: t, Pricer: Pricer(), Theta: theta, Velocity: vel, Version: version,
-		Hash0: mesh.Hash(blob), BaseAccuracy: base, PartialGrace: c.cfg.PartialGrace})
+		Hash0: mesh.Hash(blob), Base: base, PartialGrace: c.cfg.PartialGrace})
 }
 
 // abortLeftOpen aborts a round a previous coordinator left open: its spend
@@ -576,7 +580,8 @@ func roundTo32(v []float64) []float64 {
 func (c *Coordinator) progress(r RoundReport) {
 	c.cfg.Node.Read(func(l *ledger.Ledger) { r.Committed = l.CommittedRounds() })
 	c.cfg.Node.partials.record(r)
-	c.cfg.Logger.Info("round done", "round", r.Round, "participants", r.Participants, "accuracy", r.Accuracy, "epsilon", r.Epsilon.Public, "aborted", r.Aborted)
+	metric, value := r.Eval.Primary()
+	c.cfg.Logger.Info("round done", "round", r.Round, "participants", r.Participants, metric, value, "epsilon", r.Epsilon.Public, "aborted", r.Aborted)
 	if c.cfg.Progress != nil {
 		c.cfg.Progress(r)
 	}

@@ -166,7 +166,7 @@ func TestSilentRegionIsLeftOut(t *testing.T) {
 
 type nopEvaluator struct{}
 
-func (nopEvaluator) Evaluate([]float64) (float64, float64, error) { return 0, 0, nil }
+func (nopEvaluator) Evaluate([]float64) (Evaluation, error) { return Evaluation{}, nil }
 
 func TestCoordinatorConfig(t *testing.T) {
 	top := twoRegionTopology(t)

@@ -227,22 +227,35 @@ func (g *Global) Close() error {
 }
 
 // gate adapts a task's evaluator to the coordinator's, which gates on one
-// higher-is-better score and records the loss.
+// higher-is-better score and records the task's metrics by name.
 type gate struct{ e task.Evaluator }
 
-func (g gate) Evaluate(theta []float64) (float64, float64, error) {
+func (g gate) Evaluate(theta []float64) (global.Evaluation, error) {
 	ev, err := g.e.Evaluate(context.Background(), theta)
 	if err != nil {
-		return 0, 0, err
+		return global.Evaluation{}, err
 	}
 	if err := ev.Validate(); err != nil {
-		return 0, 0, err
+		return global.Evaluation{}, err
 	}
-	m := ev.Primary()
-	if !m.HigherIsBetter {
-		return -m.Value, ev.Loss, nil
+	return gateEvaluation(ev), nil
+}
+
+// gateEvaluation is the task's evaluation as the gate and the ledger see
+// it: the primary metric, negated when lower is better, is the score.
+func gateEvaluation(ev task.Evaluation) global.Evaluation {
+	p := ev.Primary()
+	out := global.Evaluation{Score: p.Value, Loss: ev.Loss, Metric: p.Name}
+	if !p.HigherIsBetter {
+		out.Score = -p.Value
 	}
-	return m.Value, ev.Loss, nil
+	for _, m := range ev.Metrics {
+		out.Metrics = append(out.Metrics, ledger.Metric{Name: m.Name, Value: m.Value})
+	}
+	if len(ev.Metrics) == 0 { // the primary is the loss
+		out.Metrics = []ledger.Metric{{Name: p.Name, Value: p.Value}}
+	}
+	return out
 }
 
 // Summary is report.json of a node whose ledger records the job as

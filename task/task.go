@@ -87,10 +87,15 @@ func (e Evaluation) Validate() error {
 	if math.IsNaN(e.Loss) || math.IsInf(e.Loss, 0) {
 		return fmt.Errorf("task: evaluation loss %v is not finite", e.Loss)
 	}
+	seen := map[string]bool{}
 	for _, m := range e.Metrics {
 		if m.Name == "" || math.IsNaN(m.Value) || math.IsInf(m.Value, 0) {
 			return fmt.Errorf("task: evaluation metric %q = %v: want a name and a finite value", m.Name, m.Value)
 		}
+		if seen[m.Name] {
+			return fmt.Errorf("task: evaluation metric %q is reported twice: name each metric once", m.Name)
+		}
+		seen[m.Name] = true
 	}
 	return nil
 }

@@ -104,7 +104,8 @@ func printModels(w io.Writer, l *ledger.Ledger) {
 		if !m.Promoted {
 			state = "not promoted: " + m.GateReason
 		}
-		fmt.Fprintf(w, "%s v%-4d  round %-4d  accuracy %.4f  loss %.4f  %.12s  %s\n", mark(m.Version), m.Version, m.Round, m.Accuracy, m.Loss, m.Hash, state)
+		metric, v := m.Primary()
+		fmt.Fprintf(w, "%s v%-4d  round %-4d  %s %.4f  loss %.4f  %.12s  %s\n", mark(m.Version), m.Version, m.Round, metric, v, m.Loss, m.Hash, state)
 	}
 	for _, r := range l.Rollbacks {
 		fmt.Fprintf(w, "rollback v%d → v%d at %s: %s\n", r.From, r.To, time.UnixMilli(r.UnixMs).Format(time.RFC3339), r.Reason)

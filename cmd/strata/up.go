@@ -262,8 +262,9 @@ func progressBar(w io.Writer) func(global.RoundReport) {
 		if r.Retired > 0 {
 			note += fmt.Sprintf("  (%d clients retired for budget)", r.Retired)
 		}
-		fmt.Fprintf(w, "[%s] round %3d  %3d/%d  participants %4d  accuracy %.4f  ε public %s%s\n",
-			bar, r.Round, r.Committed, r.Planned, r.Participants, r.Accuracy, fmtEps(r.Epsilon.Public), note)
+		metric, v := r.Eval.Primary()
+		fmt.Fprintf(w, "[%s] round %3d  %3d/%d  participants %4d  %s %.4f  ε public %s%s\n",
+			bar, r.Round, r.Committed, r.Planned, r.Participants, metric, v, fmtEps(r.Epsilon.Public), note)
 	}
 }
 

@@ -85,11 +85,15 @@ type GroupEpsilon struct {
 
 // CommitModel records the model version a round released.
 type CommitModel struct {
-	Round        uint64   `msgpack:"round"`
-	Version      uint64   `msgpack:"version"`
-	Hash         string   `msgpack:"hash"`
-	Accuracy     float64  `msgpack:"accuracy"`
+	Round   uint64 `msgpack:"round"`
+	Version uint64 `msgpack:"version"`
+	Hash    string `msgpack:"hash"`
+	// Score, Loss, Metric and Metrics are the evaluation as Model
+	// records it.
+	Score        float64  `msgpack:"accuracy"`
 	Loss         float64  `msgpack:"loss"`
+	Metric       string   `msgpack:"metric,omitempty"`
+	Metrics      []Metric `msgpack:"metrics,omitempty"`
 	Participants int      `msgpack:"participants"`
 	Regions      []string `msgpack:"regions"`
 	// Partials is the model version's provenance: the verified partials

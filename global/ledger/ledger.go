@@ -153,11 +153,21 @@ func equalCurves(a, b []float64) bool {
 
 // Model is one committed model version.
 type Model struct {
-	Version  uint64  `msgpack:"version" json:"version"`
-	Round    uint64  `msgpack:"round" json:"round"`
-	Hash     string  `msgpack:"hash" json:"hash"`
-	Accuracy float64 `msgpack:"accuracy" json:"accuracy"`
-	Loss     float64 `msgpack:"loss" json:"loss"`
+	Version uint64 `msgpack:"version" json:"version"`
+	Round   uint64 `msgpack:"round" json:"round"`
+	Hash    string `msgpack:"hash" json:"hash"`
+	// Score is what the evaluation gate compared, higher is better: the
+	// task's primary metric, negated when lower is better. (The msgpack
+	// name is the one older ledgers used, when the score was always an
+	// accuracy; theirs still is.)
+	Score float64 `msgpack:"accuracy" json:"score"`
+	Loss  float64 `msgpack:"loss" json:"loss"`
+	// Metric names the primary metric Score comes from, and Metrics holds
+	// every metric the task reported, in its order. Both are empty in
+	// versions recorded before tasks named their metrics: Primary reads
+	// those as accuracy.
+	Metric  string   `msgpack:"metric,omitempty" json:"metric,omitempty"`
+	Metrics []Metric `msgpack:"metrics,omitempty" json:"metrics,omitempty"`
 	// Promoted is false when the version failed the evaluation gate (or
 	// was superseded by a rollback during its round): it is recorded but
 	// never served.
@@ -166,6 +176,28 @@ type Model struct {
 	// Partials records the provenance: which regions' partials, with the
 	// digests they signed.
 	Partials []PartialRef `msgpack:"partials,omitempty" json:"partials,omitempty"`
+}
+
+// Metric is one named evaluation score of a model version. A slice of
+// them, not a map, so that every node encodes a snapshot byte for byte
+// alike.
+type Metric struct {
+	Name  string  `msgpack:"name" json:"name"`
+	Value float64 `msgpack:"value" json:"value"`
+}
+
+// Primary is the version's primary metric as the task reported it (not
+// negated): its name and value.
+func (m Model) Primary() (string, float64) {
+	if m.Metric == "" {
+		return "accuracy", m.Score
+	}
+	for _, x := range m.Metrics {
+		if x.Name == m.Metric {
+			return x.Name, x.Value
+		}
+	}
+	return m.Metric, m.Score
 }
 
 // RollbackEntry records a rollback of the serving model version.
@@ -404,6 +436,9 @@ func (l *Ledger) commitModel(c *CommitModel) Result {
 	if c.Version != l.LatestVersion()+1 {
 		return Result{Err: fmt.Errorf("%w: got v%d, latest is v%d", ErrVersion, c.Version, l.LatestVersion())}
 	}
+	if err := c.checkMetrics(); err != nil {
+		return Result{Err: err}
+	}
 	promoted, reason := c.Promoted, c.GateReason
 	if promoted && e.ModelVersion != l.Serving {
 		promoted, reason = false, fmt.Sprintf("trained from v%d but v%d is serving (rollback during the round)", e.ModelVersion, l.Serving)
@@ -428,8 +463,25 @@ func (l *Ledger) commitModel(c *CommitModel) Result {
 	if c.NextClipNorm > 0 {
 		l.ClipNorm = c.NextClipNorm
 	}
-	l.Models = append(l.Models, Model{Version: c.Version, Round: c.Round, Hash: c.Hash, Accuracy: c.Accuracy, Loss: c.Loss, Promoted: promoted, GateReason: reason, Partials: append([]PartialRef(nil), c.Partials...)})
+	l.Models = append(l.Models, Model{Version: c.Version, Round: c.Round, Hash: c.Hash, Score: c.Score, Loss: c.Loss, Metric: c.Metric, Metrics: append([]Metric(nil), c.Metrics...), Promoted: promoted, GateReason: reason, Partials: append([]PartialRef(nil), c.Partials...)})
 	return Result{}
+}
+
+// checkMetrics refuses an evaluation whose primary metric is not among
+// its metrics, or whose metrics are unnamed or repeated: Model.Primary
+// could not say what the score was.
+func (c *CommitModel) checkMetrics() error {
+	seen := map[string]bool{}
+	for _, m := range c.Metrics {
+		if m.Name == "" || seen[m.Name] {
+			return fmt.Errorf("%w: model v%d's metrics name %q twice or not at all", ErrInvalid, c.Version, m.Name)
+		}
+		seen[m.Name] = true
+	}
+	if c.Metric != "" && !seen[c.Metric] {
+		return fmt.Errorf("%w: model v%d's primary metric %q is not among its metrics", ErrInvalid, c.Version, c.Metric)
+	}
+	return nil
 }
 
 func (l *Ledger) abortRound(c *AbortRound) Result {

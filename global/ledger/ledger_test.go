@@ -42,6 +42,9 @@ func TestApplyTransitions(t *testing.T) {
 		{"commit", []Command{job(), open(1, 0.1), &CommitModel{Round: 1, Version: 1}}, nil, false},
 		{"commit twice is a duplicate", []Command{job(), open(1, 0.1), &CommitModel{Round: 1, Version: 1}, &CommitModel{Round: 1, Version: 1}}, nil, true},
 		{"commit skips a version", []Command{job(), open(1, 0.1), &CommitModel{Round: 1, Version: 2}}, ErrVersion, false},
+		{"commit names its metrics", []Command{job(), open(1, 0.1), &CommitModel{Round: 1, Version: 1, Score: -8, Metric: "perplexity", Metrics: []Metric{{"perplexity", 8}, {"top1", 0.3}}}}, nil, false},
+		{"commit's primary metric is not among its metrics", []Command{job(), open(1, 0.1), &CommitModel{Round: 1, Version: 1, Metric: "perplexity", Metrics: []Metric{{"top1", 0.3}}}}, ErrInvalid, false},
+		{"commit names a metric twice", []Command{job(), open(1, 0.1), &CommitModel{Round: 1, Version: 1, Metrics: []Metric{{"top1", 0.3}, {"top1", 0.4}}}}, ErrInvalid, false},
 		{"commit an aborted round", []Command{job(), open(1, 0.1), &AbortRound{Round: 1}, &CommitModel{Round: 1, Version: 1}}, ErrRoundNotOpen, false},
 		{"finish with an open round", []Command{job(), open(1, 0.1), &FinishJob{}}, ErrRoundOrder, false},
 		{"open after finish", []Command{job(), &FinishJob{}, open(1, 0.1)}, ErrJobFinished, false},
@@ -167,4 +170,21 @@ func FuzzDecode(f *testing.F) {
 		l.Apply(1, job())
 		l.Apply(2, cmd) // must not panic
 	})
+}
+
+// A version recorded before tasks named their metrics reads as accuracy;
+// one that names them reads as the task reported it, not negated.
+func TestModelPrimary(t *testing.T) {
+	for _, c := range []struct {
+		m     Model
+		name  string
+		value float64
+	}{
+		{Model{Score: 0.91}, "accuracy", 0.91},
+		{Model{Score: -8.5, Metric: "perplexity", Metrics: []Metric{{"top1", 0.3}, {"perplexity", 8.5}}}, "perplexity", 8.5},
+	} {
+		if name, v := c.m.Primary(); name != c.name || v != c.value {
+			t.Errorf("%+v: primary %s = %v, want %s = %v", c.m, name, v, c.name, c.value)
+		}
+	}
 }

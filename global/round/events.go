@@ -81,8 +81,32 @@ type Stored struct {
 
 // Evaluated answers Evaluate.
 type Evaluated struct {
-	Accuracy, Loss float64
-	Err            error
+	Evaluation
+	Err error
+}
+
+// Evaluation is a model version's evaluation as the gate compares it and
+// the ledger records it.
+type Evaluation struct {
+	// Score is higher-is-better: the primary metric, negated when lower
+	// is better. The gate compares scores.
+	Score float64
+	Loss  float64
+	// Metric names the primary metric among Metrics ("" when only Score
+	// is known: an accuracy, as older ledgers recorded).
+	Metric  string
+	Metrics []ledger.Metric
+}
+
+// Primary is the primary metric as the task reported it: its name and
+// value.
+func (e Evaluation) Primary() (string, float64) {
+	return ledger.Model{Score: e.Score, Metric: e.Metric, Metrics: e.Metrics}.Primary()
+}
+
+// EvaluationOf is a committed version's recorded evaluation.
+func EvaluationOf(m ledger.Model) Evaluation {
+	return Evaluation{Score: m.Score, Loss: m.Loss, Metric: m.Metric, Metrics: m.Metrics}
 }
 
 // GateChecked answers CanaryGate: why the candidate must not be promoted,

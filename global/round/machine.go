@@ -44,9 +44,8 @@ type Config struct {
 	Version  uint64
 	// Hash0 is the hash of version 0's blob, announced while v0 serves.
 	Hash0 string
-	// BaseAccuracy is v0's evaluation accuracy: the gate's reference
-	// while v0 serves.
-	BaseAccuracy float64
+	// Base is v0's evaluation: the gate's reference while v0 serves.
+	Base Evaluation
 	// PartialGrace is how long after a round's deadline partials are still
 	// accepted; ≥ 0.
 	PartialGrace time.Duration

@@ -98,22 +98,24 @@ func (m *Machine) stored(e Stored) []Action {
 	return []Action{Evaluate{Version: m.r.view.Latest + 1, Theta: m.theta}}
 }
 
-// evaluated applies the evaluation gate: a candidate whose accuracy falls
-// more than the gate allows below the serving version's is recorded but
-// not promoted; one that passes goes to the canary gate, if the job has
-// one.
+// evaluated applies the evaluation gate: a candidate whose primary metric
+// is more than the gate allows worse than the serving version's is
+// recorded but not promoted; one that passes goes to the canary gate, if
+// the job has one.
 func (m *Machine) evaluated(e Evaluated) []Action {
 	r, t := m.r, m.top
 	if e.Err != nil {
 		return m.stop(fmt.Errorf("global: evaluate v%d: %w", r.view.Latest+1, e.Err))
 	}
-	r.accuracy, r.loss = e.Accuracy, e.Loss
-	serving := m.cfg.BaseAccuracy
+	r.eval = e.Evaluation
+	serving := m.cfg.Base
 	if r.view.HasServingModel {
-		serving = r.view.ServingAccuracy
+		serving = r.view.ServingEval
 	}
-	if drop := serving - e.Accuracy; drop > t.Train.GateMaxDrop {
-		r.gateReason = fmt.Sprintf("evaluation accuracy %.4f is %.4f below the serving v%d's %.4f (gate allows %.4f)", e.Accuracy, drop, r.version, serving, t.Train.GateMaxDrop)
+	if drop := serving.Score - e.Score; drop > t.Train.GateMaxDrop {
+		name, got := e.Primary()
+		_, was := serving.Primary()
+		r.gateReason = fmt.Sprintf("evaluation %s %.4f is %.4f worse than the serving v%d's %.4f (gate allows %.4f)", name, got, drop, r.version, was, t.Train.GateMaxDrop)
 		return m.commit()
 	}
 	if a := t.Audit; a.MaxEpsilon != 0 && a.Canaries != 0 {
@@ -163,9 +165,10 @@ func (m *Machine) commit() []Action {
 	// needs no training and is normally in; one that missed the deadline
 	// makes the count of real participants low by one, never high.
 	participants := max(0, count-m.sampledCanaries(c.regions()))
-	r.report.Participants, r.report.Accuracy, r.report.Loss, r.report.GateFailed = participants, r.accuracy, r.loss, r.gateReason
+	r.report.Participants, r.report.Eval, r.report.GateFailed = participants, r.eval, r.gateReason
 	m.phase = committing
-	return []Action{Propose{Cmd: &ledger.CommitModel{Round: r.number, Version: version, Hash: r.hashNew, Accuracy: r.accuracy, Loss: r.loss,
+	return []Action{Propose{Cmd: &ledger.CommitModel{Round: r.number, Version: version, Hash: r.hashNew,
+		Score: r.eval.Score, Loss: r.eval.Loss, Metric: r.eval.Metric, Metrics: r.eval.Metrics,
 		Participants: participants, Regions: c.regions(), NextClipNorm: nextClip, Promoted: promoted, GateReason: r.gateReason, Partials: refs}}}
 }
 

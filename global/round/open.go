@@ -35,7 +35,7 @@ type roundState struct {
 
 	next, prevTheta, prevVelocity []float64 // the candidate, and what it replaces
 	hashNew                       string
-	accuracy, loss                float64
+	eval                          Evaluation
 	gateReason                    string
 	report                        Report
 }

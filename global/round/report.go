@@ -38,8 +38,7 @@ type Report struct {
 	Planned      int
 	Participants int
 	Regions      int
-	Accuracy     float64
-	Loss         float64
+	Eval         Evaluation // the released version's (zero when the round aborted)
 	Epsilon      ledger.PerObserver[float64]
 	Noise        ledger.Noise // multipliers used this round (paced or planned)
 	ClipNorm     float64

@@ -338,7 +338,7 @@ func (s *sim) start(kv map[string]string) {
 	s.apply(&ledger.EnrollNodes{Nodes: nodes})
 	s.apply(&ledger.EnrollClients{Clients: es, Purpose: "scenario"})
 	m, err := round.New(round.Config{Topology: t, Pricer: round.PricerFunc(s.price), Theta: make([]float64, s.dim),
-		Hash0: "h0", BaseAccuracy: 0.9, PartialGrace: 5 * time.Second})
+		Hash0: "h0", Base: round.Evaluation{Score: 0.9}, PartialGrace: 5 * time.Second})
 	if err != nil {
 		s.fatalf("%v", err)
 	}
@@ -487,7 +487,7 @@ func (s *sim) act(a round.Action) round.Event {
 			acc, loss, s.evals = s.evals[0][0], s.evals[0][1], s.evals[1:]
 		}
 		s.printf("evaluate v%d: accuracy=%g loss=%g", a.Version, acc, loss)
-		return round.Evaluated{Accuracy: acc, Loss: loss}
+		return round.Evaluated{Evaluation: round.Evaluation{Score: acc, Loss: loss, Metric: "accuracy", Metrics: []ledger.Metric{{Name: "accuracy", Value: acc}}}}
 	case round.CanaryGate:
 		reason := ""
 		if len(s.canary) > 0 {
@@ -498,7 +498,7 @@ func (s *sim) act(a round.Action) round.Event {
 	case round.Progress:
 		r := a.Report
 		s.reports = append(s.reports, r)
-		s.printf("progress round=%d participants=%d regions=%d retired=%d accuracy=%g gate=%q aborted=%q", r.Round, r.Participants, r.Regions, r.Retired, r.Accuracy, r.GateFailed, r.Aborted)
+		s.printf("progress round=%d participants=%d regions=%d retired=%d accuracy=%g gate=%q aborted=%q", r.Round, r.Participants, r.Regions, r.Retired, r.Eval.Score, r.GateFailed, r.Aborted)
 		s.printf("  merged=%s rejected=%s", merged(r.Merged), rejected(r.Rejected))
 	case round.Log:
 		var b strings.Builder

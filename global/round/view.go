@@ -19,11 +19,11 @@ type View struct {
 	Next      uint64
 	Committed int
 	// Serving is the version new rounds train from and ServingHash its
-	// hash ("" for v0, whose hash the machine knows); ServingAccuracy is
-	// its recorded evaluation accuracy (HasServingModel false for v0).
+	// hash ("" for v0, whose hash the machine knows); ServingEval is
+	// its recorded evaluation (HasServingModel false for v0).
 	Serving         uint64
 	ServingHash     string
-	ServingAccuracy float64
+	ServingEval     Evaluation
 	HasServingModel bool
 	// Latest is the latest recorded version, promoted or not.
 	Latest uint64
@@ -84,7 +84,7 @@ func ViewOf(l *ledger.Ledger) (*View, error) {
 		SpentPublic: l.Spent(ledger.Public), RegistryVersion: l.RegistryVersion, RegionKeys: map[string]string{},
 	}
 	if m, ok := l.ServingModel(); ok {
-		v.ServingHash, v.ServingAccuracy, v.HasServingModel = m.Hash, m.Accuracy, true
+		v.ServingHash, v.ServingEval, v.HasServingModel = m.Hash, EvaluationOf(m), true
 	}
 	for _, o := range ledger.Observers {
 		v.Spent.Curve.Set(o, l.Curve(o))

@@ -247,7 +247,7 @@ func checkMetrics(t *testing.T, url string, l *ledger.Ledger, participants int) 
 		{"strata_clients", map[string]string{"status": "active"}, 200},
 		{"strata_clients", map[string]string{"status": "retired"}, 0},
 		{"strata_model_version", map[string]string{"which": "latest"}, float64(l.LatestVersion())},
-		{"strata_model_accuracy", nil, l.Models[len(l.Models)-1].Accuracy},
+		{"strata_model_metric", map[string]string{"name": "accuracy"}, primaryOf(l.Models[len(l.Models)-1])},
 		{"strata_noise_multiplier", map[string]string{"tier": "regional"}, 0.8},
 		{"strata_raft_leader", nil, 1},
 		{"strata_raft_members", nil, 1},
@@ -368,7 +368,7 @@ func checkDashboard(t *testing.T, ctx context.Context, url string, committed int
 	waitFor("the charts", fmt.Sprintf(`document.body.dataset.committed === "%d" && %s`, committed, allCharts()))
 	for chart, want := range map[string]map[string]int{
 		"epsilon":       {"public": committed, "global_operator": committed, "open": 1},
-		"accuracy":      {"accuracy": committed},
+		"metric":        {"accuracy": committed},
 		"loss":          {"loss": committed},
 		"participation": {"total": committed, "region_eu": committed, "region_us": committed},
 	} {
@@ -414,7 +414,7 @@ func checkDashboard(t *testing.T, ctx context.Context, url string, committed int
 	// Live: once released, the page follows the job to its end by itself.
 	unpause()
 	waitFor("the finished job", fmt.Sprintf(`document.body.dataset.committed === "%d" && document.getElementById("live").textContent === "job finished"`, planned))
-	got, err := chartPoints(ctx, "accuracy")
+	got, err := chartPoints(ctx, "metric")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -468,7 +468,7 @@ func checkReport(t *testing.T, ctx context.Context, path string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []string{"plot-privacy_utility", "plot-epsilon", "plot-accuracy", "plot-loss", "plot-client_spend"}
+	want := []string{"plot-privacy_utility", "plot-epsilon", "plot-metric", "plot-loss", "plot-client_spend"}
 	if len(plots) != len(want) {
 		t.Fatalf("report has plots %v, want %v", plots, want)
 	}
@@ -482,4 +482,9 @@ func checkReport(t *testing.T, ctx context.Context, path string) {
 	if len(requests) > 0 {
 		t.Errorf("the report asked the network for %v; it must be self-contained", requests)
 	}
+}
+
+func primaryOf(m ledger.Model) float64 {
+	_, v := m.Primary()
+	return v
 }

@@ -53,7 +53,7 @@ type Server struct {
 }
 
 // Charts the dashboard draws, by the name in /api/v1/charts/NAME.svg.
-var Charts = []string{"epsilon", "accuracy", "loss", "participation", "rejections"}
+var Charts = []string{"epsilon", "metric", "loss", "participation", "rejections"}
 
 // New checks the configuration and builds the routes.
 func New(cfg Config) (*Server, error) {
@@ -129,7 +129,8 @@ type Status struct {
 	BudgetRemaining report.Float                     `json:"budget_remaining"`
 	ServingVersion  uint64                           `json:"serving_version"`
 	LatestVersion   uint64                           `json:"latest_version"`
-	Accuracy        *float64                         `json:"accuracy"`
+	Metric          string                           `json:"metric"` // the latest model's primary metric
+	Value           *float64                         `json:"value"`  // and its value
 	Loss            *float64                         `json:"loss"`
 	Noise           ledger.Noise                     `json:"noise"`     // multipliers ×C of the latest round (or the plan before any)
 	ClipNorm        float64                          `json:"clip_norm"` // of the latest round (or the plan)
@@ -179,8 +180,9 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request) {
 		st.BudgetRemaining = st.Budget - st.Epsilon.Public
 		st.ServingVersion, st.LatestVersion = l.Serving, l.LatestVersion()
 		if k := len(l.Models); k > 0 {
-			a, ls := l.Models[k-1].Accuracy, l.Models[k-1].Loss
-			st.Accuracy, st.Loss = &a, &ls
+			m := l.Models[k-1]
+			name, v := m.Primary()
+			st.Metric, st.Value, st.Loss = name, &v, &m.Loss
 		}
 		st.AuditHead, st.AuditRecords = l.AuditHead(), len(l.Audit)
 		for _, c := range l.Clients {
@@ -266,8 +268,8 @@ func (s *Server) render(name string) ([]byte, error) {
 			}
 		})
 		c, err = report.EpsilonChart(rounds, budget, "svg")
-	case "accuracy":
-		c, err = report.AccuracyChart(rounds, "svg")
+	case "metric":
+		c, err = report.MetricChart(rounds, "svg")
 	case "loss":
 		c, err = report.LossChart(rounds, "svg")
 	case "participation", "rejections":

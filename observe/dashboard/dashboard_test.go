@@ -55,7 +55,7 @@ func testTracker(t *testing.T, alerts metrics.Alerts) *metrics.Global {
 			EpsilonAfter: ledger.PerObserver[float64]{Public: float64(r), GlobalOperator: 2 * float64(r), RegionalOperator: math.Inf(1)},
 			OpenedUnixMs: time.Now().UnixMilli(), Eligible: 2, SampledClients: []string{"a-0", "b-0"}})
 		if r < 3 {
-			cmds = append(cmds, &ledger.CommitModel{Round: r, Version: r, Hash: "x", Accuracy: 0.5, Loss: 1, Participants: 2, Regions: []string{"a", "b"}, Promoted: true})
+			cmds = append(cmds, &ledger.CommitModel{Round: r, Version: r, Hash: "x", Score: 0.5, Loss: 1, Participants: 2, Regions: []string{"a", "b"}, Promoted: true})
 		}
 	}
 	for _, c := range cmds {

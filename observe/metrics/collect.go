@@ -123,7 +123,14 @@ func (g *Global) Collect(ch chan<- prometheus.Metric) {
 		e.gauge("strata_model_version", "Model versions: serving (new rounds train from it) and latest recorded.", float64(l.LatestVersion()), "which", "latest")
 		if k := len(l.Models); k > 0 {
 			m := l.Models[k-1]
-			e.gauge("strata_model_accuracy", "Evaluation accuracy of the latest model version.", m.Accuracy)
+			metrics := m.Metrics
+			if len(metrics) == 0 {
+				name, v := m.Primary()
+				metrics = []ledger.Metric{{Name: name, Value: v}}
+			}
+			for _, x := range metrics {
+				e.gauge("strata_model_metric", "Evaluation metrics of the latest model version, by the task's names (accuracy, perplexity, …).", x.Value, "name", x.Name)
+			}
 			e.gauge("strata_model_loss", "Evaluation loss of the latest model version.", m.Loss)
 		}
 		if k := len(l.Rounds); k > 0 {

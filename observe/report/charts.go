@@ -224,19 +224,40 @@ func EpsilonChart(rounds []Round, budget float64, format string) (Chart, error) 
 	return render("epsilon", p, format, points)
 }
 
-// AccuracyChart draws the evaluation accuracy of the model each committed
-// round produced (one point per committed round), on [0, 1].
-func AccuracyChart(rounds []Round, format string) (Chart, error) {
-	return modelChart(rounds, "accuracy", "accuracy after each committed round", 2, func(m *ledger.Model) float64 { return m.Accuracy }, format)
+// MetricChart draws the primary evaluation metric of the model each
+// committed round produced (one point per committed round), named as the
+// task names it; an accuracy on [0, 1].
+func MetricChart(rounds []Round, format string) (Chart, error) {
+	name := PrimaryMetric(rounds)
+	return modelChart(rounds, "metric", name, name+" after each committed round", 2, primaryValue, format)
+}
+
+// PrimaryMetric names the primary metric of the rounds' models (the last
+// one's: a job's task does not change), "accuracy" when none names one.
+func PrimaryMetric(rounds []Round) string {
+	for i := len(rounds) - 1; i >= 0; i-- {
+		if m := rounds[i].Model; m != nil {
+			name, _ := m.Primary()
+			return name
+		}
+	}
+	return "accuracy"
+}
+
+func primaryValue(m *ledger.Model) float64 {
+	_, v := m.Primary()
+	return v
 }
 
 // LossChart draws the evaluation loss of the model each committed round
 // produced (one point per committed round).
 func LossChart(rounds []Round, format string) (Chart, error) {
-	return modelChart(rounds, "loss", "evaluation loss after each committed round", 1, func(m *ledger.Model) float64 { return m.Loss }, format)
+	return modelChart(rounds, "loss", "loss", "evaluation loss after each committed round", 1, func(m *ledger.Model) float64 { return m.Loss }, format)
 }
 
-func modelChart(rounds []Round, name, title string, colour int, value func(*ledger.Model) float64, format string) (Chart, error) {
+// modelChart plots one value of each committed model; id names the chart,
+// name its value.
+func modelChart(rounds []Round, id, name, title string, colour int, value func(*ledger.Model) float64, format string) (Chart, error) {
 	p := newPlot(title, "round", name)
 	var xys plotter.XYs
 	for _, r := range rounds {
@@ -255,19 +276,20 @@ func modelChart(rounds []Round, name, title string, colour int, value func(*ledg
 	if len(xys) == 0 {
 		emptyRange(p, rounds)
 	}
-	return render(name, p, format, map[string]int{name: len(xys)})
+	return render(id, p, format, map[string]int{name: len(xys)})
 }
 
-// PrivacyUtilityChart draws accuracy against the public ε spent when each
-// model was released: the privacy–utility curve of the job.
+// PrivacyUtilityChart draws the primary metric against the public ε spent
+// when each model was released: the privacy–utility curve of the job.
 func PrivacyUtilityChart(rounds []Round, format string) (Chart, error) {
-	p := newPlot("privacy–utility: accuracy vs ε (public)", "ε public (cumulative)", "accuracy")
+	name := PrimaryMetric(rounds)
+	p := newPlot("privacy–utility: "+name+" vs ε (public)", "ε public (cumulative)", name)
 	var xys plotter.XYs
 	for _, r := range rounds {
 		if r.Model == nil || math.IsInf(float64(r.Epsilon.Public), 1) {
 			continue
 		}
-		xys = append(xys, plotter.XY{X: float64(r.Epsilon.Public), Y: r.Model.Accuracy})
+		xys = append(xys, plotter.XY{X: float64(r.Epsilon.Public), Y: primaryValue(r.Model)})
 	}
 	if err := addLine(p, "released model", xys, 2, false); err != nil {
 		return Chart{}, err
@@ -275,7 +297,7 @@ func PrivacyUtilityChart(rounds []Round, format string) (Chart, error) {
 	p.Y.Min, p.X.Min = 0, 0
 	p.Legend.Left = false
 	p.Legend.Top = false
-	return render("privacy_utility", p, format, map[string]int{"accuracy": len(xys)})
+	return render("privacy_utility", p, format, map[string]int{name: len(xys)})
 }
 
 // ClientSpendChart draws the distribution of per-client ε against each

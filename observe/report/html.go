@@ -84,7 +84,7 @@ func Write(dir string, in Input) (Files, error) {
 	charts := []func() (Chart, error){
 		func() (Chart, error) { return PrivacyUtilityChart(rounds, "png") },
 		func() (Chart, error) { return EpsilonChart(rounds, l.Job.Budget, "png") },
-		func() (Chart, error) { return AccuracyChart(rounds, "png") },
+		func() (Chart, error) { return MetricChart(rounds, "png") },
 		func() (Chart, error) { return LossChart(rounds, "png") },
 		func() (Chart, error) { return ClientSpendChart(spend, "png") },
 	}
@@ -106,7 +106,7 @@ func Write(dir string, in Input) (Files, error) {
 	}
 	v := view{Public: in.Public, Empirical: in.Empirical, Job: *l.Job, Rounds: rounds, Plots: plots, Topology: string(in.TopologyYAML), Generated: in.Now.UTC().Format(time.RFC3339),
 		Finished: l.Finished, FinishReason: l.FinishReason, AuditHead: l.AuditHead(), AuditRecords: len(l.Audit),
-		Committed: l.CommittedRounds(), Started: time.UnixMilli(l.Job.StartedUnixMs).UTC().Format(time.RFC3339)}
+		Committed: l.CommittedRounds(), MetricName: PrimaryMetric(rounds), Started: time.UnixMilli(l.Job.StartedUnixMs).UTC().Format(time.RFC3339)}
 	for _, o := range ledger.Observers {
 		ov := observerView{Name: string(o), Epsilon: fmtEps(l.Spent(o))}
 		if s := spend.Get(o); len(s) > 0 {
@@ -127,7 +127,8 @@ func Write(dir string, in Input) (Files, error) {
 	}
 	for i := len(rounds) - 1; i >= 0; i-- {
 		if rounds[i].Model != nil {
-			v.Accuracy = fmt.Sprintf("%.4f", rounds[i].Model.Accuracy)
+			_, value := rounds[i].Model.Primary()
+			v.Metric = fmt.Sprintf("%.4f", value)
 			break
 		}
 	}
@@ -169,7 +170,8 @@ type view struct {
 	Committed    int
 	Retired      int
 	Withdrawn    int
-	Accuracy     string
+	MetricName   string
+	Metric       string
 }
 
 func fmtEps(e float64) string {
@@ -182,11 +184,12 @@ func fmtEps(e float64) string {
 var page = template.Must(template.New("report").Funcs(template.FuncMap{
 	"eps": func(f Float) string { return fmtEps(float64(f)) },
 	"pct": func(f float64) float64 { return 100 * f },
-	"acc": func(m *ledger.Model) string {
+	"metric": func(m *ledger.Model) string {
 		if m == nil {
 			return ""
 		}
-		return fmt.Sprintf("%.4f", m.Accuracy)
+		_, v := m.Primary()
+		return fmt.Sprintf("%.4f", v)
 	},
 }).Parse(`<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
@@ -209,7 +212,7 @@ pre{background:#f8f8f8;padding:1em;overflow:auto;max-height:30em}.muted{color:#7
 <h2>Summary</h2>
 <table>
 <tr><th>rounds committed / planned</th><td>{{.Committed}} / {{.Job.PlannedRounds}}</td></tr>
-<tr><th>final evaluation accuracy (per-round subset)</th><td>{{.Accuracy}}</td></tr>
+<tr><th>final evaluation {{.MetricName}} (per-round subset)</th><td>{{.Metric}}</td></tr>
 <tr><th>δ</th><td>{{.Job.Delta}}</td></tr>
 <tr><th>budget (public ε)</th><td>{{.Job.Budget}}</td></tr>
 <tr><th>clients enrolled / retired for budget / withdrawn</th><td>{{.Job.Population}} / {{.Retired}} / {{.Withdrawn}}</td></tr>
@@ -240,8 +243,8 @@ pre{background:#f8f8f8;padding:1em;overflow:auto;max-height:30em}.muted{color:#7
 </table>
 {{if .Topology}}<pre id="topology">{{.Topology}}</pre>{{else}}<p class="muted">topology file not available: only the ledger's job record is shown.</p>{{end}}
 <h2>Rounds</h2>
-<table id="rounds"><tr><th>round</th><th>status</th>{{if not .Public}}<th>sampled</th><th>participants</th>{{end}}<th>noise e/r/g</th><th>C</th><th>ε public</th><th>ε global op.</th><th>ε regional op.</th><th>accuracy</th><th>secure aggregation</th></tr>
-{{$public := .Public}}{{range .Rounds}}<tr><td>{{.Round}}</td><td>{{.Status}}{{if .AbortReason}}: {{.AbortReason}}{{end}}</td>{{if not $public}}<td>{{.Sampled}}</td><td>{{.Participants}}</td>{{end}}<td>{{printf "%.3g" .Noise.Edge}}/{{printf "%.3g" .Noise.Regional}}/{{printf "%.3g" .Noise.Global}}</td><td>{{printf "%.3g" .ClipNorm}}</td><td>{{eps .Epsilon.Public}}</td><td>{{eps .Epsilon.GlobalOperator}}</td><td>{{eps .Epsilon.RegionalOperator}}</td><td>{{acc .Model}}</td><td>{{.SecAggSummary}}</td></tr>
+<table id="rounds"><tr><th>round</th><th>status</th>{{if not .Public}}<th>sampled</th><th>participants</th>{{end}}<th>noise e/r/g</th><th>C</th><th>ε public</th><th>ε global op.</th><th>ε regional op.</th><th>{{.MetricName}}</th><th>secure aggregation</th></tr>
+{{$public := .Public}}{{range .Rounds}}<tr><td>{{.Round}}</td><td>{{.Status}}{{if .AbortReason}}: {{.AbortReason}}{{end}}</td>{{if not $public}}<td>{{.Sampled}}</td><td>{{.Participants}}</td>{{end}}<td>{{printf "%.3g" .Noise.Edge}}/{{printf "%.3g" .Noise.Regional}}/{{printf "%.3g" .Noise.Global}}</td><td>{{printf "%.3g" .ClipNorm}}</td><td>{{eps .Epsilon.Public}}</td><td>{{eps .Epsilon.GlobalOperator}}</td><td>{{eps .Epsilon.RegionalOperator}}</td><td>{{metric .Model}}</td><td>{{.SecAggSummary}}</td></tr>
 {{end}}</table>
 </body></html>
 `))

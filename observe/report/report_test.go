@@ -15,7 +15,8 @@ import (
 	"github.com/strata-fl/strata/privacy"
 )
 
-// testLedger holds a job with rounds 1 and 2 committed and round 3 open.
+// testLedger holds a job with rounds 1 and 2 committed and round 3 open;
+// its task's primary metric is a perplexity, lower is better.
 func testLedger(t *testing.T) *ledger.Ledger {
 	t.Helper()
 	orders := privacy.Orders()
@@ -37,7 +38,8 @@ func testLedger(t *testing.T) *ledger.Ledger {
 			OpenedUnixMs: int64(r) * 1000, Eligible: 4, SampledClients: []string{"a-0", "b-1"},
 		})
 		if r < 3 {
-			cmds = append(cmds, &ledger.CommitModel{Round: r, Version: r, Hash: "x", Accuracy: 0.5 + 0.1*float64(r), Loss: 1 / float64(r), Participants: 2, Regions: []string{"a", "b"}, Promoted: true})
+			cmds = append(cmds, &ledger.CommitModel{Round: r, Version: r, Hash: "x", Score: -(9 - float64(r)), Loss: 1 / float64(r),
+				Metric: "perplexity", Metrics: []ledger.Metric{{Name: "perplexity", Value: 9 - float64(r)}, {Name: "top1", Value: 0.1 * float64(r)}}, Participants: 2, Regions: []string{"a", "b"}, Promoted: true})
 		}
 	}
 	for i, c := range cmds {
@@ -59,8 +61,10 @@ func TestRoundsFollowTheLedger(t *testing.T) {
 			t.Errorf("round %d: closed %v, model %v; want closed and a model = %v", r.Round, r.Closed(), r.Model, wantClosed)
 		}
 	}
-	if m := rounds[1].Model; m == nil || m.Accuracy != 0.7 || m.Round != 2 {
-		t.Errorf("round 2's model: got %+v, want accuracy 0.7 from round 2", m)
+	if m := rounds[1].Model; m == nil || m.Round != 2 {
+		t.Errorf("round 2's model: got %+v, want the one from round 2", m)
+	} else if name, v := m.Primary(); name != "perplexity" || v != 7 {
+		t.Errorf("round 2's model: primary metric %s = %v, want perplexity 7", name, v)
 	}
 }
 
@@ -82,7 +86,7 @@ func TestChartsCountOnePointPerClosedRound(t *testing.T) {
 	if got, want := string(m[2]), "fellow_clients:2 global_operator:2 open:1 public:2 regional_operator:0"; got != want {
 		t.Errorf("epsilon chart data-points = %q, want %q", got, want)
 	}
-	acc, err := AccuracyChart(rounds, "svg")
+	acc, err := MetricChart(rounds, "svg")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,8 +94,8 @@ func TestChartsCountOnePointPerClosedRound(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if acc.Points["accuracy"] != 2 || loss.Points["loss"] != 2 {
-		t.Errorf("accuracy chart points %v, loss chart points %v, want 2 each", acc.Points, loss.Points)
+	if acc.Name != "metric" || acc.Points["perplexity"] != 2 || loss.Points["loss"] != 2 {
+		t.Errorf("metric chart %q points %v, loss chart points %v, want the task's perplexity and 2 each", acc.Name, acc.Points, loss.Points)
 	}
 	part, err := ParticipationChart(rounds, map[uint64]map[string]int{1: {"a": 1, "b": 1}, 2: {"a": 2}}, "svg")
 	if err != nil {
@@ -118,7 +122,7 @@ func TestChartsCountOnePointPerClosedRound(t *testing.T) {
 	if img.Bounds().Dx() < 300 {
 		t.Errorf("PNG is %d px wide", img.Bounds().Dx())
 	}
-	if _, err := AccuracyChart(rounds, "gif"); err == nil || !strings.Contains(err.Error(), "use svg or png") {
+	if _, err := MetricChart(rounds, "gif"); err == nil || !strings.Contains(err.Error(), "use svg or png") {
 		t.Errorf("format gif: got %v, want an error naming svg and png", err)
 	}
 }
@@ -155,7 +159,7 @@ func TestWriteIsSelfContained(t *testing.T) {
 			t.Errorf("report contains %q: it must load nothing from outside", bad)
 		}
 	}
-	for _, want := range []string{l.AuditHead(), "job: j", "<td>∞</td>"} {
+	for _, want := range []string{l.AuditHead(), "job: j", "<td>∞</td>", "final evaluation perplexity", "<td>7.0000</td>"} {
 		if !strings.Contains(s, want) {
 			t.Errorf("report lacks %q", want)
 		}

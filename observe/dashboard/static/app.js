@@ -3,7 +3,7 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const CHARTS = ["epsilon", "accuracy", "loss", "participation", "rejections"];
+const CHARTS = ["epsilon", "metric", "loss", "participation", "rejections"];
 
 function fmt(v, digits) {
   if (v === "inf") return "∞";
@@ -49,7 +49,8 @@ function renderStatus(s) {
   $("eps-public").textContent = fmt(s.epsilon.public);
   $("budget").textContent = fmt(s.budget, 3);
   $("budget-remaining").textContent = fmt(s.budget_remaining);
-  $("accuracy").textContent = fmt(s.accuracy);
+  $("metric-name").textContent = s.metric || "metric";
+  $("metric").textContent = fmt(s.value);
   $("loss").textContent = fmt(s.loss);
   $("serving").textContent = s.serving_version;
   $("clients-active").textContent = fmt(s.clients.active || 0);
