@@ -5,8 +5,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
-	"log/slog"
 	"strings"
 	"sync"
 	"time"
@@ -18,37 +16,6 @@ import (
 	"github.com/strata-fl/strata/mesh/wire"
 	"github.com/strata-fl/strata/privacy"
 )
-
-// Config configures a regional aggregator.
-type Config struct {
-	Job    string
-	Region string
-	Conn   *nats.Conn
-	// Rand is the noise source; nil means crypto/rand.Reader.
-	Rand io.Reader
-	// QueueSize bounds updates waiting for the aggregator; default 4096.
-	// When full, further updates are dropped and counted ("queue_full").
-	QueueSize int
-	// StreamSlots bounds the streamed updates staged at once (each holds
-	// up to 4·d bytes); default DefaultStreamSlots (3; 2 above LargeDim
-	// parameters). StreamWindow is the
-	// number of unacknowledged chunks a client may send; default
-	// DefaultStreamWindow (4).
-	StreamSlots  int
-	StreamWindow int
-	// OnPartial, when set, is called after the runner publishes a round's
-	// partial, with how long the round was open here; it must not block
-	// (the metrics package observes aggregation latency through it).
-	OnPartial func(p *wire.Partial, elapsed time.Duration)
-	// OnRoundOpen, when set, is called with each round the runner opens,
-	// before any update of it is taken; it must not block. A process that
-	// runs one region sizes its memory limit through it (MemoryLimit).
-	OnRoundOpen func(wire.RoundOpen)
-	Logger      *slog.Logger
-	// Key is the region's identity: it signs the region's partials. A
-	// signed round's partial from a region without one is refused upstream.
-	Key *identity.Key
-}
 
 // Stats are cumulative counters of a runner.
 type Stats struct {
@@ -87,20 +54,13 @@ type Runner struct {
 // Ready is closed once the runner is subscribed.
 func (r *Runner) Ready() <-chan struct{} { return r.ready }
 
-// NewRunner checks the configuration.
+// NewRunner checks the configuration (Config.Validate) and prepares a
+// runner with the defaults applied to its own copy of it.
 func NewRunner(cfg Config) (*Runner, error) {
-	if cfg.Conn == nil {
-		return nil, errors.New("regional: Config.Conn is required")
+	if err := cfg.Validate(); err != nil {
+		return nil, err
 	}
-	if cfg.QueueSize == 0 {
-		cfg.QueueSize = 4096
-	}
-	if cfg.StreamWindow <= 0 {
-		cfg.StreamWindow = DefaultStreamWindow
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.DiscardHandler)
-	}
+	cfg = cfg.withDefaults()
 	cfg.Logger = cfg.Logger.With("region", cfg.Region)
 	return &Runner{cfg: cfg, noise: privacy.NewGaussian(cfg.Rand), msgs: make(chan *nats.Msg, cfg.QueueSize), stats: Stats{Rejected: map[string]int{}, SecAggFailed: map[string]int{}}, ready: make(chan struct{})}, nil
 }
@@ -398,8 +358,8 @@ func (r *Runner) refreshRegistry(ctx context.Context, want uint64) {
 		r.cfg.Logger.Error("registry subject", "err", err)
 		return
 	}
-	for attempt := 0; attempt < 3; attempt++ {
-		rctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	for attempt := 0; attempt < r.cfg.RegistryAttempts; attempt++ {
+		rctx, cancel := context.WithTimeout(ctx, r.cfg.RegistryTimeout)
 		m, err := r.cfg.Conn.RequestWithContext(rctx, subj, binary.BigEndian.AppendUint64(nil, want))
 		cancel()
 		if err == nil {
