@@ -37,6 +37,11 @@ type Stats struct {
 	SecAggFailed   map[string]int
 	// SecAggSessions counts sessions that delivered their sum.
 	SecAggSessions int
+	// RegistryWaiting is how many messages a signed round holds now until
+	// its registry arrives; RegistryFailures counts registry requests that
+	// failed (no answer in time, or an unusable one).
+	RegistryWaiting  int
+	RegistryFailures int
 }
 
 // Runner runs a regional aggregator over NATS.
