@@ -19,8 +19,10 @@ const (
 	// DefaultQueueSize bounds the messages waiting for a runner's loop.
 	DefaultQueueSize = 4096
 	// DefaultRegistryTimeout is how long one registry request waits for an
-	// answer.
-	DefaultRegistryTimeout = 3 * time.Second
+	// answer. The request runs beside the round, never before its
+	// acknowledgement, so it may take longer than the global tier's
+	// acknowledgement timeout (5 s).
+	DefaultRegistryTimeout = 5 * time.Second
 	// DefaultRegistryAttempts is how many registry requests a round makes
 	// before the updates that need the registry are rejected
 	// (ReasonNoRegistry).
@@ -52,7 +54,7 @@ type Config struct {
 	StreamSlots  int
 	StreamWindow int
 	// RegistryTimeout is how long one request for the region's enrolled
-	// identities waits; default DefaultRegistryTimeout (3 s).
+	// identities waits; default DefaultRegistryTimeout (5 s).
 	// RegistryAttempts is how many requests a signed round makes before
 	// giving up on a registry as recent as it names; default
 	// DefaultRegistryAttempts (3).
