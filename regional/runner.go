@@ -39,6 +39,9 @@ type Stats struct {
 	// failed (no answer in time, or an unusable one).
 	RegistryWaiting  int
 	RegistryFailures int
+	// PingDrops counts liveness checks dropped because the runner's loop
+	// had not taken the ones before: the region looked dead to them.
+	PingDrops int
 }
 
 // Runner runs a regional aggregator over NATS. It is the thin half of the
@@ -50,14 +53,20 @@ type Runner struct {
 	cfg   Config
 	core  *Lifecycle   // used only by Run's goroutine
 	msgs  chan inbound // bounded: NATS handlers never block
+	pings chan Reply   // bounded, apart so a flood of updates cannot starve them
 	ready chan struct{}
 
 	mu         sync.Mutex
 	core0      Stats // the core's counters, as last reported
 	partials   int
 	queueDrops int
+	pingDrops  int
 	subs       []*nats.Subscription
 }
+
+// pingQueue bounds the liveness checks waiting for the loop; checks come
+// seconds apart, so a few suffice.
+const pingQueue = 16
 
 // inbound is a message as a subscription handler queues it.
 type inbound struct {
@@ -88,7 +97,7 @@ func NewRunner(cfg Config) (*Runner, error) {
 	core := NewLifecycle(LifecycleConfig{Job: cfg.Job, Region: cfg.Region, Noise: privacy.NewGaussian(cfg.Rand), Key: cfg.Key,
 		StreamSlots: cfg.StreamSlots, StreamWindow: cfg.StreamWindow, RegistryAttempts: cfg.RegistryAttempts,
 		HoldMessages: cfg.QueueSize, Logger: cfg.Logger})
-	return &Runner{cfg: cfg, core: core, msgs: make(chan inbound, cfg.QueueSize), ready: make(chan struct{}),
+	return &Runner{cfg: cfg, core: core, msgs: make(chan inbound, cfg.QueueSize), pings: make(chan Reply, pingQueue), ready: make(chan struct{}),
 		core0: core.Stats()}, nil
 }
 
@@ -105,7 +114,7 @@ func (r *Runner) Stats() Stats {
 	for k, v := range r.core0.SecAggFailed {
 		s.SecAggFailed[k] = v
 	}
-	s.Partials, s.QueueDrops = r.partials, r.queueDrops
+	s.Partials, s.QueueDrops, s.PingDrops = r.partials, r.queueDrops, r.pingDrops
 	s.SlowConsumerDrops = r.dropped()
 	s.Queued = len(r.msgs)
 	return s
@@ -156,7 +165,18 @@ func (r *Runner) Run(ctx context.Context) error {
 	r.mu.Lock()
 	r.subs = append([]*nats.Subscription(nil), subs...)
 	r.mu.Unlock()
-	ps, err := r.cfg.Conn.Subscribe(pingSubj, func(m *nats.Msg) { m.Respond([]byte("ok")) })
+	// The loop answers pings, not this handler: a region whose loop is
+	// stuck must not look alive to the global tier, which opens a round
+	// (and charges its cost) only when enough regions answer.
+	ps, err := r.cfg.Conn.Subscribe(pingSubj, func(m *nats.Msg) {
+		select {
+		case r.pings <- Reply(m.Reply):
+		default:
+			r.mu.Lock()
+			r.pingDrops++
+			r.mu.Unlock()
+		}
+	})
 	if err != nil {
 		return fmt.Errorf("regional %s: subscribe %s: %w", region, pingSubj, err)
 	}
@@ -194,6 +214,8 @@ func (r *Runner) loop(ctx context.Context, wg *sync.WaitGroup) error {
 			return nil
 		case in := <-r.msgs:
 			ev = in.event(time.Now())
+		case to := <-r.pings:
+			ev = PingArrived{Reply: to}
 		case res := <-x.fetched:
 			res.Now = time.Now()
 			ev = res
@@ -286,6 +308,9 @@ func (x *executor) do(a Action) (stop bool, err error) {
 			x.timer.Reset(time.Until(a.At))
 		}
 	case Pong:
+		if a.To == "" {
+			break
+		}
 		if err := r.cfg.Conn.Publish(string(a.To), []byte("ok")); err != nil {
 			r.cfg.Logger.Warn("ping reply failed", "err", err)
 		}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -296,4 +297,43 @@ func runnerGoroutines() []string {
 		}
 	}
 	return out
+}
+
+// TestRunnerPingsAnsweredByTheLoop: the global tier opens a round only
+// when enough regions answer its ping. The answer comes from the runner's
+// loop, so a region whose loop is stuck (here in its OnRoundOpen
+// callback) does not answer, and answers again once the loop runs.
+func TestRunnerPingsAnsweredByTheLoop(t *testing.T) {
+	m := startTestMesh(t)
+	entered, release := make(chan struct{}), make(chan struct{})
+	runner, _, _ := startRunner(t, Config{Job: "j", Region: "eu", Conn: m.region,
+		OnRoundOpen: func(wire.RoundOpen) {
+			close(entered)
+			<-release
+		}})
+	var once sync.Once
+	unblock := func() { once.Do(func() { close(release) }) }
+	t.Cleanup(unblock) // runs before the runner's cleanup, which waits for Run
+	ping := subject(mesh.PingSubject("j", "eu"))
+	if _, err := m.global.Request(ping, nil, 30*time.Second); err != nil {
+		t.Fatalf("a running loop does not answer pings: %v", err)
+	}
+	open := openRound()
+	open.DeadlineUnixMs = time.Now().Add(time.Hour).UnixMilli()
+	if err := m.global.Publish(subject(mesh.RoundSubject("j", "eu")), encodeOpen(t, open)); err != nil {
+		t.Fatal(err)
+	}
+	<-entered // the loop is blocked now, until release
+	// No answer can come while the loop is blocked, however long one
+	// waits: the timeout only bounds the test.
+	if _, err := m.global.Request(ping, nil, 300*time.Millisecond); !errors.Is(err, nats.ErrTimeout) {
+		t.Fatalf("ping to a blocked loop: %v, want no answer (timeout)", err)
+	}
+	unblock()
+	if _, err := m.global.Request(ping, nil, 30*time.Second); err != nil {
+		t.Fatalf("ping once the loop runs again: %v", err)
+	}
+	if st := runner.Stats(); st.PingDrops != 0 {
+		t.Fatalf("ping drops %d", st.PingDrops)
+	}
 }
