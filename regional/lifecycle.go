@@ -201,9 +201,9 @@ type held struct {
 // its streams and secure-aggregation session, the registry it verifies
 // against, when it ends and what it publishes. It is a pure,
 // single-threaded state machine, as Round is: events in (Step), actions
-// out; no NATS, no clock (time arrives in events), no goroutines. The
-// Runner owns the I/O and feeds it; tests step it directly
-// (lifecycle_test.go). doc.go walks through a round.
+// out; no NATS, no clock (time arrives in events), no goroutine left
+// running. The Runner owns the I/O and feeds it; tests step it directly
+// (lifecycle_test.go). The package documentation walks through a round.
 type Lifecycle struct {
 	cfg   LifecycleConfig
 	log   *slog.Logger

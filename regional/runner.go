@@ -57,7 +57,7 @@ type Runner struct {
 	ready chan struct{}
 
 	mu         sync.Mutex
-	core0      Stats // the core's counters, as last reported
+	coreStats  Stats // the core's counters, as last reported
 	partials   int
 	queueDrops int
 	pingDrops  int
@@ -98,20 +98,20 @@ func NewRunner(cfg Config) (*Runner, error) {
 		StreamSlots: cfg.StreamSlots, StreamWindow: cfg.StreamWindow, RegistryAttempts: cfg.RegistryAttempts,
 		HoldMessages: cfg.QueueSize, Logger: cfg.Logger})
 	return &Runner{cfg: cfg, core: core, msgs: make(chan inbound, cfg.QueueSize), pings: make(chan Reply, pingQueue), ready: make(chan struct{}),
-		core0: core.Stats()}, nil
+		coreStats: core.Stats()}, nil
 }
 
 // Stats returns a copy of the counters.
 func (r *Runner) Stats() Stats {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	s := r.core0
-	s.Rejected = make(map[string]int, len(r.core0.Rejected))
-	for k, v := range r.core0.Rejected {
+	s := r.coreStats
+	s.Rejected = make(map[string]int, len(r.coreStats.Rejected))
+	for k, v := range r.coreStats.Rejected {
 		s.Rejected[k] = v
 	}
-	s.SecAggFailed = make(map[string]int, len(r.core0.SecAggFailed))
-	for k, v := range r.core0.SecAggFailed {
+	s.SecAggFailed = make(map[string]int, len(r.coreStats.SecAggFailed))
+	for k, v := range r.coreStats.SecAggFailed {
 		s.SecAggFailed[k] = v
 	}
 	s.Partials, s.QueueDrops, s.PingDrops = r.partials, r.queueDrops, r.pingDrops
@@ -316,7 +316,7 @@ func (x *executor) do(a Action) (stop bool, err error) {
 		}
 	case ReportStats:
 		r.mu.Lock()
-		r.core0 = a.Stats
+		r.coreStats = a.Stats
 		r.mu.Unlock()
 	case Stop:
 		return true, nil
