@@ -189,7 +189,8 @@ func runRandom(t *testing.T, b []byte) {
 	for c, k := range keys {
 		es = append(es, identity.Entry{ID: c, Kind: identity.KindClient, Region: "eu", Public: k.Public(), Status: identity.StatusActive})
 	}
-	l := NewLifecycle(LifecycleConfig{Job: "j", Region: "eu", Noise: zeroNoise{}, StreamSlots: 1, HoldMessages: 3})
+	noise := &countingNoise{}
+	l := NewLifecycle(LifecycleConfig{Job: "j", Region: "eu", Noise: noise, StreamSlots: 1, HoldMessages: 3})
 	inv := invariants{published: map[uint64]int{}}
 	now := t0
 	round := uint64(1)
@@ -211,7 +212,7 @@ func runRandom(t *testing.T, b []byte) {
 				round++
 			}
 			o := wire.RoundOpen{Job: "j", Round: round, Region: "eu", ModelVersion: 1, Dim: 3, ClipNorm: 1,
-				Sampled: []string{"c1", "c2", "c3"}[:arg%4], Signed: arg&16 != 0, Registry: uint64(arg >> 5),
+				Sampled: []string{"c1", "c2", "c3"}[:arg%4], Signed: arg&16 != 0, Registry: uint64(arg >> 5), RegionalNoise: 1,
 				DeadlineUnixMs: now.Add(time.Duration(arg%8) * time.Second).UnixMilli()}
 			ev = OpenArrived{Now: now, Data: encodeOpen(t, o), Reply: "open"}
 		case 1, 2:
@@ -261,6 +262,21 @@ func runRandom(t *testing.T, b []byte) {
 		}
 		inv.check(t, l, ev, acts)
 	}
+	total := 0
+	for _, n := range inv.published {
+		total += n
+	}
+	if noise.calls != total {
+		t.Fatalf("noise drawn %d times for %d partials, want once each", noise.calls, total)
+	}
+}
+
+// countingNoise adds nothing and counts the draws.
+type countingNoise struct{ calls int }
+
+func (n *countingNoise) AddTo64([]float64, float64) error { n.calls++; return nil }
+func (n *countingNoise) AddTo64On(dst []float64, sigma, _ float64) error {
+	return n.AddTo64(dst, sigma)
 }
 
 // invariants tracks what a lifecycle did across steps.
