@@ -40,27 +40,43 @@ func startTestMesh(t *testing.T) testMesh {
 	return m
 }
 
-// startRunner runs a runner until the test ends, and returns it with the
-// channel Run's result arrives on.
-func startRunner(t *testing.T, cfg Config) (*Runner, <-chan error, context.CancelFunc) {
+// running is a runner's Run in progress: ended is closed when it
+// returns, err is then what it returned.
+type running struct {
+	ended chan struct{}
+	err   error
+}
+
+// wait returns Run's result once it has returned; any number of times.
+func (r *running) wait() error {
+	<-r.ended
+	return r.err
+}
+
+// startRunner runs a runner until the test ends (it is cancelled and
+// waited for at cleanup), and returns it once it is subscribed.
+func startRunner(t *testing.T, cfg Config) (*Runner, *running) {
 	t.Helper()
 	r, err := NewRunner(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- r.Run(ctx) }()
+	run := &running{ended: make(chan struct{})}
+	go func() {
+		run.err = r.Run(ctx)
+		close(run.ended)
+	}()
 	t.Cleanup(func() {
 		cancel()
-		<-done
+		run.wait()
 	})
 	select {
 	case <-r.Ready():
-	case err := <-done:
-		t.Fatalf("runner ended before it was ready: %v", err)
+	case <-run.ended:
+		t.Fatalf("runner ended before it was ready: %v", run.err)
 	}
-	return r, done, cancel
+	return r, run
 }
 
 // waitFor polls cond until it holds or a generous deadline passes.
@@ -94,7 +110,7 @@ func subject(s string, err error) string {
 func TestRunnerAcksBeforeASlowRegistry(t *testing.T) {
 	m := startTestMesh(t)
 	regionKey, _ := identity.New(identity.KindRegion, "eu")
-	runner, _, _ := startRunner(t, Config{Job: "j", Region: "eu", Conn: m.region, Key: regionKey})
+	runner, _ := startRunner(t, Config{Job: "j", Region: "eu", Conn: m.region, Key: regionKey})
 
 	requests := make(chan *nats.Msg, 16) // answered only when the test says
 	if _, err := m.global.Subscribe(subject(mesh.RegistrySubject("j", "eu")), func(msg *nats.Msg) { requests <- msg }); err != nil {
@@ -167,10 +183,11 @@ func TestRunnerAcksBeforeASlowRegistry(t *testing.T) {
 
 // TestRunnerWithoutRegistryRejectsByName: when no registry ever answers,
 // the round's signed updates are rejected as registry_unavailable (never
-// accepted unverified) and the round still ends at its deadline.
+// accepted unverified), and the partial the round still publishes — here
+// at the job's end, announced once the rejection is counted — says so.
 func TestRunnerWithoutRegistryRejectsByName(t *testing.T) {
 	m := startTestMesh(t)
-	runner, _, _ := startRunner(t, Config{Job: "j", Region: "eu", Conn: m.region, RegistryAttempts: 1})
+	runner, run := startRunner(t, Config{Job: "j", Region: "eu", Conn: m.region, RegistryAttempts: 1})
 	partials, err := m.global.SubscribeSync(subject(mesh.PartialSubject("j", "eu")))
 	if err != nil {
 		t.Fatal(err)
@@ -178,12 +195,16 @@ func TestRunnerWithoutRegistryRejectsByName(t *testing.T) {
 	m.global.Flush()
 	open := openRound()
 	open.Signed, open.Registry = true, 5
-	open.DeadlineUnixMs = time.Now().Add(time.Second).UnixMilli()
+	open.DeadlineUnixMs = time.Now().Add(time.Hour).UnixMilli()
 	if _, err := m.global.Request(subject(mesh.RoundSubject("j", "eu")), encodeOpen(t, open), 30*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	k1, _ := identity.New(identity.KindClient, "c1")
 	m.global.Publish(subject(mesh.UpdateSubject("j", "eu", "c1")), signedUpdate(t, k1, "c1", 2, 1, nil))
+	waitFor(t, "the update to be rejected", func() bool { return runner.Stats().Rejected[ReasonNoRegistry] == 1 })
+	if err := m.global.Publish(subject(mesh.DoneSubject("j")), nil); err != nil {
+		t.Fatal(err)
+	}
 	msg, err := partials.NextMsg(30 * time.Second)
 	if err != nil {
 		t.Fatal(err)
@@ -195,8 +216,11 @@ func TestRunnerWithoutRegistryRejectsByName(t *testing.T) {
 	if p.Count != 0 || p.Rejected[ReasonNoRegistry] != 1 {
 		t.Fatalf("partial counts %d, rejected %v; want the update rejected as %q", p.Count, p.Rejected, ReasonNoRegistry)
 	}
-	if st := runner.Stats(); st.RegistryFailures != 1 {
-		t.Fatalf("registry failures %d, want the one attempt", st.RegistryFailures)
+	if err := run.wait(); err != nil {
+		t.Fatalf("Run after the job's end: %v", err)
+	}
+	if st := runner.Stats(); st.RegistryFailures != 1 || st.Accepted != 0 {
+		t.Fatalf("stats %+v, want the one failed attempt and nothing accepted", st)
 	}
 }
 
@@ -306,7 +330,7 @@ func runnerGoroutines() []string {
 func TestRunnerPingsAnsweredByTheLoop(t *testing.T) {
 	m := startTestMesh(t)
 	entered, release := make(chan struct{}), make(chan struct{})
-	runner, _, _ := startRunner(t, Config{Job: "j", Region: "eu", Conn: m.region,
+	runner, _ := startRunner(t, Config{Job: "j", Region: "eu", Conn: m.region,
 		OnRoundOpen: func(wire.RoundOpen) {
 			close(entered)
 			<-release
