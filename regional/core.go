@@ -1,6 +1,3 @@
-// Package regional is the regional aggregator. Round is a pure,
-// single-threaded state machine (verify, sum, noise once, emit a partial);
-// Runner owns the NATS subscriptions, the queue and the clock, and feeds it.
 package regional
 
 import (

@@ -3,52 +3,16 @@ package regional
 import (
 	"context"
 	"encoding/binary"
-	"errors"
 	"fmt"
-	"io"
-	"log/slog"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
 
-	"github.com/strata-fl/strata/identity"
 	"github.com/strata-fl/strata/mesh"
 	"github.com/strata-fl/strata/mesh/wire"
 	"github.com/strata-fl/strata/privacy"
 )
-
-// Config configures a regional aggregator.
-type Config struct {
-	Job    string
-	Region string
-	Conn   *nats.Conn
-	// Rand is the noise source; nil means crypto/rand.Reader.
-	Rand io.Reader
-	// QueueSize bounds updates waiting for the aggregator; default 4096.
-	// When full, further updates are dropped and counted ("queue_full").
-	QueueSize int
-	// StreamSlots bounds the streamed updates staged at once (each holds
-	// up to 4·d bytes); default DefaultStreamSlots (3; 2 above LargeDim
-	// parameters). StreamWindow is the
-	// number of unacknowledged chunks a client may send; default
-	// DefaultStreamWindow (4).
-	StreamSlots  int
-	StreamWindow int
-	// OnPartial, when set, is called after the runner publishes a round's
-	// partial, with how long the round was open here; it must not block
-	// (the metrics package observes aggregation latency through it).
-	OnPartial func(p *wire.Partial, elapsed time.Duration)
-	// OnRoundOpen, when set, is called with each round the runner opens,
-	// before any update of it is taken; it must not block. A process that
-	// runs one region sizes its memory limit through it (MemoryLimit).
-	OnRoundOpen func(wire.RoundOpen)
-	Logger      *slog.Logger
-	// Key is the region's identity: it signs the region's partials. A
-	// signed round's partial from a region without one is refused upstream.
-	Key *identity.Key
-}
 
 // Stats are cumulative counters of a runner.
 type Stats struct {
@@ -70,400 +34,327 @@ type Stats struct {
 	SecAggFailed   map[string]int
 	// SecAggSessions counts sessions that delivered their sum.
 	SecAggSessions int
+	// RegistryWaiting is how many messages a signed round holds now until
+	// its registry arrives; RegistryFailures counts registry requests that
+	// failed (no answer in time, or an unusable one).
+	RegistryWaiting  int
+	RegistryFailures int
+	// PingDrops counts liveness checks dropped because the runner's loop
+	// had not taken the ones before: the region looked dead to them.
+	PingDrops int
 }
 
-// Runner runs a regional aggregator over NATS.
+// Runner runs a regional aggregator over NATS. It is the thin half of the
+// region: it owns the subscriptions, the bounded queue they push into, the
+// timer and the registry requests, turns each into an Event for the
+// region's Lifecycle and carries out the Actions it returns. All of the
+// round's logic is in the core (doc.go).
 type Runner struct {
 	cfg   Config
-	noise *privacy.Gaussian
-	msgs  chan *nats.Msg
-	mu    sync.Mutex
-	stats Stats
+	core  *Lifecycle   // used only by Run's goroutine
+	msgs  chan inbound // bounded: NATS handlers never block
+	pings chan Reply   // bounded, apart so a flood of updates cannot starve them
 	ready chan struct{}
-	sr    streamRun
-	reg   *identity.Registry // enrolled identities, refreshed as rounds ask
+
+	mu         sync.Mutex
+	coreStats  Stats // the core's counters, as last reported
+	partials   int
+	queueDrops int
+	pingDrops  int
+	subs       []*nats.Subscription
 }
+
+// pingQueue bounds the liveness checks waiting for the loop; checks come
+// seconds apart, so a few suffice.
+const pingQueue = 16
+
+// inbound is a message as a subscription handler queues it.
+type inbound struct {
+	kind inboundKind
+	m    *nats.Msg
+}
+
+type inboundKind uint8
+
+const (
+	inRound inboundKind = iota
+	inUpdate
+	inSecAgg
+	inDone
+)
 
 // Ready is closed once the runner is subscribed.
 func (r *Runner) Ready() <-chan struct{} { return r.ready }
 
-// NewRunner checks the configuration.
+// NewRunner checks the configuration (Config.Validate) and prepares a
+// runner with the defaults applied to its own copy of it.
 func NewRunner(cfg Config) (*Runner, error) {
-	if cfg.Conn == nil {
-		return nil, errors.New("regional: Config.Conn is required")
+	if err := cfg.Validate(); err != nil {
+		return nil, err
 	}
-	if cfg.QueueSize == 0 {
-		cfg.QueueSize = 4096
-	}
-	if cfg.StreamWindow <= 0 {
-		cfg.StreamWindow = DefaultStreamWindow
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.DiscardHandler)
-	}
+	cfg = cfg.withDefaults()
 	cfg.Logger = cfg.Logger.With("region", cfg.Region)
-	return &Runner{cfg: cfg, noise: privacy.NewGaussian(cfg.Rand), msgs: make(chan *nats.Msg, cfg.QueueSize), stats: Stats{Rejected: map[string]int{}, SecAggFailed: map[string]int{}}, ready: make(chan struct{})}, nil
+	core := NewLifecycle(LifecycleConfig{Job: cfg.Job, Region: cfg.Region, Noise: privacy.NewGaussian(cfg.Rand), Key: cfg.Key,
+		StreamSlots: cfg.StreamSlots, StreamWindow: cfg.StreamWindow, RegistryAttempts: cfg.RegistryAttempts,
+		HoldMessages: cfg.QueueSize, Logger: cfg.Logger})
+	return &Runner{cfg: cfg, core: core, msgs: make(chan inbound, cfg.QueueSize), pings: make(chan Reply, pingQueue), ready: make(chan struct{}),
+		coreStats: core.Stats()}, nil
 }
 
 // Stats returns a copy of the counters.
 func (r *Runner) Stats() Stats {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	s := r.stats
-	s.SlowConsumerDrops = r.dropped()
-	s.Queued = len(r.msgs)
-	s.Rejected = map[string]int{}
-	for k, v := range r.stats.Rejected {
+	s := r.coreStats
+	s.Rejected = make(map[string]int, len(r.coreStats.Rejected))
+	for k, v := range r.coreStats.Rejected {
 		s.Rejected[k] = v
 	}
-	s.SecAggFailed = map[string]int{}
-	for k, v := range r.stats.SecAggFailed {
+	s.SecAggFailed = make(map[string]int, len(r.coreStats.SecAggFailed))
+	for k, v := range r.coreStats.SecAggFailed {
 		s.SecAggFailed[k] = v
 	}
+	s.Partials, s.QueueDrops, s.PingDrops = r.partials, r.queueDrops, r.pingDrops
+	s.SlowConsumerDrops = r.dropped()
+	s.Queued = len(r.msgs)
 	return s
 }
 
 // Run subscribes and aggregates rounds until ctx ends or the job is done.
+// It owns every goroutine it starts (the registry requests) and returns
+// only once they have ended. A runner runs once.
 func (r *Runner) Run(ctx context.Context) error {
-	roundSubj, err := mesh.RoundSubject(r.cfg.Job, r.cfg.Region)
+	job, region := r.cfg.Job, r.cfg.Region
+	var subjects [4]string // by inboundKind
+	var err error
+	if subjects[inRound], err = mesh.RoundSubject(job, region); err != nil {
+		return err
+	}
+	if subjects[inUpdate], err = mesh.UpdateWildcard(job, region); err != nil {
+		return err
+	}
+	if subjects[inSecAgg], err = mesh.SecAggWildcard(job, region); err != nil {
+		return err
+	}
+	if subjects[inDone], err = mesh.DoneSubject(job); err != nil {
+		return err
+	}
+	pingSubj, err := mesh.PingSubject(job, region)
 	if err != nil {
 		return err
 	}
-	updSubj, err := mesh.UpdateWildcard(r.cfg.Job, r.cfg.Region)
-	if err != nil {
-		return err
-	}
-	doneSubj, err := mesh.DoneSubject(r.cfg.Job)
-	if err != nil {
-		return err
-	}
-	saSubj, err := mesh.SecAggWildcard(r.cfg.Job, r.cfg.Region)
-	if err != nil {
-		return err
-	}
+
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	defer wg.Wait() // last: the registry requests end once ctx is cancelled
+	defer cancel()
 	var subs []*nats.Subscription
 	defer func() {
 		for _, s := range subs {
 			s.Unsubscribe()
 		}
 	}()
-	for _, subj := range []string{roundSubj, updSubj, doneSubj, saSubj} {
-		s, err := r.cfg.Conn.Subscribe(subj, r.enqueue)
+	for _, kind := range []inboundKind{inRound, inUpdate, inDone, inSecAgg} {
+		s, err := r.cfg.Conn.Subscribe(subjects[kind], r.enqueuer(kind))
 		if err != nil {
-			return fmt.Errorf("regional %s: subscribe %s: %w", r.cfg.Region, subj, err)
+			return fmt.Errorf("regional %s: subscribe %s: %w", region, subjects[kind], err)
 		}
 		s.SetPendingLimits(-1, 512<<20)
 		subs = append(subs, s)
 	}
 	r.mu.Lock()
-	r.sr.subs = subs
+	r.subs = append([]*nats.Subscription(nil), subs...)
 	r.mu.Unlock()
-	pingSubj, err := mesh.PingSubject(r.cfg.Job, r.cfg.Region)
+	// The loop answers pings, not this handler: a region whose loop is
+	// stuck must not look alive to the global tier, which opens a round
+	// (and charges its cost) only when enough regions answer.
+	ps, err := r.cfg.Conn.Subscribe(pingSubj, func(m *nats.Msg) {
+		select {
+		case r.pings <- Reply(m.Reply):
+		default:
+			r.mu.Lock()
+			r.pingDrops++
+			r.mu.Unlock()
+		}
+	})
 	if err != nil {
-		return err
-	}
-	ps, err := r.cfg.Conn.Subscribe(pingSubj, func(m *nats.Msg) { m.Respond([]byte("ok")) })
-	if err != nil {
-		return fmt.Errorf("regional %s: subscribe %s: %w", r.cfg.Region, pingSubj, err)
+		return fmt.Errorf("regional %s: subscribe %s: %w", region, pingSubj, err)
 	}
 	subs = append(subs, ps)
 	if err := r.cfg.Conn.Flush(); err != nil {
-		return fmt.Errorf("regional %s: %w", r.cfg.Region, err)
+		return fmt.Errorf("regional %s: %w", region, err)
 	}
 	close(r.ready)
-	return r.loop(ctx, roundSubj, doneSubj, saSubj)
+	return r.loop(ctx, &wg)
 }
 
-// enqueue never blocks the NATS reader: a full queue drops and counts.
-func (r *Runner) enqueue(m *nats.Msg) {
-	select {
-	case r.msgs <- m:
-	default:
-		r.mu.Lock()
-		r.stats.QueueDrops++
-		r.mu.Unlock()
+// enqueuer returns the handler of one subscription: it never blocks the
+// NATS reader; a full queue drops and counts.
+func (r *Runner) enqueuer(kind inboundKind) nats.MsgHandler {
+	return func(m *nats.Msg) {
+		select {
+		case r.msgs <- inbound{kind, m}:
+		default:
+			r.mu.Lock()
+			r.queueDrops++
+			r.mu.Unlock()
+		}
 	}
 }
 
-func (r *Runner) loop(ctx context.Context, roundSubj, doneSubj, saSubj string) error {
-	var cur *Round
-	var sa *SecAggSession // the round's secure-aggregation session, if any
-	var openedAt time.Time
-	timer := time.NewTimer(time.Hour)
-	timer.Stop()
-	defer timer.Stop()
-	saTimer := time.NewTimer(time.Hour)
-	saTimer.Stop()
-	defer saTimer.Stop()
-	saPrefix := strings.TrimSuffix(saSubj, "*")
-	// saFail ends a session without a sum: the round contributes nothing.
-	saFail := func(reason string, err error) {
-		r.mu.Lock()
-		r.stats.SecAggFailed[reason]++
-		r.mu.Unlock()
-		if cur != nil {
-			r.cfg.Logger.Warn("secagg session failed: the region contributes nothing to the round", "round", cur.open.Round, "reason", reason, "err", err)
-			r.abortStreams(cur)
-		}
-		cur, sa = nil, nil
-		saTimer.Stop()
-	}
-	finalize := func() error {
-		if cur == nil {
-			return nil
-		}
-		if sa != nil && !sa.Done() {
-			saFail(SecAggSuperseded, errors.New("round ended before the session"))
-			return nil
-		}
-		sa = nil
-		r.abortStreams(cur)
-		p, err := cur.Finalize(r.noise)
-		cur = nil
-		timer.Stop()
-		if err != nil {
-			return err
-		}
-		if err := r.publish(p); err != nil {
-			return err
-		}
-		if r.cfg.OnPartial != nil {
-			r.cfg.OnPartial(p, time.Since(openedAt))
-		}
-		return nil
-	}
-	// advance closes the session's stage; after the last it publishes the
-	// partial.
-	advance := func() error {
-		for sa != nil && !sa.Done() {
-			out, err := sa.Advance()
-			if err != nil {
-				saFail(secAggReason(err), err)
-				return nil
-			}
-			for _, a := range out {
-				if err := r.sendSecAgg(cur.open.Round, a); err != nil {
-					return err
-				}
-			}
-			if sa.Done() {
-				r.mu.Lock()
-				r.stats.SecAggSessions++
-				r.mu.Unlock()
-				return finalize()
-			}
-			if !sa.StageComplete() { // an empty stage closes at once
-				saTimer.Reset(time.Until(sa.Deadline()))
-				return nil
-			}
-		}
-		return nil
-	}
+// loop feeds the core one event at a time and carries out its actions.
+func (r *Runner) loop(ctx context.Context, wg *sync.WaitGroup) error {
+	x := executor{r: r, ctx: ctx, wg: wg, timer: time.NewTimer(time.Hour), fetched: make(chan RegistryArrived, 1)}
+	x.timer.Stop()
+	defer x.timer.Stop()
 	for {
+		var ev Event
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-saTimer.C:
-			if err := advance(); err != nil {
-				return err
+		case in := <-r.msgs:
+			ev = in.event(time.Now())
+		case to := <-r.pings:
+			ev = PingArrived{Reply: to}
+		case res := <-x.fetched:
+			res.Now = time.Now()
+			ev = res
+		case <-x.timer.C:
+			ev = Tick{Now: time.Now()}
+		}
+		acts, err := r.core.Step(ev)
+		for _, a := range acts {
+			stop, xerr := x.do(a)
+			if xerr != nil {
+				return xerr
 			}
-		case <-timer.C:
-			if err := finalize(); err != nil {
-				return err
-			}
-		case m := <-r.msgs:
-			switch m.Subject {
-			case doneSubj:
-				if err := finalize(); err != nil {
-					return err
-				}
+			if stop {
 				return nil
-			case roundSubj:
-				var open wire.RoundOpen
-				if err := wire.Decode(m.Data, wire.TypeRoundOpen, &open); err != nil || open.Job != r.cfg.Job || open.Region != r.cfg.Region {
-					r.cfg.Logger.Warn("round.open ignored", "err", err)
-					continue
-				}
-				if cur != nil {
-					// A newer round supersedes an unfinished one.
-					if err := finalize(); err != nil {
-						return err
-					}
-				}
-				nr, err := NewRound(open)
-				if err != nil {
-					r.cfg.Logger.Warn("round.open rejected", "err", err)
-					continue
-				}
-				cur, openedAt = nr, time.Now()
-				if r.cfg.OnRoundOpen != nil {
-					r.cfg.OnRoundOpen(open)
-				}
-				if open.Signed {
-					r.refreshRegistry(ctx, open.Registry)
-					cur.UseRegistry(r.reg)
-				}
-				if m.Reply != "" {
-					// The coordinator tells clients only after this ack, so no
-					// update can overtake the round it belongs to.
-					if err := m.Respond([]byte("ok")); err != nil {
-						r.cfg.Logger.Warn("round.open ack failed", "err", err)
-					}
-				}
-				if open.SecAgg != nil && len(open.Sampled) > 0 {
-					// The session's stages, not the round's deadline, close
-					// a secure-aggregation round.
-					if sa, err = NewSecAggSession(cur, openedAt); err != nil {
-						saFail(secAggReason(err), err)
-						continue
-					}
-					saTimer.Reset(time.Until(sa.Deadline()))
-					continue
-				}
-				timer.Reset(time.Until(time.UnixMilli(open.DeadlineUnixMs)))
-				if cur.Complete() { // nobody sampled: publish the noise-only partial now
-					if err := finalize(); err != nil {
-						return err
-					}
-				}
-			default:
-				if strings.HasPrefix(m.Subject, saPrefix) {
-					if sa == nil {
-						r.count(ReasonNoRound)
-						continue
-					}
-					if reason := sa.Handle(m.Subject, m.Data); reason != "" {
-						r.count(reason)
-						r.cfg.Logger.Debug("secagg message rejected", "reason", reason)
-						continue
-					}
-					r.mu.Lock()
-					r.stats.SecAggMessages++
-					r.mu.Unlock()
-					if sa.StageComplete() {
-						if err := advance(); err != nil {
-							return err
-						}
-					}
-					continue
-				}
-				if r.onStream(cur, m) {
-					if cur != nil && cur.Complete() {
-						if err := finalize(); err != nil {
-							return err
-						}
-					}
-					continue
-				}
-				if cur == nil {
-					r.count(ReasonNoRound)
-					r.cfg.Logger.Debug("update rejected", "reason", ReasonNoRound)
-					continue
-				}
-				reason := cur.Add(m.Data)
-				r.count(reason)
-				if reason != "" {
-					r.cfg.Logger.Debug("update rejected", "reason", reason)
-				}
-				if cur.Complete() {
-					if err := finalize(); err != nil {
-						return err
-					}
-				}
 			}
+		}
+		if err != nil {
+			return err
 		}
 	}
 }
 
-func (r *Runner) count(reason string) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if reason == "" {
-		r.stats.Accepted++
-		return
+// event is the core's view of a queued message.
+func (in inbound) event(now time.Time) Event {
+	m := in.m
+	switch in.kind {
+	case inRound:
+		return OpenArrived{Now: now, Data: m.Data, Reply: Reply(m.Reply)}
+	case inSecAgg:
+		return SecAggArrived{Now: now, Subject: m.Subject, Data: m.Data}
+	case inDone:
+		return JobDone{Now: now}
 	}
-	r.stats.Rejected[reason]++
+	return UpdateArrived{Now: now, Data: m.Data, Reply: Reply(m.Reply)}
 }
 
-// refreshRegistry fetches the region's enrolled identities from the
-// global tier when the round announces a newer version than the copy held.
-// On failure the old copy stays: updates of unknown senders are rejected,
-// never accepted unverified.
-func (r *Runner) refreshRegistry(ctx context.Context, want uint64) {
-	if r.reg != nil && r.reg.Version >= want {
-		return
+// executor carries out the core's actions for the loop.
+type executor struct {
+	r       *Runner
+	ctx     context.Context
+	wg      *sync.WaitGroup
+	timer   *time.Timer
+	fetched chan RegistryArrived // capacity 1: the core has one request in flight
+}
+
+// do carries out one action; stop reports the end of the job.
+func (x *executor) do(a Action) (stop bool, err error) {
+	r := x.r
+	switch a := a.(type) {
+	case RoundOpened:
+		if r.cfg.OnRoundOpen != nil {
+			r.cfg.OnRoundOpen(a.Open)
+		}
+	case AckOpen:
+		// The coordinator tells clients only after this ack, so no update
+		// can overtake the round it belongs to.
+		if err := r.cfg.Conn.Publish(string(a.To), []byte("ok")); err != nil {
+			r.cfg.Logger.Warn("round.open ack failed", "round", a.Round, "err", err)
+		}
+	case FetchRegistry:
+		x.wg.Add(1)
+		go func() {
+			defer x.wg.Done()
+			res := r.fetchRegistry(x.ctx, a.Want)
+			select {
+			case x.fetched <- res:
+			case <-x.ctx.Done():
+			}
+		}()
+	case Grant:
+		r.respond(a.To, wire.TypeStreamGrant, &a.Grant)
+	case AckChunk:
+		r.respond(a.To, wire.TypeChunkAck, &a.Ack)
+	case SendSecAgg:
+		return false, r.sendSecAgg(a.Round, a.Msg)
+	case PublishPartial:
+		if err := r.publish(a.Partial); err != nil {
+			return false, err
+		}
+		r.mu.Lock()
+		r.partials++
+		r.mu.Unlock()
+		if r.cfg.OnPartial != nil {
+			r.cfg.OnPartial(a.Partial, a.Elapsed)
+		}
+	case SetTimer:
+		if a.At.IsZero() {
+			x.timer.Stop()
+		} else {
+			x.timer.Reset(time.Until(a.At))
+		}
+	case Pong:
+		if a.To == "" {
+			break
+		}
+		if err := r.cfg.Conn.Publish(string(a.To), []byte("ok")); err != nil {
+			r.cfg.Logger.Warn("ping reply failed", "err", err)
+		}
+	case ReportStats:
+		r.mu.Lock()
+		r.coreStats = a.Stats
+		r.mu.Unlock()
+	case Stop:
+		return true, nil
 	}
+	return false, nil
+}
+
+// fetchRegistry makes one request for the region's enrolled identities at
+// version want or later (the core decides whether to ask again). It runs
+// beside the loop: a slow global tier delays the updates that need the
+// registry, never the round's acknowledgement.
+func (r *Runner) fetchRegistry(ctx context.Context, want uint64) RegistryArrived {
+	res := RegistryArrived{Want: want}
 	subj, err := mesh.RegistrySubject(r.cfg.Job, r.cfg.Region)
 	if err != nil {
-		r.cfg.Logger.Error("registry subject", "err", err)
-		return
+		res.Err = err
+		return res
 	}
-	for attempt := 0; attempt < 3; attempt++ {
-		rctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-		m, err := r.cfg.Conn.RequestWithContext(rctx, subj, binary.BigEndian.AppendUint64(nil, want))
-		cancel()
-		if err == nil {
-			reg, derr := identity.DecodeRegistry(m.Data)
-			if derr == nil && reg.Version >= want {
-				r.reg = reg
-				r.cfg.Logger.Debug("registry refreshed", "version", reg.Version, "entries", reg.Len())
-				return
-			}
-			err = derr
-			if err == nil {
-				err = fmt.Errorf("registry version %d, round needs %d", reg.Version, want)
-			}
+	rctx, cancel := context.WithTimeout(ctx, r.cfg.RegistryTimeout)
+	defer cancel()
+	m, err := r.cfg.Conn.RequestWithContext(rctx, subj, binary.BigEndian.AppendUint64(nil, want))
+	if err != nil {
+		res.Err = err
+		return res
+	}
+	res.Data = m.Data
+	return res
+}
+
+// dropped returns the messages NATS dropped from the runner's
+// subscriptions because the runner fell behind (slow consumer). r.mu is
+// held.
+func (r *Runner) dropped() int {
+	n := 0
+	for _, s := range r.subs {
+		if d, err := s.Dropped(); err == nil {
+			n += d
 		}
-		r.cfg.Logger.Warn("registry refresh failed", "attempt", attempt+1, "err", err)
-		if ctx.Err() != nil {
-			return
-		}
 	}
-}
-
-// sendSecAgg sends one client its session message.
-func (r *Runner) sendSecAgg(round uint64, a Addressed) error {
-	subj, err := mesh.SecAggToSubject(r.cfg.Job, r.cfg.Region, a.Client)
-	if err != nil {
-		return err
-	}
-	b, err := wire.Encode(wire.TypeSecAggDown, &wire.SecAggDown{Job: r.cfg.Job, Round: round, Region: r.cfg.Region, Body: a.Body})
-	if err != nil {
-		return err
-	}
-	if err := r.cfg.Conn.Publish(subj, b); err != nil {
-		return fmt.Errorf("regional %s: secagg to %s: %w", r.cfg.Region, a.Client, err)
-	}
-	return nil
-}
-
-// sign signs a partial with the region's key (unsigned without one).
-func (r *Runner) sign(p *wire.Partial) {
-	if r.cfg.Key == nil {
-		return
-	}
-	p.Sig = r.cfg.Key.Sign(identity.PartialMessage(p.Job, p.Round, p.Region, p.Count, p.BitSum, identity.Digest(p.Sum)))
-}
-
-func (r *Runner) publish(p *wire.Partial) error {
-	r.sign(p)
-	if len(p.Sum) > partialChunkBytes(r.cfg.Conn) {
-		return r.publishChunked(p)
-	}
-	b, err := wire.Encode(wire.TypePartial, p)
-	if err != nil {
-		return err
-	}
-	subj, err := mesh.PartialSubject(r.cfg.Job, r.cfg.Region)
-	if err != nil {
-		return err
-	}
-	if err := r.cfg.Conn.Publish(subj, b); err != nil {
-		return fmt.Errorf("regional %s: publish partial: %w", r.cfg.Region, err)
-	}
-	r.mu.Lock()
-	r.stats.Partials++
-	r.mu.Unlock()
-	r.cfg.Logger.Debug("partial published", "round", p.Round, "count", p.Count)
-	return nil
+	return n
 }
