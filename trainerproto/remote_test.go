@@ -51,7 +51,7 @@ func fakeTrainer(mode string) int {
 			fmt.Fprintln(os.Stderr, "fake trainer: out of memory, giving up")
 			return 3
 		case "hang":
-			time.Sleep(time.Hour)
+			time.Sleep(time.Hour) // the stimulus: a trainer that never answers (the agent kills it)
 		case "error":
 			c.Send(TypeError, &Error{Client: req.Client, Round: req.Round, Code: "no_data", Message: "no shard for " + req.Client})
 			c.Flush()
