@@ -103,7 +103,9 @@ func TestConfigsValidate(t *testing.T) {
 		// synthConfig
 		{"synth minimal", synthConfig{Regions: 1, PerRegion: 1, Dim: 1, Dir: dir}.Validate, nil, ""},
 		{"synth no clients", synthConfig{Regions: 1, Dim: 1, Dir: dir}.Validate,
-			func() error { _, err := runSynth(ctx, synthConfig{Regions: 1, Dim: 1, Dir: dir}); return err }, "synthConfig.Regions, PerRegion, Dim 1, 0, 1"},
+			func() error { _, err := runSynth(ctx, synthConfig{Regions: 1, Dim: 1, Dir: dir}); return err }, "synthConfig.PerRegion 0"},
+		{"synth no regions", synthConfig{PerRegion: 1, Dim: 1, Dir: dir}.Validate, nil, "synthConfig.Regions 0"},
+		{"synth no dim", synthConfig{Regions: 1, PerRegion: 1, Dir: dir}.Validate, nil, "synthConfig.Dim 0"},
 		{"synth negative rounds", synthConfig{Regions: 1, PerRegion: 1, Dim: 1, Dir: dir, Rounds: -1}.Validate, nil, "synthConfig.Rounds -1"},
 		{"synth rate above 1", synthConfig{Regions: 1, PerRegion: 1, Dim: 1, Dir: dir, Q: 1.5}.Validate, nil, "synthConfig.Q 1.5"},
 		{"synth negative nodes", synthConfig{Regions: 1, PerRegion: 1, Dim: 1, Dir: dir, GlobalNodes: -1}.Validate, nil, "synthConfig.GlobalNodes -1"},

@@ -52,8 +52,12 @@ type synthConfig struct {
 // Validate names the field that is wrong.
 func (c synthConfig) Validate() error {
 	switch {
-	case c.Regions < 1 || c.PerRegion < 1 || c.Dim < 1:
-		return fmt.Errorf("%w: synthConfig.Regions, PerRegion, Dim %d, %d, %d: want each ≥ 1", ErrConfig, c.Regions, c.PerRegion, c.Dim)
+	case c.Regions < 1:
+		return fmt.Errorf("%w: synthConfig.Regions %d: want ≥ 1", ErrConfig, c.Regions)
+	case c.PerRegion < 1:
+		return fmt.Errorf("%w: synthConfig.PerRegion %d: want ≥ 1 client", ErrConfig, c.PerRegion)
+	case c.Dim < 1:
+		return fmt.Errorf("%w: synthConfig.Dim %d: want ≥ 1 parameter", ErrConfig, c.Dim)
 	case c.Rounds < 0:
 		return fmt.Errorf("%w: synthConfig.Rounds %d: want ≥ 0", ErrConfig, c.Rounds)
 	case c.Q != 0 && !(c.Q > 0 && c.Q <= 1):
