@@ -277,6 +277,8 @@ func cutOff(nc *nats.Conn, sc edge.StreamConfig) error {
 // update accepted, and the region's peak RSS under 3·(8·d) + 64 MiB, for
 // N = 10 as for N = 100.
 func TestBurstAndMemory(t *testing.T) {
+	// Not under -short: the region runs in a process of its own (its peak
+	// RSS is the measurement) and 440 MB cross NATS.
 	if testing.Short() {
 		t.Skip("streams 440 MB through NATS")
 	}
