@@ -25,23 +25,65 @@ import (
 // to measure the ε estimate with.
 var ErrNoCanaries = errors.New("audit: the topology sets no audit.canaries: give the topology the job ran with, or run a job whose topology sets audit: {canaries: K}")
 
-// Config configures a privacy audit of a stopped data dir.
+// ErrConfig is wrapped by every other error about a Config.
+var ErrConfig = errors.New("audit: invalid configuration")
+
+// Config configures a privacy audit of a stopped data dir. Zero fields take
+// the defaults given with each.
 type Config struct {
 	// DataDir is the data dir of a stopped `strata up`; required.
 	DataDir string
 	// Topology is the one the job ran with (its hash is checked against
-	// the ledger's); required.
+	// the ledger's); required, and it must set audit.canaries
+	// (ErrNoCanaries).
 	Topology *topology.Topology
 	// Task is the job's task, prepared as its roles prepared it; the
-	// membership attack needs task.Membership (skipped without it).
+	// membership attack needs task.Membership (skipped without it, or
+	// when nil).
 	Task task.Task
-	Key  *seal.Key
-	// Confidence of the lower bound; default 0.95.
+	// Key decrypts the ledger and model blobs sealed at rest; nil: the
+	// data dir is not sealed.
+	Key *seal.Key
+	// Confidence of the lower bound, in (0, 1); default 0.95.
 	Confidence float64
 	// FPR is the false positive rate at which the membership attack's TPR
-	// is reported; default 0.01.
-	FPR    float64
+	// is reported, in (0, 1); default 0.01.
+	FPR float64
+	// Status is told of the audit's progress, one line per call; nil is
+	// silent.
 	Status func(format string, args ...any)
+}
+
+// Validate names the field that is wrong. Zero fields are valid where they
+// have a default.
+func (c Config) Validate() error {
+	switch {
+	case c.DataDir == "":
+		return fmt.Errorf("%w: Config.DataDir is required", ErrConfig)
+	case c.Topology == nil:
+		return fmt.Errorf("%w: Config.Topology is required", ErrConfig)
+	case c.Topology.Audit.Canaries == 0:
+		return ErrNoCanaries
+	case c.Confidence != 0 && !(c.Confidence > 0 && c.Confidence < 1):
+		return fmt.Errorf("%w: Config.Confidence %v: want a probability in (0, 1), e.g. 0.95", ErrConfig, c.Confidence)
+	case c.FPR != 0 && !(c.FPR > 0 && c.FPR < 1):
+		return fmt.Errorf("%w: Config.FPR %v: want a rate in (0, 1), e.g. 0.01", ErrConfig, c.FPR)
+	}
+	return nil
+}
+
+// withDefaults returns a copy of c with zero fields set to their defaults.
+func (c Config) withDefaults() Config {
+	if c.Confidence == 0 {
+		c.Confidence = 0.95
+	}
+	if c.FPR == 0 {
+		c.FPR = 0.01
+	}
+	if c.Status == nil {
+		c.Status = func(string, ...any) {}
+	}
+	return c
 }
 
 // PrivacyAudit is the audit of one job: the empirical report beside what
@@ -64,24 +106,14 @@ type PrivacyAudit struct {
 // member).
 //
 // It returns empirical.ErrBelowLowerBound, with the audit, when the
-// ledger's ε is below the lower bound.
+// ledger's ε is below the lower bound, and the error of Config.Validate
+// for a configuration that fails it.
 func Privacy(ctx context.Context, cfg Config) (*PrivacyAudit, error) {
-	if cfg.DataDir == "" || cfg.Topology == nil {
-		return nil, errors.New("audit: Config needs DataDir and Topology")
+	if err := cfg.Validate(); err != nil {
+		return nil, err
 	}
-	if cfg.Confidence == 0 {
-		cfg.Confidence = 0.95
-	}
-	if cfg.FPR == 0 {
-		cfg.FPR = 0.01
-	}
-	if cfg.Status == nil {
-		cfg.Status = func(string, ...any) {}
-	}
+	cfg = cfg.withDefaults()
 	t := cfg.Topology
-	if t.Audit.Canaries == 0 {
-		return nil, ErrNoCanaries
-	}
 	l, err := global.ReadLedgerKey(filepath.Join(cfg.DataDir, "global"), cfg.Key)
 	if err != nil {
 		return nil, err

@@ -15,18 +15,41 @@ import (
 
 // AccountantConfig sizes the accountant scenario.
 type AccountantConfig struct {
-	// Rounds are the schedule lengths timed with each accountant; default
-	// 10…10 000 (quick: 10…1000).
+	// Rounds are the schedule lengths timed with each accountant, each
+	// ≥ 1; default 10…10 000 (quick: 10…1000).
 	Rounds []int
-	// Clients are the ledger sizes of the per-client part; default 1e3,
-	// 1e4, 1e5 (quick: 1e3, 1e4).
+	// Clients are the ledger sizes of the per-client part, each ≥ 1;
+	// default 1e3, 1e4, 1e5 (quick: 1e3, 1e4).
 	Clients []int
 	// LedgerRounds is how many rounds each ledger records; default 20
-	// (quick 5).
+	// (quick 5), ≥ 0.
 	LedgerRounds int
-	// Q and Sigma are the mechanism (default: the default job's public
-	// observer, q = 0.05, σ = 1.04); Delta the δ (default 1e-5).
+	// Q (in (0, 1]) and Sigma (finite > 0) are the mechanism (default:
+	// the default job's public observer, q = 0.05, σ = 1.04); Delta the δ,
+	// in (0, 1) (default 1e-5).
 	Q, Sigma, Delta float64
+}
+
+// Validate names the field that is wrong. Zero fields are valid: they take
+// their defaults.
+func (c AccountantConfig) Validate() error {
+	if err := checkInts("AccountantConfig.Rounds", c.Rounds, 1, math.MaxInt32); err != nil {
+		return err
+	}
+	if err := checkInts("AccountantConfig.Clients", c.Clients, 1, math.MaxInt32); err != nil {
+		return err
+	}
+	switch {
+	case c.LedgerRounds < 0:
+		return fmt.Errorf("%w: AccountantConfig.LedgerRounds %d: want ≥ 0 (0 means 20, quick 5)", ErrConfig, c.LedgerRounds)
+	case c.Q != 0 && !(c.Q > 0 && c.Q <= 1):
+		return fmt.Errorf("%w: AccountantConfig.Q %v: want a sampling rate in (0, 1] (0 means 0.05)", ErrConfig, c.Q)
+	case c.Sigma != 0 && !(c.Sigma > 0 && finite(c.Sigma)):
+		return fmt.Errorf("%w: AccountantConfig.Sigma %v: want finite > 0 (0 means 1.04)", ErrConfig, c.Sigma)
+	case c.Delta != 0 && !(c.Delta > 0 && c.Delta < 1):
+		return fmt.Errorf("%w: AccountantConfig.Delta %v: want δ in (0, 1) (0 means 1e-5)", ErrConfig, c.Delta)
+	}
+	return nil
 }
 
 // AccountantRow is one timing: Kind "schedule" (an accountant over a
@@ -47,6 +70,8 @@ type AccountantRow struct {
 	SnapshotMs    float64 `json:"snapshot_ms"`
 }
 
+// withDefaults returns a copy of c with zero fields set to their defaults
+// (full-size, or quick).
 func (c AccountantConfig) withDefaults(quick bool) AccountantConfig {
 	if len(c.Rounds) == 0 {
 		c.Rounds = []int{10, 100, 1000, 10000}
@@ -84,6 +109,9 @@ func (c AccountantConfig) withDefaults(quick bool) AccountantConfig {
 // timing is the other accountant on the same schedule, and the ε both
 // report (PLD is the tighter; RDP is what the ledger composes exactly).
 func Accountant(ctx context.Context, env Env, cfg AccountantConfig) (Output, error) {
+	if err := cfg.Validate(); err != nil {
+		return Output{}, err
+	}
 	cfg = cfg.withDefaults(env.Quick)
 	out := begin("accountant", env, cfg)
 	bar := NewProgress(env.Progress, "accountant", 2*len(cfg.Rounds)+len(cfg.Clients))

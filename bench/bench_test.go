@@ -132,9 +132,6 @@ func TestKernelScenario(t *testing.T) {
 // with bolt, regions, an edge fleet) and checks that every client's
 // update counted in every measured round.
 func TestSynthRound(t *testing.T) {
-	if testing.Short() {
-		t.Skip("whole mesh")
-	}
 	res, err := runSynth(t.Context(), synthConfig{Regions: 2, PerRegion: 3, Dim: 100, Rounds: 2, ProbeRaft: true, Dir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)

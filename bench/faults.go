@@ -23,15 +23,29 @@ import (
 // FaultsConfig sizes the faults scenario.
 type FaultsConfig struct {
 	// LeaderKills is how many times the raft leader is SIGKILLed (and
-	// restarted from its data dir); default 10 (quick 2).
+	// restarted from its data dir); default 10 (quick 2), ≥ 0.
 	LeaderKills int
 	// Steady is how long rounds are counted undisturbed first, for the
-	// reference rate; default 20s (quick 8s).
+	// reference rate; default 20s (quick 8s), ≥ 0.
 	Steady time.Duration
-	// Seed draws the kill times.
+	// Seed draws the kill times; default 2026.
 	Seed uint64
 }
 
+// Validate names the field that is wrong. Zero fields are valid: they take
+// their defaults.
+func (c FaultsConfig) Validate() error {
+	switch {
+	case c.LeaderKills < 0:
+		return fmt.Errorf("%w: FaultsConfig.LeaderKills %d: want ≥ 1 (0 means 10, quick 2)", ErrConfig, c.LeaderKills)
+	case c.Steady < 0:
+		return fmt.Errorf("%w: FaultsConfig.Steady %v: want ≥ 0 (0 means 20s, quick 8s)", ErrConfig, c.Steady)
+	}
+	return nil
+}
+
+// withDefaults returns a copy of c with zero fields set to their defaults
+// (full-size, or quick).
 func (c FaultsConfig) withDefaults(quick bool) FaultsConfig {
 	if c.LeaderKills == 0 {
 		c.LeaderKills = 10
@@ -105,6 +119,9 @@ func (p *fproc) kill() {
 // random points (restarting it each time) and finally kills one region
 // (min_regions 1), timing each recovery.
 func Faults(ctx context.Context, env Env, cfg FaultsConfig) (Output, error) {
+	if err := cfg.Validate(); err != nil {
+		return Output{}, err
+	}
 	cfg = cfg.withDefaults(env.Quick)
 	out := begin("faults", env, struct {
 		LeaderKills int     `json:"leader_kills"`

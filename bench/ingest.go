@@ -33,31 +33,36 @@ import (
 
 // IngestConfig configures the ingest benchmark.
 type IngestConfig struct {
-	// Ns and Ds are the client counts and model dimensions; every pair is
-	// measured. Defaults {10, 100, 1000} × {1e5, 1e6, 1e7}.
+	// Ns and Ds are the client counts and model dimensions, each ≥ 1;
+	// every pair is measured. Defaults {10, 100, 1000} × {1e5, 1e6, 1e7}.
 	Ns, Ds []int
-	// ChunkBytes of update data per chunk; default 1 MiB. The raw NATS
-	// reference publishes messages of the same size.
+	// ChunkBytes of update data per chunk, at most MaxIngestChunk;
+	// default 1 MiB. The raw NATS reference publishes messages of the same
+	// size.
 	ChunkBytes int
 	// Slots and Window are the region's stream slots and the clients'
-	// window of unacknowledged chunks; 0 means the region's defaults.
+	// window of unacknowledged chunks, each ≥ 0; 0 means the region's
+	// default slots and a window of 4.
 	Slots, Window int
-	// Encoding of the updates; default f32.
+	// Encoding of the updates (wire.EncodingF32, EncodingQ8 or
+	// EncodingTopK); default f32.
 	Encoding string
 	// Signed runs the rounds as a production job runs them: each client
 	// signs its stream's payload digest (identity.Digest) and the region
 	// verifies the signature and hashes every byte it ingests. The
 	// payload is encoded and digested once for all clients, as it is
 	// encoded once (a client's own hashing happens on its own machine).
+	// Default false.
 	Signed bool
 	// Conns is how many NATS connections the simulated clients share
-	// (client i uses connection i mod Conns); default 16. Each stream has
-	// its own inbox, so sharing changes nothing in the protocol; it keeps
-	// the load generator's own cost near the raw reference's one publisher
-	// (a thousand connections in one process each keep a write buffer as
-	// large as a chunk).
+	// (client i uses connection i mod Conns); default 16, ≥ 0. Each stream
+	// has its own inbox, so sharing changes nothing in the protocol; it
+	// keeps the load generator's own cost near the raw reference's one
+	// publisher (a thousand connections in one process each keep a write
+	// buffer as large as a chunk).
 	Conns int
-	// StoreDir is the NATS server's JetStream directory; required.
+	// StoreDir is the NATS server's JetStream directory; required by
+	// Ingest (IngestScenario defaults it to the scenario's TempDir).
 	StoreDir string
 	// RegionCmd returns the command that runs the region process (it must
 	// call RegionMain with the RegionEnv variable, which Ingest sets);
@@ -65,6 +70,36 @@ type IngestConfig struct {
 	RegionCmd func() *exec.Cmd
 	// Logf reports progress; nil is silent.
 	Logf func(format string, args ...any)
+}
+
+// MaxIngestChunk is the largest IngestConfig.ChunkBytes: the benchmark
+// server's 8 MiB max payload less 64 KiB of room for a chunk's header.
+const MaxIngestChunk = 8<<20 - 64<<10
+
+// Validate names the field that is wrong. Zero fields are valid where they
+// have a default.
+func (c IngestConfig) Validate() error {
+	if err := checkInts("IngestConfig.Ns", c.Ns, 1, math.MaxInt32); err != nil {
+		return err
+	}
+	if err := checkInts("IngestConfig.Ds", c.Ds, 1, math.MaxInt32); err != nil {
+		return err
+	}
+	switch {
+	case c.ChunkBytes < 0 || c.ChunkBytes > MaxIngestChunk:
+		return fmt.Errorf("%w: IngestConfig.ChunkBytes %d: want 1..%d bytes (0 means 1 MiB)", ErrConfig, c.ChunkBytes, MaxIngestChunk)
+	case c.Slots < 0:
+		return fmt.Errorf("%w: IngestConfig.Slots %d: want ≥ 0 (0 means the region's default)", ErrConfig, c.Slots)
+	case c.Window < 0:
+		return fmt.Errorf("%w: IngestConfig.Window %d: want ≥ 0 (0 means 4)", ErrConfig, c.Window)
+	case c.Encoding != "" && c.Encoding != wire.EncodingF32 && c.Encoding != wire.EncodingQ8 && c.Encoding != wire.EncodingTopK:
+		return fmt.Errorf("%w: IngestConfig.Encoding %q: want %s, %s or %s", ErrConfig, c.Encoding, wire.EncodingF32, wire.EncodingQ8, wire.EncodingTopK)
+	case c.Conns < 0:
+		return fmt.Errorf("%w: IngestConfig.Conns %d: want ≥ 0 (0 means 16)", ErrConfig, c.Conns)
+	case c.StoreDir == "":
+		return fmt.Errorf("%w: IngestConfig.StoreDir is required", ErrConfig)
+	}
+	return nil
 }
 
 // IngestResult is one (N, d) measurement. Ratios are of figures measured
@@ -101,6 +136,7 @@ type IngestResult struct {
 	Reconnects   uint64  `json:"region_reconnects"`
 }
 
+// withDefaults returns a copy of c with zero fields set to their defaults.
 func (c IngestConfig) withDefaults() IngestConfig {
 	if len(c.Ns) == 0 {
 		c.Ns = []int{10, 100, 1000}
@@ -169,10 +205,10 @@ func CPUFeatures() string {
 
 // Ingest runs the benchmark for every (N, d).
 func Ingest(ctx context.Context, cfg IngestConfig) ([]IngestResult, error) {
-	cfg = cfg.withDefaults()
-	if cfg.StoreDir == "" {
-		return nil, errors.New("bench: IngestConfig.StoreDir is required")
+	if err := cfg.Validate(); err != nil {
+		return nil, err
 	}
+	cfg = cfg.withDefaults()
 	// The server and the load generator (both arms: raw NATS and ingest)
 	// allocate a buffer per large message; collect less often.
 	defer debug.SetGCPercent(debug.SetGCPercent(400))
@@ -592,10 +628,13 @@ func IngestScenario(ctx context.Context, env Env, cfg IngestConfig) (Output, err
 	if quickSet {
 		cfg.Ns, cfg.Ds = []int{10, 100}, []int{1e5}
 	}
-	cfg = cfg.withDefaults()
 	if cfg.StoreDir == "" {
 		cfg.StoreDir = env.TempDir
 	}
+	if err := cfg.Validate(); err != nil {
+		return Output{}, err
+	}
+	cfg = cfg.withDefaults()
 	out := begin("ingest", env, struct {
 		Ns         []int  `json:"n"`
 		Ds         []int  `json:"d"`

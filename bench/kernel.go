@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"sort"
@@ -21,8 +22,23 @@ type KernelConfig struct {
 	// default 1 GB (quick 256 MB).
 	Bytes int64
 	// Reps is how many times each measurement is repeated (the best
-	// counts); default 3.
+	// counts); default 3, ≥ 0.
 	Reps int
+}
+
+// Validate names the field that is wrong. Zero fields are valid: they take
+// their defaults.
+func (c KernelConfig) Validate() error {
+	if err := checkInts("KernelConfig.Ds", c.Ds, 1, math.MaxInt32); err != nil {
+		return err
+	}
+	switch {
+	case c.Bytes < 0:
+		return fmt.Errorf("%w: KernelConfig.Bytes %d: want ≥ 0 (0 means 1 GB, quick 256 MB)", ErrConfig, c.Bytes)
+	case c.Reps < 0:
+		return fmt.Errorf("%w: KernelConfig.Reps %d: want ≥ 0 (0 means 3)", ErrConfig, c.Reps)
+	}
+	return nil
 }
 
 // KernelRow is one vector length: each kernel in GB/s of float32 input,
@@ -41,6 +57,8 @@ type KernelRow struct {
 	SumSqGBs     float64 `json:"sum_squares_gb_s"` // the norm pass of a region
 }
 
+// withDefaults returns a copy of c with zero fields set to their defaults
+// (full-size, or quick).
 func (c KernelConfig) withDefaults(quick bool) KernelConfig {
 	if len(c.Ds) == 0 {
 		c.Ds = []int{1e3, 1e4, 1e5, 1e6, 1e7}
@@ -65,6 +83,9 @@ func (c KernelConfig) withDefaults(quick bool) KernelConfig {
 // the sum-of-squares pass, each beside accum.ReadBytes over the same
 // bytes, interleaved so the machine's load hits them alike.
 func Kernel(ctx context.Context, env Env, cfg KernelConfig) (Output, error) {
+	if err := cfg.Validate(); err != nil {
+		return Output{}, err
+	}
 	cfg = cfg.withDefaults(env.Quick)
 	out := begin("kernel", env, cfg)
 	bar := NewProgress(env.Progress, "kernel", len(cfg.Ds))

@@ -20,18 +20,42 @@ import (
 // a re-executed region process.
 const RegionEnv = "STRATA_BENCH_REGION"
 
-// RegionConfig configures a benchmark region process.
+// RegionConfig configures a benchmark region process (as JSON in RegionEnv).
+// Zero fields take the defaults given with each.
 type RegionConfig struct {
-	URL    string `json:"url"`
+	// URL is the NATS server to connect to; required.
+	URL string `json:"url"`
+	// Job and Region name the region's subjects; both required, valid
+	// subject tokens.
 	Job    string `json:"job"`
 	Region string `json:"region"`
-	Slots  int    `json:"slots"`
-	Window int    `json:"window"`
+	// Slots and Window are regional.Config's StreamSlots and
+	// StreamWindow, each ≥ 0; 0 means the region's defaults.
+	Slots  int `json:"slots"`
+	Window int `json:"window"`
 	// MemoryLimit, in bytes, is the region's soft memory limit
 	// (debug.SetMemoryLimit), as strata regional sets it
 	// (regional.MemoryLimit): the region collects when its heap nears this
 	// budget; 0 leaves the runtime's defaults.
 	MemoryLimit int64 `json:"memory_limit"`
+}
+
+// Validate names the field that is wrong.
+func (c RegionConfig) Validate() error {
+	switch {
+	case c.URL == "":
+		return fmt.Errorf("%w: RegionConfig.URL is required", ErrConfig)
+	case c.Slots < 0:
+		return fmt.Errorf("%w: RegionConfig.Slots %d: want ≥ 0 (0 means the region's default)", ErrConfig, c.Slots)
+	case c.Window < 0:
+		return fmt.Errorf("%w: RegionConfig.Window %d: want ≥ 0 (0 means the region's default)", ErrConfig, c.Window)
+	case c.MemoryLimit < 0:
+		return fmt.Errorf("%w: RegionConfig.MemoryLimit %d: want ≥ 0 bytes (0 leaves the runtime's default)", ErrConfig, c.MemoryLimit)
+	}
+	if _, err := mesh.RoundSubject(c.Job, c.Region); err != nil {
+		return fmt.Errorf("%w: RegionConfig.Job %q, Region %q: %w", ErrConfig, c.Job, c.Region, err)
+	}
+	return nil
 }
 
 // RegionResult is what a region process reports when the job ends.
@@ -47,6 +71,9 @@ type RegionResult struct {
 func RegionMain(ctx context.Context, cfgJSON string, out io.Writer) error {
 	var cfg RegionConfig
 	if err := json.Unmarshal([]byte(cfgJSON), &cfg); err != nil {
+		return fmt.Errorf("bench region: %s: %w", RegionEnv, err)
+	}
+	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("bench region: %s: %w", RegionEnv, err)
 	}
 	if path := os.Getenv("STRATA_BENCH_REGION_CPUPROFILE"); path != "" {

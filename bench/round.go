@@ -18,12 +18,31 @@ type Shape struct {
 type RoundConfig struct {
 	// Shapes default to 1×10, 1×100 and 10×100 clients at d = 1e4, 1e5,
 	// 1e6 and 10×1000 at d = 1e4, 1e5 (quick: 1×10 at 1e4 and 1e5, 2×20
-	// at 1e4).
+	// at 1e4); every count and d of a shape ≥ 1.
 	Shapes []Shape
-	// Rounds measured per shape after a warm-up round; default 5 (quick 3).
+	// Rounds measured per shape after a warm-up round; default 5 (quick
+	// 3), ≥ 0.
 	Rounds int
-	// MaxND skips shapes whose clients × parameters exceed it; 0 keeps all.
+	// MaxND skips shapes whose clients × parameters exceed it, finite and
+	// ≥ 0; 0 (default) keeps all.
 	MaxND float64
+}
+
+// Validate names the field that is wrong. Zero fields are valid: they take
+// their defaults.
+func (c RoundConfig) Validate() error {
+	for i, s := range c.Shapes {
+		if s.Regions < 1 || s.PerRegion < 1 || s.D < 1 {
+			return fmt.Errorf("%w: RoundConfig.Shapes[%d] %d×%d clients, d = %d: want every one ≥ 1", ErrConfig, i, s.Regions, s.PerRegion, s.D)
+		}
+	}
+	switch {
+	case c.Rounds < 0:
+		return fmt.Errorf("%w: RoundConfig.Rounds %d: want ≥ 0 (0 means 5, quick 3)", ErrConfig, c.Rounds)
+	case !(c.MaxND >= 0) || !finite(c.MaxND):
+		return fmt.Errorf("%w: RoundConfig.MaxND %v: want finite ≥ 0 (0 keeps every shape)", ErrConfig, c.MaxND)
+	}
+	return nil
 }
 
 // RoundRow is one shape's round latency.
@@ -47,6 +66,8 @@ type RoundRow struct {
 	SlowConsumers   int `json:"slow_consumers"`
 }
 
+// withDefaults returns a copy of c with zero fields set to their defaults
+// (full-size, or quick) and the shapes above MaxND dropped.
 func (c RoundConfig) withDefaults(quick bool) RoundConfig {
 	if len(c.Shapes) == 0 {
 		if quick {
@@ -84,6 +105,9 @@ func (c RoundConfig) withDefaults(quick bool) RoundConfig {
 // merge, the model's store in JetStream and its commit — with clients that
 // do no training, every client sampled every round (q = 1).
 func RoundScenario(ctx context.Context, env Env, cfg RoundConfig) (Output, error) {
+	if err := cfg.Validate(); err != nil {
+		return Output{}, err
+	}
 	cfg = cfg.withDefaults(env.Quick)
 	out := begin("round", env, cfg)
 	bar := NewProgress(env.Progress, "round", len(cfg.Shapes)*(cfg.Rounds+1))

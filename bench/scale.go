@@ -8,29 +8,70 @@ import (
 	"runtime/debug"
 )
 
-// ScaleConfig sizes the scale scenario.
+// ScaleConfig sizes the scale scenario. Zero fields take the defaults
+// given with each.
 type ScaleConfig struct {
-	// Clients are the total client counts, spread over Regions regions;
-	// default 100, 1000, 10 000 (quick: 100, 1000).
+	// Clients are the total client counts, spread over Regions regions
+	// (each at least Regions); default 100, 1000, 10 000 (quick: 100,
+	// 1000).
 	Clients []int
-	// Ds are the model sizes; default 1e3, 1e4, 1e5 (quick: 1e3, 1e4).
-	// Pairs with N·d above MaxND are skipped.
-	Ds    []int
+	// Ds are the model sizes, each ≥ 1; default 1e3, 1e4, 1e5 (quick:
+	// 1e3, 1e4).
+	Ds []int
+	// MaxND skips pairs whose N·d exceeds it, finite and ≥ 0; default
+	// 1e9.
 	MaxND float64
-	// Regions default 10. RegionSweep are region counts run at
-	// SweepClients clients and SweepD (default 1, 3, 10 at 1000 × 1e4;
-	// quick: 1, 10 at 100 × 1e3).
-	Regions      int
+	// Regions the clients are spread over; default 10, ≥ 0.
+	Regions int
+	// RegionSweep are region counts (each ≥ 1) run at SweepClients
+	// clients (at least every count) and SweepD parameters (≥ 1); nil
+	// means 1, 3, 10 at 1000 × 1e4 (quick: 1, 10 at 100 × 1e3), empty
+	// runs no sweep.
 	RegionSweep  []int
 	SweepClients int
 	SweepD       int
-	// Rounds measured per point after a warm-up; default 3 (quick 2).
+	// Rounds measured per point after a warm-up; default 3 (quick 2), ≥ 0.
 	Rounds int
 	// GlobalNodes of the raft tier; default 1 (raft with its bolt store,
-	// in-memory transport). 3 runs a raft cluster over TCP loopback inside
-	// the same process: on a loaded 2-core machine the load generator then
-	// starves its heartbeats and elections abort rounds (docs/benchmarks.md).
+	// in-memory transport), ≥ 0. 3 runs a raft cluster over TCP loopback
+	// inside the same process: on a loaded 2-core machine the load
+	// generator then starves its heartbeats and elections abort rounds
+	// (docs/benchmarks.md).
 	GlobalNodes int
+}
+
+// Validate names the field that is wrong. Zero fields are valid: they take
+// their defaults.
+func (c ScaleConfig) Validate() error {
+	regions := c.Regions
+	if regions == 0 {
+		regions = 10
+	}
+	switch {
+	case c.Regions < 0:
+		return fmt.Errorf("%w: ScaleConfig.Regions %d: want ≥ 1 (0 means 10)", ErrConfig, c.Regions)
+	case !(c.MaxND >= 0) || !finite(c.MaxND):
+		return fmt.Errorf("%w: ScaleConfig.MaxND %v: want finite ≥ 0 (0 means 1e9)", ErrConfig, c.MaxND)
+	case c.Rounds < 0:
+		return fmt.Errorf("%w: ScaleConfig.Rounds %d: want ≥ 0 (0 means 3, quick 2)", ErrConfig, c.Rounds)
+	case c.GlobalNodes < 0:
+		return fmt.Errorf("%w: ScaleConfig.GlobalNodes %d: want ≥ 1 (0 means 1)", ErrConfig, c.GlobalNodes)
+	}
+	if err := checkInts("ScaleConfig.Clients", c.Clients, regions, math.MaxInt32); err != nil {
+		return fmt.Errorf("%w (at least one client in each of ScaleConfig.Regions %d)", err, regions)
+	}
+	if err := checkInts("ScaleConfig.Ds", c.Ds, 1, math.MaxInt32); err != nil {
+		return err
+	}
+	if len(c.RegionSweep) > 0 {
+		if err := checkInts("ScaleConfig.RegionSweep", c.RegionSweep, 1, max(1, c.SweepClients)); err != nil {
+			return fmt.Errorf("%w (at most ScaleConfig.SweepClients %d)", err, c.SweepClients)
+		}
+		if c.SweepD < 1 {
+			return fmt.Errorf("%w: ScaleConfig.SweepD %d: want ≥ 1 with a RegionSweep", ErrConfig, c.SweepD)
+		}
+	}
+	return nil
 }
 
 // ScaleRow is one point: N clients (one NATS connection each) in R
@@ -70,6 +111,8 @@ type ScaleRow struct {
 	Aborted         int `json:"aborted_rounds"`
 }
 
+// withDefaults returns a copy of c with zero fields set to their defaults
+// (full-size, or quick).
 func (c ScaleConfig) withDefaults(quick bool) ScaleConfig {
 	if len(c.Clients) == 0 {
 		c.Clients = []int{100, 1000, 10000}
@@ -113,6 +156,9 @@ func (c ScaleConfig) withDefaults(quick bool) ScaleConfig {
 // moved; below 1, fixed per-round costs (raft commits, pings, the model's
 // store) still dominate the small points.
 func Scale(ctx context.Context, env Env, cfg ScaleConfig) (Output, error) {
+	if err := cfg.Validate(); err != nil {
+		return Output{}, err
+	}
 	cfg = cfg.withDefaults(env.Quick)
 	out := begin("scale", env, cfg)
 	type point struct {

@@ -2,11 +2,29 @@ package bench
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"time"
 )
+
+// ErrConfig is wrapped by every error about a scenario's configuration.
+var ErrConfig = errors.New("bench: invalid configuration")
+
+// checkInts names the first element of v (the field) outside lo..hi.
+func checkInts(field string, v []int, lo, hi int) error {
+	for i, x := range v {
+		if x < lo || x > hi {
+			return fmt.Errorf("%w: %s[%d] %d: want %d..%d", ErrConfig, field, i, x, lo, hi)
+		}
+	}
+	return nil
+}
+
+// finite reports whether x is neither NaN nor ±Inf.
+func finite(x float64) bool { return !math.IsNaN(x) && !math.IsInf(x, 0) }
 
 // Env is what every scenario gets from `strata bench`.
 type Env struct {

@@ -18,24 +18,46 @@ import (
 
 // SecAggConfig sizes the secagg scenario.
 type SecAggConfig struct {
-	// Ns are the clients in one region's session; default 10, 100, 1000
-	// (quick: 10, 100).
+	// Ns are the clients in one region's session, each 2..secagg.MaxClients;
+	// default 10, 100, 1000 (quick: 10, 100).
 	Ns []int
-	// Ds are the input lengths; default 1e4, 1e5, 1e6 (quick: 1e4, 1e5).
+	// Ds are the input lengths, each 1..secagg.MaxDim; default 1e4, 1e5,
+	// 1e6 (quick: 1e4, 1e5).
 	Ds []int
 	// Dropout is the fraction of clients that drop before their masked
 	// input (the server's worst case: their pairwise masks are rebuilt and
-	// removed); the sessions' parameters are chosen for it. Default 0.3.
+	// removed), in (0, 1); the sessions' parameters are chosen for it.
+	// Default 0.3.
 	Dropout float64
 	// MaskSamples is how many clients' MaskInput are timed per point (the
-	// median counts); default 3.
+	// median counts); default 3, ≥ 0.
 	MaskSamples int
 	// CompleteUpTo runs the same sessions on the complete graph (Bonawitz
 	// et al. 2017, k = n-1, work like n²·d) for n up to it, for contrast;
-	// default 100 (its setup alone is n² key agreements).
+	// default 100 (its setup alone is n² key agreements), negative never.
 	CompleteUpTo int
 }
 
+// Validate names the field that is wrong. Zero fields are valid: they take
+// their defaults.
+func (c SecAggConfig) Validate() error {
+	if err := checkInts("SecAggConfig.Ns", c.Ns, 2, secagg.MaxClients); err != nil {
+		return err
+	}
+	if err := checkInts("SecAggConfig.Ds", c.Ds, 1, secagg.MaxDim); err != nil {
+		return err
+	}
+	switch {
+	case c.Dropout != 0 && !(c.Dropout > 0 && c.Dropout < 1):
+		return fmt.Errorf("%w: SecAggConfig.Dropout %v: want a fraction in (0, 1) (0 means 0.3)", ErrConfig, c.Dropout)
+	case c.MaskSamples < 0:
+		return fmt.Errorf("%w: SecAggConfig.MaskSamples %d: want ≥ 0 (0 means 3)", ErrConfig, c.MaskSamples)
+	}
+	return nil
+}
+
+// withDefaults returns a copy of c with zero fields set to their defaults
+// (full-size, or quick).
 func (c SecAggConfig) withDefaults(quick bool) SecAggConfig {
 	if len(c.Ns) == 0 {
 		c.Ns = []int{10, 100, 1000}
@@ -109,6 +131,9 @@ type SecAggRow struct {
 // n·log n·d (SecAgg+, degree k = O(log n)), not n²·d: the summary gives the
 // log-log slope of its time against n·log2 n·d.
 func SecAggScenario(ctx context.Context, env Env, cfg SecAggConfig) (Output, error) {
+	if err := cfg.Validate(); err != nil {
+		return Output{}, err
+	}
 	cfg = cfg.withDefaults(env.Quick)
 	out := begin("secagg", env, cfg)
 	bar := NewProgress(env.Progress, "secagg", len(cfg.Ns)*(len(cfg.Ds)+1))

@@ -24,24 +24,66 @@ import (
 // synthConfig describes one synthetic mesh run: the real tiers (embedded
 // NATS server, raft global tier with bolt stores, regional runners, an
 // edge fleet with one NATS connection per client) around a trainer that
-// does no training, so a round's latency is the system's alone.
+// does no training, so a round's latency is the system's alone. Zero
+// fields take the defaults given with each.
 type synthConfig struct {
+	// Regions, PerRegion (clients in each) and Dim (parameters) are the
+	// mesh's shape; each required, ≥ 1.
 	Regions, PerRegion, Dim int
-	// Rounds are measured after one warm-up round.
+	// Rounds are measured after one warm-up round; ≥ 0.
 	Rounds int
-	// Q is the sampling rate; default 1 (every client every round).
+	// Q is the sampling rate, in (0, 1]; default 1 (every client every
+	// round).
 	Q float64
-	// GlobalNodes is 1 (in-memory raft transport) or 3 (raft over TCP
-	// loopback, a quorum of 2 for every commit).
+	// GlobalNodes is 1 (default: in-memory raft transport) or more (3:
+	// raft over TCP loopback, a quorum of 2 for every commit).
 	GlobalNodes int
 	// ProbeRaft commits a raft barrier every 50 ms during the rounds and
 	// records how long each took to commit and apply.
 	ProbeRaft bool
-	Dir       string
-	// Timeout is the round deadline; default 10 minutes.
+	// Dir holds the run's data dirs (removed at the end); required.
+	Dir string
+	// Timeout is the round deadline; default 10 minutes, ≥ 0.
 	Timeout time.Duration
-	// OnRound is called after every round (warm-up included).
+	// OnRound is called after every round (warm-up included); nil: not.
 	OnRound func(done, total int)
+}
+
+// Validate names the field that is wrong.
+func (c synthConfig) Validate() error {
+	switch {
+	case c.Regions < 1:
+		return fmt.Errorf("%w: synthConfig.Regions %d: want ≥ 1", ErrConfig, c.Regions)
+	case c.PerRegion < 1:
+		return fmt.Errorf("%w: synthConfig.PerRegion %d: want ≥ 1 client", ErrConfig, c.PerRegion)
+	case c.Dim < 1:
+		return fmt.Errorf("%w: synthConfig.Dim %d: want ≥ 1 parameter", ErrConfig, c.Dim)
+	case c.Rounds < 0:
+		return fmt.Errorf("%w: synthConfig.Rounds %d: want ≥ 0", ErrConfig, c.Rounds)
+	case c.Q != 0 && !(c.Q > 0 && c.Q <= 1):
+		return fmt.Errorf("%w: synthConfig.Q %v: want a rate in (0, 1] (0 means 1)", ErrConfig, c.Q)
+	case c.GlobalNodes < 0:
+		return fmt.Errorf("%w: synthConfig.GlobalNodes %d: want ≥ 1 (0 means 1)", ErrConfig, c.GlobalNodes)
+	case c.Dir == "":
+		return fmt.Errorf("%w: synthConfig.Dir is required", ErrConfig)
+	case c.Timeout < 0:
+		return fmt.Errorf("%w: synthConfig.Timeout %v: want ≥ 0 (0 means 10m)", ErrConfig, c.Timeout)
+	}
+	return nil
+}
+
+// withDefaults returns a copy of c with zero fields set to their defaults.
+func (c synthConfig) withDefaults() synthConfig {
+	if c.Q == 0 {
+		c.Q = 1
+	}
+	if c.GlobalNodes == 0 {
+		c.GlobalNodes = 1
+	}
+	if c.Timeout == 0 {
+		c.Timeout = 10 * time.Minute
+	}
+	return c
 }
 
 type synthResult struct {
@@ -148,6 +190,7 @@ func freePorts(n int) ([]int, error) {
 	return ports, nil
 }
 
+// synthTopology is the topology of a defaulted cfg.
 func synthTopology(cfg synthConfig) (*topology.Topology, error) {
 	t := &topology.Topology{Job: "bench", Seed: 1}
 	for r := range cfg.Regions {
@@ -156,13 +199,10 @@ func synthTopology(cfg synthConfig) (*topology.Topology, error) {
 	t.Privacy = topology.Privacy{SamplingRate: cfg.Q, Budget: 1e9, MinRegions: cfg.Regions, Noise: topology.Noise{Regional: 1, Global: 1}}
 	t.Train = topology.Training{Rounds: cfg.Rounds + 1, GateMaxDrop: 1}
 	t.Task = topology.Task{Name: "synthetic"}
-	// Long enough for the largest point on a loaded machine; a round that
-	// lost updates (a slow consumer cut off) ends here with fewer
-	// participants, which the report shows.
+	// Long enough for the largest point on a loaded machine (10 minutes
+	// by default); a round that lost updates (a slow consumer cut off)
+	// ends here with fewer participants, which the report shows.
 	t.Round.Timeout.Duration = cfg.Timeout
-	if t.Round.Timeout.Duration == 0 {
-		t.Round.Timeout.Duration = 10 * time.Minute
-	}
 	// The synthetic mesh times aggregation and coordination of the raw
 	// data path: unsigned, on an open in-process server. The faults
 	// scenario and strata up run signed, over TLS, with authorization.
@@ -173,12 +213,10 @@ func synthTopology(cfg synthConfig) (*topology.Topology, error) {
 
 // runSynth runs one synthetic mesh to the end of its rounds.
 func runSynth(ctx context.Context, cfg synthConfig) (res synthResult, err error) {
-	if cfg.Q == 0 {
-		cfg.Q = 1
+	if err := cfg.Validate(); err != nil {
+		return res, err
 	}
-	if cfg.GlobalNodes == 0 {
-		cfg.GlobalNodes = 1
-	}
+	cfg = cfg.withDefaults()
 	t, err := synthTopology(cfg)
 	if err != nil {
 		return res, err

@@ -71,8 +71,38 @@ type UtilityConfig struct {
 	// Runs default to the accuracy–ε curves (1000 and 5000 clients, public
 	// noise multiplier 0.5, 1 and 2, q = 0.05, 40 rounds) and the two
 	// settings of Geyer et al. 2017 (quick: one small curve and both
-	// Geyer settings cut to 3 rounds).
+	// Geyer settings cut to 3 rounds). Each needs a distinct name, at
+	// least one client and 1..Clients regions, and must make a topology
+	// that validates.
 	Runs []UtilityRun
+}
+
+// Validate names the run and field that is wrong. No runs is valid: the
+// defaults run.
+func (c UtilityConfig) Validate() error {
+	names := map[string]bool{}
+	for i, r := range c.Runs {
+		switch {
+		case r.Name == "":
+			return fmt.Errorf("%w: UtilityConfig.Runs[%d].Name is required", ErrConfig, i)
+		case names[r.Name]:
+			return fmt.Errorf("%w: UtilityConfig.Runs[%d].Name %q: another run has it", ErrConfig, i, r.Name)
+		case r.Clients < 1:
+			return fmt.Errorf("%w: UtilityConfig.Runs[%d].Clients %d: want ≥ 1", ErrConfig, i, r.Clients)
+		case r.Regions < 1 || r.Regions > r.Clients:
+			return fmt.Errorf("%w: UtilityConfig.Runs[%d].Regions %d: want 1..Clients (%d)", ErrConfig, i, r.Regions, r.Clients)
+		}
+		names[r.Name] = true
+		for _, noise := range []bool{true, false} {
+			if !noise && !r.NonPrivate {
+				continue
+			}
+			if err := r.topology(noise).Validate(); err != nil {
+				return fmt.Errorf("%w: UtilityConfig.Runs[%d] (%s): %w", ErrConfig, i, r.Name, err)
+			}
+		}
+	}
+	return nil
 }
 
 // GeyerRuns are the settings of Geyer, Klein and Nabi 2017, Table 1:
@@ -120,6 +150,8 @@ func (c UtilityConfig) Only(which string, quick bool, serverLR float64) (Utility
 	return c, nil
 }
 
+// withDefaults returns a copy of c with the default runs (full-size, or
+// quick) when it has none.
 func (c UtilityConfig) withDefaults(quick bool) UtilityConfig {
 	if len(c.Runs) > 0 {
 		return c
@@ -175,6 +207,9 @@ func (r UtilityRun) topology(noise bool) *topology.Topology {
 // NATS, real raft, the real regional and edge tiers) for each run and
 // records accuracy against ε round by round.
 func Utility(ctx context.Context, env Env, cfg UtilityConfig) (Output, error) {
+	if err := cfg.Validate(); err != nil {
+		return Output{}, err
+	}
 	cfg = cfg.withDefaults(env.Quick)
 	out := begin("utility", env, cfg)
 	total := 0

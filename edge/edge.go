@@ -35,40 +35,106 @@ type Client struct {
 	Region string
 }
 
+// ErrConfig is wrapped by every error about a FleetConfig.
+var ErrConfig = errors.New("edge: invalid configuration")
+
 // FleetConfig configures a set of edge clients run by one process. Each
-// client has its own NATS connection, as separate devices would.
+// client has its own NATS connection, as separate devices would. Zero
+// fields take the defaults given with each.
 type FleetConfig struct {
-	Job     string
-	Dialer  mesh.Dialer
+	// Job names the job whose rounds the clients serve; required, a valid
+	// subject token.
+	Job string
+	// Dialer connects each client to NATS (as itself, with Keys).
+	Dialer mesh.Dialer
+	// Clients are the clients to run, each with a distinct ID and a
+	// region (both valid subject tokens); default none.
 	Clients []Client
+	// Trainer computes the clients' deltas; required.
 	Trainer Trainer
 	// Models fetches model versions; simulated clients in one process share
-	// one verified cache of it.
+	// one verified cache of it. Required.
 	Models *mesh.ModelStore
-	// Workers bounds concurrent local training; default 2.
+	// Workers bounds concurrent local training; default 2, ≥ 0.
 	Workers int
 	// Rand is the edge-noise source; nil means crypto/rand.Reader.
-	Rand   io.Reader
+	Rand io.Reader
+	// Logger receives the fleet's warnings; nil is silent.
 	Logger *slog.Logger
 	// Stream says how updates are encoded and when they are streamed in
 	// chunks (edge/publish.go); the zero value streams float32 updates
-	// larger than 1 MiB.
+	// larger than 1 MiB. It must pass StreamConfig.Validate.
 	Stream StreamConfig
 	// Canaries maps canary clients (topology audit.canaries) to their unit
 	// directions. A sampled canary never trains: its update is its
 	// direction scaled to twice the round's clip norm, which clipping
 	// brings to exactly C; everything after (edge noise, publishing) is as
-	// for any client.
+	// for any client. Each must be one of Clients, its direction non-empty
+	// and finite; default none.
 	Canaries map[string][]float64
 	// Keys holds each client's identity: it authenticates the client's
 	// connection and signs its updates. A signed round refuses a client
-	// without one.
+	// without one. Default none.
 	Keys map[string]*identity.Key
 	// SecAggDrop, when set, is asked at each stage of a secure-aggregation
 	// session whether the client vanishes there (it then sends nothing
 	// more in that round): fault injection for tests and benchmarks of
-	// dropout recovery.
+	// dropout recovery. Nil: no client drops.
 	SecAggDrop func(client string, round uint64, stage secagg.Stage) bool
+}
+
+// Validate names the field that is wrong. Zero fields are valid where they
+// have a default.
+func (c FleetConfig) Validate() error {
+	switch {
+	case c.Trainer == nil:
+		return fmt.Errorf("%w: FleetConfig.Trainer is required", ErrConfig)
+	case c.Models == nil:
+		return fmt.Errorf("%w: FleetConfig.Models is required", ErrConfig)
+	case c.Workers < 0:
+		return fmt.Errorf("%w: FleetConfig.Workers %d: want ≥ 1 (0 means 2)", ErrConfig, c.Workers)
+	}
+	if _, err := mesh.DoneSubject(c.Job); err != nil {
+		return fmt.Errorf("%w: FleetConfig.Job: %v", ErrConfig, err)
+	}
+	ids := make(map[string]bool, len(c.Clients))
+	for i, cl := range c.Clients {
+		if _, err := mesh.InviteSubject(c.Job, cl.Region, cl.ID); err != nil {
+			return fmt.Errorf("%w: FleetConfig.Clients[%d] (%q of region %q): %v", ErrConfig, i, cl.ID, cl.Region, err)
+		}
+		if ids[cl.ID] {
+			return fmt.Errorf("%w: FleetConfig.Clients[%d]: client %q is listed twice", ErrConfig, i, cl.ID)
+		}
+		ids[cl.ID] = true
+	}
+	if err := c.Stream.Validate(); err != nil {
+		return err // names StreamConfig's field
+	}
+	for id, dir := range c.Canaries {
+		switch {
+		case !ids[id]:
+			return fmt.Errorf("%w: FleetConfig.Canaries: canary %q is not one of the fleet's clients", ErrConfig, id)
+		case len(dir) == 0:
+			return fmt.Errorf("%w: FleetConfig.Canaries: canary %q has no direction", ErrConfig, id)
+		}
+		for _, x := range dir {
+			if math.IsNaN(x) || math.IsInf(x, 0) {
+				return fmt.Errorf("%w: FleetConfig.Canaries: canary %q has a non-finite direction", ErrConfig, id)
+			}
+		}
+	}
+	return nil
+}
+
+// withDefaults returns a copy of c with zero fields set to their defaults.
+func (c FleetConfig) withDefaults() FleetConfig {
+	if c.Workers == 0 {
+		c.Workers = 2
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return c
 }
 
 // Fleet runs simulated edge clients.
@@ -108,17 +174,12 @@ type task struct {
 	out    chan<- trained // set for a secagg session: the update goes there
 }
 
-// NewFleet checks the configuration.
+// NewFleet checks the configuration (Validate); Run connects the clients.
 func NewFleet(cfg FleetConfig) (*Fleet, error) {
-	if cfg.Trainer == nil || cfg.Models == nil {
-		return nil, errors.New("edge: FleetConfig needs Trainer and Models")
+	if err := cfg.Validate(); err != nil {
+		return nil, err
 	}
-	if cfg.Workers <= 0 {
-		cfg.Workers = 2
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.DiscardHandler)
-	}
+	cfg = cfg.withDefaults()
 	return &Fleet{cfg: cfg, noise: privacy.NewGaussian(cfg.Rand), tasks: make(chan task, len(cfg.Clients)+1), saTasks: make(chan task, len(cfg.Clients)+1), saBoxes: map[saKey]chan []byte{}, conns: map[string]*nats.Conn{}, cache: map[uint64][]float64{}, ready: make(chan struct{})}, nil
 }
 

@@ -22,17 +22,19 @@ import (
 // float32 updates, as one message when they fit in ChunkBytes and as a
 // stream of chunks otherwise.
 type StreamConfig struct {
-	// ChunkBytes is the data carried by one chunk; default 1 MiB. It must
-	// stay below the server's max payload.
+	// ChunkBytes is the data carried by one chunk, in bytes; default
+	// 1 MiB, ≥ 0. It must stay below the server's max payload.
 	ChunkBytes int
-	// Encoding is wire.EncodingF32 (default), EncodingQ8 or EncodingTopK;
-	// a compressed encoding always streams.
+	// Encoding is wire.EncodingF32 (default), EncodingQ8 or EncodingTopK
+	// (EncodingF64 too, which edge-noised rounds use); a compressed
+	// encoding always streams.
 	Encoding string
 	// TopK is the fraction of coordinates EncodingTopK keeps, in (0, 1];
 	// default 0.1.
 	TopK float64
 }
 
+// withDefaults returns a copy of c with zero fields set to their defaults.
 func (c StreamConfig) withDefaults() StreamConfig {
 	if c.ChunkBytes <= 0 {
 		c.ChunkBytes = 1 << 20
@@ -46,16 +48,17 @@ func (c StreamConfig) withDefaults() StreamConfig {
 	return c
 }
 
-// Validate names the field that is wrong.
+// Validate names the field that is wrong. Zero fields are valid: they take
+// their defaults.
 func (c StreamConfig) Validate() error {
 	if c.Encoding != "" && wire.ElemBytes(c.Encoding) == 0 {
-		return fmt.Errorf("edge: StreamConfig.Encoding %q: want %s, %s or %s", c.Encoding, wire.EncodingF32, wire.EncodingQ8, wire.EncodingTopK)
+		return fmt.Errorf("%w: StreamConfig.Encoding %q: want %s, %s or %s", ErrConfig, c.Encoding, wire.EncodingF32, wire.EncodingQ8, wire.EncodingTopK)
 	}
-	if c.TopK < 0 || c.TopK > 1 {
-		return fmt.Errorf("edge: StreamConfig.TopK %v: want a fraction in (0, 1]", c.TopK)
+	if !(c.TopK >= 0 && c.TopK <= 1) {
+		return fmt.Errorf("%w: StreamConfig.TopK %v: want a fraction in (0, 1] (0 means 0.1)", ErrConfig, c.TopK)
 	}
 	if c.ChunkBytes < 0 {
-		return fmt.Errorf("edge: StreamConfig.ChunkBytes %d: want > 0 (0 means 1 MiB)", c.ChunkBytes)
+		return fmt.Errorf("%w: StreamConfig.ChunkBytes %d: want > 0 (0 means 1 MiB)", ErrConfig, c.ChunkBytes)
 	}
 	return nil
 }

@@ -92,9 +92,6 @@ func numericEpsilon(p, q Gaussian, delta float64) float64 {
 }
 
 func TestEpsilonMatchesNumericalIntegration(t *testing.T) {
-	if testing.Short() {
-		t.Skip("numerical integration takes a few seconds")
-	}
 	const d = 2858.0
 	s0 := 1 / math.Sqrt(d)
 	cases := []struct {

@@ -18,37 +18,70 @@ import (
 	"github.com/strata-fl/strata/identity"
 )
 
-// ServerConfig configures an embedded NATS server.
+// ErrConfig is wrapped by every error about a ServerConfig.
+var ErrConfig = errors.New("mesh: invalid configuration")
+
+// ServerConfig configures an embedded NATS server. Zero fields take the
+// defaults given with each.
 type ServerConfig struct {
-	// StoreDir holds JetStream's file store; required.
+	// StoreDir holds JetStream's file store (the model versions);
+	// required.
 	StoreDir string
-	// Host and Port to listen on; Port 0 picks a free port, -1 disables
-	// TCP listening (in-process connections only). Default 127.0.0.1:0.
+	// Host is the interface to listen on; default "127.0.0.1".
 	Host string
+	// Port is the TCP port to listen on: 0 (default) picks a free port, -1
+	// disables TCP listening (in-process connections only); else 1..65535.
 	Port int
-	// MaxPayload bounds one message; default DefaultMaxPayload.
+	// MaxPayload bounds one message, in bytes; default DefaultMaxPayload
+	// (8 MiB), at most 256 MiB (what the server buffers for one client).
 	MaxPayload int32
 	// Logger receives the server's start-up line; nil is silent.
 	Logger *slog.Logger
-	// TLS, when set, is required of every TCP connection.
+	// TLS, when set, is required of every TCP connection; nil serves in
+	// the clear.
 	TLS *tls.Config
 	// Users, when set, are the only identities allowed in, each with its
 	// subject permissions (see Authorization); nil leaves the server open.
 	Users []*server.NkeyUser
 }
 
+// maxPending is how many bytes the server buffers for one slow client
+// before it is cut off; a message may not be larger (ServerConfig.MaxPayload).
+const maxPending = 256 << 20
+
+// Validate names the field that is wrong. Zero fields are valid: they take
+// their defaults.
+func (c ServerConfig) Validate() error {
+	switch {
+	case c.StoreDir == "":
+		return fmt.Errorf("%w: ServerConfig.StoreDir is required (JetStream keeps model versions there)", ErrConfig)
+	case c.Port < -1 || c.Port > 65535:
+		return fmt.Errorf("%w: ServerConfig.Port %d: want 0..65535, or -1 for in-process connections only", ErrConfig, c.Port)
+	case c.MaxPayload < 0 || c.MaxPayload > maxPending:
+		return fmt.Errorf("%w: ServerConfig.MaxPayload %d: want 1..%d bytes, or 0 for %d", ErrConfig, c.MaxPayload, maxPending, DefaultMaxPayload)
+	}
+	return nil
+}
+
+// withDefaults returns a copy of c with zero fields set to their defaults.
+func (c ServerConfig) withDefaults() ServerConfig {
+	if c.Host == "" {
+		c.Host = "127.0.0.1"
+	}
+	if c.MaxPayload == 0 {
+		c.MaxPayload = DefaultMaxPayload
+	}
+	return c
+}
+
 // StartServer starts an embedded NATS server with JetStream on and waits
-// until it accepts connections.
+// until it accepts connections. A configuration that fails Validate is
+// returned as that error.
 func StartServer(cfg ServerConfig) (*server.Server, error) {
-	if cfg.StoreDir == "" {
-		return nil, errors.New("mesh: ServerConfig.StoreDir is required (JetStream keeps model versions there)")
+	if err := cfg.Validate(); err != nil {
+		return nil, err
 	}
-	if cfg.Host == "" {
-		cfg.Host = "127.0.0.1"
-	}
-	if cfg.MaxPayload == 0 {
-		cfg.MaxPayload = DefaultMaxPayload
-	}
+	cfg = cfg.withDefaults()
 	opts := &server.Options{
 		ServerName: "strata",
 		Host:       cfg.Host,
@@ -58,7 +91,7 @@ func StartServer(cfg ServerConfig) (*server.Server, error) {
 		MaxPayload: cfg.MaxPayload,
 		// Simulated meshes open thousands of connections in one process.
 		MaxConn:       1 << 20,
-		MaxPending:    256 << 20,
+		MaxPending:    maxPending,
 		NoSigs:        true,
 		NoLog:         os.Getenv("STRATA_NATS_DEBUG") == "",
 		Debug:         os.Getenv("STRATA_NATS_DEBUG") != "",

@@ -9,17 +9,38 @@ import (
 	"slices"
 )
 
-// ClientConfig configures one client's side of a session.
+// ClientConfig configures one client's side of a session. Every field but
+// Rand is required.
 type ClientConfig struct {
 	// ID is the client's ID in the session, 1..Params.Clients.
 	ID ID
 	// Session names the session; every message must carry it.
 	Session SessionID
-	// Params are the session's public parameters, the same at every party.
+	// Params are the session's public parameters, the same at every party;
+	// they must pass Params.Validate.
 	Params Params
 	// Rand is the source of keys, seeds and share polynomials. Nil means
 	// crypto/rand.Reader; tests pass a seeded math/rand/v2 ChaCha8.
 	Rand io.Reader
+}
+
+// Validate names the field that is wrong (ErrParams).
+func (c ClientConfig) Validate() error {
+	if err := c.Params.validate("ClientConfig.Params."); err != nil {
+		return err
+	}
+	if c.ID == 0 || int(c.ID) > c.Params.Clients {
+		return fmt.Errorf("%w: ClientConfig.ID = %d, want 1..%d", ErrParams, c.ID, c.Params.Clients)
+	}
+	return nil
+}
+
+// withDefaults returns a copy of c with Rand set.
+func (c ClientConfig) withDefaults() ClientConfig {
+	if c.Rand == nil {
+		c.Rand = rand.Reader
+	}
+	return c
 }
 
 type clientState uint8
@@ -58,19 +79,14 @@ type Client struct {
 
 type heldShare struct{ key, seed []uint64 }
 
-// NewClient validates cfg and returns a client ready for AdvertiseKeys.
+// NewClient validates cfg (Validate) and returns a client ready for
+// AdvertiseKeys.
 func NewClient(cfg ClientConfig) (*Client, error) {
-	if err := cfg.Params.Validate(); err != nil {
+	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	if cfg.ID == 0 || int(cfg.ID) > cfg.Params.Clients {
-		return nil, fmt.Errorf("%w: ClientConfig.ID = %d, want 1..%d", ErrParams, cfg.ID, cfg.Params.Clients)
-	}
-	r := cfg.Rand
-	if r == nil {
-		r = rand.Reader
-	}
-	return &Client{cfg: cfg, rand: r}, nil
+	cfg = cfg.withDefaults()
+	return &Client{cfg: cfg, rand: cfg.Rand}, nil
 }
 
 func (c *Client) want(s clientState, step string) error {

@@ -29,22 +29,26 @@ type Params struct {
 }
 
 // Validate reports the first parameter that is out of range, by name.
-func (p Params) Validate() error {
+func (p Params) Validate() error { return p.validate("") }
+
+// validate is Validate with the parameters' names prefixed by where they
+// sit (e.g. "ClientConfig.Params.").
+func (p Params) validate(in string) error {
 	switch {
 	case p.Clients < 2 || p.Clients > MaxClients:
-		return fmt.Errorf("%w: Clients = %d, want 2..%d", ErrParams, p.Clients, MaxClients)
+		return fmt.Errorf("%w: %sClients = %d, want 2..%d", ErrParams, in, p.Clients, MaxClients)
 	case p.Degree < 1:
-		return fmt.Errorf("%w: Degree = %d, want >= 1", ErrParams, p.Degree)
+		return fmt.Errorf("%w: %sDegree = %d, want >= 1", ErrParams, in, p.Degree)
 	case p.Degree < p.Clients-1 && p.Degree%2 != 0:
-		return fmt.Errorf("%w: Degree = %d is odd; want an even degree or >= Clients-1 = %d", ErrParams, p.Degree, p.Clients-1)
+		return fmt.Errorf("%w: %sDegree = %d is odd; want an even degree or >= Clients-1 = %d", ErrParams, in, p.Degree, p.Clients-1)
 	case p.Threshold < 1 || p.Threshold > p.Degree || p.Threshold > p.Clients-1:
-		return fmt.Errorf("%w: Threshold = %d, want 1..min(Degree, Clients-1) = %d", ErrParams, p.Threshold, min(p.Degree, p.Clients-1))
+		return fmt.Errorf("%w: %sThreshold = %d, want 1..min(Degree, Clients-1) = %d", ErrParams, in, p.Threshold, min(p.Degree, p.Clients-1))
 	case p.MinSurvivors < 1 || p.MinSurvivors > p.Clients:
-		return fmt.Errorf("%w: MinSurvivors = %d, want 1..Clients = %d", ErrParams, p.MinSurvivors, p.Clients)
+		return fmt.Errorf("%w: %sMinSurvivors = %d, want 1..Clients = %d", ErrParams, in, p.MinSurvivors, p.Clients)
 	case p.Bits < 1 || p.Bits > 32:
-		return fmt.Errorf("%w: Bits = %d, want 1..32", ErrParams, p.Bits)
+		return fmt.Errorf("%w: %sBits = %d, want 1..32", ErrParams, in, p.Bits)
 	case p.Dim < 1 || p.Dim > MaxDim:
-		return fmt.Errorf("%w: Dim = %d, want 1..%d", ErrParams, p.Dim, MaxDim)
+		return fmt.Errorf("%w: %sDim = %d, want 1..%d", ErrParams, in, p.Dim, MaxDim)
 	}
 	return nil
 }

@@ -11,19 +11,41 @@ import (
 	"sync"
 )
 
-// ServerConfig configures the server's side of a session.
+// ServerConfig configures the server's side of a session. Session and
+// Params are required; the other fields take the defaults given with each.
 type ServerConfig struct {
 	// Session names the session; every message must carry it.
 	Session SessionID
-	// Params are the session's public parameters.
+	// Params are the session's public parameters; they must pass
+	// Params.Validate.
 	Params Params
 	// Rand relabels the graph's vertices. Nil means crypto/rand.Reader.
 	Rand io.Reader
 	// Workers is how many goroutines Finish uses to rebuild pairwise seeds
-	// and expand masks over disjoint windows of the sum; 0 or 1 means the
-	// caller's goroutine only. Finish joins them before it returns, and the
-	// result does not depend on Workers.
+	// and expand masks over disjoint windows of the sum; 0 (default) or 1
+	// means the caller's goroutine only, negative is an error. Finish
+	// joins them before it returns, and the result does not depend on
+	// Workers.
 	Workers int
+}
+
+// Validate names the field that is wrong (ErrParams).
+func (c ServerConfig) Validate() error {
+	if err := c.Params.validate("ServerConfig.Params."); err != nil {
+		return err
+	}
+	if c.Workers < 0 {
+		return fmt.Errorf("%w: ServerConfig.Workers = %d, want >= 0", ErrParams, c.Workers)
+	}
+	return nil
+}
+
+// withDefaults returns a copy of c with Rand set.
+func (c ServerConfig) withDefaults() ServerConfig {
+	if c.Rand == nil {
+		c.Rand = rand.Reader
+	}
+	return c
 }
 
 type serverState uint8
@@ -85,15 +107,14 @@ type Result struct {
 	Expansions int
 }
 
-// NewServer validates cfg and returns a server collecting AdvertiseKeys.
+// NewServer validates cfg (Validate) and returns a server collecting
+// AdvertiseKeys.
 func NewServer(cfg ServerConfig) (*Server, error) {
-	if err := cfg.Params.Validate(); err != nil {
+	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	cfg = cfg.withDefaults()
 	r := cfg.Rand
-	if r == nil {
-		r = rand.Reader
-	}
 	n := cfg.Params.Clients + 1
 	return &Server{cfg: cfg, rand: r,
 		keys: make([]*PublicKeys, n), nbr: make([][]ID, n), shares: make([]*ShareKeys, n),

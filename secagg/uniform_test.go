@@ -153,9 +153,6 @@ func TestMaskedInputUniform(t *testing.T) {
 
 	t.Run("across sessions", func(t *testing.T) {
 		const sessions, coords = 640, 8
-		if testing.Short() {
-			t.Skip("640 sessions")
-		}
 		p := Params{Clients: 4, Degree: 3, Threshold: 2, MinSurvivors: 3, Bits: 8, Dim: coords}
 		in := make([][]uint32, p.Clients) // all zeros
 		for i := range in {

@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"os/exec"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -16,43 +18,123 @@ import (
 // ErrSpec reports a trainer spec that is not exec:CMD, unix:PATH or tcp:HOST:PORT.
 var ErrSpec = errors.New("trainerproto: bad trainer spec")
 
-// Local is the local-training recipe sent with every Train request.
+// ErrConfig is wrapped by every other error about a Config.
+var ErrConfig = errors.New("trainerproto: invalid configuration")
+
+// Local is the local-training recipe sent with every Train request. Zero
+// fields are sent as zero: the trainer applies its own defaults.
 type Local struct {
+	// Epochs is the passes over the client's examples; ≥ 0.
 	Epochs int
-	Batch  int
-	LR     float64
-	// PersonalEpochs is for the personal residual (Config.Personal).
+	// Batch is the minibatch size, in examples; ≥ 0.
+	Batch int
+	// LR is the learning rate; finite and ≥ 0.
+	LR float64
+	// PersonalEpochs is the passes for the personal residual
+	// (Config.Personal); ≥ 0.
 	PersonalEpochs int
 }
 
-// Config configures a Remote.
+// Config configures a Remote. Zero fields take the defaults given with
+// each.
 type Config struct {
 	// Spec says how to reach the trainer: "exec:CMD ARGS…" starts CMD
 	// (split on spaces, no shell) and speaks over its stdin/stdout;
-	// "unix:PATH" and "tcp:HOST:PORT" connect to a trainer already listening.
+	// "unix:PATH" and "tcp:HOST:PORT" connect to a trainer already
+	// listening. Required.
 	Spec string
-	// Agent names this agent in Hello (for the trainer's logs).
+	// Agent names this agent in Hello (for the trainer's logs); default
+	// empty.
 	Agent string
-	// Task names the task whose data DataDir holds (e.g. "mnist-adapter").
-	Task   string
+	// Task names the task whose data DataDir holds (e.g.
+	// "mnist-adapter"); default empty (the trainer's only task).
+	Task string
+	// Layout names the tensors θ packs, in order; required, every
+	// dimension positive, at most MaxDim values in all.
 	Layout []Tensor
 	// Personal names tensors of Layout of which each client keeps a private
-	// residual (personalisation; docs/trainer-protocol.md).
+	// residual (personalisation; docs/trainer-protocol.md); default none.
 	Personal []string
+	// DataDir and StateDir are told to the trainer in Hello: where the
+	// clients' data is and where it may keep state; default empty.
 	DataDir  string
 	StateDir string
-	Local    Local
-	// Seed is mixed with the client and round into each request's seed.
+	// Local is the training recipe sent with every call.
+	Local Local
+	// Seed is mixed with the client and round into each request's seed;
+	// default 0.
 	Seed uint64
-	// Timeout bounds one call (connecting and hello included); default 2m.
+	// Timeout bounds one call (connecting and hello included); default
+	// 2m, ≥ 0.
 	Timeout time.Duration
 	// Procs is how many trainer processes (or connections) serve calls
-	// concurrently; default 1.
+	// concurrently; default 1, ≥ 0.
 	Procs int
 	// Stderr receives the trainer process's stderr; nil discards it (its
 	// last lines still appear in errors).
 	Stderr io.Writer
+	// Logger receives the trainer's start-ups; nil is silent.
 	Logger *slog.Logger
+}
+
+// Validate names the field that is wrong. Zero fields are valid where they
+// have a default.
+func (c Config) Validate() error {
+	if _, _, err := parseSpec(c.Spec); err != nil {
+		return err
+	}
+	if len(c.Layout) == 0 {
+		return fmt.Errorf("%w: Config.Layout is empty: name the tensors of θ", ErrConfig)
+	}
+	dim := 0
+	for _, t := range c.Layout {
+		n := 1
+		for _, k := range t.Shape {
+			if k <= 0 {
+				return fmt.Errorf("%w: Config.Layout: tensor %q has shape %v: want every dimension positive", ErrConfig, t.Name, t.Shape)
+			}
+			if n *= min(k, MaxDim+1); n > MaxDim {
+				break
+			}
+		}
+		if dim += min(n, MaxDim+1); dim > MaxDim {
+			return fmt.Errorf("%w: Config.Layout has more than the protocol's %d values (MaxDim)", ErrConfig, MaxDim)
+		}
+	}
+	for _, p := range c.Personal {
+		if !slices.ContainsFunc(c.Layout, func(t Tensor) bool { return t.Name == p }) {
+			return fmt.Errorf("%w: Config.Personal: tensor %q is not in the layout", ErrConfig, p)
+		}
+	}
+	switch l := c.Local; {
+	case l.Epochs < 0:
+		return fmt.Errorf("%w: Config.Local.Epochs %d: want ≥ 0", ErrConfig, l.Epochs)
+	case l.Batch < 0:
+		return fmt.Errorf("%w: Config.Local.Batch %d: want ≥ 0", ErrConfig, l.Batch)
+	case !(l.LR >= 0) || math.IsInf(l.LR, 1):
+		return fmt.Errorf("%w: Config.Local.LR %v: want finite and ≥ 0", ErrConfig, l.LR)
+	case l.PersonalEpochs < 0:
+		return fmt.Errorf("%w: Config.Local.PersonalEpochs %d: want ≥ 0", ErrConfig, l.PersonalEpochs)
+	case c.Timeout < 0:
+		return fmt.Errorf("%w: Config.Timeout %v: want ≥ 0 (0 means 2m)", ErrConfig, c.Timeout)
+	case c.Procs < 0:
+		return fmt.Errorf("%w: Config.Procs %d: want ≥ 0 (0 means 1)", ErrConfig, c.Procs)
+	}
+	return nil
+}
+
+// withDefaults returns a copy of c with zero fields set to their defaults.
+func (c Config) withDefaults() Config {
+	if c.Timeout == 0 {
+		c.Timeout = 2 * time.Minute
+	}
+	if c.Procs == 0 {
+		c.Procs = 1
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return c
 }
 
 // Remote runs local training in an external trainer. It implements the
@@ -69,41 +151,16 @@ type Remote struct {
 	closed bool
 }
 
-// NewRemote checks the configuration; it starts nothing until the first call.
+// NewRemote checks the configuration (Validate); it starts nothing until
+// the first call.
 func NewRemote(cfg Config) (*Remote, error) {
-	if _, _, err := parseSpec(cfg.Spec); err != nil {
+	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	if len(cfg.Layout) == 0 {
-		return nil, errors.New("trainerproto: Config.Layout is empty: name the tensors of θ")
-	}
-	if cfg.Timeout <= 0 {
-		cfg.Timeout = 2 * time.Minute
-	}
-	if cfg.Procs <= 0 {
-		cfg.Procs = 1
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.DiscardHandler)
-	}
+	cfg = cfg.withDefaults()
 	r := &Remote{cfg: cfg, slots: make(chan *session, cfg.Procs), live: map[*session]bool{}}
 	for _, t := range cfg.Layout {
-		if t.Size() <= 0 {
-			return nil, fmt.Errorf("trainerproto: layout tensor %q has shape %v: every dimension must be positive", t.Name, t.Shape)
-		}
-		r.dim += t.Size()
-	}
-	if r.dim > MaxDim {
-		return nil, fmt.Errorf("trainerproto: layout has %d values, more than the protocol's %d", r.dim, MaxDim)
-	}
-	for _, p := range cfg.Personal {
-		found := false
-		for _, t := range cfg.Layout {
-			found = found || t.Name == p
-		}
-		if !found {
-			return nil, fmt.Errorf("trainerproto: personal tensor %q is not in the layout", p)
-		}
+		r.dim += t.Size() // Validate bounded it
 	}
 	for range cfg.Procs {
 		r.slots <- nil
@@ -114,13 +171,13 @@ func NewRemote(cfg Config) (*Remote, error) {
 func parseSpec(spec string) (kind, target string, err error) {
 	kind, target, ok := strings.Cut(spec, ":")
 	if !ok || strings.TrimSpace(target) == "" {
-		return "", "", fmt.Errorf("%w: %q: want exec:CMD, unix:PATH or tcp:HOST:PORT", ErrSpec, spec)
+		return "", "", fmt.Errorf("%w: Config.Spec %q: want exec:CMD, unix:PATH or tcp:HOST:PORT", ErrSpec, spec)
 	}
 	switch kind {
 	case "exec", "unix", "tcp":
 		return kind, target, nil
 	}
-	return "", "", fmt.Errorf("%w: %q: unknown kind %q (want exec, unix or tcp)", ErrSpec, spec, kind)
+	return "", "", fmt.Errorf("%w: Config.Spec %q: unknown kind %q (want exec, unix or tcp)", ErrSpec, spec, kind)
 }
 
 // Dim returns the length of θ the layout describes.

@@ -51,7 +51,7 @@ func fakeTrainer(mode string) int {
 			fmt.Fprintln(os.Stderr, "fake trainer: out of memory, giving up")
 			return 3
 		case "hang":
-			time.Sleep(time.Hour)
+			time.Sleep(time.Hour) // the stimulus: a trainer that never answers (the agent kills it)
 		case "error":
 			c.Send(TypeError, &Error{Client: req.Client, Round: req.Round, Code: "no_data", Message: "no shard for " + req.Client})
 			c.Flush()
@@ -159,25 +159,61 @@ func TestRemoteFailuresFailOnlyTheCall(t *testing.T) {
 	}
 }
 
-func TestNewRemoteRejects(t *testing.T) {
+func TestConfigValidate(t *testing.T) {
 	layout := []Tensor{{"a", []int{3}}}
 	tests := []struct {
-		name string
-		cfg  Config
-		want string
+		name    string
+		cfg     Config
+		wantErr string // "" means valid
+		is      error
 	}{
-		{"no spec", Config{Layout: layout}, "exec:CMD"},
-		{"bad kind", Config{Spec: "http://x", Layout: layout}, "unknown kind"},
-		{"no layout", Config{Spec: "exec:x"}, "Layout is empty"},
-		{"bad shape", Config{Spec: "exec:x", Layout: []Tensor{{"a", []int{0}}}}, "every dimension"},
-		{"unknown personal", Config{Spec: "exec:x", Layout: layout, Personal: []string{"b"}}, "not in the layout"},
+		{"minimal", Config{Spec: "exec:x", Layout: layout}, "", nil},
+		{"everything", Config{Spec: "tcp:127.0.0.1:9", Layout: []Tensor{{"a", []int{3}}, {"head", []int{2, 5}}, {"s", nil}}, Personal: []string{"head"},
+			Local: Local{Epochs: 1, Batch: 10, LR: 0.1, PersonalEpochs: 2}, Timeout: time.Second, Procs: 4}, "", nil},
+		{"largest layout", Config{Spec: "unix:/s", Layout: []Tensor{{"a", []int{MaxDim / 2}}, {"b", []int{MaxDim / 2}}}}, "", nil},
+		{"no spec", Config{Layout: layout}, "Config.Spec", ErrSpec},
+		{"bad kind", Config{Spec: "http://x", Layout: layout}, "unknown kind", ErrSpec},
+		{"no target", Config{Spec: "exec: ", Layout: layout}, "Config.Spec", ErrSpec},
+		{"no layout", Config{Spec: "exec:x"}, "Config.Layout is empty", ErrConfig},
+		{"zero dimension", Config{Spec: "exec:x", Layout: []Tensor{{"a", []int{0}}}}, "every dimension positive", ErrConfig},
+		{"negative dimension", Config{Spec: "exec:x", Layout: []Tensor{{"a", []int{4, -1}}}}, "every dimension positive", ErrConfig},
+		{"too many values", Config{Spec: "exec:x", Layout: []Tensor{{"a", []int{MaxDim / 2}}, {"b", []int{MaxDim/2 + 1}}}}, "MaxDim", ErrConfig},
+		{"overflowing shape", Config{Spec: "exec:x", Layout: []Tensor{{"a", []int{1 << 40, 1 << 40, 1 << 40}}}}, "MaxDim", ErrConfig},
+		{"unknown personal", Config{Spec: "exec:x", Layout: layout, Personal: []string{"b"}}, "Config.Personal", ErrConfig},
+		{"negative epochs", Config{Spec: "exec:x", Layout: layout, Local: Local{Epochs: -1}}, "Config.Local.Epochs", ErrConfig},
+		{"negative batch", Config{Spec: "exec:x", Layout: layout, Local: Local{Batch: -1}}, "Config.Local.Batch", ErrConfig},
+		{"NaN LR", Config{Spec: "exec:x", Layout: layout, Local: Local{LR: math.NaN()}}, "Config.Local.LR", ErrConfig},
+		{"infinite LR", Config{Spec: "exec:x", Layout: layout, Local: Local{LR: math.Inf(1)}}, "Config.Local.LR", ErrConfig},
+		{"negative personal epochs", Config{Spec: "exec:x", Layout: layout, Local: Local{PersonalEpochs: -1}}, "Config.Local.PersonalEpochs", ErrConfig},
+		{"negative timeout", Config{Spec: "exec:x", Layout: layout, Timeout: -time.Second}, "Config.Timeout", ErrConfig},
+		{"negative procs", Config{Spec: "exec:x", Layout: layout, Procs: -1}, "Config.Procs", ErrConfig},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := NewRemote(tt.cfg)
-			if err == nil || !strings.Contains(err.Error(), tt.want) {
-				t.Fatalf("got %v, want an error mentioning %q", err, tt.want)
+			err := tt.cfg.Validate()
+			if tt.wantErr == "" {
+				if err != nil {
+					t.Fatalf("got %v, want nil", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) || !errors.Is(err, tt.is) {
+				t.Fatalf("got %v, want an error wrapping %v naming %q", err, tt.is, tt.wantErr)
+			}
+			// NewRemote refuses it with the same error.
+			if _, nerr := NewRemote(tt.cfg); !errors.Is(nerr, tt.is) || !strings.Contains(nerr.Error(), tt.wantErr) {
+				t.Fatalf("NewRemote: got %v, want %v", nerr, err)
 			}
 		})
+	}
+}
+
+func TestConfigDefaults(t *testing.T) {
+	r, err := NewRemote(Config{Spec: "exec:x", Layout: []Tensor{{"a", []int{3}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.cfg.Timeout != 2*time.Minute || r.cfg.Procs != 1 || r.cfg.Logger == nil || cap(r.slots) != 1 || r.Dim() != 3 {
+		t.Errorf("defaults: got timeout %v, procs %d, logger %v, %d slots, dim %d; want 2m, 1, set, 1, 3", r.cfg.Timeout, r.cfg.Procs, r.cfg.Logger, cap(r.slots), r.Dim())
 	}
 }

@@ -17,9 +17,6 @@ import (
 // fields, and its release gate refuses the (unprotected) model; the
 // promotion gate (audit.max_empirical_epsilon) held versions back.
 func TestUpAndAuditPrivacy(t *testing.T) {
-	if testing.Short() {
-		t.Skip("runs a small job (~20 s)")
-	}
 	dir := t.TempDir()
 	top := filepath.Join(dir, "top.yaml")
 	os.WriteFile(top, []byte(`job: audit

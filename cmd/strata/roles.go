@@ -345,7 +345,16 @@ func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 	fmt.Fprintf(stdout, "edge %s: %d clients for job %s\n", *region, len(roles.Clients(t, *region)), t.Job)
-	if err := e.Run(ctx); err != nil {
+	runErr := make(chan error, 1)
+	go func() { runErr <- e.Run(ctx) }()
+	select {
+	case <-e.Fleet().Ready():
+		// Whoever starts the job after the fleets may wait for this line.
+		fmt.Fprintf(stdout, "edge %s: every client connected and subscribed\n", *region)
+		err = <-runErr
+	case err = <-runErr:
+	}
+	if err != nil {
 		return err
 	}
 	st := e.Fleet().Stats()

@@ -19,9 +19,6 @@ import (
 // single byte of any record — in the snapshot on disk, or in any field of
 // an exported copy — makes verification fail and name that record.
 func TestAuditTrailDetectsAnyEditedByte(t *testing.T) {
-	if testing.Short() {
-		t.Skip("whole-mesh test")
-	}
 	top := smallTopology(t)
 	top.Train.Rounds = 2
 	dir := t.TempDir()

@@ -22,9 +22,6 @@ import (
 // enrolled clients and 40 rounds of 250 sampled clients, the default job's
 // shape — stays under 1 MiB: the log and snapshots hold metadata only.
 func TestBigModelThroughObjectStoreSmallSnapshot(t *testing.T) {
-	if testing.Short() {
-		t.Skip("moves 200 MB through JetStream")
-	}
 	const params = 50_000_000
 	dir := t.TempDir()
 	srv, err := mesh.StartServer(mesh.ServerConfig{StoreDir: filepath.Join(dir, "nats")})

@@ -49,9 +49,6 @@ func runSmall(t *testing.T, top *topology.Topology, observe func(m *roles.Up)) (
 // between the public ε of 2 and of 3 rounds, so it must be retired before
 // round 3, never be sampled again, and never have spent more than its budget.
 func TestClientWithSmallBudgetLeavesAtTheRightRound(t *testing.T) {
-	if testing.Short() {
-		t.Skip("whole-mesh test")
-	}
 	top := smallTopology(t)
 	top.Train.Rounds = 5
 	const victim = "a-c00003"
@@ -91,9 +88,6 @@ func TestClientWithSmallBudgetLeavesAtTheRightRound(t *testing.T) {
 // the public ε of 2 and 3 rounds, round 3 is refused with an error naming
 // budget and spend, and no round.open for it ever reaches NATS.
 func TestMeshBudgetRefusesRoundAndReleasesNothing(t *testing.T) {
-	if testing.Short() {
-		t.Skip("whole-mesh test")
-	}
 	top := smallTopology(t)
 	top.Train.Rounds = 5
 	top.Privacy.Budget = (projected(t, top, 2) + projected(t, top, 3)) / 2
@@ -145,9 +139,6 @@ func TestMeshBudgetRefusesRoundAndReleasesNothing(t *testing.T) {
 // the clipping bits travel edge → region (summed and noised) → global, the
 // clip norm moves round by round and is recorded, and the job completes.
 func TestAdaptiveClippingInTheMesh(t *testing.T) {
-	if testing.Short() {
-		t.Skip("whole-mesh test")
-	}
 	top := smallTopology(t)
 	top.Privacy.ClipNorm = 0.05 // far below the update norms: the controller must raise it
 	top.Privacy.AdaptiveClip = topology.AdaptiveClip{Enabled: true}

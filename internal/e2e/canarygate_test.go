@@ -24,9 +24,6 @@ import (
 // estimate over the promoted versions before it and itself, and it exceeds
 // the threshold; a promoted one's does not.
 func TestCanaryGateAcrossRestart(t *testing.T) {
-	if testing.Short() {
-		t.Skip("whole-mesh test")
-	}
 	top := smallTopology(t)
 	top.Train.Rounds = 6
 	top.Train.GateMaxDrop = 1 // only the canary gate decides

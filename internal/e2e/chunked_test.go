@@ -11,9 +11,6 @@ import (
 // partials in chunks and the global tier reassembles them; every round
 // commits with both regions.
 func TestChunkedPartialsReachTheGlobalTier(t *testing.T) {
-	if testing.Short() {
-		t.Skip("whole-mesh test")
-	}
 	top := smallTopology(t)
 	top.Train.Rounds = 3
 	setTask(top, "full", true)

@@ -99,6 +99,8 @@ func status(nc *nats.Conn, id string) (global.Status, bool) {
 // ledgers of all nodes must be byte-identical, with every round charged once
 // and no committed round or model version lost.
 func TestLeaderKilledTwentyTimes(t *testing.T) {
+	// Not under -short: it builds the strata binary, runs a mesh of
+	// separate processes and SIGKILLs them (about 2.5 min on 2 cores).
 	if testing.Short() {
 		t.Skip("fault test with real processes")
 	}
@@ -190,6 +192,7 @@ round: {timeout: 4s}
 	var elect, progress []time.Duration
 	maxCommitted := 0
 	for k := 0; k < kills; k++ {
+		// The stimulus, not a wait: a random point of the round to kill at.
 		time.Sleep(time.Duration(100+rng.IntN(500)) * time.Millisecond)
 		var id string
 		var before global.Status

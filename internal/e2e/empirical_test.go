@@ -22,8 +22,9 @@ import (
 // be below the lower bound: if it is, the accounting or the implementation
 // is wrong.
 func TestEmpiricalPrivacy(t *testing.T) {
+	// Not under -short: two runs of the default job take minutes.
 	if testing.Short() {
-		t.Skip("runs the default job twice (~2 min)")
+		t.Skip("runs the default job twice (~2.5 min)")
 	}
 	const canaries = 1000
 	for _, c := range []struct {

@@ -14,6 +14,7 @@ import (
 	"github.com/strata-fl/strata/mesh/wire"
 	"github.com/strata-fl/strata/roles"
 	"github.com/strata-fl/strata/roles/rolestest"
+	"github.com/strata-fl/strata/task"
 	"github.com/strata-fl/strata/task/builtin"
 	"github.com/strata-fl/strata/task/mnist"
 	"github.com/strata-fl/strata/topology"
@@ -113,4 +114,25 @@ func setTask(top *topology.Topology, key string, v any) {
 		top.Task.Options = map[string]any{}
 	}
 	top.Task.Options[key] = v
+}
+
+// gateRound holds every client's training of one round until release is
+// closed, so that a test can look at a running job whose ledger stands
+// still, or have its hostile messages reach a region while the round is
+// surely open (the clients' own updates follow them).
+type gateRound struct {
+	task.Trainer
+	round   uint64
+	release chan struct{}
+}
+
+func (g gateRound) Train(ctx context.Context, client string, round uint64, theta, delta []float64) (int, error) {
+	if round == g.round {
+		select {
+		case <-g.release:
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		}
+	}
+	return g.Trainer.Train(ctx, client, round, theta, delta)
 }

@@ -32,9 +32,6 @@ func (s sabotage) Evaluate(ctx context.Context, theta []float64) (task.Evaluatio
 // but never served; a rollback makes an old version serve new rounds again
 // and leaves the ledger's spend exactly as it was.
 func TestGateAndRollback(t *testing.T) {
-	if testing.Short() {
-		t.Skip("whole-mesh test")
-	}
 	top := smallTopology(t)
 	top.Train.Rounds = 5
 	// A lenient gate: only the sabotaged evaluation (accuracy −1) fails it,

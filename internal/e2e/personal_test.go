@@ -17,8 +17,9 @@ import (
 // the same job and the global model of the plain job, on average and for
 // most clients.
 func TestDefaultJobPersonalised(t *testing.T) {
+	// Not under -short: two runs of the default job take minutes.
 	if testing.Short() {
-		t.Skip("runs the full default job twice (~2 min)")
+		t.Skip("runs the full default job twice (~2.5 min)")
 	}
 	run := func(personal bool) *roles.Up {
 		top := topology.Default()

@@ -17,9 +17,6 @@ import (
 // model blobs are stored encrypted, the right key reads them, and a wrong
 // or missing key fails with a clear error instead of garbage.
 func TestEncryptionAtRest(t *testing.T) {
-	if testing.Short() {
-		t.Skip("whole-mesh test")
-	}
 	key, _ := seal.NewKey(bytes.Repeat([]byte{3}, 32))
 	wrong, _ := seal.NewKey(bytes.Repeat([]byte{4}, 32))
 	top := smallTopology(t)

@@ -80,9 +80,6 @@ func oneRound(t *testing.T, secAgg bool) (theta, theta0 []float64, l *ledger.Led
 //   - the server step divides by q·N and multiplies by the learning rate,
 //     and rounds velocity and θ to float32 in each run.
 func TestSecAggRoundEqualsPlainRound(t *testing.T) {
-	if testing.Short() {
-		t.Skip("whole-mesh test")
-	}
 	off, theta0, lOff, top := oneRound(t, false)
 	on, _, lOn, topOn := oneRound(t, true)
 	rOff, rOn := lOff.Rounds[0], lOn.Rounds[0]
@@ -175,9 +172,6 @@ func (d *dropper) drop(client string, round uint64, st secagg.Stage) bool {
 // nothing, and the round commits with region b alone. Adaptive clipping is
 // on, so every masked vector also carries its clipping bit.
 func TestSecAggSurvivesDropoutsAndFailsCleanly(t *testing.T) {
-	if testing.Short() {
-		t.Skip("whole-mesh test")
-	}
 	top := smallTopology(t)
 	top.Train.Rounds = 2
 	top.Train.GateMaxDrop = 1

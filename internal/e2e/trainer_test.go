@@ -156,6 +156,7 @@ func clientIDs(top *topology.Topology, region string) []string {
 // client's update only: every other update is accepted, every round
 // commits, and later external rounds run in a fresh process.
 func TestMixedTrainersOverNATS(t *testing.T) {
+	// Not under -short: it starts Python trainer processes.
 	if testing.Short() {
 		t.Skip("whole-mesh test with a Python trainer")
 	}
@@ -250,6 +251,7 @@ func TestMixedTrainersOverNATS(t *testing.T) {
 // trainer reports each client's personal accuracy. .ci/run sets STRATA_REQUIRE_TORCH=1 so that a
 // missing torch fails CI rather than skipping.
 func TestPyTorchTrainerPersonalised(t *testing.T) {
+	// Not under -short: it starts a PyTorch trainer process.
 	if testing.Short() {
 		t.Skip("whole-mesh test with a PyTorch trainer")
 	}
@@ -321,6 +323,8 @@ func TestPyTorchTrainerPersonalised(t *testing.T) {
 // example trainer, region a's uses the built-in one. The job must finish
 // and region b's aggregator must accept its clients' updates.
 func TestEdgeProcessWithExternalTrainer(t *testing.T) {
+	// Not under -short: it builds the strata binary and runs the mesh as
+	// separate processes, one driving a Python trainer.
 	if testing.Short() {
 		t.Skip("test with real processes and a Python trainer")
 	}
@@ -357,21 +361,20 @@ func TestEdgeProcessWithExternalTrainer(t *testing.T) {
 		p.start(t, bin, dir)
 		defer p.kill()
 	}
-	// Start the global tier once both fleets have prepared their clients.
+	// Start the global tier once both fleets have subscribed every client.
 	deadline := time.Now().Add(2 * time.Minute)
 	for _, name := range []string{"edge-a", "edge-b"} {
 		for {
 			out, _ := os.ReadFile(filepath.Join(dir, name+".log"))
-			if strings.Contains(string(out), "clients for job") {
+			if strings.Contains(string(out), "every client connected and subscribed") {
 				break
 			}
 			if time.Now().After(deadline) {
 				t.Fatalf("%s not ready: %s", name, out)
 			}
-			time.Sleep(100 * time.Millisecond)
+			time.Sleep(100 * time.Millisecond) // the poll's interval
 		}
 	}
-	time.Sleep(500 * time.Millisecond) // the fleets subscribe right after printing
 	port := freePorts(t, 1)[0]
 	g := &proc{name: "global", args: []string{"global", "--id", "g1", "--raft-bind", fmt.Sprintf("127.0.0.1:%d", port),
 		"--peers", fmt.Sprintf("g1=127.0.0.1:%d", port), "--data", filepath.Join(dir, "g1"), "--nats", url, "--topology", topo, "--secrets", secrets}}
@@ -421,6 +424,7 @@ func lastLines(s string, n int) string {
 // unix socket (the numpy example with --socket), rather than starting it,
 // and checks that a training call and an evaluation come back sane.
 func TestSocketTrainer(t *testing.T) {
+	// Not under -short: it starts a Python trainer process.
 	if testing.Short() {
 		t.Skip("needs MNIST and a Python trainer")
 	}

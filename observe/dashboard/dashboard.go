@@ -30,15 +30,43 @@ import (
 //go:embed static
 var static embed.FS
 
-// Config configures the dashboard.
+// ErrConfig is wrapped by every error about a Config.
+var ErrConfig = errors.New("dashboard: invalid configuration")
+
+// Config configures the dashboard. Zero fields take the defaults given
+// with each.
 type Config struct {
 	// Tracker is the global tier's tracker (ledger, partials, alerts,
 	// policy); required.
 	Tracker *metrics.Global
 	// Heartbeat is how often an idle event stream gets a comment line so
-	// proxies keep it open; default 15s.
+	// proxies keep it open; default 15s, ≥ 0.
 	Heartbeat time.Duration
-	Logger    *slog.Logger
+	// Logger receives the server's warnings; nil is silent.
+	Logger *slog.Logger
+}
+
+// Validate names the field that is wrong. Zero fields are valid where they
+// have a default.
+func (c Config) Validate() error {
+	switch {
+	case c.Tracker == nil:
+		return fmt.Errorf("%w: Config.Tracker is required", ErrConfig)
+	case c.Heartbeat < 0:
+		return fmt.Errorf("%w: Config.Heartbeat %v: want ≥ 0 (0 means 15s)", ErrConfig, c.Heartbeat)
+	}
+	return nil
+}
+
+// withDefaults returns a copy of c with zero fields set to their defaults.
+func (c Config) withDefaults() Config {
+	if c.Heartbeat == 0 {
+		c.Heartbeat = 15 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return c
 }
 
 // Server is the dashboard's HTTP handler.
@@ -55,17 +83,12 @@ type Server struct {
 // Charts the dashboard draws, by the name in /api/v1/charts/NAME.svg.
 var Charts = []string{"epsilon", "metric", "loss", "participation", "rejections"}
 
-// New checks the configuration and builds the routes.
+// New checks the configuration (Validate) and builds the routes.
 func New(cfg Config) (*Server, error) {
-	if cfg.Tracker == nil {
-		return nil, errors.New("dashboard: Config.Tracker is required")
+	if err := cfg.Validate(); err != nil {
+		return nil, err
 	}
-	if cfg.Heartbeat <= 0 {
-		cfg.Heartbeat = 15 * time.Second
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.DiscardHandler)
-	}
+	cfg = cfg.withDefaults()
 	s := &Server{cfg: cfg, g: cfg.Tracker, mux: http.NewServeMux(), charts: map[string][]byte{}}
 	sub, err := fs.Sub(static, "static")
 	if err != nil {

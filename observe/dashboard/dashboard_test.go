@@ -68,12 +68,18 @@ func testTracker(t *testing.T, alerts metrics.Alerts) *metrics.Global {
 	if err != nil {
 		t.Fatal(err)
 	}
+	changed, unwatch := g.Watch()
+	defer unwatch()
 	rctx, stop := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); g.Run(rctx) }()
 	t.Cleanup(func() { stop(); <-done })
-	for g.Version() == 0 {
-		time.Sleep(5 * time.Millisecond)
+	for g.Version() == 0 { // until the tracker has read the ledger once
+		select {
+		case <-changed:
+		case <-time.After(time.Minute):
+			t.Fatal("the tracker never read the ledger")
+		}
 	}
 	return g
 }

@@ -18,8 +18,13 @@ import (
 	"github.com/strata-fl/strata/topology"
 )
 
-// GlobalConfig configures the global tier's tracker and collector.
+// ErrConfig is wrapped by every error about a GlobalConfig.
+var ErrConfig = errors.New("metrics: invalid configuration")
+
+// GlobalConfig configures the global tier's tracker and collector. Zero
+// fields take the defaults given with each.
 type GlobalConfig struct {
+	// Node is the global node whose ledger is tracked; required.
 	Node *global.Node
 	// Conn is ignored. The tracker once listened to the regions' partials
 	// on it and counted them, whether or not the coordinator merged them;
@@ -28,16 +33,54 @@ type GlobalConfig struct {
 	// provenance the ledger records. Kept so that callers still compile.
 	Conn *nats.Conn
 	// Traffic, when set, is the coordinator's connection, whose byte and
-	// message counters are exported as the global role's.
-	Traffic  *nats.Conn
+	// message counters are exported as the global role's. Nil: none.
+	Traffic *nats.Conn
+	// Topology is the job's plan (regions, budget, round timeout);
+	// required.
 	Topology *topology.Topology
-	// Dim is the model's parameter count, for the policy check.
-	Dim    int
+	// Dim is the model's parameter count, for the policy check; ≥ 0.
+	Dim int
+	// Alerts are the thresholds checked after every round; zero fields
+	// take Alerts.WithDefaults of the topology's round timeout, and the
+	// result must pass Alerts.Validate.
 	Alerts Alerts
-	// Poll is how often the ledger is checked for change; default 250ms.
-	// Round durations are measured to within it.
-	Poll   time.Duration
+	// Poll is how often the ledger is checked for change; default 250ms,
+	// ≥ 0. Round durations are measured to within it.
+	Poll time.Duration
+	// Logger receives the tracker's warnings; nil is silent.
 	Logger *slog.Logger
+}
+
+// Validate names the field that is wrong. Zero fields are valid where they
+// have a default.
+func (c GlobalConfig) Validate() error {
+	switch {
+	case c.Node == nil:
+		return fmt.Errorf("%w: GlobalConfig.Node is required", ErrConfig)
+	case c.Topology == nil:
+		return fmt.Errorf("%w: GlobalConfig.Topology is required", ErrConfig)
+	case c.Dim < 0:
+		return fmt.Errorf("%w: GlobalConfig.Dim %d: want ≥ 0 parameters", ErrConfig, c.Dim)
+	case c.Poll < 0:
+		return fmt.Errorf("%w: GlobalConfig.Poll %v: want ≥ 0 (0 means 250ms)", ErrConfig, c.Poll)
+	}
+	if err := c.Alerts.WithDefaults(c.Topology.Round.Timeout.Seconds()).Validate(); err != nil {
+		return fmt.Errorf("%w: GlobalConfig.Alerts: %w", ErrConfig, err)
+	}
+	return nil
+}
+
+// withDefaults returns a copy of c with zero fields set to their defaults;
+// c.Topology must be set.
+func (c GlobalConfig) withDefaults() GlobalConfig {
+	c.Alerts = c.Alerts.WithDefaults(c.Topology.Round.Timeout.Seconds())
+	if c.Poll == 0 {
+		c.Poll = 250 * time.Millisecond
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return c
 }
 
 // RegionRound is what one region reported for one round.
@@ -77,21 +120,13 @@ type Global struct {
 	roundSeconds prometheus.Histogram
 }
 
-// NewGlobal checks the configuration and runs the policy check once.
+// NewGlobal checks the configuration (Validate) and runs the policy check
+// once.
 func NewGlobal(cfg GlobalConfig) (*Global, error) {
-	if cfg.Node == nil || cfg.Topology == nil {
-		return nil, errors.New("metrics: GlobalConfig needs Node and Topology")
-	}
-	cfg.Alerts = cfg.Alerts.WithDefaults(cfg.Topology.Round.Timeout.Seconds())
-	if err := cfg.Alerts.Validate(); err != nil {
+	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	if cfg.Poll <= 0 {
-		cfg.Poll = 250 * time.Millisecond
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.DiscardHandler)
-	}
+	cfg = cfg.withDefaults()
 	g := &Global{
 		cfg: cfg, durations: map[uint64]float64{}, seen: map[uint64]string{},
 		watchers: map[chan struct{}]struct{}{},

@@ -287,16 +287,27 @@ func (m *Model) Evaluate(theta []float64, s *Set) (acc, loss float64, err error)
 	return float64(correct) / float64(s.Len()), loss / float64(s.Len()), nil
 }
 
-// PretrainConfig sets up central pre-training of the checkpoint.
+// PretrainConfig sets up central pre-training of the checkpoint. Zero
+// fields take the defaults given with each.
 type PretrainConfig struct {
-	Hidden  int     // hidden units; default 128
-	Epochs  int     // passes over the data; default 4
-	Batch   int     // minibatch size; default 32
-	LR      float64 // SGD learning rate; default 0.1
-	Seed    uint64  // initialisation and shuffling
+	// Hidden is the backbone's hidden units, 1..MaxHidden; default 128.
+	Hidden int
+	// Epochs is the passes over the data; default 4, ≥ 0.
+	Epochs int
+	// Batch is the minibatch size, in examples; default 32, ≥ 0.
+	Batch int
+	// LR is the SGD learning rate, finite; default 0.1, ≥ 0.
+	LR float64
+	// Seed seeds the initialisation and the shuffling; default 0.
+	Seed uint64
+	// OnEpoch, when set, is told of each epoch's mean training loss.
 	OnEpoch func(epoch int, loss float64)
 }
 
+// MaxHidden bounds the backbone's hidden units.
+const MaxHidden = 4096
+
+// withDefaults returns a copy of c with zero fields set to their defaults.
 func (c PretrainConfig) withDefaults() PretrainConfig {
 	if c.Hidden == 0 {
 		c.Hidden = 128
@@ -313,9 +324,29 @@ func (c PretrainConfig) withDefaults() PretrainConfig {
 	return c
 }
 
+// Validate names the field that is wrong (ErrConfig). Zero fields are
+// valid: they take their defaults.
+func (c PretrainConfig) Validate() error {
+	switch c = c.withDefaults(); {
+	case c.Hidden < 1 || c.Hidden > MaxHidden:
+		return fmt.Errorf("%w: PretrainConfig.Hidden %d: want 1..%d units (0 means 128)", ErrConfig, c.Hidden, MaxHidden)
+	case c.Epochs < 1:
+		return fmt.Errorf("%w: PretrainConfig.Epochs %d: want ≥ 1 (0 means 4)", ErrConfig, c.Epochs)
+	case c.Batch < 1:
+		return fmt.Errorf("%w: PretrainConfig.Batch %d: want ≥ 1 examples (0 means 32)", ErrConfig, c.Batch)
+	case !(c.LR > 0) || math.IsInf(c.LR, 1):
+		return fmt.Errorf("%w: PretrainConfig.LR %v: want finite > 0 (0 means 0.1)", ErrConfig, c.LR)
+	}
+	return nil
+}
+
 // Pretrain trains a checkpoint centrally on public data with minibatch SGD.
-// It is deterministic for a seed.
+// It is deterministic for a seed. A configuration that fails Validate is
+// returned as that error.
 func Pretrain(s *Set, cfg PretrainConfig) (*Checkpoint, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
 	cfg = cfg.withDefaults()
 	if s.Len() == 0 {
 		return nil, fmt.Errorf("mnist: pre-train on an empty set")

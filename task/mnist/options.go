@@ -105,8 +105,8 @@ func (c Config) Validate(clients int) error {
 	bad := func(field, format string, args ...any) {
 		errs = append(errs, fmt.Errorf("%w: task.%s: %s", ErrConfig, field, fmt.Sprintf(format, args...)))
 	}
-	if c.Hidden <= 0 || c.Hidden > 4096 {
-		bad("hidden", "%d: must be in 1..4096", c.Hidden)
+	if c.Hidden <= 0 || c.Hidden > MaxHidden {
+		bad("hidden", "%d: must be in 1..%d", c.Hidden, MaxHidden)
 	}
 	if c.PretrainEpochs <= 0 {
 		bad("pretrain_epochs", "%d: must be at least 1", c.PretrainEpochs)

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"hash/fnv"
+	"math"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -13,27 +14,104 @@ import (
 	"github.com/vmihailenco/msgpack/v5"
 )
 
-// TaskConfig describes the built-in fine-tuning task.
+// TaskConfig describes the built-in fine-tuning task. Zero fields take the
+// defaults of what they feed: PretrainConfig's for Hidden and
+// PretrainEpochs, LocalConfig's for Local, and Config's (a topology's task
+// section) for the data plan.
 type TaskConfig struct {
-	Hidden            int
-	PretrainEpochs    int
-	PublicExamples    int
-	Clients           int
+	// Hidden is the backbone's hidden units, 1..MaxHidden; default 128.
+	Hidden int
+	// PretrainEpochs is the checkpoint's passes over the public examples;
+	// default 4, ≥ 0.
+	PretrainEpochs int
+	// PublicExamples is how many examples of the training set (the first
+	// ones) pre-train the checkpoint; no client holds them. Default
+	// 10000, below TrainSize.
+	PublicExamples int
+	// Clients is how many clients the rest is dealt to; required, ≥ 1.
+	Clients int
+	// ExamplesPerClient is each client's examples; default 10, ≥ 0.
+	// Clients × ExamplesPerClient must fit in what PublicExamples leaves.
 	ExamplesPerClient int
-	DirichletAlpha    float64
-	// Shards, when positive, deals label shards (PartitionShards) instead
-	// of Dirichlet label mixes.
-	Shards       int
-	Invert       bool // the clients' domain shift
+	// DirichletAlpha is the clients' label skew (Dirichlet(α) label
+	// mixes), finite; default 0.5, ≥ 0. Unused with Shards.
+	DirichletAlpha float64
+	// Shards, when positive (at most 100, dividing ExamplesPerClient),
+	// deals that many label shards to each client (PartitionShards)
+	// instead of Dirichlet label mixes; default 0.
+	Shards int
+	// Invert is the clients' domain shift (inverted images); default false.
+	Invert bool
+	// EvalExamples is the per-round evaluation subset of the test set,
+	// at most TestSize; default 2000, ≥ 0.
 	EvalExamples int
-	Full         bool
-	Seed         uint64
-	Local        LocalConfig
+	// Full fine-tunes the backbone too; default false (adapter and head).
+	Full bool
+	// Seed seeds pre-training, partitioning and local training; default 0.
+	Seed uint64
+	// Local is the clients' training recipe (LocalConfig's defaults).
+	Local LocalConfig
 	// Personal gives each client a private residual head it trains
 	// locally and never sends (task/mnist/personal.go), for PersonalEpochs
-	// passes over its examples each time it is sampled.
+	// passes over its examples each time it is sampled (default 10, ≥ 0).
 	Personal       bool
 	PersonalEpochs int
+}
+
+// withDefaults returns a copy of c with zero fields set to their defaults.
+func (c TaskConfig) withDefaults() TaskConfig {
+	def := func(p *int, v int) {
+		if *p == 0 {
+			*p = v
+		}
+	}
+	p := PretrainConfig{Hidden: c.Hidden, Epochs: c.PretrainEpochs}.withDefaults()
+	c.Hidden, c.PretrainEpochs = p.Hidden, p.Epochs
+	def(&c.PublicExamples, 10000)
+	def(&c.ExamplesPerClient, 10)
+	if c.DirichletAlpha == 0 {
+		c.DirichletAlpha = 0.5
+	}
+	def(&c.EvalExamples, 2000)
+	if c.Personal {
+		def(&c.PersonalEpochs, 10)
+	}
+	c.Local = c.Local.WithDefaults()
+	return c
+}
+
+// Validate names the field that is wrong (ErrConfig). Zero fields are
+// valid where they have a default.
+func (c TaskConfig) Validate() error {
+	c = c.withDefaults()
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("%w: TaskConfig.%s", ErrConfig, fmt.Sprintf(format, args...))
+	}
+	switch {
+	case c.Hidden < 1 || c.Hidden > MaxHidden:
+		return bad("Hidden %d: want 1..%d units", c.Hidden, MaxHidden)
+	case c.PretrainEpochs < 1:
+		return bad("PretrainEpochs %d: want ≥ 1 (0 means 4)", c.PretrainEpochs)
+	case c.PublicExamples < 1 || c.PublicExamples >= TrainSize:
+		return bad("PublicExamples %d: want 1..%d", c.PublicExamples, TrainSize-1)
+	case c.Clients < 1:
+		return bad("Clients %d: want ≥ 1", c.Clients)
+	case c.ExamplesPerClient < 1:
+		return bad("ExamplesPerClient %d: want ≥ 1 (0 means 10)", c.ExamplesPerClient)
+	case c.Clients > (TrainSize-c.PublicExamples)/c.ExamplesPerClient:
+		return bad("ExamplesPerClient %d × Clients %d: want at most the %d examples PublicExamples %d leaves", c.ExamplesPerClient, c.Clients, TrainSize-c.PublicExamples, c.PublicExamples)
+	case !(c.DirichletAlpha > 0) || math.IsInf(c.DirichletAlpha, 1):
+		return bad("DirichletAlpha %v: want finite > 0 (0 means 0.5)", c.DirichletAlpha)
+	case c.Shards < 0 || c.Shards > 100:
+		return bad("Shards %d: want 0 (Dirichlet) or 1..100", c.Shards)
+	case c.Shards > 0 && c.ExamplesPerClient%c.Shards != 0:
+		return bad("Shards %d: want a divisor of ExamplesPerClient %d", c.Shards, c.ExamplesPerClient)
+	case c.EvalExamples < 1 || c.EvalExamples > TestSize:
+		return bad("EvalExamples %d: want 1..%d", c.EvalExamples, TestSize)
+	case c.PersonalEpochs < 0:
+		return bad("PersonalEpochs %d: want ≥ 0", c.PersonalEpochs)
+	}
+	return c.Local.validate("TaskConfig.Local.")
 }
 
 // Task is the prepared task: a pre-trained checkpoint, the clients'
@@ -59,10 +137,18 @@ type Task struct {
 
 // PrepareTask loads MNIST, pre-trains (or loads the cached) checkpoint, and
 // partitions the clients' data. cacheDir, when set, keeps the checkpoint so
-// that a restart resumes with the same backbone.
+// that a restart resumes with the same backbone. A configuration that
+// fails Validate, or that needs more examples than mn holds, is an error.
 func PrepareTask(mn *MNIST, cfg TaskConfig, cacheDir string, logf func(string, ...any)) (*Task, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
 	if logf == nil {
 		logf = func(string, ...any) {}
+	}
+	if cfg.PublicExamples >= mn.Train.Len() || cfg.EvalExamples > mn.Test.Len() {
+		return nil, fmt.Errorf("%w: TaskConfig.PublicExamples %d and EvalExamples %d: the data set has %d training and %d test examples", ErrConfig, cfg.PublicExamples, cfg.EvalExamples, mn.Train.Len(), mn.Test.Len())
 	}
 	public := mn.Train.Slice(0, cfg.PublicExamples)
 	clients := mn.Train.Slice(cfg.PublicExamples, mn.Train.Len())
@@ -147,7 +233,10 @@ func NewClientTrainer(t *Task, ids []string) (*ClientTrainer, error) {
 	for i, id := range ids {
 		ct.index[id] = i
 	}
-	ct.pool.New = func() any { return NewTrainer(t.Model, t.Config.Local) }
+	if err := t.Config.Local.validate("TaskConfig.Local."); err != nil {
+		return nil, err
+	}
+	ct.pool.New = func() any { return newTrainer(t.Model, t.Config.Local) }
 	if t.Config.Personal {
 		ct.heads = &personalHeads{heads: map[string][]float32{}}
 	}

@@ -2,17 +2,22 @@ package mnist
 
 import (
 	"fmt"
+	"math"
 	"math/rand/v2"
 )
 
-// LocalConfig is a client's local training recipe.
+// LocalConfig is a client's local training recipe. Zero fields take the
+// defaults given with each.
 type LocalConfig struct {
-	Epochs int     // passes over the client's examples; default 2
-	Batch  int     // minibatch size; default 10
-	LR     float64 // SGD learning rate; default 0.1
+	// Epochs is the passes over the client's examples; default 2, ≥ 0.
+	Epochs int
+	// Batch is the minibatch size, in examples; default 10, ≥ 0.
+	Batch int
+	// LR is the SGD learning rate, finite; default 0.1, ≥ 0.
+	LR float64
 }
 
-// WithDefaults returns c with zero fields set to their defaults.
+// WithDefaults returns a copy of c with zero fields set to their defaults.
 func (c LocalConfig) WithDefaults() LocalConfig {
 	if c.Epochs == 0 {
 		c.Epochs = 2
@@ -26,6 +31,24 @@ func (c LocalConfig) WithDefaults() LocalConfig {
 	return c
 }
 
+// Validate names the field that is wrong (ErrConfig). Zero fields are
+// valid: they take their defaults.
+func (c LocalConfig) Validate() error { return c.validate("LocalConfig.") }
+
+// validate is Validate with the fields' names prefixed by where they sit
+// (e.g. "TaskConfig.Local.").
+func (c LocalConfig) validate(in string) error {
+	switch c = c.WithDefaults(); {
+	case c.Epochs < 1:
+		return fmt.Errorf("%w: %sEpochs %d: want ≥ 1 (0 means 2)", ErrConfig, in, c.Epochs)
+	case c.Batch < 1:
+		return fmt.Errorf("%w: %sBatch %d: want ≥ 1 examples (0 means 10)", ErrConfig, in, c.Batch)
+	case !(c.LR > 0) || math.IsInf(c.LR, 1):
+		return fmt.Errorf("%w: %sLR %v: want finite > 0 (0 means 0.1)", ErrConfig, in, c.LR)
+	}
+	return nil
+}
+
 // Trainer runs local training for one client; it owns its buffers, so a
 // Trainer must not be shared between goroutines.
 type Trainer struct {
@@ -36,8 +59,17 @@ type Trainer struct {
 	theta []float64
 }
 
-// NewTrainer returns a trainer for m with the given recipe.
-func NewTrainer(m *Model, cfg LocalConfig) *Trainer {
+// NewTrainer returns a trainer for m with the given recipe, or the error
+// of cfg.Validate.
+func NewTrainer(m *Model, cfg LocalConfig) (*Trainer, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return newTrainer(m, cfg), nil
+}
+
+// newTrainer is NewTrainer for a recipe already validated.
+func newTrainer(m *Model, cfg LocalConfig) *Trainer {
 	return &Trainer{Model: m, cfg: cfg.WithDefaults(), grad: make([]float64, m.Dim()), theta: make([]float64, m.Dim())}
 }
 
