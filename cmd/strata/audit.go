@@ -1,10 +1,8 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -104,21 +102,9 @@ func readAuditFile(path string) ([]ledger.AuditRecord, error) {
 		return nil, err
 	}
 	defer f.Close()
-	var recs []ledger.AuditRecord
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 1<<20), 16<<20)
-	for line := 1; sc.Scan(); line++ {
-		var r ledger.AuditRecord
-		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
-			return nil, fmt.Errorf("%w: %s line %d is not an audit record: %v", ledger.ErrAudit, path, line, err)
-		}
-		recs = append(recs, r)
-	}
-	if err := sc.Err(); err != nil {
-		return nil, err
-	}
-	if len(recs) == 0 {
-		return nil, errors.New("audit: the file holds no records")
+	recs, err := ledger.ReadAuditJSON(f)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	return recs, nil
 }

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/x509"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -222,19 +221,7 @@ func operatorRequest(ctx context.Context, url, secrets string, req global.Enroll
 		return err
 	}
 	defer nc.Close()
-	b, _ := json.Marshal(req)
 	rctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
-	m, err := nc.RequestWithContext(rctx, global.EnrollSubject, b)
-	if err != nil {
-		return fmt.Errorf("no global leader answered on %s: %w", url, err)
-	}
-	var reply map[string]string
-	if err := json.Unmarshal(m.Data, &reply); err != nil {
-		return fmt.Errorf("malformed reply: %w", err)
-	}
-	if reply["error"] != "" {
-		return fmt.Errorf("global tier: %s", reply["error"])
-	}
-	return nil
+	return global.RequestEnroll(rctx, nc, req)
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -44,21 +43,13 @@ func runMembers(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return err
 	}
 	defer nc.Close()
-	b, _ := json.Marshal(global.MembersRequest{Op: op, ID: *id, Addr: *addr})
 	rctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
-	msg, err := nc.RequestWithContext(rctx, global.MembersSubject, b)
+	members, err := global.RequestMembers(rctx, nc, global.MembersRequest{Op: op, ID: *id, Addr: *addr})
 	if err != nil {
-		return fmt.Errorf("members %s: no leader answered on %s: %w", op, *natsURL, err)
+		return fmt.Errorf("members %s on %s: %w", op, *natsURL, err)
 	}
-	var rep global.MembersReply
-	if err := json.Unmarshal(msg.Data, &rep); err != nil {
-		return fmt.Errorf("members %s: malformed reply: %w", op, err)
-	}
-	if rep.Error != "" {
-		return fmt.Errorf("members %s: %s", op, rep.Error)
-	}
-	for _, p := range rep.Members {
+	for _, p := range members {
 		fmt.Fprintf(stdout, "%s\t%s\n", p.ID, p.Addr)
 	}
 	return nil

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -55,19 +54,10 @@ func runModel(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return err
 		}
 		defer nc.Close()
-		b, _ := json.Marshal(global.RollbackRequest{To: uint64(*to), Reason: *reason})
 		rctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 		defer cancel()
-		msg, err := nc.RequestWithContext(rctx, global.ModelSubject, b)
-		if err != nil {
-			return fmt.Errorf("model rollback: no leader answered on %s: %w", *natsURL, err)
-		}
-		var rep map[string]string
-		if err := json.Unmarshal(msg.Data, &rep); err != nil {
-			return fmt.Errorf("model rollback: malformed reply: %w", err)
-		}
-		if rep["error"] != "" {
-			return fmt.Errorf("model rollback: %s", rep["error"])
+		if err := global.RequestRollback(rctx, nc, global.RollbackRequest{To: uint64(*to), Reason: *reason}); err != nil {
+			return fmt.Errorf("model rollback on %s: %w", *natsURL, err)
 		}
 	} else {
 		if _, err := global.ReadLedgerKey(dir, key); err != nil {
