@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -86,6 +87,9 @@ type ConfigError struct {
 }
 
 func (e *ConfigError) Error() string {
+	if strings.Contains(e.Field, ".") { // another config's field, named with its type
+		return fmt.Sprintf("regional: %s: %s", e.Field, e.Problem)
+	}
 	return fmt.Sprintf("regional: Config.%s: %s", e.Field, e.Problem)
 }
 

@@ -3,6 +3,7 @@ package regional
 import (
 	"errors"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -85,6 +86,27 @@ func TestConfigDefaultsOnACopy(t *testing.T) {
 	} {
 		if f.got != f.want {
 			t.Errorf("%s: got %v, want %v", f.name, f.got, f.want)
+		}
+	}
+}
+
+func TestLifecycleConfigValidateNamesTheField(t *testing.T) {
+	for _, tt := range []struct {
+		cfg  LifecycleConfig
+		want string // "" means valid
+	}{
+		{LifecycleConfig{Job: "j", Region: "eu"}, ""},
+		{LifecycleConfig{Region: "eu"}, "regional: LifecycleConfig.Job:"},
+		{LifecycleConfig{Job: "j", Region: "e.u"}, "regional: LifecycleConfig.Region:"},
+		{LifecycleConfig{Job: "j", Region: "eu", HoldMessages: -1}, "regional: LifecycleConfig.HoldMessages: -1 is negative"},
+		{LifecycleConfig{Job: "j", Region: "eu", StreamWindow: -3}, "regional: LifecycleConfig.StreamWindow: -3 is negative"},
+	} {
+		_, err := NewLifecycle(tt.cfg)
+		switch {
+		case tt.want == "" && err != nil:
+			t.Errorf("%+v: got %v, want nil", tt.cfg, err)
+		case tt.want != "" && (err == nil || !strings.HasPrefix(err.Error(), tt.want) || !errors.Is(err, ErrInvalidConfig)):
+			t.Errorf("%+v: got %v, want an ErrInvalidConfig starting %q", tt.cfg, err, tt.want)
 		}
 	}
 }

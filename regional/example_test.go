@@ -18,7 +18,11 @@ func (noNoise) AddTo64On([]float64, float64, float64) error { return nil }
 // returns the actions to carry out.
 func ExampleLifecycle() {
 	now := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
-	l := regional.NewLifecycle(regional.LifecycleConfig{Job: "j", Region: "eu", Noise: noNoise{}})
+	l, err := regional.NewLifecycle(regional.LifecycleConfig{Job: "j", Region: "eu", Noise: noNoise{}})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
 	show := func(ev regional.Event) {
 		acts, err := l.Step(ev)
 		if err != nil {

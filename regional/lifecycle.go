@@ -9,6 +9,7 @@ import (
 	"github.com/strata-fl/strata/identity"
 	"github.com/strata-fl/strata/mesh/wire"
 	"github.com/strata-fl/strata/privacy"
+	"github.com/strata-fl/strata/topology"
 )
 
 // Rejection reasons of the lifecycle: a signed round verifies its senders
@@ -234,14 +235,17 @@ type Lifecycle struct {
 }
 
 // NewLifecycle returns the lifecycle of a region with no round open.
-func NewLifecycle(cfg LifecycleConfig) *Lifecycle {
-	if cfg.StreamWindow <= 0 {
+func NewLifecycle(cfg LifecycleConfig) (*Lifecycle, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.StreamWindow == 0 {
 		cfg.StreamWindow = DefaultStreamWindow
 	}
-	if cfg.RegistryAttempts <= 0 {
+	if cfg.RegistryAttempts == 0 {
 		cfg.RegistryAttempts = DefaultRegistryAttempts
 	}
-	if cfg.HoldMessages <= 0 {
+	if cfg.HoldMessages == 0 {
 		cfg.HoldMessages = DefaultQueueSize
 	}
 	l := &Lifecycle{cfg: cfg, log: cfg.Logger, noise: cfg.Noise,
@@ -252,7 +256,28 @@ func NewLifecycle(cfg LifecycleConfig) *Lifecycle {
 	if l.noise == nil {
 		l.noise = privacy.NewGaussian(nil)
 	}
-	return l
+	return l, nil
+}
+
+// Validate names the first field that cannot work (a *ConfigError, as
+// Config's): the job and region are subject tokens, and counts are not
+// negative (0 means the default).
+func (c LifecycleConfig) Validate() error {
+	if err := topology.ValidToken(c.Job); err != nil {
+		return &ConfigError{Field: "LifecycleConfig.Job", Problem: err.Error()}
+	}
+	if err := topology.ValidToken(c.Region); err != nil {
+		return &ConfigError{Field: "LifecycleConfig.Region", Problem: err.Error()}
+	}
+	for _, f := range []struct {
+		name string
+		v    int
+	}{{"StreamSlots", c.StreamSlots}, {"StreamWindow", c.StreamWindow}, {"RegistryAttempts", c.RegistryAttempts}, {"HoldMessages", c.HoldMessages}} {
+		if f.v < 0 {
+			return &ConfigError{Field: "LifecycleConfig." + f.name, Problem: fmt.Sprintf("%d is negative (0 means the default)", f.v)}
+		}
+	}
+	return nil
 }
 
 // Step applies one event and returns the actions it calls for, in order.

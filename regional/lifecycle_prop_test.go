@@ -23,6 +23,15 @@ func encodeOpen(t testing.TB, o wire.RoundOpen) []byte {
 	return b
 }
 
+func newLifecycle(t testing.TB, cfg LifecycleConfig) *Lifecycle {
+	t.Helper()
+	l, err := NewLifecycle(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
 func step(t testing.TB, l *Lifecycle, ev Event) []Action {
 	t.Helper()
 	acts, err := l.Step(ev)
@@ -50,7 +59,7 @@ func TestLifecycleSecAggSession(t *testing.T) {
 	const n = 6
 	open := secAggOpen(t, n)
 	open.DeadlineUnixMs = t0.Add(time.Minute).UnixMilli()
-	l := NewLifecycle(LifecycleConfig{Job: "j", Region: "eu", Noise: zeroNoise{}})
+	l := newLifecycle(t, LifecycleConfig{Job: "j", Region: "eu", Noise: zeroNoise{}})
 	acts := step(t, l, OpenArrived{Now: t0, Data: encodeOpen(t, open), Reply: "r"})
 	if len(actionsOf[AckOpen](acts)) != 1 {
 		t.Fatalf("open: %v, want one AckOpen", acts)
@@ -134,7 +143,7 @@ func TestLifecycleSecAggSession(t *testing.T) {
 // registry arrives.
 func TestLifecycleHoldBound(t *testing.T) {
 	k, _ := identity.New(identity.KindClient, "c1")
-	l := NewLifecycle(LifecycleConfig{Job: "j", Region: "eu", Noise: zeroNoise{}, HoldMessages: 2})
+	l := newLifecycle(t, LifecycleConfig{Job: "j", Region: "eu", Noise: zeroNoise{}, HoldMessages: 2})
 	o := openRound()
 	o.Signed, o.Registry, o.DeadlineUnixMs = true, 4, t0.Add(time.Minute).UnixMilli()
 	step(t, l, OpenArrived{Now: t0, Data: encodeOpen(t, o), Reply: "r"})
@@ -190,7 +199,7 @@ func runRandom(t *testing.T, b []byte) {
 		es = append(es, identity.Entry{ID: c, Kind: identity.KindClient, Region: "eu", Public: k.Public(), Status: identity.StatusActive})
 	}
 	noise := &countingNoise{}
-	l := NewLifecycle(LifecycleConfig{Job: "j", Region: "eu", Noise: noise, StreamSlots: 1, HoldMessages: 3})
+	l := newLifecycle(t, LifecycleConfig{Job: "j", Region: "eu", Noise: noise, StreamSlots: 1, HoldMessages: 3})
 	inv := invariants{published: map[uint64]int{}}
 	now := t0
 	round := uint64(1)

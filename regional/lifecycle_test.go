@@ -118,7 +118,7 @@ func newScenario(t *testing.T) *scenario {
 	}
 	return &scenario{t: t, t0: t0, now: t0, keys: map[string]*identity.Key{}, published: map[uint64]int{},
 		prev: Stats{Rejected: map[string]int{}, SecAggFailed: map[string]int{}},
-		lc:   NewLifecycle(LifecycleConfig{Job: "j", Region: "eu", Noise: fixedNoise(1), Key: rk, StreamSlots: 1, StreamWindow: 2})}
+		lc:   newLifecycle(t, LifecycleConfig{Job: "j", Region: "eu", Noise: fixedNoise(1), Key: rk, StreamSlots: 1, StreamWindow: 2})}
 }
 
 func (s *scenario) key(client string) *identity.Key {

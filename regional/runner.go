@@ -94,9 +94,12 @@ func NewRunner(cfg Config) (*Runner, error) {
 	}
 	cfg = cfg.withDefaults()
 	cfg.Logger = cfg.Logger.With("region", cfg.Region)
-	core := NewLifecycle(LifecycleConfig{Job: cfg.Job, Region: cfg.Region, Noise: privacy.NewGaussian(cfg.Rand), Key: cfg.Key,
+	core, err := NewLifecycle(LifecycleConfig{Job: cfg.Job, Region: cfg.Region, Noise: privacy.NewGaussian(cfg.Rand), Key: cfg.Key,
 		StreamSlots: cfg.StreamSlots, StreamWindow: cfg.StreamWindow, RegistryAttempts: cfg.RegistryAttempts,
 		HoldMessages: cfg.QueueSize, Logger: cfg.Logger})
+	if err != nil {
+		return nil, err
+	}
 	return &Runner{cfg: cfg, core: core, msgs: make(chan inbound, cfg.QueueSize), pings: make(chan Reply, pingQueue), ready: make(chan struct{}),
 		coreStats: core.Stats()}, nil
 }
