@@ -44,12 +44,15 @@ regions:
   - {id: us, clients: 40}
   - {id: ap, clients: 40}
 privacy: {sampling_rate: 0.3, budget: 1000, min_regions: 2, noise: {regional: 1, global: 1}}
-training: {rounds: 200}
+training: {rounds: 600}
 task: {name: mnist, pretrain_epochs: 1, hidden: 32, local_epochs: 1, public_examples: 2000, eval_examples: 300}
 round: {timeout: 5s}
 `
 
-const rounds = 200
+// rounds is long enough (about a minute on 2 cores: rounds of 120
+// clients take ~0.1 s) that the operator's enrolment, which starts a
+// container of its own, and the kill both land while the job runs.
+const rounds = 600
 
 // strataServices run the strata image and so read the topology.
 var strataServices = []string{"init", "global1", "global2", "global3",
@@ -146,7 +149,8 @@ func TestComposeSmoke(t *testing.T) {
 	defer nc.Close()
 	checkSecured(t, natsURL, secrets)
 
-	// Wait until a leader has committed a few rounds, then kill its container.
+	// Wait until a leader has committed a few rounds, enrol a client
+	// through it, then kill the node that leads.
 	var leader string
 	var atKill global.Status
 	deadline := time.Now().Add(10 * time.Minute)
