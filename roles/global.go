@@ -230,8 +230,8 @@ func (g *Global) Close() error {
 // higher-is-better score and records the task's metrics by name.
 type gate struct{ e task.Evaluator }
 
-func (g gate) Evaluate(theta []float64) (global.Evaluation, error) {
-	ev, err := g.e.Evaluate(context.Background(), theta)
+func (g gate) Evaluate(ctx context.Context, theta []float64) (global.Evaluation, error) {
+	ev, err := g.e.Evaluate(ctx, theta)
 	if err != nil {
 		return global.Evaluation{}, err
 	}
