@@ -19,7 +19,8 @@ type Evaluator struct {
 	Command []string `yaml:"command"`
 	// Timeout bounds one evaluation, the process's start-up included; an
 	// evaluator that does not answer in time is killed and the round's
-	// evaluation fails. Default 2m.
+	// evaluation fails. Default 2m. It is left out of the config hash, so
+	// that a job stopped by a slow evaluator resumes with a longer one.
 	Timeout Duration `yaml:"timeout,omitempty"`
 }
 
@@ -53,4 +54,15 @@ func (t *Topology) validateEvaluator(bad func(field, format string, args ...any)
 	if e.Timeout.Duration < 0 {
 		bad("task.evaluator.timeout", "%v: must be positive, e.g. 2m (0 means 2m)", e.Timeout)
 	}
+}
+
+// withoutOperational returns t, or a copy without the settings that only
+// operate the job (the evaluator's timeout), for the config hash.
+func (t *Topology) withoutOperational() *Topology {
+	if t.Task.Evaluator == nil {
+		return t
+	}
+	c := t.Clone()
+	c.Task.Evaluator.Timeout = Duration{}
+	return c
 }

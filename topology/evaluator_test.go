@@ -48,8 +48,19 @@ func TestEvaluatorSection(t *testing.T) {
 		t.Fatal(err)
 	}
 	h3, _ := withTimeout.Hash()
-	if h1 == h2 || h2 == h3 {
-		t.Fatal("the config hash does not cover the evaluator")
+	other, err := Parse([]byte(evalBase + "task: {name: mnist, hidden: 32, evaluator: {command: [python3, 'other.py', --flag]}}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h4, _ := other.Hash()
+	if h1 == h2 || h2 == h4 {
+		t.Fatal("the config hash does not cover the evaluator's command")
+	}
+	if h2 != h3 {
+		t.Fatal("the config hash covers the evaluator's timeout")
+	}
+	if top.Task.Evaluator.Timeout.Duration != 2*time.Minute {
+		t.Fatal("Hash changed the topology")
 	}
 	rb, err := top.YAML()
 	if err != nil {

@@ -455,10 +455,11 @@ func (t *Topology) YAML() ([]byte, error) {
 	return yaml.Marshal(t)
 }
 
-// Hash identifies the topology (the SHA-256 of its YAML): a data dir
-// holding another job's ledger refuses to run a different one.
+// Hash identifies the topology (the SHA-256 of its YAML, less what only
+// operates the job: the external evaluator's timeout): a data dir holding
+// another job's ledger refuses to run a different one.
 func (t *Topology) Hash() (string, error) {
-	b, err := t.YAML()
+	b, err := t.withoutOperational().YAML()
 	if err != nil {
 		return "", err
 	}
