@@ -273,7 +273,8 @@ func TestExternalEvaluatorGatesAndReports(t *testing.T) {
 // evaluation with an error naming the evaluator and what it did; the job
 // stops with that error — nothing is promoted or committed as a model
 // version — and the round's spend, committed before anything was
-// released, stays in the ledger. No evaluator process outlives Close.
+// released, stays in the ledger. No evaluator process outlives Close, and
+// once the evaluator is repaired the job resumes to its end.
 func TestExternalEvaluatorFailureStopsTheJob(t *testing.T) {
 	tests := []struct {
 		name, mode string
@@ -314,6 +315,26 @@ func TestExternalEvaluatorFailureStopsTheJob(t *testing.T) {
 			pids := evaluatorPids(t, filepath.Join(dir, "global"))
 			m.Close()
 			assertGone(t, pids)
+
+			// Repaired, and with another timeout (which is not part of the
+			// job's plan), the evaluator lets the job resume to its end.
+			spent := l.Spent(ledger.Public)
+			if err := os.WriteFile(top.Task.Evaluator.Command[2], []byte("ok"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			again := top.Clone()
+			again.Task.Evaluator.Timeout.Duration = time.Minute
+			m2, ctx2 := startMesh(t, roles.UpConfig{Topology: again, DataDir: dir, EvaluatorStderr: testWriter{t}})
+			if err := m2.Run(ctx2); err != nil {
+				t.Fatalf("resuming with the repaired evaluator: %v", err)
+			}
+			l2, err := m2.Ledger()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if l2.CommittedRounds() != top.Train.Rounds || l2.Spent(ledger.Public) < spent {
+				t.Errorf("resumed job: %d rounds committed, public ε %v (was %v); want %d and no less", l2.CommittedRounds(), l2.Spent(ledger.Public), spent, top.Train.Rounds)
+			}
 		})
 	}
 }
