@@ -281,11 +281,12 @@ func gateEvaluation(ev task.Evaluation) global.Evaluation {
 }
 
 // Summary is report.json of a node whose ledger records the job as
-// finished: the task's (or the external evaluator's) scores of the checkpoint and of the serving model
-// on its whole held-out set (the serving model fetched from the object
-// store and checked against the hash the ledger committed), ε per
-// observer, and the time since the ledger recorded the job's start. Every
-// node writes the same one, so it survives the loss of any of them.
+// finished: the task's (or the external evaluator's) scores of the
+// checkpoint and of the serving model on its whole held-out set (the
+// serving model fetched from the object store and checked against the
+// hash the ledger committed), ε per observer, and the time since the
+// ledger recorded the job's start. Every node writes the same one, so it
+// survives the loss of any of them.
 func (g *Global) Summary(ctx context.Context) (*report.Summary, error) {
 	b, err := g.node.Snapshot()
 	if err != nil {
