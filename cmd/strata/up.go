@@ -98,7 +98,7 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err := alerts().WithDefaults(t.Round.Timeout.Seconds()).Validate(); err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
-	rep, html, err := runJob(ctx, t, *data, key, stdout, stderr, logger, &upObserve{http: *httpAddr, metrics: *metricsAddr, alerts: alerts()})
+	rep, html, err := runJob(ctx, t, *data, key, stdout, logger, &upObserve{http: *httpAddr, metrics: *metricsAddr, alerts: alerts()})
 	if err != nil {
 		return err
 	}
@@ -110,7 +110,7 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		bt.Privacy.TopUp = false
 		bt.Privacy.Budget = math.Inf(1)
 		fmt.Fprintln(stdout, "\nbaseline: the same job without noise (ε = ∞)")
-		if base, _, err = runJob(ctx, bt, filepath.Join(*data, "baseline"), key, stdout, stderr, logger, nil); err != nil {
+		if base, _, err = runJob(ctx, bt, filepath.Join(*data, "baseline"), key, stdout, logger, nil); err != nil {
 			return fmt.Errorf("baseline: %w", err)
 		}
 		rep.SetBaseline(base)
@@ -154,9 +154,9 @@ type upObserve struct {
 // runJob runs (or resumes, or reports) one job in one data dir. With obs,
 // it serves the dashboard and metrics while the job runs and writes the
 // HTML report at the end (its path is returned).
-func runJob(ctx context.Context, t *topology.Topology, dataDir string, key *seal.Key, stdout, stderr io.Writer, logger *slog.Logger, obs *upObserve) (*htmlreport.Summary, string, error) {
+func runJob(ctx context.Context, t *topology.Topology, dataDir string, key *seal.Key, stdout io.Writer, logger *slog.Logger, obs *upObserve) (*htmlreport.Summary, string, error) {
 	status := func(format string, args ...any) { fmt.Fprintf(stdout, format+"\n", args...) }
-	cfg := roles.UpConfig{Topology: t, DataDir: dataDir, Key: key, Progress: progressBar(stdout), Status: status, EvaluatorStderr: stderr, Logger: logger}
+	cfg := roles.UpConfig{Topology: t, DataDir: dataDir, Key: key, Progress: progressBar(stdout), Status: status, Logger: logger}
 	if obs != nil {
 		cfg.Alerts = obs.alerts
 		if obs.metrics != "" {
