@@ -29,8 +29,10 @@ import (
 var ErrBudgetExhausted = round.ErrBudgetExhausted
 
 // Evaluator scores a model version on held-out data of the clients' domain.
+// It gets the coordinator's context, so an evaluation in another process
+// ends when the term or the job does.
 type Evaluator interface {
-	Evaluate(theta []float64) (Evaluation, error)
+	Evaluate(ctx context.Context, theta []float64) (Evaluation, error)
 }
 
 // Evaluation is a version's evaluation: the score the gate compares
@@ -287,7 +289,7 @@ func (c *Coordinator) do(ctx context.Context, a round.Action) (round.Event, erro
 		hash, err := c.storeModel(ctx, a)
 		return round.Stored{Hash: hash, Err: err}, nil
 	case round.Evaluate:
-		ev, err := c.cfg.Evaluator.Evaluate(a.Theta)
+		ev, err := c.cfg.Evaluator.Evaluate(ctx, a.Theta)
 		return round.Evaluated{Evaluation: ev, Err: err}, nil
 	case round.CanaryGate:
 		reason, err := c.canaryGateReason(ctx, a.Theta, a.Base)
@@ -470,7 +472,7 @@ func (c *Coordinator) startOrResume(ctx context.Context) (*round.Machine, error)
 	if _, err := c.cfg.Models.Put(ctx, "model", 0, blob); err != nil {
 		return nil, err
 	}
-	base, err := c.cfg.Evaluator.Evaluate(initial)
+	base, err := c.cfg.Evaluator.Evaluate(ctx, initial)
 	if err != nil {
 		return nil, fmt.Errorf("global: evaluate the checkpoint: %w", err)
 	}

@@ -166,7 +166,9 @@ func TestSilentRegionIsLeftOut(t *testing.T) {
 
 type nopEvaluator struct{}
 
-func (nopEvaluator) Evaluate([]float64) (Evaluation, error) { return Evaluation{}, nil }
+func (nopEvaluator) Evaluate(context.Context, []float64) (Evaluation, error) {
+	return Evaluation{}, nil
+}
 
 func TestCoordinatorConfig(t *testing.T) {
 	top := twoRegionTopology(t)

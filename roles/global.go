@@ -19,6 +19,7 @@ import (
 	"github.com/strata-fl/strata/observe/report"
 	"github.com/strata-fl/strata/task"
 	"github.com/strata-fl/strata/topology"
+	"github.com/strata-fl/strata/trainerproto"
 )
 
 // GlobalConfig configures one node of the global tier: its raft node, its
@@ -61,8 +62,12 @@ type GlobalConfig struct {
 	// time it starts coordinating (a term it leads).
 	Progress func(global.RoundReport)
 	OnLead   func()
-	// WrapEvaluator wraps the task's evaluator (tests make the gate fail).
+	// WrapEvaluator wraps the gate's evaluator (tests make the gate fail).
 	WrapEvaluator func(task.Evaluator) task.Evaluator
+	// EvaluatorStderr receives the stderr of the topology's external
+	// evaluator (task.evaluator), if it has one; nil discards it (its last
+	// 2 KiB still appear in errors).
+	EvaluatorStderr io.Writer
 	// Track runs the metrics tracker (Prometheus, dashboard); it reads the
 	// ledger and listens to partials over a connection of its own.
 	Track  bool
@@ -113,12 +118,15 @@ func (c GlobalConfig) withDefaults() GlobalConfig {
 
 // Global is a running global node.
 type Global struct {
-	cfg     GlobalConfig
-	node    *global.Node
-	conn    *nats.Conn
-	tracker *metrics.Global
-	models  *mesh.ModelStore
-	closers []func()
+	cfg GlobalConfig
+	// eval scores candidates for the gate, final scores versions for the
+	// report: the task's own, or the topology's external evaluator's.
+	eval, final task.Evaluator
+	node        *global.Node
+	conn        *nats.Conn
+	tracker     *metrics.Global
+	models      *mesh.ModelStore
+	closers     []func()
 }
 
 // NewGlobal opens the node's raft state and connects it to NATS; Run
@@ -128,12 +136,22 @@ func NewGlobal(ctx context.Context, cfg GlobalConfig) (_ *Global, err error) {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
-	g := &Global{cfg: cfg}
+	g := &Global{cfg: cfg, eval: cfg.Task.Evaluator(), final: cfg.Task.Final()}
 	defer func() {
 		if err != nil {
 			g.Close()
 		}
 	}()
+	if cfg.Topology.Task.Evaluator != nil {
+		r, err := newExternalEvaluator(cfg)
+		if err != nil {
+			return nil, err
+		}
+		// Closed first of all (closers run in reverse): the process is
+		// asked to shut down, then killed.
+		g.closers = append(g.closers, func() { r.Close() })
+		g.eval, g.final = externalEvaluator{r, trainerproto.SetHeldOut}, externalEvaluator{r, trainerproto.SetFinal}
+	}
 	if g.node, err = global.OpenNode(global.NodeConfig{ID: cfg.ID, DataDir: cfg.DataDir, Bind: cfg.Bind, Bootstrap: cfg.Bootstrap || len(cfg.Peers) > 0,
 		Peers: cfg.Peers, Key: cfg.Key, Logger: cfg.Logger}); err != nil {
 		return nil, err
@@ -166,6 +184,10 @@ func (g *Global) Node() *global.Node { return g.node }
 // Models is the job's model store as this node reads it.
 func (g *Global) Models() *mesh.ModelStore { return g.models }
 
+// Final scores model versions for the job's report on the whole held-out
+// set: the task's own, or the topology's external evaluator.
+func (g *Global) Final() task.Evaluator { return g.final }
+
 // Tracker is the metrics tracker (nil unless Track).
 func (g *Global) Tracker() *metrics.Global { return g.tracker }
 
@@ -193,7 +215,7 @@ func (g *Global) Run(ctx context.Context) error {
 		close(tracked)
 	}
 	defer func() { cancel(); <-tracked }()
-	evaluator := cfg.Task.Evaluator()
+	evaluator := g.eval
 	if cfg.WrapEvaluator != nil {
 		evaluator = cfg.WrapEvaluator(evaluator)
 	}
@@ -230,8 +252,8 @@ func (g *Global) Close() error {
 // higher-is-better score and records the task's metrics by name.
 type gate struct{ e task.Evaluator }
 
-func (g gate) Evaluate(theta []float64) (global.Evaluation, error) {
-	ev, err := g.e.Evaluate(context.Background(), theta)
+func (g gate) Evaluate(ctx context.Context, theta []float64) (global.Evaluation, error) {
+	ev, err := g.e.Evaluate(ctx, theta)
 	if err != nil {
 		return global.Evaluation{}, err
 	}
@@ -259,11 +281,12 @@ func gateEvaluation(ev task.Evaluation) global.Evaluation {
 }
 
 // Summary is report.json of a node whose ledger records the job as
-// finished: the task's scores of the checkpoint and of the serving model
-// on its whole held-out set (the serving model fetched from the object
-// store and checked against the hash the ledger committed), ε per
-// observer, and the time since the ledger recorded the job's start. Every
-// node writes the same one, so it survives the loss of any of them.
+// finished: the task's (or the external evaluator's) scores of the
+// checkpoint and of the serving model on its whole held-out set (the
+// serving model fetched from the object store and checked against the
+// hash the ledger committed), ε per observer, and the time since the
+// ledger recorded the job's start. Every node writes the same one, so it
+// survives the loss of any of them.
 func (g *Global) Summary(ctx context.Context) (*report.Summary, error) {
 	b, err := g.node.Snapshot()
 	if err != nil {
@@ -277,11 +300,11 @@ func (g *Global) Summary(ctx context.Context) (*report.Summary, error) {
 	if err != nil {
 		return nil, err
 	}
-	pre, err := g.cfg.Task.Final().Evaluate(ctx, g.cfg.Task.Initial())
+	pre, err := g.final.Evaluate(ctx, g.cfg.Task.Initial())
 	if err != nil {
 		return nil, err
 	}
-	final, err := g.cfg.Task.Final().Evaluate(ctx, theta)
+	final, err := g.final.Evaluate(ctx, theta)
 	if err != nil {
 		return nil, err
 	}

@@ -55,7 +55,10 @@ type UpConfig struct {
 	WrapTrainer   func(task.Trainer) task.Trainer
 	WrapEvaluator func(task.Evaluator) task.Evaluator
 	SecAggDrop    func(client string, round uint64, stage secagg.Stage) bool
-	Logger        *slog.Logger
+	// EvaluatorStderr receives the external evaluator's stderr (see
+	// GlobalConfig).
+	EvaluatorStderr io.Writer
+	Logger          *slog.Logger
 }
 
 // Validate names the field that is wrong.
@@ -123,7 +126,7 @@ func Start(ctx context.Context, cfg UpConfig) (_ *Up, err error) {
 	}
 	if u.Global, err = NewGlobal(ctx, GlobalConfig{ID: "g1", DataDir: filepath.Join(cfg.DataDir, "global"), Key: cfg.Key, Dialer: d.As(gk),
 		Topology: t, Task: u.Task, Identities: u.public, ExitWhenFinished: true, FinishGrace: time.Millisecond, Rand: cfg.Rand,
-		Progress: cfg.Progress, WrapEvaluator: cfg.WrapEvaluator, Track: true, Alerts: cfg.Alerts, Logger: cfg.Logger}); err != nil {
+		Progress: cfg.Progress, WrapEvaluator: cfg.WrapEvaluator, EvaluatorStderr: cfg.EvaluatorStderr, Track: true, Alerts: cfg.Alerts, Logger: cfg.Logger}); err != nil {
 		return nil, err
 	}
 	keys := map[string]*identity.Key{}
@@ -204,6 +207,10 @@ func (u *Up) URL() string { return u.NATS.Server.ClientURL() }
 
 // Node is the global tier's raft node.
 func (u *Up) Node() *global.Node { return u.Global.Node() }
+
+// Final scores model versions for the job's report: the task's own
+// evaluation on its whole held-out set, or the external evaluator's.
+func (u *Up) Final() task.Evaluator { return u.Global.Final() }
 
 // Tracker follows the global tier for metrics and the dashboard.
 func (u *Up) Tracker() *metrics.Global { return u.Global.Tracker() }

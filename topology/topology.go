@@ -137,6 +137,9 @@ type Training struct {
 // does not interpret — the task package reads and validates them.
 type Task struct {
 	Name string `yaml:"name"`
+	// Evaluator, when set, scores model versions for the global tier in
+	// an external process (topology/evaluator.go).
+	Evaluator *Evaluator `yaml:"evaluator,omitempty"`
 	// Options are every other key of the task section.
 	Options map[string]any `yaml:",inline"`
 }
@@ -210,6 +213,7 @@ func (t *Topology) ApplyDefaults() {
 	if t.Task.Name == "" {
 		t.Task.Name = "mnist"
 	}
+	t.applyEvaluatorDefaults()
 	if t.Round.Timeout.Duration == 0 {
 		t.Round.Timeout.Duration = 60 * time.Second
 	}
@@ -238,6 +242,7 @@ func (t *Topology) Clone() *Topology {
 			c.Task.Options[k] = v
 		}
 	}
+	t.cloneEvaluator(&c)
 	c.Policy.RequireNoiseAgainst = append([]string(nil), t.Policy.RequireNoiseAgainst...)
 	if t.Privacy.ClientBudgets != nil {
 		c.Privacy.ClientBudgets = map[string]float64{}
@@ -354,6 +359,7 @@ func (t *Topology) Validate() error {
 	if err := ValidToken(t.Task.Name); err != nil {
 		bad("task.name", "%v", err)
 	}
+	t.validateEvaluator(bad)
 	if !(tr.ServerMomentum >= 0 && tr.ServerMomentum < 1) {
 		bad("training.server_momentum", "%v: must be in [0, 1)", tr.ServerMomentum)
 	}
@@ -449,10 +455,11 @@ func (t *Topology) YAML() ([]byte, error) {
 	return yaml.Marshal(t)
 }
 
-// Hash identifies the topology (the SHA-256 of its YAML): a data dir
-// holding another job's ledger refuses to run a different one.
+// Hash identifies the topology (the SHA-256 of its YAML, less what only
+// operates the job: the external evaluator's timeout): a data dir holding
+// another job's ledger refuses to run a different one.
 func (t *Topology) Hash() (string, error) {
-	b, err := t.YAML()
+	b, err := t.withoutOperational().YAML()
 	if err != nil {
 		return "", err
 	}

@@ -8,14 +8,14 @@
 // a local socket:
 //
 //	agent                                   trainer
-//	hello {layout, personal, data_dir} ──▶
-//	                                   ◀── ready {trainer, personal}
+//	hello {layout, personal, protocol} ──▶
+//	                                   ◀── ready {trainer, personal, protocol}
 //	train {client, round, recipe}      ──▶
 //	chunk {offset, data} ×N (θ)        ──▶
 //	                                   ◀── result {kind, examples} (or error)
 //	                                   ◀── chunk ×N (delta or params)
-//	evaluate {client} + chunks         ──▶
-//	                                   ◀── evaluation {accuracy, personal_accuracy}
+//	evaluate {client | set} + chunks   ──▶
+//	                                   ◀── evaluation {loss, metrics, accuracy}
 //	shutdown                           ──▶
 //
 // Vectors travel as little-endian float32 in chunks of at most MaxChunk
@@ -24,4 +24,10 @@
 // trainer (crash, timeout, wrong shape, NaN) fails only the call it
 // happened in, with an error naming the client, the round and what the
 // trainer did; the next call starts a fresh process or connection.
+//
+// The messages have revisions (Protocol), negotiated in hello and ready;
+// revision 2 added named metrics to Evaluation and held-out evaluations
+// (Remote.EvaluateSet), with which a trainer process can stand in for a
+// task's evaluation on the global tier. Peers of revision 1 still work:
+// their accuracy reads as the one metric "accuracy" (Evaluation.Scores).
 package trainerproto

@@ -56,9 +56,17 @@ func (t Type) String() string {
 	return fmt.Sprintf("type(%d)", uint8(t))
 }
 
-// Version is the protocol version every frame carries. A trainer that
-// answers with another version is refused.
+// Version is the framing version every frame carries (length, type,
+// version, msgpack body). It has not changed since the first protocol: a
+// trainer that answers with another is refused.
 const Version = 1
+
+// Protocol is the revision of the messages this side speaks, negotiated in
+// Hello and Ready: a session speaks the lower of the two sides' revisions
+// (a trainer whose Ready names none speaks 1). Revision 2 added named
+// metrics and the loss to Evaluation, and held-out evaluations (Evaluate.Set);
+// everything else reads the same in both.
+const Protocol = 2
 
 // MaxFrame bounds the bytes after a frame's length prefix: a full chunk
 // (MaxChunk float32s) plus room for its small header.
@@ -80,6 +88,12 @@ var (
 	ErrTooLarge  = errors.New("trainerproto: frame too large")
 	ErrShape     = errors.New("trainerproto: vector of the wrong shape")
 	ErrNonFinite = errors.New("trainerproto: vector holds NaN or ±Inf")
+	// ErrMetrics reports an Evaluation whose metrics are not a list of
+	// distinct, well-named, finite values.
+	ErrMetrics = errors.New("trainerproto: malformed evaluation metrics")
+	// ErrProtocol reports a request the trainer's protocol revision
+	// (Ready.Protocol) does not have.
+	ErrProtocol = errors.New("trainerproto: the trainer's protocol revision lacks the request")
 	// ErrTrainer wraps an error message the trainer sent.
 	ErrTrainer = errors.New("trainerproto: trainer reported an error")
 )
@@ -117,6 +131,10 @@ type Hello struct {
 	DataDir  string `msgpack:"data_dir"`
 	StateDir string `msgpack:"state_dir"`
 	MaxChunk int    `msgpack:"max_chunk"`
+	// Protocol is the highest revision of the messages the agent speaks
+	// (Protocol); absent (0) from agents that predate the negotiation,
+	// which speak 1.
+	Protocol int `msgpack:"protocol"`
 }
 
 // Ready answers Hello.
@@ -124,7 +142,14 @@ type Ready struct {
 	Trainer string `msgpack:"trainer"`
 	// Personal is true when the trainer keeps residuals of the Personal tensors.
 	Personal bool `msgpack:"personal"`
+	// Protocol is the highest revision the trainer speaks; absent (0) from
+	// trainers that predate the negotiation, which speak 1.
+	Protocol int `msgpack:"protocol"`
 }
+
+// Revision is the protocol revision a peer that sent p speaks: p, or 1 for
+// a peer that predates the negotiation.
+func Revision(p int) int { return max(p, 1) }
 
 // Train asks for one client's local training from θ, which follows in
 // Chunks chunks of Dim values in total.
@@ -177,22 +202,106 @@ type Error struct {
 	Message string `msgpack:"message"`
 }
 
-// Evaluate asks for the accuracy of θ (and of the client's personal model)
-// on the client's own evaluation data; θ follows in chunks.
+// Evaluation sets (Evaluate.Set).
+const (
+	// SetClient is the client's own evaluation data (Evaluate.Client).
+	SetClient = ""
+	// SetHeldOut is the job's per-round held-out set, which the global
+	// tier's evaluation gate scores every candidate version on.
+	SetHeldOut = "heldout"
+	// SetFinal is the job's whole held-out set, for reports.
+	SetFinal = "final"
+)
+
+// Evaluate asks for the scores of θ, which follows in chunks: with Set
+// empty, of θ (and of the client's personal model) on the client's own
+// evaluation data; with Set SetHeldOut or SetFinal (protocol 2), of θ on
+// the job's held-out data, Client empty.
 type Evaluate struct {
 	Client string `msgpack:"client"`
 	Dim    int    `msgpack:"dim"`
 	Chunks int    `msgpack:"chunks"`
+	Set    string `msgpack:"set"`
 }
 
-// Evaluation answers Evaluate. PersonalAccuracy is meaningful only when
-// Personal is true (the client has trained personal tensors).
+// Limits on an Evaluation's metrics: they are recorded in the replicated
+// ledger and exported as metric labels.
+const (
+	MaxMetrics    = 32 // metrics in one Evaluation
+	MaxMetricName = 64 // bytes of a metric's name
+)
+
+// Metric is one named score of an Evaluation.
+type Metric struct {
+	Name           string  `msgpack:"name"`
+	Value          float64 `msgpack:"value"`
+	HigherIsBetter bool    `msgpack:"higher_is_better"`
+}
+
+// Evaluation answers Evaluate. Metrics names the trainer's scores, the
+// first of which is the one a gate compares (protocol 2); a trainer that
+// sends none is read as reporting Accuracy alone (Scores).
+// PersonalAccuracy is meaningful only when Personal is true (the client
+// has trained personal tensors).
 type Evaluation struct {
 	Client           string  `msgpack:"client"`
 	Examples         int     `msgpack:"examples"`
 	Accuracy         float64 `msgpack:"accuracy"`
 	Personal         bool    `msgpack:"personal"`
 	PersonalAccuracy float64 `msgpack:"personal_accuracy"`
+	// Loss is θ's loss on the data (0 from trainers of protocol 1).
+	Loss    float64  `msgpack:"loss"`
+	Metrics []Metric `msgpack:"metrics"`
+}
+
+// Scores returns the evaluation's metrics: Metrics when the trainer sent
+// any, else Accuracy as the one metric "accuracy", higher is better (what
+// trainers of protocol 1 report). It checks what the trainer sent: the
+// loss and every value finite, at most MaxMetrics metrics, each named
+// once with at most MaxMetricName bytes of letters, digits, '_', '-', '.'
+// or '/'; the error wraps ErrMetrics and names the metric.
+func (e Evaluation) Scores() ([]Metric, error) {
+	if math.IsNaN(e.Loss) || math.IsInf(e.Loss, 0) {
+		return nil, fmt.Errorf("%w: loss %v is not finite", ErrMetrics, e.Loss)
+	}
+	if len(e.Metrics) == 0 {
+		if math.IsNaN(e.Accuracy) || math.IsInf(e.Accuracy, 0) {
+			return nil, fmt.Errorf("%w: accuracy %v is not finite", ErrMetrics, e.Accuracy)
+		}
+		return []Metric{{Name: "accuracy", Value: e.Accuracy, HigherIsBetter: true}}, nil
+	}
+	if len(e.Metrics) > MaxMetrics {
+		return nil, fmt.Errorf("%w: %d metrics, at most %d", ErrMetrics, len(e.Metrics), MaxMetrics)
+	}
+	seen := make(map[string]bool, len(e.Metrics))
+	for i, m := range e.Metrics {
+		if err := checkMetricName(m.Name); err != nil {
+			return nil, fmt.Errorf("%w: metrics[%d]: %v", ErrMetrics, i, err)
+		}
+		if math.IsNaN(m.Value) || math.IsInf(m.Value, 0) {
+			return nil, fmt.Errorf("%w: metrics[%d] %q = %v is not finite", ErrMetrics, i, m.Name, m.Value)
+		}
+		if seen[m.Name] {
+			return nil, fmt.Errorf("%w: metrics[%d] %q is reported twice: name each metric once", ErrMetrics, i, m.Name)
+		}
+		seen[m.Name] = true
+	}
+	return append([]Metric(nil), e.Metrics...), nil
+}
+
+func checkMetricName(name string) error {
+	switch {
+	case name == "":
+		return errors.New("no name")
+	case len(name) > MaxMetricName:
+		return fmt.Errorf("name of %d bytes, at most %d", len(name), MaxMetricName)
+	}
+	for _, r := range name {
+		if !(r == '_' || r == '-' || r == '.' || r == '/' || (r >= 'a' && r <= 'z') || (r >= 'A' && r <= 'Z') || (r >= '0' && r <= '9')) {
+			return fmt.Errorf("name %q holds %q: use letters, digits, '_', '-', '.' and '/'", name, r)
+		}
+	}
+	return nil
 }
 
 // Shutdown asks the trainer to exit.

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"flag"
+	"fmt"
 	"math"
 	"os"
 	"os/exec"
@@ -21,15 +22,16 @@ var update = flag.Bool("update", false, "rewrite the golden frames in testdata")
 var samples = map[Type]any{
 	TypeHello: &Hello{Agent: "strata edge eu", Task: "mnist-adapter",
 		Layout: []Tensor{{"adapter.scale", []int{784}}, {"head.weight", []int{10, 32}}}, Dim: 1104,
-		Personal: []string{"head.weight"}, DataDir: "shards", StateDir: "state", MaxChunk: MaxChunk},
-	TypeReady:      &Ready{Trainer: "numpy-example", Personal: true},
-	TypeTrain:      &Train{Client: "eu-c00003", Round: 7, ModelVersion: 6, Dim: 1104, Chunks: 1, Epochs: 3, Batch: 10, LR: 0.3, Seed: 42, DeadlineMs: 1764400000000, PersonalEpochs: 10},
-	TypeChunk:      &Chunk{Offset: 262144, Data: []byte{0, 0, 128, 63, 0, 0, 0, 192}},
-	TypeResult:     &Result{Client: "eu-c00003", Round: 7, Kind: KindDelta, Examples: 10, Dim: 1104, Chunks: 1, Loss: 0.25},
-	TypeError:      &Error{Client: "eu-c00003", Round: 7, Code: "no_data", Message: "no shard for client eu-c00003"},
-	TypeEvaluate:   &Evaluate{Client: "eu-c00003", Dim: 1104, Chunks: 1},
-	TypeEvaluation: &Evaluation{Client: "eu-c00003", Examples: 100, Accuracy: 0.75, Personal: true, PersonalAccuracy: 0.875},
-	TypeShutdown:   &Shutdown{Reason: "job done"},
+		Personal: []string{"head.weight"}, DataDir: "shards", StateDir: "state", MaxChunk: MaxChunk, Protocol: Protocol},
+	TypeReady:    &Ready{Trainer: "numpy-example", Personal: true, Protocol: Protocol},
+	TypeTrain:    &Train{Client: "eu-c00003", Round: 7, ModelVersion: 6, Dim: 1104, Chunks: 1, Epochs: 3, Batch: 10, LR: 0.3, Seed: 42, DeadlineMs: 1764400000000, PersonalEpochs: 10},
+	TypeChunk:    &Chunk{Offset: 262144, Data: []byte{0, 0, 128, 63, 0, 0, 0, 192}},
+	TypeResult:   &Result{Client: "eu-c00003", Round: 7, Kind: KindDelta, Examples: 10, Dim: 1104, Chunks: 1, Loss: 0.25},
+	TypeError:    &Error{Client: "eu-c00003", Round: 7, Code: "no_data", Message: "no shard for client eu-c00003"},
+	TypeEvaluate: &Evaluate{Dim: 1104, Chunks: 1, Set: SetHeldOut},
+	TypeEvaluation: &Evaluation{Client: "eu-c00003", Examples: 100, Accuracy: 0.75, Personal: true, PersonalAccuracy: 0.875,
+		Loss: 0.5, Metrics: []Metric{{"accuracy", 0.75, true}, {"balanced_accuracy", 0.625, true}}},
+	TypeShutdown: &Shutdown{Reason: "job done"},
 }
 
 // TestGoldenFrames checks every message type both ways: encoding the sample
@@ -71,6 +73,115 @@ func TestGoldenFrames(t *testing.T) {
 				t.Fatalf("decoding %v:\n got %+v\nwant %+v", typ, dec, msg)
 			}
 		})
+	}
+}
+
+// v1 holds, per message that protocol 2 extended, the golden frame a
+// peer of protocol 1 sends (testdata/<name>-v1.bin, written before the
+// extension) and what it must decode to.
+var v1 = map[Type]any{
+	TypeHello: &Hello{Agent: "strata edge eu", Task: "mnist-adapter",
+		Layout: []Tensor{{"adapter.scale", []int{784}}, {"head.weight", []int{10, 32}}}, Dim: 1104,
+		Personal: []string{"head.weight"}, DataDir: "shards", StateDir: "state", MaxChunk: MaxChunk},
+	TypeReady:      &Ready{Trainer: "numpy-example", Personal: true},
+	TypeEvaluate:   &Evaluate{Client: "eu-c00003", Dim: 1104, Chunks: 1},
+	TypeEvaluation: &Evaluation{Client: "eu-c00003", Examples: 100, Accuracy: 0.75, Personal: true, PersonalAccuracy: 0.875},
+}
+
+func readGolden(t *testing.T, name string, typ Type, v any) {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("testdata", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	gt, body, _, err := ReadFrame(bytes.NewReader(b), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := DecodeBody(gt, typ, body, v); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestProtocol1FramesStillRead decodes what peers of protocol 1 send:
+// they negotiate revision 1, their evaluate asks for the client's own
+// data, and their evaluation's accuracy is read as the one metric
+// "accuracy", higher is better, with loss 0.
+func TestProtocol1FramesStillRead(t *testing.T) {
+	for typ, want := range v1 {
+		got := NewMessage(typ)
+		readGolden(t, typ.String()+"-v1.bin", typ, got)
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("%v of protocol 1:\n got %+v\nwant %+v", typ, got, want)
+		}
+	}
+	var r Ready
+	readGolden(t, "ready-v1.bin", TypeReady, &r)
+	if got := Revision(r.Protocol); got != 1 {
+		t.Errorf("a ready without protocol speaks revision %d, want 1", got)
+	}
+	var ev Evaluation
+	readGolden(t, "evaluation-v1.bin", TypeEvaluation, &ev)
+	m, err := ev.Scores()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []Metric{{"accuracy", 0.75, true}}; !reflect.DeepEqual(m, want) || ev.Loss != 0 {
+		t.Errorf("protocol-1 evaluation scores %+v, loss %v; want %+v, loss 0", m, ev.Loss, want)
+	}
+	// And the other way: an agent of protocol 1 reads a protocol-2
+	// evaluation's accuracy, which trainers keep sending beside Metrics.
+	type evaluationV1 struct {
+		Client   string  `msgpack:"client"`
+		Examples int     `msgpack:"examples"`
+		Accuracy float64 `msgpack:"accuracy"`
+	}
+	var old evaluationV1
+	readGolden(t, "evaluation.bin", TypeEvaluation, &old)
+	if old.Accuracy != 0.75 || old.Client != "eu-c00003" {
+		t.Errorf("a protocol-1 agent reads a protocol-2 evaluation as %+v, want accuracy 0.75 for eu-c00003", old)
+	}
+	var nw Evaluation
+	readGolden(t, "evaluation.bin", TypeEvaluation, &nw)
+	if m, err := nw.Scores(); err != nil || len(m) != 2 || m[0].Name != "accuracy" || m[1].Name != "balanced_accuracy" || nw.Loss != 0.5 {
+		t.Errorf("protocol-2 evaluation scores %+v (%v), loss %v; want accuracy then balanced_accuracy, loss 0.5", m, err, nw.Loss)
+	}
+}
+
+// TestScoresRejectsMalformedMetrics checks every way a metric list can be
+// wrong: each is refused with ErrMetrics and an error naming the metric.
+func TestScoresRejectsMalformedMetrics(t *testing.T) {
+	many := make([]Metric, MaxMetrics+1)
+	for i := range many {
+		many[i] = Metric{Name: fmt.Sprintf("m%d", i), Value: 1}
+	}
+	tests := []struct {
+		name     string
+		ev       Evaluation
+		contains string
+	}{
+		{"NaN value", Evaluation{Metrics: []Metric{{"accuracy", 0.5, true}, {"perplexity", math.NaN(), false}}}, `metrics[1] "perplexity" = NaN`},
+		{"infinite value", Evaluation{Metrics: []Metric{{"bits_per_byte", math.Inf(1), false}}}, `metrics[0] "bits_per_byte" = +Inf`},
+		{"infinite loss", Evaluation{Loss: math.Inf(-1), Metrics: []Metric{{"accuracy", 0.5, true}}}, "loss -Inf"},
+		{"NaN accuracy of protocol 1", Evaluation{Accuracy: math.NaN()}, "accuracy NaN"},
+		{"no name", Evaluation{Metrics: []Metric{{"", 0.5, true}}}, "metrics[0]: no name"},
+		{"reported twice", Evaluation{Metrics: []Metric{{"loss", 1, false}, {"loss", 2, false}}}, `metrics[1] "loss" is reported twice`},
+		{"odd character", Evaluation{Metrics: []Metric{{"acc uracy", 1, true}}}, `holds ' '`},
+		{"not UTF-8", Evaluation{Metrics: []Metric{{"acc\xff", 1, true}}}, "metrics[0]"},
+		{"long name", Evaluation{Metrics: []Metric{{strings.Repeat("a", MaxMetricName+1), 1, true}}}, "at most 64"},
+		{"too many", Evaluation{Metrics: many}, "33 metrics, at most 32"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := tt.ev.Scores()
+			if !errors.Is(err, ErrMetrics) || !strings.Contains(err.Error(), tt.contains) {
+				t.Fatalf("got %v, want ErrMetrics mentioning %q", err, tt.contains)
+			}
+		})
+	}
+	ok := Evaluation{Loss: 2.1, Metrics: []Metric{{"perplexity", 8.2, false}, {"next_token_accuracy", 0.4, true}, {"bits_per_byte", 1.3, false}}}
+	if m, err := ok.Scores(); err != nil || !reflect.DeepEqual(m, ok.Metrics) {
+		t.Fatalf("the language model's metrics: got %+v, %v; want them as sent", m, err)
 	}
 }
 
@@ -171,6 +282,18 @@ func FuzzReadFrame(f *testing.F) {
 		}
 		f.Add(b)
 	}
+	for typ := range v1 {
+		b, err := os.ReadFile(filepath.Join("testdata", typ.String()+"-v1.bin"))
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	bad, err := AppendFrame(nil, TypeEvaluation, &Evaluation{Metrics: []Metric{{"a b", math.NaN(), true}, {"a b", 1, false}}})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(bad)
 	f.Add([]byte{0, 0, 0, 7, 4, 1, 0x81, 0xa4, 'd', 'a', 't', 'a', 0xc6, 0xff, 0xff, 0xff, 0xff})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		r := bytes.NewReader(b)
@@ -188,8 +311,13 @@ func FuzzReadFrame(f *testing.F) {
 			if err := DecodeBody(typ, typ, body, msg); err != nil {
 				continue
 			}
-			if ch, ok := msg.(*Chunk); ok {
-				PutChunk(make([]float64, 4), 0, *ch)
+			switch m := msg.(type) {
+			case *Chunk:
+				PutChunk(make([]float64, 4), 0, *m)
+			case *Evaluation:
+				if sc, err := m.Scores(); err == nil && (len(sc) == 0 || len(sc) > MaxMetrics) {
+					t.Fatalf("Scores accepted %d metrics from %+v", len(sc), m)
+				}
 			}
 		}
 	})

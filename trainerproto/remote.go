@@ -41,8 +41,12 @@ type Config struct {
 	// Spec says how to reach the trainer: "exec:CMD ARGS…" starts CMD
 	// (split on spaces, no shell) and speaks over its stdin/stdout;
 	// "unix:PATH" and "tcp:HOST:PORT" connect to a trainer already
-	// listening. Required.
+	// listening. Required unless Command is set.
 	Spec string
+	// Command, instead of Spec, is the program to start and its arguments,
+	// taken as they are (no shell, no splitting on spaces); the process
+	// speaks over its stdin/stdout as with "exec:".
+	Command []string
 	// Agent names this agent in Hello (for the trainer's logs); default
 	// empty.
 	Agent string
@@ -80,8 +84,15 @@ type Config struct {
 // Validate names the field that is wrong. Zero fields are valid where they
 // have a default.
 func (c Config) Validate() error {
-	if _, _, err := parseSpec(c.Spec); err != nil {
-		return err
+	switch {
+	case len(c.Command) > 0 && c.Spec != "":
+		return fmt.Errorf("%w: Config.Spec %q and Config.Command %q are both set: give one", ErrSpec, c.Spec, c.Command)
+	case len(c.Command) > 0 && strings.TrimSpace(c.Command[0]) == "":
+		return fmt.Errorf("%w: Config.Command %q: its first element must name the program", ErrSpec, c.Command)
+	case len(c.Command) == 0:
+		if _, _, err := parseSpec(c.Spec); err != nil {
+			return err
+		}
 	}
 	if len(c.Layout) == 0 {
 		return fmt.Errorf("%w: Config.Layout is empty: name the tensors of θ", ErrConfig)
@@ -144,6 +155,7 @@ func (c Config) withDefaults() Config {
 // call; the next call starts afresh.
 type Remote struct {
 	cfg    Config
+	name   string // the spec, or "exec:" and the command, for errors
 	dim    int
 	slots  chan *session
 	mu     sync.Mutex
@@ -158,7 +170,10 @@ func NewRemote(cfg Config) (*Remote, error) {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
-	r := &Remote{cfg: cfg, slots: make(chan *session, cfg.Procs), live: map[*session]bool{}}
+	r := &Remote{cfg: cfg, name: cfg.Spec, slots: make(chan *session, cfg.Procs), live: map[*session]bool{}}
+	if len(cfg.Command) > 0 {
+		r.name = "exec:" + strings.Join(cfg.Command, " ")
+	}
 	for _, t := range cfg.Layout {
 		r.dim += t.Size() // Validate bounded it
 	}
@@ -183,6 +198,10 @@ func parseSpec(spec string) (kind, target string, err error) {
 // Dim returns the length of θ the layout describes.
 func (r *Remote) Dim() int { return r.dim }
 
+// Name is how errors name the trainer: its spec, or "exec:" and its
+// command.
+func (r *Remote) Name() string { return r.name }
+
 // session is one trainer process or connection after a successful hello.
 type session struct {
 	conn   *Conn
@@ -190,6 +209,7 @@ type session struct {
 	cmd    *exec.Cmd
 	stderr *tail
 	ready  Ready
+	proto  int // the revision the session speaks: the lower of the two sides'
 	once   sync.Once
 	exited chan struct{}
 	err    error // the process's exit, once exited is closed
@@ -222,11 +242,14 @@ func (r *Remote) Pids() []int {
 }
 
 func (r *Remote) start(ctx context.Context) (*session, error) {
-	kind, target, _ := parseSpec(r.cfg.Spec)
+	kind, target, argv := "exec", "", r.cfg.Command
+	if len(argv) == 0 {
+		kind, target, _ = parseSpec(r.cfg.Spec)
+		argv = strings.Fields(target)
+	}
 	s := &session{stderr: &tail{max: 2048}, exited: make(chan struct{})}
 	switch kind {
 	case "exec":
-		argv := strings.Fields(target)
 		cmd := exec.Command(argv[0], argv[1:]...)
 		cmd.Stderr = s.stderr
 		if r.cfg.Stderr != nil {
@@ -241,7 +264,7 @@ func (r *Remote) start(ctx context.Context) (*session, error) {
 			return nil, err
 		}
 		if err := cmd.Start(); err != nil {
-			return nil, fmt.Errorf("start %q: %w", target, err)
+			return nil, fmt.Errorf("start %q: %w", argv, err)
 		}
 		s.cmd, s.closer, s.conn = cmd, in, NewConn(out, in)
 		go func() {
@@ -264,7 +287,7 @@ func (r *Remote) start(ctx context.Context) (*session, error) {
 	stop := context.AfterFunc(ctx, s.kill)
 	defer stop()
 	err := s.conn.Send(TypeHello, &Hello{Agent: r.cfg.Agent, Task: r.cfg.Task, Layout: r.cfg.Layout, Dim: r.dim,
-		Personal: r.cfg.Personal, DataDir: r.cfg.DataDir, StateDir: r.cfg.StateDir, MaxChunk: MaxChunk})
+		Personal: r.cfg.Personal, DataDir: r.cfg.DataDir, StateDir: r.cfg.StateDir, MaxChunk: MaxChunk, Protocol: Protocol})
 	if err == nil {
 		err = s.conn.Flush()
 	}
@@ -279,7 +302,8 @@ func (r *Remote) start(ctx context.Context) (*session, error) {
 		r.drop(s)
 		return nil, fmt.Errorf("trainer %q does not keep personal tensors %v, which this job asks for", s.ready.Trainer, r.cfg.Personal)
 	}
-	r.cfg.Logger.Info("trainer ready", "trainer", s.ready.Trainer, "spec", r.cfg.Spec)
+	s.proto = min(Protocol, Revision(s.ready.Protocol))
+	r.cfg.Logger.Info("trainer ready", "trainer", s.ready.Trainer, "spec", r.name, "protocol", s.proto)
 	return s, nil
 }
 
@@ -354,12 +378,12 @@ func (r *Remote) Train(ctx context.Context, client string, round uint64, theta, 
 	defer cancel()
 	s, err := r.acquire(ctx)
 	if err != nil {
-		return 0, fmt.Errorf("trainer %s: client %s round %d: %w", r.cfg.Spec, client, round, err)
+		return 0, fmt.Errorf("trainer %s: client %s round %d: %w", r.name, client, round, err)
 	}
 	res, err := r.train(ctx, s, client, round, theta, delta)
 	r.release(s, err != nil && !errors.Is(err, ErrTrainer))
 	if err != nil {
-		return 0, fmt.Errorf("trainer %s: client %s round %d: %w", r.cfg.Spec, client, round, r.explain(ctx, s, err))
+		return 0, fmt.Errorf("trainer %s: client %s round %d: %w", r.name, client, round, r.explain(ctx, s, err))
 	}
 	return res.Examples, nil
 }
@@ -408,23 +432,48 @@ func (r *Remote) train(ctx context.Context, s *session, client string, round uin
 	return res, nil
 }
 
-// Evaluate asks the trainer for the accuracy of θ, and of the client's
+// Evaluate asks the trainer for the scores of θ, and of the client's
 // personal model, on the client's own evaluation data.
 func (r *Remote) Evaluate(ctx context.Context, client string, theta []float64) (Evaluation, error) {
+	if client == "" {
+		return Evaluation{}, fmt.Errorf("trainer %s: evaluate: no client named (EvaluateSet scores the job's held-out data)", r.name)
+	}
+	return r.evaluate(ctx, Evaluate{Client: client}, "client "+client, theta)
+}
+
+// EvaluateSet asks the trainer for the scores of θ on the job's held-out
+// data: set is SetHeldOut (the per-round held-out set) or SetFinal (the
+// whole held-out set). It needs a trainer of protocol 2; one of protocol 1
+// is refused with ErrProtocol (its session is kept).
+func (r *Remote) EvaluateSet(ctx context.Context, set string, theta []float64) (Evaluation, error) {
+	if set != SetHeldOut && set != SetFinal {
+		return Evaluation{}, fmt.Errorf("trainer %s: evaluate set %q: want %q or %q", r.name, set, SetHeldOut, SetFinal)
+	}
+	return r.evaluate(ctx, Evaluate{Set: set}, set+" set", theta)
+}
+
+// evaluate sends req with θ and reads the evaluation, checking that it
+// answers req and that its metrics are well formed (Evaluation.Scores).
+func (r *Remote) evaluate(ctx context.Context, req Evaluate, what string, theta []float64) (Evaluation, error) {
 	if len(theta) != r.dim {
 		return Evaluation{}, fmt.Errorf("%w: θ has %d values, layout %d", ErrShape, len(theta), r.dim)
 	}
+	req.Dim, req.Chunks = r.dim, Chunks(r.dim)
 	ctx, cancel := context.WithTimeout(ctx, r.cfg.Timeout)
 	defer cancel()
 	s, err := r.acquire(ctx)
 	if err != nil {
-		return Evaluation{}, fmt.Errorf("trainer %s: evaluate client %s: %w", r.cfg.Spec, client, err)
+		return Evaluation{}, fmt.Errorf("trainer %s: evaluate %s: %w", r.name, what, err)
+	}
+	if req.Set != SetClient && s.proto < 2 {
+		r.release(s, false)
+		return Evaluation{}, fmt.Errorf("trainer %s: evaluate %s: %w: trainer %q speaks protocol %d, held-out evaluation needs 2 (update its strata_trainer.py)", r.name, what, ErrProtocol, s.ready.Trainer, s.proto)
 	}
 	ev, err := func() (Evaluation, error) {
 		stop := context.AfterFunc(ctx, s.kill)
 		defer stop()
 		var ev Evaluation
-		if err := s.conn.Send(TypeEvaluate, &Evaluate{Client: client, Dim: r.dim, Chunks: Chunks(r.dim)}); err != nil {
+		if err := s.conn.Send(TypeEvaluate, &req); err != nil {
 			return ev, err
 		}
 		if err := s.conn.SendVector(theta); err != nil {
@@ -436,14 +485,17 @@ func (r *Remote) Evaluate(ctx context.Context, client string, theta []float64) (
 		if err := s.conn.Recv(TypeEvaluation, &ev); err != nil {
 			return ev, err
 		}
-		if ev.Client != client {
-			return ev, fmt.Errorf("%w: evaluation for client %q, asked for %q", ErrMalformed, ev.Client, client)
+		if ev.Client != req.Client {
+			return ev, fmt.Errorf("%w: evaluation for client %q, asked for %q", ErrMalformed, ev.Client, req.Client)
+		}
+		if _, err := ev.Scores(); err != nil {
+			return ev, err
 		}
 		return ev, nil
 	}()
 	r.release(s, err != nil && !errors.Is(err, ErrTrainer))
 	if err != nil {
-		return ev, fmt.Errorf("trainer %s: evaluate client %s: %w", r.cfg.Spec, client, r.explain(ctx, s, err))
+		return ev, fmt.Errorf("trainer %s: evaluate %s: %w", r.name, what, r.explain(ctx, s, err))
 	}
 	return ev, nil
 }

@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"reflect"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -21,7 +23,10 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// fakeTrainer answers Train with delta = −θ/10 (or a broken answer, by mode).
+// fakeTrainer answers Train with delta = −θ/10 (or a broken answer, by
+// mode), and Evaluate with θ's sum as its metric "sum" (or, in the
+// "v1-"… modes, as a trainer of protocol 1 does: no protocol in Ready,
+// only an accuracy).
 func fakeTrainer(mode string) int {
 	c := NewConn(os.Stdin, os.Stdout)
 	var h Hello
@@ -29,12 +34,28 @@ func fakeTrainer(mode string) int {
 		fmt.Fprintln(os.Stderr, "fake trainer:", err)
 		return 2
 	}
-	c.Send(TypeReady, &Ready{Trainer: "fake-" + mode, Personal: true})
+	ready := Ready{Trainer: "fake-" + mode, Personal: true, Protocol: Protocol}
+	if strings.HasPrefix(mode, "v1-") {
+		ready.Protocol = 0
+	}
+	c.Send(TypeReady, &ready)
 	c.Flush()
 	for {
-		var req Train
-		if err := c.Recv(TypeTrain, &req); err != nil {
+		typ, body, buf, err := ReadFrame(c.r, c.buf)
+		c.buf = buf
+		if err != nil || typ == TypeShutdown {
 			return 0 // shutdown or EOF
+		}
+		if typ == TypeEvaluate {
+			if code := fakeEvaluate(c, mode, body); code != 0 {
+				return code
+			}
+			continue
+		}
+		var req Train
+		if err := DecodeBody(typ, TypeTrain, body, &req); err != nil {
+			fmt.Fprintln(os.Stderr, "fake trainer:", err)
+			return 2
 		}
 		theta := make([]float64, req.Dim)
 		if err := c.RecvVector(theta, req.Chunks); err != nil {
@@ -71,6 +92,44 @@ func fakeTrainer(mode string) int {
 		c.SendVector(out)
 		c.Flush()
 	}
+}
+
+// fakeEvaluate answers one Evaluate: "sum" = Σθ on any set, the set's
+// name as the client would be ("" for held-out sets); broken by mode.
+func fakeEvaluate(c *Conn, mode string, body []byte) int {
+	var req Evaluate
+	if err := DecodeBody(TypeEvaluate, TypeEvaluate, body, &req); err != nil {
+		fmt.Fprintln(os.Stderr, "fake trainer:", err)
+		return 2
+	}
+	theta := make([]float64, req.Dim)
+	if err := c.RecvVector(theta, req.Chunks); err != nil {
+		fmt.Fprintln(os.Stderr, "fake trainer:", err)
+		return 2
+	}
+	sum := 0.0
+	for _, x := range theta {
+		sum += x
+	}
+	ev := Evaluation{Client: req.Client, Examples: 7, Accuracy: 0.5, Loss: 1.5,
+		Metrics: []Metric{{Name: "sum", Value: sum}, {Name: "set_" + req.Set, Value: 1, HigherIsBetter: true}}}
+	switch mode {
+	case "v1-eval":
+		ev.Loss, ev.Metrics = 0, nil
+	case "eval-hang":
+		fmt.Fprintln(os.Stderr, "fake evaluator: thinking hard")
+		time.Sleep(time.Hour) // the stimulus: an evaluator that never answers
+	case "eval-crash":
+		fmt.Fprintln(os.Stderr, "fake evaluator: segmentation fault")
+		return 3
+	case "eval-nan":
+		ev.Metrics[0].Value = math.NaN()
+	case "eval-twice":
+		ev.Metrics[1].Name = "sum"
+	}
+	c.Send(TypeEvaluation, &ev)
+	c.Flush()
+	return 0
 }
 
 func fakeRemote(t *testing.T, mode string, timeout time.Duration) *Remote {
@@ -168,10 +227,13 @@ func TestConfigValidate(t *testing.T) {
 		is      error
 	}{
 		{"minimal", Config{Spec: "exec:x", Layout: layout}, "", nil},
+		{"command", Config{Command: []string{"python3", "a b.py"}, Layout: layout}, "", nil},
 		{"everything", Config{Spec: "tcp:127.0.0.1:9", Layout: []Tensor{{"a", []int{3}}, {"head", []int{2, 5}}, {"s", nil}}, Personal: []string{"head"},
 			Local: Local{Epochs: 1, Batch: 10, LR: 0.1, PersonalEpochs: 2}, Timeout: time.Second, Procs: 4}, "", nil},
 		{"largest layout", Config{Spec: "unix:/s", Layout: []Tensor{{"a", []int{MaxDim / 2}}, {"b", []int{MaxDim / 2}}}}, "", nil},
 		{"no spec", Config{Layout: layout}, "Config.Spec", ErrSpec},
+		{"spec and command", Config{Spec: "exec:x", Command: []string{"x"}, Layout: layout}, "both set", ErrSpec},
+		{"command without program", Config{Command: []string{" ", "a"}, Layout: layout}, "Config.Command", ErrSpec},
 		{"bad kind", Config{Spec: "http://x", Layout: layout}, "unknown kind", ErrSpec},
 		{"no target", Config{Spec: "exec: ", Layout: layout}, "Config.Spec", ErrSpec},
 		{"no layout", Config{Spec: "exec:x"}, "Config.Layout is empty", ErrConfig},
@@ -215,5 +277,114 @@ func TestConfigDefaults(t *testing.T) {
 	}
 	if r.cfg.Timeout != 2*time.Minute || r.cfg.Procs != 1 || r.cfg.Logger == nil || cap(r.slots) != 1 || r.Dim() != 3 {
 		t.Errorf("defaults: got timeout %v, procs %d, logger %v, %d slots, dim %d; want 2m, 1, set, 1, 3", r.cfg.Timeout, r.cfg.Procs, r.cfg.Logger, cap(r.slots), r.Dim())
+	}
+}
+
+// TestRemoteEvaluates checks both kinds of evaluation against trainers of
+// both revisions: a protocol-2 trainer's named metrics and loss come back
+// as sent for a client's data and for the held-out sets; a protocol-1
+// trainer's accuracy comes back as the metric "accuracy", and a held-out
+// evaluation it cannot do is refused with ErrProtocol without ending its
+// session.
+func TestRemoteEvaluates(t *testing.T) {
+	theta := []float64{1, 2, 3, 4, 5}
+	r := fakeRemote(t, "eval", time.Minute)
+	for _, set := range []string{SetHeldOut, SetFinal} {
+		ev, err := r.EvaluateSet(context.Background(), set, theta)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, err := ev.Scores()
+		if err != nil || ev.Client != "" || ev.Loss != 1.5 || len(m) != 2 || m[0] != (Metric{"sum", 15, false}) || m[1].Name != "set_"+set {
+			t.Fatalf("%s set: %+v (%v): want sum 15 and set_%s, loss 1.5", set, ev, err, set)
+		}
+	}
+	ev, err := r.Evaluate(context.Background(), "c1", theta)
+	if err != nil || ev.Client != "c1" || ev.Metrics[1].Name != "set_" {
+		t.Fatalf("client evaluation: %+v, %v", ev, err)
+	}
+	if _, err := r.EvaluateSet(context.Background(), "train", theta); err == nil || !strings.Contains(err.Error(), `"train"`) {
+		t.Fatalf("unknown set: got %v, want an error naming it", err)
+	}
+	if _, err := r.Evaluate(context.Background(), "", theta); err == nil {
+		t.Fatal("a client evaluation without a client was sent")
+	}
+
+	old := fakeRemote(t, "v1-eval", time.Minute)
+	ev, err = old.Evaluate(context.Background(), "c1", theta)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m, err := ev.Scores(); err != nil || !reflect.DeepEqual(m, []Metric{{"accuracy", 0.5, true}}) {
+		t.Fatalf("protocol-1 evaluation scores %+v, %v: want accuracy 0.5", m, err)
+	}
+	pids := old.Pids()
+	if _, err := old.EvaluateSet(context.Background(), SetHeldOut, theta); !errors.Is(err, ErrProtocol) || !strings.Contains(err.Error(), "speaks protocol 1") {
+		t.Fatalf("held-out evaluation by a protocol-1 trainer: got %v, want ErrProtocol", err)
+	}
+	if !reflect.DeepEqual(old.Pids(), pids) || len(pids) != 1 {
+		t.Fatalf("pids %v then %v: the refusal must keep the session", pids, old.Pids())
+	}
+}
+
+// TestRemoteEvaluationFailures checks that an evaluator that hangs,
+// crashes or sends malformed metrics fails the evaluation with an error
+// naming the trainer and what it did, and that the next call gets a fresh
+// process.
+func TestRemoteEvaluationFailures(t *testing.T) {
+	tests := []struct {
+		mode     string
+		want     error
+		contains string
+	}{
+		{"eval-hang", context.DeadlineExceeded, "thinking hard"},
+		{"eval-crash", nil, "segmentation fault"},
+		{"eval-nan", ErrMetrics, `"sum" = NaN`},
+		{"eval-twice", ErrMetrics, "reported twice"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.mode, func(t *testing.T) {
+			r := fakeRemote(t, tt.mode, 2*time.Second)
+			_, err := r.EvaluateSet(context.Background(), SetHeldOut, []float64{1, 2, 3, 4, 5})
+			if err == nil || (tt.want != nil && !errors.Is(err, tt.want)) || !strings.Contains(err.Error(), tt.contains) {
+				t.Fatalf("got %v, want an error wrapping %v that mentions %q", err, tt.want, tt.contains)
+			}
+			if !strings.Contains(err.Error(), "trainer "+r.Name()+": evaluate heldout set") {
+				t.Fatalf("error %q does not name the trainer and the set", err)
+			}
+			t.Logf("%s: %v", tt.mode, err)
+			if len(r.Pids()) != 0 {
+				t.Fatalf("the failed session's process %v is still listed", r.Pids())
+			}
+			t.Setenv("STRATA_FAKE_TRAINER", "eval")
+			if _, err := r.EvaluateSet(context.Background(), SetHeldOut, []float64{1, 2, 3, 4, 5}); err != nil {
+				t.Fatalf("evaluation after a %s failed: %v", tt.mode, err)
+			}
+		})
+	}
+}
+
+// TestRemoteCommand starts the trainer from an argument list taken as it
+// is, and Close ends its process.
+func TestRemoteCommand(t *testing.T) {
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("STRATA_FAKE_TRAINER", "eval")
+	r, err := NewRemote(Config{Command: []string{exe, "-test.run=^$", "an argument with spaces"}, Layout: []Tensor{{"a", []int{2}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.EvaluateSet(context.Background(), SetFinal, []float64{1, 2}); err != nil {
+		t.Fatal(err)
+	}
+	pids := r.Pids()
+	if len(pids) != 1 || r.Name() != "exec:"+exe+" -test.run=^$ an argument with spaces" {
+		t.Fatalf("pids %v, name %q", pids, r.Name())
+	}
+	r.Close()
+	if err := syscall.Kill(pids[0], 0); !errors.Is(err, syscall.ESRCH) {
+		t.Fatalf("trainer process %d after Close: kill(0) = %v, want ESRCH (gone)", pids[0], err)
 	}
 }

@@ -1,4 +1,4 @@
-"""Helper for writing a Strata trainer in Python (trainer protocol v1).
+"""Helper for writing a Strata trainer in Python (trainer protocol 2).
 
 The Strata edge agent (`strata edge --trainer exec:CMD`) does everything
 privacy-critical -- fetching models, clipping, noise, signing, transport,
@@ -11,7 +11,16 @@ protocol (docs/trainer-protocol.md) so that a trainer is one function:
         ...                    # train req.trainable (None: all) on req.data
         return req.params, loss
 
+    def evaluate(params, backbone, x, y):   # a float (accuracy), or
+        return st.Evaluation(loss, [("accuracy", acc, True)])
+
     st.serve(train, evaluate, name="my-trainer")
+
+The same process can be the global tier's external evaluator
+(topology `task.evaluator`): it is then asked to score theta on the job's
+held-out set ("heldout", every round's gate) or on the whole of it
+("final", the report), and the metrics `evaluate` names are what the
+ledger records, the first of them the one the gate compares.
 
 Only numpy and msgpack are needed. Personalisation is handled here for
 every trainer: when the agent names personal tensors (the head), `train` is
@@ -33,7 +42,8 @@ import time
 import msgpack
 import numpy as np
 
-VERSION = 1
+VERSION = 1    # the framing version every frame carries
+PROTOCOL = 2   # the revision of the messages, negotiated in hello/ready
 
 HELLO, READY, TRAIN, CHUNK, RESULT, ERROR, EVALUATE, EVALUATION, SHUTDOWN = range(1, 10)
 NAMES = {HELLO: "hello", READY: "ready", TRAIN: "train", CHUNK: "chunk", RESULT: "result",
@@ -202,6 +212,21 @@ class DataDir:
                               np.frombuffer(d["labels"], dtype=np.uint8))
             return self._test
 
+    def held_out(self, which):
+        """The job's held-out examples (pixels in [0, 1], labels int64):
+        "heldout", the per-round set the global tier's gate scores
+        (heldout.msgpack's indices into the test set), or "final", the
+        whole test set."""
+        timg, tlab = self._test_set()
+        if which == "final":
+            return timg.astype(np.float32) / 255, tlab.astype(np.int64)
+        if which != "heldout":
+            raise KeyError("unknown evaluation set %r" % which)
+        with open(os.path.join(self.path, "heldout.msgpack"), "rb") as f:
+            d = msgpack.unpackb(f.read(), raw=False)
+        idx = np.frombuffer(d["eval_index"], dtype="<u4").astype(np.int64)
+        return timg[idx].astype(np.float32) / 255, tlab[idx].astype(np.int64)
+
     def client(self, client):
         if not client or "/" in client or client.startswith("."):
             raise KeyError("bad client id %r" % client)
@@ -244,6 +269,40 @@ class PersonalStore:
         os.replace(tmp, self._path(client))
 
 
+# ---------------------------------------------------------------- scores
+
+class Evaluation:
+    """What `evaluate` may return instead of a bare accuracy: the loss and
+    the named metrics, each (name, value, higher_is_better); the first is
+    the one the global tier's gate compares. Names: letters, digits and
+    _-./, at most 64 bytes, each once."""
+
+    def __init__(self, loss=0.0, metrics=()):
+        self.loss = float(loss)
+        self.metrics = [(str(n), float(v), bool(h)) for n, v, h in metrics]
+
+
+def scores(result):
+    """Returns the evaluation keys of an `evaluate` result: a number is an
+    accuracy (protocol 1's only score); an Evaluation gives its loss and
+    metrics, and its "accuracy" metric, if any, is also sent as `accuracy`
+    for agents of protocol 1."""
+    if not isinstance(result, Evaluation):
+        acc = float(result)
+        return {"accuracy": acc, "loss": 0.0, "metrics": [{"name": "accuracy", "value": acc, "higher_is_better": True}]}
+    acc = next((v for n, v, _ in result.metrics if n == "accuracy"), 0.0)
+    return {"accuracy": acc, "loss": result.loss,
+            "metrics": [{"name": n, "value": v, "higher_is_better": h} for n, v, h in result.metrics]}
+
+
+def balanced_accuracy(pred, y):
+    """The mean over the classes present in y of the fraction of each
+    predicted right."""
+    pred, y = np.asarray(pred), np.asarray(y)
+    classes = np.unique(y)
+    return float(np.mean([(pred[y == c] == c).mean() for c in classes])) if len(classes) else 0.0
+
+
 # ---------------------------------------------------------------- serving
 
 class Request:
@@ -277,7 +336,7 @@ class _Session:
         self.personal = list(hello.get("personal") or [])
         self.data = DataDir(hello["data_dir"])
         self.store = PersonalStore(hello.get("state_dir") or os.path.join(hello["data_dir"], "state"))
-        self.send(READY, {"trainer": self.name, "personal": True})
+        self.send(READY, {"trainer": self.name, "personal": True, "protocol": PROTOCOL})
         while True:
             f = read_frame(self.r)
             if f is None or f[0] == SHUTDOWN:
@@ -335,28 +394,37 @@ class _Session:
 
     def on_evaluate(self, e):
         theta = recv_vector(self.r, e["dim"], e["chunks"])
-        client = e["client"]
+        client, which = e.get("client") or "", e.get("set") or ""
         if self.evaluate_fn is None:
             self.send(ERROR, {"client": client, "round": 0, "code": "unsupported", "message": "this trainer does not evaluate"})
             return
         try:
-            data = self.data.client(client)
+            if which:
+                x, y = self.data.held_out(which)
+            else:
+                data = self.data.client(client)
+                x, y = data.eval_x, data.eval_y
         except (OSError, KeyError) as err:
             self.send(ERROR, {"client": client, "round": 0, "code": "no_data", "message": str(err)})
             return
         bb = self.data.backbone()
-        glob = self.evaluate_fn(self.layout.split(theta), bb, data.eval_x, data.eval_y)
-        mine = self._personal_params(client, theta)
-        pers = self.evaluate_fn(mine, bb, data.eval_x, data.eval_y) if mine else 0.0
-        self.send(EVALUATION, {"client": client, "examples": int(len(data.eval_y)), "accuracy": float(glob),
-                               "personal": mine is not None, "personal_accuracy": float(pers)})
+        try:
+            glob = scores(self.evaluate_fn(self.layout.split(theta), bb, x, y))
+            mine = None if which else self._personal_params(client, theta)
+            pers = scores(self.evaluate_fn(mine, bb, x, y))["accuracy"] if mine else 0.0
+        except Exception as err:  # the agent reports it; the session goes on
+            self.send(ERROR, {"client": client, "round": 0, "code": "evaluate_failed", "message": repr(err)})
+            return
+        body = {"client": client, "examples": int(len(y)), "personal": mine is not None, "personal_accuracy": float(pers)}
+        body.update(glob)
+        self.send(EVALUATION, body)
 
 
 def serve(train, evaluate=None, name="python-trainer", argv=None):
     """Serves the protocol: on stdin/stdout (the agent started this process
     with --trainer exec:...), or with --socket PATH on a unix socket the
     agent connects to (--trainer unix:PATH), one thread per connection."""
-    ap = argparse.ArgumentParser(description="Strata trainer (protocol v%d)" % VERSION)
+    ap = argparse.ArgumentParser(description="Strata trainer (protocol %d)" % PROTOCOL)
     ap.add_argument("--socket", help="listen on this unix socket instead of stdin/stdout")
     ap.add_argument("--delay", type=float, default=0, help="sleep this many seconds before each result (tests kills and timeouts)")
     args = ap.parse_args(argv)

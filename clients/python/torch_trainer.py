@@ -76,9 +76,17 @@ def train(req):
 
 
 def evaluate(params, bb, x, y):
+    """Accuracy (the gate's metric) and balanced accuracy (the mean of the
+    per-class recalls, fairer under the clients' label skew), with the
+    cross-entropy loss."""
     with torch.no_grad():
         net = AdapterNet(params, bb)
-        return float((net(torch.from_numpy(x)).argmax(dim=1) == torch.from_numpy(y)).float().mean())
+        logits = net(torch.from_numpy(x))
+        ty = torch.from_numpy(y)
+        loss = float(torch.nn.functional.cross_entropy(logits, ty))
+        pred = logits.argmax(dim=1)
+        return st.Evaluation(loss, [("accuracy", float((pred == ty).float().mean()), True),
+                                    ("balanced_accuracy", st.balanced_accuracy(pred.numpy(), y), True)])
 
 
 if __name__ == "__main__":

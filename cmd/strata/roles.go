@@ -190,7 +190,7 @@ func runGlobal(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	g, err := roles.NewGlobal(ctx, roles.GlobalConfig{ID: *id, DataDir: *data, Bind: *bind, Peers: ps, Key: key, Dialer: d,
 		Topology: t, Task: tk, Identities: ids, Replicas: *replicas, ExitWhenFinished: true, Progress: progressBar(stdout),
-		Track: *metricsAddr != "" || *httpAddr != "", Alerts: alerts(), Logger: logger})
+		Track: *metricsAddr != "" || *httpAddr != "", Alerts: alerts(), EvaluatorStderr: stderr, Logger: logger})
 	if err != nil {
 		return usageIf(err)
 	}

@@ -181,7 +181,7 @@ func runJob(ctx context.Context, t *topology.Topology, dataDir string, key *seal
 			return nil, "", err
 		}
 	}
-	pre, err := m.Task.Final().Evaluate(ctx, m.Task.Initial())
+	pre, err := m.Final().Evaluate(ctx, m.Task.Initial())
 	if err != nil {
 		return nil, "", err
 	}
@@ -210,7 +210,7 @@ func runJob(ctx context.Context, t *topology.Topology, dataDir string, key *seal
 	if err != nil {
 		return nil, "", err
 	}
-	final, err := m.Task.Final().Evaluate(ctx, theta)
+	final, err := m.Final().Evaluate(ctx, theta)
 	if err != nil {
 		return nil, "", err
 	}

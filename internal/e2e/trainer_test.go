@@ -320,8 +320,12 @@ func TestPyTorchTrainerPersonalised(t *testing.T) {
 
 // TestEdgeProcessWithExternalTrainer runs the mesh as separate strata
 // processes; region b's `strata edge --trainer exec:…` drives the numpy
-// example trainer, region a's uses the built-in one. The job must finish
-// and region b's aggregator must accept its clients' updates.
+// example trainer, region a's uses the built-in one, and `strata global`
+// evaluates through the same example as its external evaluator
+// (task.evaluator). The job must finish, region b's aggregator must accept
+// its clients' updates, and the global's report must carry the
+// evaluator's metrics (balanced_accuracy, which the built-in evaluation
+// does not report).
 func TestEdgeProcessWithExternalTrainer(t *testing.T) {
 	// Not under -short: it builds the strata binary and runs the mesh as
 	// separate processes, one driving a Python trainer.
@@ -335,6 +339,8 @@ func TestEdgeProcessWithExternalTrainer(t *testing.T) {
 	bin := buildStrata(t)
 	dir := t.TempDir()
 	top := trainerTopology(t, false)
+	top.Task.Evaluator = &topology.Evaluator{Command: []string{py, trainerScript(t, "numpy_trainer.py")}}
+	top.ApplyDefaults()
 	b, err := top.YAML()
 	if err != nil {
 		t.Fatal(err)
@@ -412,6 +418,9 @@ func TestEdgeProcessWithExternalTrainer(t *testing.T) {
 	}
 	if !strings.Contains(logs["edge-b"], "0 failed") {
 		t.Fatalf("edge b had failed rounds:\n%s", logs["edge-b"])
+	}
+	if !strings.Contains(logs["global"], "balanced_accuracy, fine-tuned") {
+		t.Fatalf("the global's report does not carry the external evaluator's metrics:\n%s", logs["global"])
 	}
 }
 

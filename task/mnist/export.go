@@ -15,6 +15,7 @@ import (
 const (
 	BackboneFile = "backbone.msgpack"
 	TestFile     = "test.msgpack"
+	HeldOutFile  = "heldout.msgpack"
 	ClientsDir   = "clients"
 )
 
@@ -43,9 +44,16 @@ type ShardExport struct {
 	EvalIndex []byte    `msgpack:"eval_index"`
 }
 
+// HeldOutExport names the per-round held-out set (Task.Eval), which the
+// global tier's evaluation gate scores versions on: indices (little-endian
+// uint32) into the test set. The whole test set is the final one.
+type HeldOutExport struct {
+	EvalIndex []byte `msgpack:"eval_index"`
+}
+
 // Export writes the data an external trainer needs for the listed clients
-// into dir: the backbone, the (shifted) test set, and one shard per client
-// under clients/. It is deterministic, so every agent of a job writes the
+// into dir: the backbone, the (shifted) test set, which of its images are
+// the per-round held-out set, and one shard per client under clients/. It is deterministic, so every agent of a job writes the
 // same files.
 func (c *ClientTrainer) Export(dir string, ids []string) error {
 	t := c.task
@@ -57,6 +65,14 @@ func (c *ClientTrainer) Export(dir string, ids []string) error {
 		return err
 	}
 	if err := writeMsgpack(filepath.Join(dir, TestFile), &SetExport{Images: t.Test.Images, Labels: t.Test.Labels}); err != nil {
+		return err
+	}
+	// Eval is Test's first Eval.Len() images (PrepareTask).
+	held := make([]byte, 0, 4*t.Eval.Len())
+	for j := range t.Eval.Len() {
+		held = binary.LittleEndian.AppendUint32(held, uint32(j))
+	}
+	if err := writeMsgpack(filepath.Join(dir, HeldOutFile), &HeldOutExport{EvalIndex: held}); err != nil {
 		return err
 	}
 	for _, id := range ids {
