@@ -45,4 +45,42 @@
 // [out][r] (Adapter.BLayout, θ's layout in packing order); PEFT's
 // adapter_model.safetensors names them "base_model.model." + that
 // (PEFTName), with lora_alpha = Adapter.Alpha and r = Adapter.Rank.
+//
+// # Data (the Go distribution's own tree, nothing else installed)
+//
+// LocateGoroot finds the tree (task.goroot, $GOROOT, `go env GOROOT`, the
+// build's GOROOT) and LoadCorpus reads it once per process:
+//
+//   - Pre-training domain (prose): src/testdata/Isaac.Newton-Opticks.txt,
+//     then doc/*.html and doc/*.md in name order. The first 90 % of each
+//     file pre-trains the backbone; the last 10 % is the held-out prose
+//     (the prose_bits_per_byte metric).
+//   - Clients' domain (code): every .go file under src/ outside testdata
+//     and vendor directories, grouped by directory (files concatenated in
+//     name order). The directories are shuffled by the job's seed; the
+//     first heldout_dirs (default 40) are held out — the evaluation text,
+//     which no client trains on — and every other directory is cut into
+//     shard_bytes pieces (default 8192), shuffled by the seed and dealt one
+//     per client. A client is thus one "private repository" piece: non-IID
+//     by source, disjoint from the prose and from the held-out code.
+//
+// The corpus depends on the Go release (its VERSION is part of the
+// checkpoint's cache key).
+//
+// # API for commands and exports (nothing outside task/… imports this
+// package: they reach it through task.Generator and task.TensorExporter,
+// or through these from other task/… code)
+//
+//   - Prepare(ctx, Spec) → *Task (task.Task, task.Membership,
+//     task.Generator, task.TensorExporter). Task.Model(θ) → *Model.
+//   - LoadModel(checkpointPath, Config, seed, θ) → *Model without the
+//     corpus: the backbone from CheckpointName in the cache directory, A
+//     from the settings and seed.
+//   - Model.LogProbs(context) []float32: log p of the next byte given
+//     the last Context bytes; NextLogProbs batches contexts of one length;
+//     SequenceLogProb(prefix, text) is log p(text | prefix) in nats (for
+//     Secret-Sharer exposure); Sample(prompt, k, temperature, rng).
+//   - Task.ModelTensors(θ) → backbone, lora_A, lora_B as task.Values
+//     (names and shapes below, float32 row-major); Task.AdapterConfig() is
+//     PEFT's adapter_config.json; PEFTName maps a name to PEFT's.
 package lm

@@ -535,87 +535,9 @@ func (n *Net) Pass(windows [][]byte, g *Grads, gradScale float32) (Result, error
 			return Result{}, fmt.Errorf("%w: windows of %d and %d bytes: want one length", ErrShape, t+1, len(w))
 		}
 	}
-	d, N, H := a.DModel, nb*t, a.Heads
-	dh := d / H
-	x := make([]float32, N*d)
-	for b, w := range windows {
-		for i := 0; i < t; i++ {
-			row := x[(b*t+i)*d : (b*t+i+1)*d]
-			e, pe := n.W.Embed[int(w[i])*d:], n.W.Pos[i*d:]
-			for j := range row {
-				row[j] = e[j] + pe[j]
-			}
-		}
-	}
-	tapes := make([]tape, a.Layers)
-	scale := float32(1 / math.Sqrt(float64(dh)))
-	for l := range tapes {
-		L := &n.W.Layers[l]
-		tp := &tapes[l]
-		tp.x1 = x
-		tp.r1, tp.h1 = make([]float32, N), make([]float32, N*d)
-		rmsnorm(tp.h1, x, L.Norm1, N, d, tp.r1)
-		tp.q, tp.k, tp.v = make([]float32, N*d), make([]float32, N*d), make([]float32, N*d)
-		n.project(l, ProjQ, tp.q, tp.h1, N, &tp.z[ProjQ])
-		n.project(l, ProjK, tp.k, tp.h1, N, &tp.z[ProjK])
-		n.project(l, ProjV, tp.v, tp.h1, N, &tp.z[ProjV])
-		tp.att = make([]float32, nb*H*t*t)
-		tp.a = make([]float32, N*d)
-		for b := 0; b < nb; b++ {
-			for h := 0; h < H; h++ {
-				off := b*t*d + h*dh
-				S := tp.att[(b*H+h)*t*t : (b*H+h+1)*t*t]
-				gemm(false, true, t, t, dh, scale, tp.q[off:], d, tp.k[off:], d, 0, S, t)
-				for i := 0; i < t; i++ {
-					row := S[i*t : i*t+t]
-					m := row[0]
-					for j := 1; j <= i; j++ {
-						if row[j] > m {
-							m = row[j]
-						}
-					}
-					var sum float32
-					for j := 0; j <= i; j++ {
-						e := float32(math.Exp(float64(row[j] - m)))
-						row[j] = e
-						sum += e
-					}
-					inv := 1 / sum
-					for j := 0; j <= i; j++ {
-						row[j] *= inv
-					}
-					for j := i + 1; j < t; j++ {
-						row[j] = 0
-					}
-				}
-				gemm(false, false, t, dh, t, 1, S, t, tp.v[off:], d, 0, tp.a[off:], d)
-			}
-		}
-		o := make([]float32, N*d)
-		n.project(l, ProjO, o, tp.a, N, &tp.z[ProjO])
-		for i := range o {
-			o[i] += x[i]
-		}
-		tp.x2 = o
-		tp.r2, tp.h2 = make([]float32, N), make([]float32, N*d)
-		rmsnorm(tp.h2, o, L.Norm2, N, d, tp.r2)
-		tp.u = make([]float32, N*a.Hidden)
-		n.project(l, ProjUp, tp.u, tp.h2, N, &tp.z[ProjUp])
-		tp.g = make([]float32, len(tp.u))
-		for i, u := range tp.u {
-			tp.g[i] = gelu(u)
-		}
-		y := make([]float32, N*d)
-		n.project(l, ProjDown, y, tp.g, N, &tp.z[ProjDown])
-		for i := range y {
-			y[i] += o[i]
-		}
-		x = y
-	}
-	rf, hf := make([]float32, N), make([]float32, N*d)
-	rmsnorm(hf, x, n.W.Norm, N, d, rf)
-	logits := make([]float32, N*Vocab)
-	gemm(false, true, N, Vocab, d, 1, hf, d, n.W.Head, d, 0, logits, Vocab)
+	f := n.forward(windows, t)
+	d, N, H, dh, scale := a.DModel, f.N, a.Heads, a.DModel/a.Heads, f.scale
+	x, tapes, rf, hf, logits := f.x, f.tapes, f.rf, f.hf, f.logits
 	var res Result
 	res.Tokens = N
 	for b, w := range windows {
@@ -748,4 +670,103 @@ func size(shape []int) int {
 		n *= d
 	}
 	return n
+}
+
+// fwdState is a forward pass's activations.
+type fwdState struct {
+	N      int
+	scale  float32
+	x      []float32 // the last block's output
+	tapes  []tape
+	rf, hf []float32
+	logits []float32 // [N][Vocab]
+}
+
+// forward runs the model over the first t bytes of each window (t ≤
+// Context, checked by the caller).
+func (n *Net) forward(windows [][]byte, t int) *fwdState {
+	a := n.W.Arch
+	nb := len(windows)
+	d, N, H := a.DModel, nb*t, a.Heads
+	dh := d / H
+	x := make([]float32, N*d)
+	for b, w := range windows {
+		for i := 0; i < t; i++ {
+			row := x[(b*t+i)*d : (b*t+i+1)*d]
+			e, pe := n.W.Embed[int(w[i])*d:], n.W.Pos[i*d:]
+			for j := range row {
+				row[j] = e[j] + pe[j]
+			}
+		}
+	}
+	tapes := make([]tape, a.Layers)
+	scale := float32(1 / math.Sqrt(float64(dh)))
+	for l := range tapes {
+		L := &n.W.Layers[l]
+		tp := &tapes[l]
+		tp.x1 = x
+		tp.r1, tp.h1 = make([]float32, N), make([]float32, N*d)
+		rmsnorm(tp.h1, x, L.Norm1, N, d, tp.r1)
+		tp.q, tp.k, tp.v = make([]float32, N*d), make([]float32, N*d), make([]float32, N*d)
+		n.project(l, ProjQ, tp.q, tp.h1, N, &tp.z[ProjQ])
+		n.project(l, ProjK, tp.k, tp.h1, N, &tp.z[ProjK])
+		n.project(l, ProjV, tp.v, tp.h1, N, &tp.z[ProjV])
+		tp.att = make([]float32, nb*H*t*t)
+		tp.a = make([]float32, N*d)
+		for b := 0; b < nb; b++ {
+			for h := 0; h < H; h++ {
+				off := b*t*d + h*dh
+				S := tp.att[(b*H+h)*t*t : (b*H+h+1)*t*t]
+				gemm(false, true, t, t, dh, scale, tp.q[off:], d, tp.k[off:], d, 0, S, t)
+				for i := 0; i < t; i++ {
+					row := S[i*t : i*t+t]
+					m := row[0]
+					for j := 1; j <= i; j++ {
+						if row[j] > m {
+							m = row[j]
+						}
+					}
+					var sum float32
+					for j := 0; j <= i; j++ {
+						e := float32(math.Exp(float64(row[j] - m)))
+						row[j] = e
+						sum += e
+					}
+					inv := 1 / sum
+					for j := 0; j <= i; j++ {
+						row[j] *= inv
+					}
+					for j := i + 1; j < t; j++ {
+						row[j] = 0
+					}
+				}
+				gemm(false, false, t, dh, t, 1, S, t, tp.v[off:], d, 0, tp.a[off:], d)
+			}
+		}
+		o := make([]float32, N*d)
+		n.project(l, ProjO, o, tp.a, N, &tp.z[ProjO])
+		for i := range o {
+			o[i] += x[i]
+		}
+		tp.x2 = o
+		tp.r2, tp.h2 = make([]float32, N), make([]float32, N*d)
+		rmsnorm(tp.h2, o, L.Norm2, N, d, tp.r2)
+		tp.u = make([]float32, N*a.Hidden)
+		n.project(l, ProjUp, tp.u, tp.h2, N, &tp.z[ProjUp])
+		tp.g = make([]float32, len(tp.u))
+		for i, u := range tp.u {
+			tp.g[i] = gelu(u)
+		}
+		y := make([]float32, N*d)
+		n.project(l, ProjDown, y, tp.g, N, &tp.z[ProjDown])
+		for i := range y {
+			y[i] += o[i]
+		}
+		x = y
+	}
+	rf, hf := make([]float32, N), make([]float32, N*d)
+	rmsnorm(hf, x, n.W.Norm, N, d, rf)
+	logits := make([]float32, N*Vocab)
+	gemm(false, true, N, Vocab, d, 1, hf, d, n.W.Head, d, 0, logits, Vocab)
+	return &fwdState{N: N, scale: scale, x: x, tapes: tapes, rf: rf, hf: hf, logits: logits}
 }
