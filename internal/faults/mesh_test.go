@@ -19,6 +19,7 @@ import (
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/strata-fl/strata/global"
@@ -314,6 +315,21 @@ func startMeshWith(t *testing.T, topology string, opts meshOpts) *meshLab {
 		return true
 	})
 	m.observe()
+	if len(natsHosts) > 1 {
+		// The global tier makes the model store (replicated on every
+		// server) when it starts: wait until the cluster's JetStream
+		// answers, its meta group formed.
+		js, err := jetstream.New(m.nc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m.poll("the NATS cluster's JetStream", time.Minute, func() bool {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			_, err := js.AccountInfo(ctx)
+			return err == nil
+		})
+	}
 	for _, name := range m.order[len(natsHosts):] {
 		m.procs[name].start(t, bin)
 	}
@@ -459,6 +475,22 @@ func (m *meshLab) readLedger(id string) *ledger.Ledger {
 	}
 	m.rec.Ledger(id, l)
 	return l
+}
+
+// tryLedger reads a running node's ledger over NATS, recording it as a
+// view; ok is false when the node does not answer (it may be cut off).
+func (m *meshLab) tryLedger(id string) (*ledger.Ledger, bool) {
+	msg, err := m.nc.Request(global.LedgerSubject(id), nil, 2*time.Second)
+	if err != nil {
+		return nil, false
+	}
+	l, err := ledger.Restore(msg.Data)
+	if err != nil {
+		m.t.Errorf("ledger of %s: %v", id, err)
+		return nil, false
+	}
+	m.rec.Ledger(id, l)
+	return l, true
 }
 
 // finalLedgers waits for every global node to exit, then reads each data
