@@ -25,7 +25,7 @@ var ErrConfig = errors.New("mesh: invalid configuration")
 // defaults given with each.
 type ServerConfig struct {
 	// StoreDir holds JetStream's file store (the model versions);
-	// required.
+	// required, except on a leaf node (LeafOf), which runs no JetStream.
 	StoreDir string
 	// Host is the interface to listen on; default "127.0.0.1".
 	Host string
@@ -43,6 +43,17 @@ type ServerConfig struct {
 	// Users, when set, are the only identities allowed in, each with its
 	// subject permissions (see Authorization); nil leaves the server open.
 	Users []*server.NkeyUser
+	// LeafListen, when set (HOST:PORT; port 0 picks a free one), opens a
+	// leafnode listener: consortium sites' leaf nodes connect there, each
+	// as a user of Users (its permissions, LeafPermissions, bound what the
+	// link carries). LeafTLS, when set, is required of them (with client
+	// certificates: identity.LeafHubTLS).
+	LeafListen string
+	LeafTLS    *tls.Config
+	// LeafOf, when set, makes this server a site's leaf node of that hub;
+	// it runs no JetStream (its clients reach the hub's). Users are then
+	// the site's own clients (LeafUsers).
+	LeafOf *LeafRemote
 }
 
 // maxPending is how many bytes the server buffers for one slow client
@@ -52,9 +63,21 @@ const maxPending = 256 << 20
 // Validate names the field that is wrong. Zero fields are valid: they take
 // their defaults.
 func (c ServerConfig) Validate() error {
+	if c.LeafListen != "" {
+		if _, _, err := leafListen(c.LeafListen); err != nil {
+			return err
+		}
+	}
+	if c.LeafOf != nil {
+		if _, err := c.LeafOf.urls(); err != nil {
+			return err
+		}
+	}
 	switch {
-	case c.StoreDir == "":
+	case c.StoreDir == "" && c.LeafOf == nil:
 		return fmt.Errorf("%w: ServerConfig.StoreDir is required (JetStream keeps model versions there)", ErrConfig)
+	case c.LeafTLS != nil && c.LeafListen == "":
+		return fmt.Errorf("%w: ServerConfig.LeafTLS is set without LeafListen (the leafnode listener it secures)", ErrConfig)
 	case c.Port < -1 || c.Port > 65535:
 		return fmt.Errorf("%w: ServerConfig.Port %d: want 0..65535, or -1 for in-process connections only", ErrConfig, c.Port)
 	case c.MaxPayload < 0 || c.MaxPayload > maxPending:
@@ -108,6 +131,9 @@ func StartServer(cfg ServerConfig) (*server.Server, error) {
 	}
 	if cfg.Port == 0 || cfg.Port < 0 {
 		opts.Port = server.RANDOM_PORT
+	}
+	if err := leafOptions(cfg, opts); err != nil {
+		return nil, err
 	}
 	s, err := server.NewServer(opts)
 	if err != nil {
