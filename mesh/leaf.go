@@ -153,6 +153,12 @@ func LeafURL(s *server.Server) (string, error) {
 // leafOptions sets the leafnode side of opts: a listener (a hub), or a
 // remote (a site's leaf, without JetStream).
 func leafOptions(cfg ServerConfig, opts *server.Options) error {
+	if cfg.LeafListen != "" || cfg.LeafOf != nil {
+		// A cut WAN link leaves a silent connection: both ends find out
+		// within 3 missed pings of 2 s (nats-server's default is minutes),
+		// and the hub then stops routing the site's interest into it.
+		opts.PingInterval, opts.MaxPingsOut = 2*time.Second, 3
+	}
 	if cfg.LeafListen != "" {
 		host, port, err := leafListen(cfg.LeafListen)
 		if err != nil {
