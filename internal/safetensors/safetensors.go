@@ -151,6 +151,9 @@ func WriteFile(path string, tensors []Tensor, metadata map[string]string) error 
 	if err := tmp.Close(); err != nil {
 		return err
 	}
+	if err := os.Chmod(tmp.Name(), 0o644); err != nil {
+		return err
+	}
 	return os.Rename(tmp.Name(), path)
 }
 
