@@ -35,8 +35,9 @@ func freePorts(t *testing.T, n int) []int {
 // TestClusterKeepsModelsReadableWithoutAServer: three embedded servers
 // routed to each other form one JetStream cluster; a model stored with
 // Replicas 3 is read back through another server than the one it was
-// written to, and still after the server it was written through is shut
-// down (the other two are a majority of the stream's replicas).
+// written to; with the stream's leader shut down, the other two (a
+// majority of its replicas) store a new version and serve both — the
+// store's own retries riding out the election.
 func TestClusterKeepsModelsReadableWithoutAServer(t *testing.T) {
 	ports := freePorts(t, 3)
 	var servers []*server.Server
@@ -99,34 +100,48 @@ func TestClusterKeepsModelsReadableWithoutAServer(t *testing.T) {
 	if n := 1 + len(info.CachedInfo().Cluster.Replicas); info.CachedInfo().Config.Replicas != 3 || n != 3 {
 		t.Fatalf("the model stream has %d replicas configured, %d placed; want 3", info.CachedInfo().Config.Replicas, n)
 	}
-	read := func(nc *nats.Conn, what string) {
+	// The store itself rides out the elections that follow a lost
+	// server (the stream's, JetStream's meta group's): no retry here.
+	read := func(nc *nats.Conn, version uint64, hash string, want []byte, what string) {
 		t.Helper()
-		// The stream, or JetStream's meta group, may be electing a new
-		// leader: each try has its own timeout, until ctx ends.
-		for {
-			actx, acancel := context.WithTimeout(ctx, 2*time.Second)
-			r, err := OpenModelStore(actx, nc, "job", 0)
-			var b []byte
-			if err == nil {
-				b, err = r.Get(actx, "model", 1, hash)
-			}
-			acancel()
-			if err == nil {
-				if !bytes.Equal(b, blob) {
-					t.Fatalf("%s: read back %d bytes, not what was stored", what, len(b))
-				}
-				return
-			}
-			if ctx.Err() != nil {
-				t.Fatalf("%s: %v", what, err)
-			}
-			time.Sleep(100 * time.Millisecond)
+		r, err := OpenModelStore(ctx, nc, "job", 0)
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		b, err := r.Get(ctx, "model", version, hash)
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		if !bytes.Equal(b, want) {
+			t.Fatalf("%s: read back %d bytes, not what was stored", what, len(b))
 		}
 	}
 	nc2 := connect(servers[2])
-	read(nc2, "through another server")
-	servers[0].Shutdown()
-	servers[0].WaitForShutdown()
-	read(nc2, "with the server it was written through shut down")
-	read(connect(servers[1]), "through the third server, the first shut down")
+	read(nc2, 1, hash, blob, "through another server")
+	// Shut down the stream's leader: the other two elect another.
+	leader := info.CachedInfo().Cluster.Leader
+	var rest []*server.Server
+	for _, s := range servers {
+		if s.Name() == leader {
+			s.Shutdown()
+			s.WaitForShutdown()
+		} else {
+			rest = append(rest, s)
+		}
+	}
+	if len(rest) != 2 {
+		t.Fatalf("the stream's leader %q is none of the servers", leader)
+	}
+	nc := connect(rest[0])
+	w2, err := OpenModelStore(ctx, nc, "job", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	blob2 := bytes.Repeat([]byte("φ"), 1000)
+	hash2, err := w2.Put(ctx, "model", 2, blob2)
+	if err != nil {
+		t.Fatalf("put with the stream's leader %s shut down: %v", leader, err)
+	}
+	read(nc, 1, hash, blob, "with the stream's leader shut down")
+	read(connect(rest[1]), 2, hash2, blob2, "a version stored after the leader was lost, through the other server")
 }
