@@ -180,11 +180,11 @@ func (o *chaosObserver) subscribe(nc *nats.Conn, job string) error {
 const chaosTopology = `job: chaos
 seed: 7
 regions:
-  - {id: a, clients: 40}
-  - {id: b, clients: 40}
-privacy: {sampling_rate: 0.25, budget: 1000000, min_regions: 1, noise: {regional: 2, global: 2}}
+  - {id: a, clients: 250}
+  - {id: b, clients: 250}
+privacy: {sampling_rate: 0.4, budget: 1000000, min_regions: 1, noise: {regional: 2, global: 2}}
 training: {rounds: 1000000}
-task: {name: mnist, pretrain_epochs: 1, hidden: 16, public_examples: 1000, eval_examples: 200}
+task: {name: mnist, pretrain_epochs: 1, hidden: 64, local_epochs: 2, public_examples: 2000, eval_examples: 300}
 round: {timeout: 3s}
 `
 
@@ -367,7 +367,7 @@ func Chaos(ctx context.Context, env Env, cfg ChaosConfig) (Output, error) {
 			row.Target = killable[rng.IntN(len(killable))]
 		}
 		hold := time.Duration(300+rng.IntN(2700)) * time.Millisecond
-		gap := time.Duration(200+rng.IntN(1300)) * time.Millisecond
+		gap := time.Duration(200+rng.IntN(800)) * time.Millisecond
 		bar.Label("fault %d: %s %s for %v", k, row.Kind, row.Target, hold.Round(100*time.Millisecond))
 		p := procs[row.Target]
 		began := time.Now()
