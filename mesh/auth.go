@@ -56,7 +56,7 @@ func Authorization(job string, ids []identity.Entry) ([]*server.NkeyUser, error)
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, &server.NkeyUser{Nkey: e.Public, Permissions: p, AllowedConnectionTypes: connTypes(connStandard)})
+		out = append(out, &server.NkeyUser{Nkey: e.Public, Permissions: p, AllowedConnectionTypes: connTypes(connStandard, connInProcess)})
 	}
 	return out, nil
 }
@@ -123,8 +123,9 @@ func modelReads(job, api string) []string {
 
 // Connection types a user may open (nats-server's allowed_connection_types).
 const (
-	connStandard = "STANDARD"
-	connLeaf     = "LEAFNODE"
+	connStandard  = "STANDARD"
+	connInProcess = "IN_PROCESS" // `strata up`'s roles share one process with the server
+	connLeaf      = "LEAFNODE"
 )
 
 func connTypes(ts ...string) map[string]struct{} {

@@ -77,16 +77,57 @@ func OpenModelStore(ctx context.Context, nc *nats.Conn, job string, replicas int
 		}
 		replicas = 1
 	}
-	obs, err := js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
+	cfg := jetstream.ObjectStoreConfig{
 		Bucket:      bucket,
 		Description: "Strata model versions of job " + job,
 		Storage:     jetstream.FileStorage,
 		Replicas:    replicas,
-	})
-	if err != nil {
+	}
+	// A clustered JetStream answers a stream's creation only once the
+	// stream's raft group has elected a leader, and says it is
+	// unavailable while its meta group has none (servers starting, or a
+	// split): a try that times out or finds it so is tried again, for up
+	// to storeWait in all (or until ctx ends).
+	var obs jetstream.ObjectStore
+	if err := retry(ctx, func() (err error) { obs, err = js.CreateOrUpdateObjectStore(ctx, cfg); return err }); err != nil {
 		return nil, fmt.Errorf("mesh: model store for job %s: %w", job, err)
 	}
 	return &ModelStore{obs: obs, job: job}, nil
+}
+
+// storeWait bounds how long OpenModelStore waits for a clustered
+// JetStream to create the store.
+const storeWait = time.Minute
+
+// retryable says a JetStream request may succeed if tried again: it timed
+// out, or JetStream is temporarily unavailable (HTTP-like code 503).
+func retryable(err error) bool {
+	var api *jetstream.APIError
+	if errors.Is(err, jetstream.ErrJetStreamNotEnabled) {
+		return false // a server without JetStream: it will not come
+	}
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) || errors.Is(err, jetstream.ErrNoStreamResponse) ||
+		errors.Is(err, nats.ErrNoResponders) || errors.As(err, &api) && api.Code == 503
+}
+
+// retry calls fn until it succeeds, fails for good (not retryable), ctx
+// ends, or storeWait has passed. A replicated stream whose server led it
+// is cut off has no leader, and does not answer, until the others elect
+// one (seconds); a model version stored or read meanwhile is not lost for
+// that.
+func retry(ctx context.Context, fn func() error) error {
+	give := time.Now().Add(storeWait)
+	for {
+		err := fn()
+		if err == nil || !retryable(err) || ctx.Err() != nil || time.Now().After(give) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
 }
 
 // ReadModelStore opens the job's model bucket for reading only (what a
@@ -149,7 +190,7 @@ func (m *ModelStore) Put(ctx context.Context, kind string, version uint64, blob 
 	if err != nil {
 		return "", err
 	}
-	if _, err := obs.PutBytes(ctx, objectName(kind, version), stored); err != nil {
+	if err := retry(ctx, func() error { _, err := obs.PutBytes(ctx, objectName(kind, version), stored); return err }); err != nil {
 		return "", fmt.Errorf("mesh: put %s v%d: %w", kind, version, err)
 	}
 	return Hash(blob), nil
@@ -161,8 +202,8 @@ func (m *ModelStore) Get(ctx context.Context, kind string, version uint64, wantH
 	if err != nil {
 		return nil, err
 	}
-	b, err := obs.GetBytes(ctx, objectName(kind, version))
-	if err != nil {
+	var b []byte
+	if err := retry(ctx, func() (err error) { b, err = obs.GetBytes(ctx, objectName(kind, version)); return err }); err != nil {
 		return nil, fmt.Errorf("mesh: get %s v%d: %w", kind, version, err)
 	}
 	if b, err = m.key.Open(b); err != nil {

@@ -25,6 +25,11 @@ type NATSConfig struct {
 	// permissions for Job. Empty leaves the server open (unsigned jobs).
 	Secrets string
 	Job     string
+	// Cluster, when set, makes this server one of a NATS cluster
+	// (JetStream clustered; see mesh.ClusterConfig): its ServerName,
+	// route Listen address and the other servers' Routes. Not with
+	// Secrets (routes would be in the clear).
+	Cluster *mesh.ClusterConfig
 	Logger  *slog.Logger
 	// LeafListen, when set (HOST:PORT), opens the hub's leafnode listener
 	// for consortium sites (mesh.ServerConfig.LeafListen); with Secrets,
@@ -51,6 +56,13 @@ func (c NATSConfig) Validate() error {
 		return fmt.Errorf("%w: NATSConfig.Job is required with Secrets (permissions name the job's subjects)", ErrConfig)
 	case c.Port < -1 || c.Port > 65535:
 		return fmt.Errorf("%w: NATSConfig.Port %d: want 0..65535, or -1 for in-process only", ErrConfig, c.Port)
+	case c.Cluster != nil && c.Secrets != "":
+		return fmt.Errorf("%w: NATSConfig.Cluster with Secrets: routes between servers are in the clear, so a secured mesh cannot be clustered yet", ErrConfig)
+	}
+	if c.Cluster != nil {
+		if err := (mesh.ServerConfig{StoreDir: c.StoreDir, Port: c.Port, Cluster: c.Cluster}).Validate(); err != nil {
+			return fmt.Errorf("%w: NATSConfig.Cluster: %v", ErrConfig, err)
+		}
 	}
 	return nil
 }
@@ -70,7 +82,7 @@ func StartNATS(cfg NATSConfig) (*NATS, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	sc := mesh.ServerConfig{StoreDir: cfg.StoreDir, Host: cfg.Host, Port: cfg.Port, MaxPayload: cfg.MaxPayload, Logger: cfg.Logger,
+	sc := mesh.ServerConfig{StoreDir: cfg.StoreDir, Host: cfg.Host, Port: cfg.Port, MaxPayload: cfg.MaxPayload, Cluster: cfg.Cluster, Logger: cfg.Logger,
 		LeafListen: cfg.LeafListen}
 	op := mesh.Dialer{}
 	var err error

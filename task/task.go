@@ -166,3 +166,25 @@ type Recipe struct {
 type Personal interface {
 	PersonalReport(ctx context.Context, theta []float64) (any, error)
 }
+
+// Generator is implemented by language-model tasks: text sampled from a
+// version θ, for `strata generate`.
+type Generator interface {
+	// Generate returns tokens bytes that follow prompt, drawn at the
+	// given temperature (0: the most likely each step), seeded.
+	Generate(ctx context.Context, theta []float64, prompt []byte, tokens int, temperature float64, seed uint64) ([]byte, error)
+}
+
+// Values is a tensor with its data, for export.
+type Values struct {
+	Tensor
+	Data []float32
+}
+
+// TensorExporter is implemented by tasks whose model can be exported
+// (safetensors, PEFT): the frozen backbone, the adapters' fixed A and
+// their trained B from θ, and PEFT's adapter_config.json.
+type TensorExporter interface {
+	ModelTensors(theta []float64) (backbone, loraA, loraB []Values, err error)
+	AdapterConfig() map[string]any
+}

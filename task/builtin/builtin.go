@@ -10,6 +10,7 @@ import (
 	"sort"
 
 	"github.com/strata-fl/strata/task"
+	"github.com/strata-fl/strata/task/lm"
 	"github.com/strata-fl/strata/task/mnist"
 	"github.com/strata-fl/strata/topology"
 )
@@ -19,7 +20,7 @@ var ErrUnknownTask = errors.New("task: unknown task")
 
 // Names lists the built-in tasks.
 func Names() []string {
-	n := []string{mnist.Name}
+	n := []string{mnist.Name, lm.Name}
 	sort.Strings(n)
 	return n
 }
@@ -44,6 +45,9 @@ func Validate(t *topology.Topology) error {
 	case mnist.Name, "":
 		_, err := mnist.ParseConfig(t.Task.Options, t.Population())
 		return err
+	case lm.Name:
+		_, err := lm.ParseConfig(t.Task.Options)
+		return err
 	}
 	return fmt.Errorf("%w: task.name %q: use one of %v", ErrUnknownTask, t.Task.Name, Names())
 }
@@ -54,6 +58,12 @@ func Options(t *topology.Topology) (map[string]any, error) {
 	switch t.Task.Name {
 	case mnist.Name, "":
 		c, err := mnist.ParseConfig(t.Task.Options, t.Population())
+		if err != nil {
+			return nil, err
+		}
+		return c.Options(), nil
+	case lm.Name:
+		c, err := lm.ParseConfig(t.Task.Options)
 		if err != nil {
 			return nil, err
 		}
@@ -84,6 +94,12 @@ func Prepare(ctx context.Context, t *topology.Topology, s Spec) (task.Task, erro
 			return nil, err
 		}
 		return mnist.Prepare(ctx, mnist.Spec{Config: c, Clients: Clients(t), Seed: t.Seed, CacheDir: s.CacheDir, Logf: s.Logf})
+	case lm.Name:
+		c, err := lm.ParseConfig(t.Task.Options)
+		if err != nil {
+			return nil, err
+		}
+		return lm.Prepare(ctx, lm.Spec{Config: c, Clients: Clients(t), Seed: t.Seed, CacheDir: s.CacheDir, Logf: s.Logf})
 	}
 	return nil, fmt.Errorf("%w: task.name %q: use one of %v", ErrUnknownTask, t.Task.Name, Names())
 }
@@ -98,6 +114,12 @@ func Dim(t *topology.Topology) (int, error) {
 			return 0, err
 		}
 		return (&mnist.Model{Hidden: c.Hidden, Full: c.Full}).Dim(), nil
+	case lm.Name:
+		c, err := lm.ParseConfig(t.Task.Options)
+		if err != nil {
+			return 0, err
+		}
+		return c.Dim(), nil
 	}
 	return 0, fmt.Errorf("%w: task.name %q: use one of %v", ErrUnknownTask, t.Task.Name, Names())
 }
