@@ -18,6 +18,7 @@ import (
 	"github.com/strata-fl/strata/global"
 	"github.com/strata-fl/strata/identity"
 	"github.com/strata-fl/strata/internal/history"
+	"github.com/strata-fl/strata/internal/netlab"
 	"github.com/strata-fl/strata/mesh"
 	"github.com/strata-fl/strata/mesh/wire"
 	"github.com/strata-fl/strata/roles"
@@ -71,8 +72,9 @@ func (c ChaosConfig) withDefaults(quick bool) ChaosConfig {
 
 // The fault kinds of the chaos scenario.
 const (
-	chaosKill  = "kill"  // SIGKILL, restarted from its data dir after the hold
-	chaosPause = "pause" // SIGSTOP, SIGCONT after the hold
+	chaosKill      = "kill"      // SIGKILL, restarted from its data dir after the hold
+	chaosPause     = "pause"     // SIGSTOP, SIGCONT after the hold
+	chaosPartition = "partition" // a host cut off from every other, healed after the hold
 )
 
 // ChaosRow is one fault: what was done to which process, for how long, and
@@ -180,11 +182,11 @@ func (o *chaosObserver) subscribe(nc *nats.Conn, job string) error {
 const chaosTopology = `job: chaos
 seed: 7
 regions:
-  - {id: a, clients: 40}
-  - {id: b, clients: 40}
-privacy: {sampling_rate: 0.25, budget: 1000000, min_regions: 1, noise: {regional: 2, global: 2}}
+  - {id: a, clients: 250}
+  - {id: b, clients: 250}
+privacy: {sampling_rate: 0.4, budget: 1000000, min_regions: 1, noise: {regional: 2, global: 2}}
 training: {rounds: 1000000}
-task: {name: mnist, pretrain_epochs: 1, hidden: 16, public_examples: 1000, eval_examples: 200}
+task: {name: mnist, pretrain_epochs: 1, hidden: 64, local_epochs: 2, public_examples: 2000, eval_examples: 300}
 round: {timeout: 3s}
 `
 
@@ -229,31 +231,60 @@ func Chaos(ctx context.Context, env Env, cfg ChaosConfig) (Output, error) {
 	if err != nil {
 		return out, err
 	}
-	secrets := filepath.Join(dir, "secrets")
-	if err := identity.GenerateMesh(secrets, roles.Spec(t, []string{"g1", "g2", "g3"})); err != nil {
-		return out, err
+	// Where network namespaces can be made, every process runs on a host
+	// of its own (the regions' processes on their region's), so that a
+	// host can be cut off and healed; else all run on loopback.
+	lab, labErr := netlab.Open(nil, "nats", "g1", "g2", "g3", "ra", "rb")
+	mode := "each on a host of its own (network namespaces)"
+	if lab != nil {
+		defer lab.Close()
+	} else {
+		mode = "on loopback (no partitions: " + labErr.Error() + ")"
+	}
+	host := func(name string) *netlab.Host {
+		if lab == nil {
+			return nil
+		}
+		return lab.Host(name)
 	}
 	ports, err := freePorts(4)
 	if err != nil {
 		return out, err
 	}
-	url := fmt.Sprintf("nats://127.0.0.1:%d", ports[3])
-	natsProc := &fproc{name: "nats", args: []string{"nats", "--data", filepath.Join(dir, "nats"), "--port", fmt.Sprint(ports[3]), "--secrets", secrets, "--topology", topo}}
+	addr := func(h string, loopbackPort int) string {
+		switch {
+		case lab != nil && h == "nats":
+			return lab.Host(h).Addr(4222)
+		case lab != nil:
+			return lab.Host(h).Addr(7000)
+		}
+		return fmt.Sprintf("127.0.0.1:%d", loopbackPort)
+	}
+	natsAddr := addr("nats", ports[3])
+	natsHost, natsPort, _ := strings.Cut(natsAddr, ":")
+	url := "nats://" + natsAddr
+	spec := roles.Spec(t, []string{"g1", "g2", "g3"})
+	spec.Hosts = []string{natsHost}
+	secrets := filepath.Join(dir, "secrets")
+	if err := identity.GenerateMesh(secrets, spec); err != nil {
+		return out, err
+	}
+	natsProc := &fproc{name: "nats", host: host("nats"), args: []string{"nats", "--data", filepath.Join(dir, "nats"), "--host", natsHost, "--port", natsPort, "--secrets", secrets, "--topology", topo}}
 	var peers []string
 	for i, p := range ports[:3] {
-		peers = append(peers, fmt.Sprintf("g%d=127.0.0.1:%d", i+1, p))
+		peers = append(peers, fmt.Sprintf("g%d=%s", i+1, addr(fmt.Sprintf("g%d", i+1), p)))
 	}
 	procs := map[string]*fproc{"nats": natsProc}
 	order := []string{"nats"}
 	for i, p := range ports[:3] {
 		id := fmt.Sprintf("g%d", i+1)
-		procs[id] = &fproc{name: id, args: []string{"global", "--id", id, "--raft-bind", fmt.Sprintf("127.0.0.1:%d", p), "--peers", strings.Join(peers, ","),
+		procs[id] = &fproc{name: id, host: host(id), args: []string{"global", "--id", id, "--raft-bind", addr(id, p), "--peers", strings.Join(peers, ","),
 			"--data", filepath.Join(dir, id), "--nats", url, "--topology", topo, "--secrets", secrets}}
 		order = append(order, id)
 	}
 	for _, r := range []string{"a", "b"} {
-		procs["regional-"+r] = &fproc{name: "regional-" + r, args: []string{"regional", "--region", r, "--nats", url, "--topology", topo, "--secrets", secrets}}
-		procs["edge-"+r] = &fproc{name: "edge-" + r, args: []string{"edge", "--region", r, "--nats", url, "--topology", topo, "--data", filepath.Join(dir, "edge-"+r), "--workers", "1", "--secrets", secrets}}
+		procs["regional-"+r] = &fproc{name: "regional-" + r, host: host("r" + r), args: []string{"regional", "--region", r, "--nats", url, "--topology", topo, "--secrets", secrets}}
+		procs["edge-"+r] = &fproc{name: "edge-" + r, host: host("r" + r), args: []string{"edge", "--region", r, "--nats", url, "--topology", topo, "--data", filepath.Join(dir, "edge-"+r), "--workers", "1", "--secrets", secrets}}
 		order = append(order, "regional-"+r, "edge-"+r)
 	}
 	defer func() {
@@ -275,9 +306,16 @@ func Chaos(ctx context.Context, env Env, cfg ChaosConfig) (Output, error) {
 	if err != nil {
 		return out, err
 	}
+	// The bench's own connection (status, observer) dials from the NATS
+	// server's host, which no partition cuts off.
+	connOpts := []nats.Option{nats.Name("bench-chaos"), nats.Secure(tlsc), nats.Nkey(opKey.Public(), opKey.SignNonce),
+		nats.CustomInboxPrefix(mesh.InboxPrefix(opKey.Kind, opKey.ID)), nats.MaxReconnects(-1), nats.ReconnectWait(200 * time.Millisecond)}
+	if lab != nil {
+		connOpts = append(connOpts, nats.SetCustomDialer(lab.Host("nats")))
+	}
 	var nc *nats.Conn
 	for deadline := time.Now().Add(time.Minute); ; time.Sleep(100 * time.Millisecond) {
-		if nc, err = (mesh.Dialer{URL: url, TLS: tlsc, Key: opKey}).Connect("bench-chaos"); err == nil {
+		if nc, err = nats.Connect(url, connOpts...); err == nil {
 			break
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
@@ -345,6 +383,10 @@ func Chaos(ctx context.Context, env Env, cfg ChaosConfig) (Output, error) {
 
 	rng := rand.New(rand.NewPCG(cfg.Seed, 0xc4a05))
 	killable := []string{"g1", "g2", "g3", "regional-a", "regional-b", "edge-a", "edge-b"}
+	// Hosts a partition cuts off: a global node's, or a region's (its
+	// aggregator and its fleet); never the NATS server's, where the
+	// bench's observer dials from.
+	partitionable := []string{"g1", "g2", "g3", "ra", "rb"}
 	var rows []ChaosRow
 	chaosStart := time.Now()
 	target := s1.Committed + cfg.Rounds
@@ -360,14 +402,22 @@ func Chaos(ctx context.Context, env Env, cfg ChaosConfig) (Output, error) {
 		// The fault: its kind, target, hold and the gap after it, all from
 		// the seed.
 		row := ChaosRow{Index: k, Kind: chaosKill, AtRound: c}
-		if rng.IntN(2) == 0 {
+		kinds := 2
+		if lab != nil {
+			kinds = 3
+		}
+		switch rng.IntN(kinds) {
+		case 0:
+			row.Target = killable[rng.IntN(len(killable))]
+		case 1:
 			row.Kind = chaosPause
 			row.Target = order[rng.IntN(len(order))]
-		} else {
-			row.Target = killable[rng.IntN(len(killable))]
+		case 2:
+			row.Kind = chaosPartition
+			row.Target = partitionable[rng.IntN(len(partitionable))]
 		}
 		hold := time.Duration(300+rng.IntN(2700)) * time.Millisecond
-		gap := time.Duration(200+rng.IntN(1300)) * time.Millisecond
+		gap := time.Duration(200+rng.IntN(800)) * time.Millisecond
 		bar.Label("fault %d: %s %s for %v", k, row.Kind, row.Target, hold.Round(100*time.Millisecond))
 		p := procs[row.Target]
 		began := time.Now()
@@ -379,6 +429,10 @@ func Chaos(ctx context.Context, env Env, cfg ChaosConfig) (Output, error) {
 		case chaosPause:
 			if err := p.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
 				return out, fmt.Errorf("bench chaos: SIGSTOP %s: %w", row.Target, err)
+			}
+		case chaosPartition:
+			if err := lab.Isolate(row.Target); err != nil {
+				return out, fmt.Errorf("bench chaos: %w", err)
 			}
 		}
 		// Hold the fault, watching for the next committed round meanwhile.
@@ -402,6 +456,10 @@ func Chaos(ctx context.Context, env Env, cfg ChaosConfig) (Output, error) {
 			if err := p.cmd.Process.Signal(syscall.SIGCONT); err != nil {
 				return out, fmt.Errorf("bench chaos: SIGCONT %s: %w", row.Target, err)
 			}
+		case chaosPartition:
+			if err := lab.Heal(row.Target); err != nil {
+				return out, fmt.Errorf("bench chaos: %w", err)
+			}
 		}
 		ended := time.Now()
 		row.HoldMs = ended.Sub(began).Seconds() * 1e3
@@ -422,8 +480,8 @@ func Chaos(ctx context.Context, env Env, cfg ChaosConfig) (Output, error) {
 				caughtUp = lead.Applied
 			}
 			recovered = func() bool { s, ok := status(row.Target); return ok && (s.Applied >= caughtUp || s.Leader) }
-		case strings.HasPrefix(row.Target, "regional-"):
-			r := strings.TrimPrefix(row.Target, "regional-")
+		case strings.HasPrefix(row.Target, "regional-"), row.Target == "ra", row.Target == "rb":
+			r := strings.TrimPrefix(strings.TrimPrefix(row.Target, "regional-"), "r")
 			recovered = func() bool { return obs.since(obs.lastPartial, r, ended) }
 		case strings.HasPrefix(row.Target, "edge-"):
 			r := strings.TrimPrefix(row.Target, "edge-")
@@ -493,6 +551,9 @@ func Chaos(ctx context.Context, env Env, cfg ChaosConfig) (Output, error) {
 		note = fmt.Sprintf("history checker: %v", verdict)
 	}
 	out.Report.Notes = []string{note}
+	if lab == nil {
+		out.Report.Notes = append(out.Report.Notes, fmt.Sprintf("no partitions: %v", labErr))
+	}
 	sum := map[string]float64{
 		"rounds_per_min_steady":       steadyRate,
 		"rounds_per_min_chaos":        chaosRate,
@@ -543,8 +604,8 @@ func Chaos(ctx context.Context, env Env, cfg ChaosConfig) (Output, error) {
 		dist.Add(k.kind, k.tier, len(v), percentile(v, 0.5), percentile(v, 0.9), percentile(v, 1))
 	}
 	out.Report.Summary = sum
-	head := Table{Title: fmt.Sprintf("chaos: strata nats, 3 global processes (raft over TCP), 2 regions; %.1f rounds/min undisturbed, %.1f under %d faults (ratio %.2f); %d rounds committed under faults, %d aborted in all; %s",
-		steadyRate, chaosRate, len(rows), chaosRate/steadyRate, final.Committed-s1.Committed, final.Rounds-final.Committed, note),
+	head := Table{Title: fmt.Sprintf("chaos: strata nats, 3 global processes (raft over TCP), 2 regions, %s; %.1f rounds/min undisturbed, %.1f under %d faults (ratio %.2f); %d rounds committed under faults, %d aborted in all; %s",
+		mode, steadyRate, chaosRate, len(rows), chaosRate/steadyRate, final.Committed-s1.Committed, final.Rounds-final.Committed, note),
 		Header: []string{"#", "fault", "target", "at round", "hold ms", "next commit ms", "recover ms"}}
 	for _, r := range rows {
 		head.Add(r.Index, r.Kind, r.Target, r.AtRound, r.HoldMs, r.NextCommitMs, r.RecoverMs)
@@ -580,6 +641,8 @@ func chaosTier(target string) string {
 		return "global"
 	case strings.HasPrefix(target, "regional-"):
 		return "regional"
+	case target == "ra", target == "rb":
+		return "region" // its host: the aggregator and its fleet
 	case strings.HasPrefix(target, "edge-"):
 		return "edge"
 	}

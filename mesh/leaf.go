@@ -1,7 +1,9 @@
 package mesh
 
 import (
+	"crypto/rand"
 	"crypto/tls"
+	"encoding/hex"
 	"fmt"
 	"net"
 	"net/url"
@@ -188,6 +190,10 @@ func leafOptions(cfg ServerConfig, opts *server.Options) error {
 			remote.Nkey = string(r.Key.Seed())
 		}
 		opts.LeafNode.Remotes = []*server.RemoteLeafOpts{remote}
+		// Each site's server needs a name of its own: the hub takes a leaf
+		// connection from a server name it already has for a stale one
+		// and drops the older, so same-named sites would evict each other.
+		opts.ServerName = "strata-leaf-" + leafName(r.Key)
 		// A cut link is retried every second, so a site is back soon
 		// after its link heals.
 		opts.LeafNode.ReconnectInterval = time.Second
@@ -195,6 +201,17 @@ func leafOptions(cfg ServerConfig, opts *server.Options) error {
 		opts.StoreDir = ""
 	}
 	return nil
+}
+
+// leafName names a site's leaf server: by its site, or at random for a
+// leaf without a key.
+func leafName(k *identity.Key) string {
+	if k != nil {
+		return k.ID
+	}
+	var b [6]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails
+	return hex.EncodeToString(b[:])
 }
 
 // SecuredLeaf configures a site's leaf node the way `strata nats --leaf-of`

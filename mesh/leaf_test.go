@@ -209,6 +209,13 @@ func TestLeafPermissions(t *testing.T) {
 func TestLeafSite(t *testing.T) {
 	m := startLeafMesh(t)
 	_, leafD := m.startLeaf(t, "a", false)
+	// Another site at the same time: each leaf server has its own name, or
+	// the hub would take the second for a reconnect of the first and
+	// drop that.
+	m.startLeaf(t, "b", false)
+	if n := m.hub.NumLeafNodes(); n != 2 {
+		t.Fatalf("the hub has %d leaf nodes, want 2", n)
+	}
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
 
@@ -292,15 +299,27 @@ func TestLeafSite(t *testing.T) {
 		}
 	}
 
-	// Cut the link from the hub's side; the leaf dials again by itself.
-	leafz, err := m.hub.Leafz(nil)
-	if err != nil || len(leafz.Leafs) != 1 {
-		t.Fatalf("hub leafz: %+v %v", leafz, err)
-	}
-	m.hub.DisconnectClientByID(leafz.Leafs[0].ID)
-	waitFor(t, "the leaf node reconnects after its link was cut", func() bool {
+	// Cut site a's link from the hub's side; the leaf dials again by itself.
+	siteA := func() *server.LeafInfo {
 		l, err := m.hub.Leafz(nil)
-		return err == nil && len(l.Leafs) == 1 && l.Leafs[0].ID != leafz.Leafs[0].ID
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, li := range l.Leafs {
+			if li.Name == "strata-leaf-a" {
+				return li
+			}
+		}
+		return nil
+	}
+	cut := siteA()
+	if cut == nil {
+		t.Fatal("the hub has no leaf connection from strata-leaf-a")
+	}
+	m.hub.DisconnectClientByID(cut.ID)
+	waitFor(t, "site a's leaf node reconnects after its link was cut", func() bool {
+		l := siteA()
+		return l != nil && l.ID != cut.ID
 	})
 	if err := request(); err != nil {
 		t.Fatalf("after the link came back, region a does not answer: %v", err)
