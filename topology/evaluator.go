@@ -57,12 +57,16 @@ func (t *Topology) validateEvaluator(bad func(field, format string, args ...any)
 }
 
 // withoutOperational returns t, or a copy without the settings that only
-// operate the job (the evaluator's timeout), for the config hash.
+// operate the job (the evaluator's timeout, round.resume), for the config
+// hash.
 func (t *Topology) withoutOperational() *Topology {
-	if t.Task.Evaluator == nil {
+	if t.Task.Evaluator == nil && t.Round.Resume == nil {
 		return t
 	}
 	c := t.Clone()
-	c.Task.Evaluator.Timeout = Duration{}
+	if c.Task.Evaluator != nil {
+		c.Task.Evaluator.Timeout = Duration{}
+	}
+	c.Round.Resume = nil
 	return c
 }

@@ -148,7 +148,17 @@ type Task struct {
 type RoundPlan struct {
 	// Timeout bounds how long regions wait for updates; default 60s.
 	Timeout Duration `yaml:"timeout"`
+	// Resume says whether a new raft leader finishes a round its
+	// predecessor left open — merging the partials the regions already
+	// delivered (kept in the NATS cluster's partial log) and waiting for
+	// the rest until the round's deadline — instead of aborting it with
+	// its cost kept. Unset means on (Resumes). It only operates the job:
+	// it is not part of the topology's hash.
+	Resume *bool `yaml:"resume,omitempty"`
 }
+
+// Resumes reports whether round.resume is on (unset: on).
+func (r RoundPlan) Resumes() bool { return r.Resume == nil || *r.Resume }
 
 // Duration is a time.Duration written as "30s" in YAML.
 type Duration struct{ time.Duration }

@@ -73,6 +73,13 @@ type OpenRound struct {
 	// agree on); Apply only compares. Rounds written before groups were
 	// priced carry none, and are not checked.
 	Groups []GroupEpsilon `msgpack:"groups,omitempty"`
+	// Lattice is the round's one noise lattice and DeadlineUnixMs the
+	// deadline announced to the regions: with the rest of the entry, what
+	// a new leader needs to finish the round its predecessor left open
+	// (round.resume) exactly as it would have. Rounds written before carry
+	// neither, and are aborted instead.
+	Lattice        float64 `msgpack:"lattice,omitempty"`
+	DeadlineUnixMs int64   `msgpack:"deadline_ms,omitempty"`
 }
 
 // GroupEpsilon is the public ε, after a round, of the clients eligible

@@ -112,6 +112,9 @@ type RoundEntry struct {
 	Slack         PerObserver[float64] `msgpack:"slack,omitempty" json:"slack"`
 	DeltaCharge   float64              `msgpack:"delta_charge,omitempty" json:"delta_charge"`
 	FellowExposed bool                 `msgpack:"fellow_exposed,omitempty" json:"fellow_exposed,omitempty"`
+	// Lattice and DeadlineUnixMs are as in OpenRound.
+	Lattice        float64 `msgpack:"lattice,omitempty" json:"lattice,omitempty"`
+	DeadlineUnixMs int64   `msgpack:"deadline_ms,omitempty" json:"deadline_ms,omitempty"`
 }
 
 // StepCurves returns the round's one-step RDP curves per observer.
@@ -385,6 +388,7 @@ func (l *Ledger) openRound(index uint64, c *OpenRound) Result {
 		OpenedUnixMs: c.OpenedUnixMs, Status: "open", Index: index,
 		Eligible: c.Eligible, Retired: append([]string(nil), c.Retire...), Step: l.stepIndex(rdp),
 		SecAgg: c.SecAgg.clone(), Slack: slack, DeltaCharge: c.DeltaCharge, FellowExposed: c.FellowExposed,
+		Lattice: c.Lattice, DeadlineUnixMs: c.DeadlineUnixMs,
 	})
 	return Result{}
 }

@@ -106,6 +106,7 @@ type Machine struct {
 	phase    phase
 	r        *roundState
 	replans  int
+	started  bool // a round was planned or resumed
 	// finishReason and finishErr are announced and returned once the
 	// proposed FinishJob commits.
 	finishReason string
@@ -155,6 +156,8 @@ func (m *Machine) Step(ev Event) []Action {
 	switch e := ev.(type) {
 	case Next:
 		return m.next(e.View)
+	case Resume:
+		return m.resume(e)
 	case ModelLoaded:
 		return m.loaded(e)
 	case Probed:
@@ -186,6 +189,10 @@ func (m *Machine) expects(ev Event) bool {
 	switch ev.(type) {
 	case Next:
 		return m.phase == idle
+	case Resume:
+		// Only before the machine's own first round: a round left open
+		// is found once, when a leader starts.
+		return m.phase == idle && !m.started && ev.(Resume).View != nil
 	case ModelLoaded:
 		return m.phase == loading
 	case Probed:

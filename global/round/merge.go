@@ -72,7 +72,7 @@ func (m *Machine) noised(e Noised) []Action {
 func (m *Machine) step() []Action {
 	r, t := m.r, m.top
 	avg := r.next
-	denom := t.Privacy.SamplingRate * float64(len(r.eligible))
+	denom := t.Privacy.SamplingRate * float64(r.population)
 	mom, lr := t.Train.ServerMomentum, t.Train.ServerLR
 	theta, vel := make([]float64, len(m.theta)), make([]float64, len(m.theta))
 	for i := range theta {
@@ -151,7 +151,7 @@ func (m *Machine) commit() []Action {
 		for _, id := range c.regions() {
 			bits += c.parts[id].p.BitSum
 		}
-		nextClip = NextClip(r.plan.Clip, bits, t.Privacy.SamplingRate*float64(len(r.eligible)), ac.Quantile, ac.LearningRate)
+		nextClip = NextClip(r.plan.Clip, bits, t.Privacy.SamplingRate*float64(r.population), ac.Quantile, ac.LearningRate)
 	}
 	count := 0
 	refs := make([]ledger.PartialRef, 0, len(c.parts))

@@ -24,6 +24,9 @@ type roundState struct {
 	// clients that leave it before this round.
 	eligible []Client
 	retire   []string
+	// population is N (len(eligible), or the OpenRound's Eligible for a
+	// resumed round, whose eligible clients are not listed).
+	population int
 	// sampled lists each region's sampled clients, sorted.
 	sampled map[string][]string
 	secagg  map[string]*wire.SecAggPlan
@@ -72,7 +75,8 @@ func (m *Machine) plan(v *View, now time.Time) []Action {
 	if m.version == 0 {
 		hash = m.cfg.Hash0
 	}
-	m.r = &roundState{number: v.Next, view: v, plan: plan, opened: now, version: m.version, hash: hash, eligible: eligible, retire: retire}
+	m.started = true
+	m.r = &roundState{number: v.Next, view: v, plan: plan, opened: now, version: m.version, hash: hash, eligible: eligible, retire: retire, population: len(eligible)}
 	m.phase = drawing
 	return append(acts, Draw{N: len(eligible)})
 }
@@ -127,11 +131,13 @@ func (m *Machine) drawn(e Drawn) []Action {
 	var acts []Action
 	r.secagg, record, acts = m.secAggPlans(r.sampled)
 	p := r.plan
+	r.deadline = r.opened.Add(t.Round.Timeout.Duration)
 	r.cmd = &ledger.OpenRound{
 		Round: r.number, ModelVersion: r.version, Sampled: len(all), Q: t.Privacy.SamplingRate, ClipNorm: p.Clip,
 		Noise: p.Noise, Sigma: p.Cost.Sigma, RDP: p.Cost.RDP, EpsilonAfter: p.Cost.EpsilonAfter, OpenedUnixMs: r.opened.UnixMilli(),
 		Eligible: len(r.eligible), SampledClients: all, Retire: r.retire, SecAgg: record,
 		Slack: p.Cost.Slack, DeltaCharge: p.Cost.Delta, FellowExposed: t.SecAgg.On, Groups: p.Groups,
+		Lattice: p.Lattice, DeadlineUnixMs: r.deadline.UnixMilli(),
 	}
 	m.phase = opening
 	return append(acts, Propose{Cmd: r.cmd})
@@ -203,7 +209,6 @@ func (m *Machine) opened(res ledger.Result) []Action {
 		return m.stop(res.Err)
 	}
 	m.replans = 0
-	r.deadline = r.opened.Add(m.top.Round.Timeout.Duration)
 	m.phase = announcing
 	return []Action{OpenRegions{Round: r.number, Regions: m.regionOpens()}}
 }

@@ -209,6 +209,11 @@ type sim struct {
 	round    uint64    // the round last proposed
 	opened   time.Time // when it opened
 	collects bool
+	// plog is the partial log (a stream capturing the partial subject):
+	// every message sent in the current round, kept whether a leader is
+	// alive (dead false) or not, emptied when the round ends.
+	plog []round.PartialMsg
+	dead bool
 }
 
 func (s *sim) fatalf(format string, a ...any) {
@@ -277,6 +282,11 @@ func (s *sim) exec(at, line, input string) {
 		s.ledgerCmd(pos, kv)
 	case "state":
 		s.state()
+	case "kill":
+		s.dead = true
+		s.printf("leader killed: %d message(s) in the partial log", len(s.plog))
+	case "failover":
+		s.failover(kv)
 	default:
 		s.fatalf("unknown command %q", cmd)
 	}
@@ -305,6 +315,7 @@ func (s *sim) start(kv map[string]string) {
 		s.fatalf("start before topology")
 	}
 	s.dim, s.now, s.l, s.store, s.keys = 2, t0, ledger.New(), map[uint64][2][]float64{}, map[string]*identity.Key{}
+	s.plog, s.dead, s.stop, s.index = nil, false, false, 0
 	if s.step == 0 {
 		s.step = 0.1
 	}
@@ -550,6 +561,12 @@ func (s *sim) propose(cmd ledger.Command) round.Event {
 		s.printf("propose %T", cmd)
 	}
 	res := s.apply(cmd)
+	switch cmd.(type) {
+	case *ledger.CommitModel, *ledger.AbortRound:
+		if res.Err == nil {
+			s.plog = nil // the runner purges the partial log when a round ends
+		}
+	}
 	switch {
 	case res.Err != nil:
 		s.printf("  rejected %s: %v", ledger.ReasonCode(res.Err), res.Err)
@@ -622,7 +639,7 @@ func (s *sim) partial(kv map[string]string) {
 		if err != nil {
 			s.fatalf("%v", err)
 		}
-		s.run(round.PartialMsg{Data: b, At: at})
+		s.deliver(round.PartialMsg{Data: b, At: at})
 		return
 	}
 	per := (dim + chunks - 1) / chunks
@@ -642,11 +659,45 @@ func (s *sim) partial(kv map[string]string) {
 		if err != nil {
 			s.fatalf("%v", err)
 		}
-		if _, ok := s.m.Collecting(); !ok {
+		if _, ok := s.m.Collecting(); !ok && !s.dead {
 			return // the collection closed (a late chunk)
 		}
-		s.run(round.PartialMsg{Data: b, At: at})
+		s.deliver(round.PartialMsg{Data: b, At: at})
 	}
+}
+
+// deliver puts one message into the partial log and, while a leader is
+// alive, hands it to the leader's machine.
+func (s *sim) deliver(msg round.PartialMsg) {
+	s.plog = append(s.plog, msg)
+	if !s.dead {
+		s.run(msg)
+	}
+}
+
+// failover starts the next leader: a new machine holding the serving
+// version, told of the round left open with what the partial log holds
+// (candidate=true: the dead leader had stored its candidate).
+func (s *sim) failover(kv map[string]string) {
+	v := s.view()
+	theta, vel := make([]float64, s.dim), []float64(nil)
+	if st, ok := s.store[v.Serving]; ok && v.Serving != 0 {
+		theta, vel = append([]float64(nil), st[0]...), append([]float64(nil), st[1]...)
+	}
+	m, err := round.New(round.Config{Topology: s.top, Pricer: round.PricerFunc(s.price), Theta: theta, Velocity: vel, Version: v.Serving,
+		Hash0: "h0", Base: round.Evaluation{Score: 0.9}, PartialGrace: 5 * time.Second})
+	if err != nil {
+		s.fatalf("%v", err)
+	}
+	s.m, s.dead, s.stop = m, false, false
+	open, ok := round.LeftOpenOf(s.l)
+	if !ok {
+		s.printf("no round left open")
+		s.run(round.Next{View: v})
+		return
+	}
+	s.printf("new leader: round %d left open, %d message(s) in the partial log, now=+%v", open.Round, len(s.plog), s.now.Sub(s.opened))
+	s.run(round.Resume{View: v, Open: open, Stored: append([]round.PartialMsg(nil), s.plog...), Now: s.now, Candidate: kv["candidate"] == "true"})
 }
 
 func (s *sim) ledgerCmd(pos []string, kv map[string]string) {
