@@ -75,6 +75,11 @@ type CoordinatorConfig struct {
 	Progress func(RoundReport)
 	// Logger receives the coordinator's logs; nil means none.
 	Logger *slog.Logger
+	// PartialLog, when set, is the job's partial log (mesh.OpenPartialLog):
+	// a round a previous leader left open is finished from the partials it
+	// kept (round.resume), and the coordinator empties it when a round
+	// ends. Nil: a round left open is aborted, its cost kept.
+	PartialLog *mesh.PartialLog
 	// Identities are the public keys enrolled at the start of the job
 	// (clients, regions, global nodes; from `strata certs` or the
 	// standalone mesh). A job with security.signed on samples only clients
@@ -138,6 +143,11 @@ type Coordinator struct {
 	partials chan *nats.Msg
 	gate     *canaryGate
 	timer    *time.Timer
+	// logged carries the partial log's messages while a resumed round
+	// collects (unfollow stops them): the log has every message the core
+	// subscription brings then, so that one's are dropped.
+	logged   chan mesh.LoggedPartial
+	unfollow func()
 
 	mu sync.Mutex // guards m: Theta may be called from another goroutine
 	m  *round.Machine
@@ -174,6 +184,7 @@ func (c *Coordinator) Run(ctx context.Context) error {
 	c.m = m
 	c.mu.Unlock()
 	defer c.stopTimer()
+	defer c.stopFollowing()
 	return c.drive(ctx)
 }
 
@@ -181,7 +192,7 @@ func (c *Coordinator) Run(ctx context.Context) error {
 // and answered by an event; a machine that asks for nothing is either
 // between rounds (Next) or collecting partials.
 func (c *Coordinator) drive(ctx context.Context) error {
-	ev, err := c.nextEvent()
+	ev, err := c.firstEvent(ctx)
 	if err != nil {
 		return err
 	}
@@ -257,6 +268,8 @@ func (c *Coordinator) do(ctx context.Context, a round.Action) (round.Event, erro
 	case round.Log:
 		c.cfg.Logger.Log(ctx, a.Level, a.Msg, a.Args...)
 	case round.Progress:
+		c.stopFollowing()
+		c.purgeLog(ctx)
 		c.progress(a.Report)
 	case round.Announce:
 		return nil, c.announceDone(a.Reason)
@@ -300,19 +313,29 @@ func (c *Coordinator) do(ctx context.Context, a round.Action) (round.Event, erro
 	return nil, nil
 }
 
-// await waits for the next partial or the collection's deadline.
+// await waits for the next partial or the collection's deadline. While a
+// resumed round collects, partials come from the partial log, with the
+// time the NATS server received them; the core subscription's copies are
+// dropped.
 func (c *Coordinator) await(ctx context.Context, until time.Time) (round.Event, error) {
 	if c.timer == nil {
 		c.timer = time.NewTimer(time.Until(until))
 	}
-	select {
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	case now := <-c.timer.C:
-		c.timer = nil
-		return round.Deadline{At: now}, nil
-	case msg := <-c.partials:
-		return round.PartialMsg{Data: msg.Data, At: time.Now()}, nil
+	for {
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case now := <-c.timer.C:
+			c.timer = nil
+			return round.Deadline{At: now}, nil
+		case msg := <-c.partials:
+			if c.unfollow != nil {
+				continue
+			}
+			return round.PartialMsg{Data: msg.Data, At: time.Now()}, nil
+		case p := <-c.logged:
+			return round.PartialMsg{Data: p.Data, At: p.At}, nil
+		}
 	}
 }
 
@@ -464,8 +487,10 @@ func (c *Coordinator) startOrResume(ctx context.Context) (*round.Machine, error)
 	if err := c.enrollTopology(ctx); err != nil {
 		return nil, err
 	}
-	if err := c.abortLeftOpen(ctx); err != nil {
-		return nil, err
+	if c.cfg.PartialLog == nil {
+		if err := c.abortLeftOpen(ctx); err != nil {
+			return nil, err
+		}
 	}
 	initial := roundTo32(append([]float64(nil), c.cfg.Initial...))
 	blob := wire.AppendFloat64sAs32(nil, initial)
@@ -490,6 +515,113 @@ func (c *Coordinator) startOrResume(ctx context.Context) (*round.Machine, error)
 	}
 	return round.New(round.Config{Topology: t, Pricer: Pricer(), Theta: theta, Velocity: vel, Version: version,
 		Hash0: mesh.Hash(blob), Base: base, PartialGrace: c.cfg.PartialGrace})
+}
+
+// firstEvent is what the machine is told first: Resume when the ledger
+// holds a round a previous leader left open and there is a partial log to
+// finish it from, Next otherwise.
+func (c *Coordinator) firstEvent(ctx context.Context) (round.Event, error) {
+	var open round.LeftOpen
+	var isOpen bool
+	c.cfg.Node.Read(func(l *ledger.Ledger) { open, isOpen = round.LeftOpenOf(l) })
+	if !isOpen || c.cfg.PartialLog == nil {
+		c.purgeLog(ctx)
+		return c.nextEvent()
+	}
+	v, err := c.view()
+	if err != nil {
+		return nil, err
+	}
+	ev := round.Resume{View: v, Open: open}
+	if !c.top.Round.Resumes() {
+		ev.Now = time.Now()
+		return ev, nil
+	}
+	stored, last, err := c.cfg.PartialLog.Load(ctx)
+	if err != nil {
+		// The log is unreadable: without what was delivered the round
+		// cannot be finished as it would have been.
+		ev.LogErr, ev.Now = err, time.Now()
+		return ev, nil
+	}
+	for _, p := range stored {
+		ev.Stored = append(ev.Stored, round.PartialMsg{Data: p.Data, At: p.At})
+	}
+	if ev.Candidate, err = c.candidateStored(ctx, v.Latest+1); err != nil {
+		return nil, err
+	}
+	if !ev.Candidate && open.ModelVersion == c.m.Version() {
+		if err := c.follow(ctx, last); err != nil {
+			c.cfg.Logger.Warn("cannot follow the partial log; the resumed round takes only what it holds", "round", open.Round, "err", err)
+		}
+	}
+	ev.Now = time.Now()
+	return ev, nil
+}
+
+// candidateStored says whether the model store holds a model blob of
+// version v: a previous leader drew the round's global noise and stored
+// its candidate before it died.
+func (c *Coordinator) candidateStored(ctx context.Context, v uint64) (bool, error) {
+	_, err := c.cfg.Models.Get(ctx, "model", v, "")
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, jetstream.ErrObjectNotFound):
+		return false, nil
+	}
+	return false, fmt.Errorf("global: is a candidate v%d stored: %w", v, err)
+}
+
+// follow delivers the partial log's messages after sequence after to
+// logged until stopFollowing.
+func (c *Coordinator) follow(ctx context.Context, after uint64) error {
+	c.logged = make(chan mesh.LoggedPartial, 4*len(c.top.Regions)+64)
+	done := make(chan struct{})
+	stop, err := c.cfg.PartialLog.Follow(ctx, after, func(p mesh.LoggedPartial) {
+		select {
+		case c.logged <- p:
+		case <-done:
+		}
+	})
+	if err != nil {
+		c.logged = nil
+		return err
+	}
+	c.unfollow = func() { close(done); stop() }
+	return nil
+}
+
+// stopFollowing ends a resumed round's following of the partial log, and
+// drops the core subscription's copies of its partials.
+func (c *Coordinator) stopFollowing() {
+	if c.unfollow == nil {
+		return
+	}
+	c.unfollow()
+	c.unfollow, c.logged = nil, nil
+	for {
+		select {
+		case <-c.partials:
+		default:
+			return
+		}
+	}
+}
+
+// purgeLog empties the partial log once a round has ended (or when a
+// leader finds none open), so that the next leader reads only its own
+// round's partials. A failure costs nothing but a later resume's
+// rejected (late) partials, and is logged.
+func (c *Coordinator) purgeLog(ctx context.Context) {
+	if c.cfg.PartialLog == nil {
+		return
+	}
+	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := c.cfg.PartialLog.Purge(pctx); err != nil && ctx.Err() == nil {
+		c.cfg.Logger.Warn("cannot purge the partial log", "err", err)
+	}
 }
 
 // abortLeftOpen aborts a round a previous coordinator left open: its spend

@@ -126,6 +126,7 @@ type Global struct {
 	conn        *nats.Conn
 	tracker     *metrics.Global
 	models      *mesh.ModelStore
+	plog        *mesh.PartialLog
 	closers     []func()
 }
 
@@ -164,6 +165,11 @@ func NewGlobal(ctx context.Context, cfg GlobalConfig) (_ *Global, err error) {
 		return nil, err
 	}
 	g.models.SetKey(cfg.Key)
+	// The partial log is replicated as the model store is, so that a
+	// round outlives its leader on the same servers its models do.
+	if g.plog, err = mesh.OpenPartialLog(ctx, g.conn, cfg.Topology.Job, cfg.Replicas); err != nil {
+		return nil, err
+	}
 	if cfg.Track {
 		tc, err := cfg.Dialer.Connect("tracker-" + cfg.ID)
 		if err != nil {
@@ -228,7 +234,7 @@ func (g *Global) Run(ctx context.Context) error {
 			return global.NewCoordinator(global.CoordinatorConfig{
 				Topology: cfg.Topology, Node: g.node, Conn: g.conn, Models: g.models, Initial: cfg.Task.Initial(),
 				Evaluator: gate{evaluator}, Rand: cfg.Rand, ConfigHash: hash, Progress: cfg.Progress,
-				Logger: cfg.Logger.With("tier", "global"), Identities: cfg.Identities,
+				Logger: cfg.Logger.With("tier", "global"), Identities: cfg.Identities, PartialLog: g.plog,
 			})
 		},
 	})

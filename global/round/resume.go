@@ -75,6 +75,9 @@ type Resume struct {
 	// sum would release more than the ledger charged, so the round is
 	// aborted.
 	Candidate bool
+	// LogErr says the partial log could not be read: what the regions
+	// delivered is unknown, so the round is aborted.
+	LogErr error
 }
 
 func (Resume) event() {}
@@ -102,6 +105,8 @@ func (m *Machine) resume(e Resume) []Action {
 		reason = abortLeftOpen
 	case o.Deadline.IsZero():
 		reason = abortOldFormat
+	case e.LogErr != nil:
+		reason = fmt.Sprintf("coordinator restarted mid-round and the partial log cannot be read (%v); spend kept", e.LogErr)
 	case o.ModelVersion != m.version:
 		reason = fmt.Sprintf("coordinator restarted mid-round; the round trained from v%d but v%d serves now; spend kept", o.ModelVersion, m.version)
 	case e.Candidate:
