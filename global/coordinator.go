@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -544,10 +545,15 @@ func (c *Coordinator) firstEvent(ctx context.Context) (round.Event, error) {
 		ev.LogErr, ev.Now = err, time.Now()
 		return ev, nil
 	}
+	var records [][]byte
 	for _, p := range stored {
+		if c.cfg.PartialLog.IsRecord(p) {
+			records = append(records, p.Data)
+			continue
+		}
 		ev.Stored = append(ev.Stored, round.PartialMsg{Data: p.Data, At: p.At})
 	}
-	if ev.Candidate, err = c.candidateStored(ctx, v.Latest+1); err != nil {
+	if ev.Candidate, ev.Adopt, err = c.storedCandidate(ctx, open.Round, v.Latest+1, records); err != nil {
 		return nil, err
 	}
 	if !ev.Candidate && open.ModelVersion == c.m.Version() {
@@ -559,18 +565,66 @@ func (c *Coordinator) firstEvent(ctx context.Context) (round.Event, error) {
 	return ev, nil
 }
 
-// candidateStored says whether the model store holds a model blob of
-// version v: a previous leader drew the round's global noise and stored
-// its candidate before it died.
-func (c *Coordinator) candidateStored(ctx context.Context, v uint64) (bool, error) {
-	_, err := c.cfg.Models.Get(ctx, "model", v, "")
+// storedCandidate says whether the model store holds a model blob of
+// version v: a previous leader drew round rnd's global noise and stored
+// its candidate before it died. With the record of what it merged (the
+// last of records naming the round, the version and the blob's hash) and
+// its optimizer state, the candidate is returned to be adopted.
+func (c *Coordinator) storedCandidate(ctx context.Context, rnd, v uint64, records [][]byte) (bool, *round.Adopted, error) {
+	blob, err := c.cfg.Models.Get(ctx, "model", v, "")
 	switch {
-	case err == nil:
-		return true, nil
 	case errors.Is(err, jetstream.ErrObjectNotFound):
-		return false, nil
+		return false, nil, nil
+	case err != nil:
+		return false, nil, fmt.Errorf("global: is a candidate v%d stored: %w", v, err)
 	}
-	return false, fmt.Errorf("global: is a candidate v%d stored: %w", v, err)
+	var rec *round.Merged
+	for _, b := range records {
+		m, err := decodeMerged(b)
+		if err != nil {
+			c.cfg.Logger.Warn("unreadable record in the partial log", "err", err)
+			continue
+		}
+		if m.Round == rnd && m.Version == v && m.Hash == mesh.Hash(blob) {
+			rec = &m
+		}
+	}
+	if rec == nil {
+		return true, nil, nil
+	}
+	theta, err := decode64(blob, len(c.cfg.Initial))
+	if err != nil {
+		return true, nil, fmt.Errorf("global: stored candidate v%d: %w", v, err)
+	}
+	vb, err := c.cfg.Models.Get(ctx, "opt", v, "")
+	if errors.Is(err, jetstream.ErrObjectNotFound) {
+		return true, nil, nil // recorded only once both blobs are in: not this candidate's
+	}
+	if err != nil {
+		return true, nil, fmt.Errorf("global: optimizer state of the stored candidate v%d: %w", v, err)
+	}
+	vel, err := decode64(vb, len(c.cfg.Initial))
+	if err != nil {
+		return true, nil, fmt.Errorf("global: optimizer state of the stored candidate v%d: %w", v, err)
+	}
+	return true, &round.Adopted{Merged: *rec, Theta: theta, Velocity: vel}, nil
+}
+
+// decodeMerged reads a record of what a stored candidate merged.
+func decodeMerged(b []byte) (round.Merged, error) {
+	var m round.Merged
+	if err := json.Unmarshal(b, &m); err != nil {
+		return round.Merged{}, fmt.Errorf("global: merge record: %w", err)
+	}
+	if m.Round == 0 || m.Version == 0 || m.Hash == "" {
+		return round.Merged{}, fmt.Errorf("global: merge record names round %d, v%d, hash %q", m.Round, m.Version, m.Hash)
+	}
+	for i, p := range m.Partials {
+		if p.Region == "" || p.Count < 0 || (i > 0 && m.Partials[i-1].Region >= p.Region) {
+			return round.Merged{}, fmt.Errorf("global: merge record: partial %d (region %q, count %d) out of order or invalid", i, p.Region, p.Count)
+		}
+	}
+	return m, nil
 }
 
 // follow delivers the partial log's messages after sequence after to
@@ -683,6 +737,22 @@ func (c *Coordinator) storeModel(ctx context.Context, a round.StoreModel) (strin
 	}
 	if _, err := c.cfg.Models.Put(ctx, "opt", a.Version, wire.AppendFloat64sAs32(nil, a.Velocity)); err != nil {
 		return "", err
+	}
+	if c.cfg.PartialLog != nil {
+		// With both blobs in, what the candidate merged: a next leader
+		// commits this candidate rather than draw the noise again. Without
+		// the record it would abort the round, so a failure is only logged.
+		rec := a.Merged
+		rec.Hash = hash
+		b, err := json.Marshal(rec)
+		if err == nil {
+			rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			err = c.cfg.PartialLog.Record(rctx, b)
+			cancel()
+		}
+		if err != nil {
+			c.cfg.Logger.Warn("cannot record the stored candidate in the partial log", "version", a.Version, "err", err)
+		}
 	}
 	return hash, nil
 }

@@ -34,6 +34,36 @@ type resumeNode struct {
 // partial log and commits it with both regions. The round's cost is on
 // every ledger exactly once — the restarted node's too.
 func TestLeaderKilledMidRoundResumesIt(t *testing.T) {
+	t.Run("partials", func(t *testing.T) { leaderKilledMidRound(t, false) })
+	t.Run("stored", func(t *testing.T) { leaderKilledMidRound(t, true) })
+}
+
+// blockFirst is an evaluator that, the first time any node evaluates a
+// candidate (θ not all zero), says so on evaluating and blocks until its
+// context ends: the leader is killed after storing its candidate.
+type blockFirst struct {
+	once       *sync.Once
+	evaluating chan struct{}
+}
+
+func (b blockFirst) Evaluate(ctx context.Context, theta []float64) (Evaluation, error) {
+	if !slices.ContainsFunc(theta, func(x float64) bool { return x != 0 }) {
+		return Evaluation{}, nil
+	}
+	blocked := false
+	b.once.Do(func() { blocked = true; close(b.evaluating) })
+	if blocked {
+		<-ctx.Done()
+		return Evaluation{}, ctx.Err()
+	}
+	return Evaluation{}, nil
+}
+
+// leaderKilledMidRound: with afterStore false region b reports only once
+// the leader is dead; with afterStore true both report and the leader is
+// killed after storing its noisy candidate (while evaluating it): the
+// next leader commits that very candidate, the one blob stored for v1.
+func leaderKilledMidRound(t *testing.T, afterStore bool) {
 	top, err := topology.Parse([]byte(`job: t
 regions:
   - {id: a, clients: 1}
@@ -99,6 +129,7 @@ security: {unsigned: true}
 	}
 	var mu sync.Mutex
 	reports := map[string][]RoundReport{}
+	block := blockFirst{once: &sync.Once{}, evaluating: make(chan struct{})}
 	start := func(p Peer) *resumeNode {
 		t.Helper()
 		n, err := OpenNode(NodeConfig{ID: p.ID, DataDir: dirs[p.ID], Bind: p.Addr, Bootstrap: true, Peers: peers})
@@ -122,7 +153,11 @@ security: {unsigned: true}
 		rn.cancel = func() { scancel(); conn.Close() }
 		go func() {
 			rn.done <- RunService(sctx, ServiceConfig{Node: n, Conn: conn, Job: top.Job, NewCoordinator: func() (*Coordinator, error) {
-				return NewCoordinator(CoordinatorConfig{Topology: top, Node: n, Conn: conn, Models: models, Evaluator: nopEvaluator{},
+				var ev Evaluator = nopEvaluator{}
+				if afterStore {
+					ev = block
+				}
+				return NewCoordinator(CoordinatorConfig{Topology: top, Node: n, Conn: conn, Models: models, Evaluator: ev,
 					Initial: []float64{0, 0}, ConfigHash: "h", PartialLog: plog, PartialGrace: time.Second,
 					Progress: func(r RoundReport) { mu.Lock(); reports[p.ID] = append(reports[p.ID], r); mu.Unlock() }})
 			}})
@@ -165,8 +200,6 @@ security: {unsigned: true}
 	if leader == nil {
 		t.Fatal("a round opened without a leader")
 	}
-	report("a", 1)
-	// a's partial is delivered: the log (which the new leader reads) has it.
 	watch, err := d.Connect("watch")
 	if err != nil {
 		t.Fatal(err)
@@ -176,12 +209,35 @@ security: {unsigned: true}
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, ctx, "a's partial in the log", func() bool { ps, _, err := wlog.Load(ctx); return err == nil && len(ps) == 1 })
+	wmodels, err := mesh.OpenModelStore(ctx, watch, top.Job, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	report("a", 1)
+	var storedHash string
+	if afterStore {
+		report("b", 1)
+		select {
+		case <-block.evaluating:
+		case <-ctx.Done():
+			t.Fatal("the leader never evaluated a candidate")
+		}
+		blob, err := wmodels.Get(ctx, "model", 1, "")
+		if err != nil {
+			t.Fatalf("the candidate v1 is not stored: %v", err)
+		}
+		storedHash = mesh.Hash(blob)
+	} else {
+		// a's partial is delivered: the log (which the new leader reads) has it.
+		waitFor(t, ctx, "a's partial in the log", func() bool { ps, _, err := wlog.Load(ctx); return err == nil && len(ps) == 1 })
+	}
 
 	kill(leader)
 	nodes[leader.id] = nil
 	killed := leader.id
-	report("b", 1)
+	if !afterStore {
+		report("b", 1)
+	}
 
 	// The next leader commits round 1 with both regions.
 	var survivor *Node
@@ -240,6 +296,8 @@ security: {unsigned: true}
 			}
 			if len(l.Models) != 1 || l.Models[0].Round != 1 {
 				t.Errorf("%s: models %+v, want v1 of round 1", p.ID, l.Models)
+			} else if afterStore && l.Models[0].Hash != storedHash {
+				t.Errorf("%s: v1 committed with hash %s, the dead leader stored %s: the noise was drawn again", p.ID, l.Models[0].Hash, storedHash)
 			}
 		})
 	}
@@ -255,4 +313,28 @@ func waitFor(t *testing.T, ctx context.Context, what string, cond func() bool) {
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
+}
+
+// FuzzDecodeMerged: a record read back from the partial log never panics
+// the decoder, and one it accepts names a round, a version, a hash and
+// its partials in region order.
+func FuzzDecodeMerged(f *testing.F) {
+	f.Add([]byte(`{"round":3,"version":2,"hash":"ab","partials":[{"region":"a","count":2,"digest":"00"},{"region":"b","count":0}],"bit_sum":1.5}`))
+	f.Add([]byte(`{"round":3,"version":2,"hash":"ab","partials":[{"region":"b"},{"region":"a"}]}`))
+	f.Add([]byte(`{}`))
+	f.Add([]byte(`[`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		m, err := decodeMerged(b)
+		if err != nil {
+			return
+		}
+		if m.Round == 0 || m.Version == 0 || m.Hash == "" {
+			t.Fatalf("accepted %+v", m)
+		}
+		for i := 1; i < len(m.Partials); i++ {
+			if m.Partials[i-1].Region >= m.Partials[i].Region {
+				t.Fatalf("accepted partials out of order: %+v", m.Partials)
+			}
+		}
+	})
 }

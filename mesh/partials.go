@@ -33,15 +33,21 @@ type PartialLog struct {
 	stream jetstream.Stream
 	job    string
 	subj   string
+	merged string
 }
 
 // LoggedPartial is one message of the partial log: its bytes, when the
 // NATS server received it, and its sequence in the stream.
 type LoggedPartial struct {
-	Data []byte
-	At   time.Time
-	Seq  uint64
+	Subject string
+	Data    []byte
+	At      time.Time
+	Seq     uint64
 }
+
+// MergedSubject is where the coordinator records, in the partial log,
+// what the candidate it stored merged (only global nodes may publish it).
+func MergedSubject(job string) (string, error) { return join(job, "merged", "") }
 
 // partialLogMaxAge bounds how long a message stays when no coordinator
 // purges it (a job that stops mid-round for good).
@@ -62,6 +68,10 @@ func OpenPartialLog(ctx context.Context, nc *nats.Conn, job string, replicas int
 	if err != nil {
 		return nil, err
 	}
+	merged, err := MergedSubject(job)
+	if err != nil {
+		return nil, err
+	}
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return nil, fmt.Errorf("mesh: jetstream: %w", err)
@@ -69,7 +79,7 @@ func OpenPartialLog(ctx context.Context, nc *nats.Conn, job string, replicas int
 	cfg := jetstream.StreamConfig{
 		Name:        PartialLogStream(job),
 		Description: "Strata partials of the open round of job " + job,
-		Subjects:    []string{subj},
+		Subjects:    []string{subj, merged},
 		Storage:     jetstream.MemoryStorage,
 		Replicas:    replicas,
 		Retention:   jetstream.LimitsPolicy,
@@ -80,7 +90,7 @@ func OpenPartialLog(ctx context.Context, nc *nats.Conn, job string, replicas int
 	if err := retry(ctx, metaTimeout, func(ctx context.Context) (err error) { s, err = js.CreateOrUpdateStream(ctx, cfg); return err }); err != nil {
 		return nil, fmt.Errorf("mesh: partial log for job %s: %w", job, err)
 	}
-	return &PartialLog{js: js, stream: s, job: job, subj: subj}, nil
+	return &PartialLog{js: js, stream: s, job: job, subj: subj, merged: merged}, nil
 }
 
 // Load returns every message the log holds, in the order the NATS server
@@ -105,7 +115,7 @@ func (p *PartialLog) Load(ctx context.Context) ([]LoggedPartial, uint64, error) 
 		if err != nil {
 			return nil, 0, fmt.Errorf("mesh: partial log of job %s, message %d: %w", p.job, seq, err)
 		}
-		out = append(out, LoggedPartial{Data: m.Data, At: m.Time, Seq: m.Sequence})
+		out = append(out, LoggedPartial{Subject: m.Subject, Data: m.Data, At: m.Time, Seq: m.Sequence})
 	}
 	return out, st.LastSeq, nil
 }
@@ -130,13 +140,26 @@ func (p *PartialLog) Follow(ctx context.Context, after uint64, fn func(LoggedPar
 		if err != nil {
 			return
 		}
-		fn(LoggedPartial{Data: m.Data(), At: md.Timestamp, Seq: md.Sequence.Stream})
+		fn(LoggedPartial{Subject: m.Subject(), Data: m.Data(), At: md.Timestamp, Seq: md.Sequence.Stream})
 	})
 	if err != nil {
 		return nil, fmt.Errorf("mesh: following the partial log of job %s: %w", p.job, err)
 	}
 	return cc.Stop, nil
 }
+
+// Record keeps b, the record of what a stored candidate merged, in the
+// log (acknowledged by the stream before it returns).
+func (p *PartialLog) Record(ctx context.Context, b []byte) error {
+	if err := retry(ctx, metaTimeout, func(ctx context.Context) error { _, err := p.js.Publish(ctx, p.merged, b); return err }); err != nil {
+		return fmt.Errorf("mesh: recording in the partial log of job %s: %w", p.job, err)
+	}
+	return nil
+}
+
+// IsRecord says whether a logged message is a Record rather than a
+// region's partial.
+func (p *PartialLog) IsRecord(m LoggedPartial) bool { return m.Subject == p.merged }
 
 // Purge empties the log: what the coordinator does when a round ends, so
 // that the next leader never reads an earlier round's partials.

@@ -78,6 +78,11 @@ type StoreModel struct {
 	Version  uint64
 	Theta    []float64
 	Velocity []float64
+	// Merged is what the candidate merged: the runner records it beside
+	// the candidate, once both blobs are stored and with the model blob's
+	// hash, so that a next leader can commit this very candidate
+	// (Resume.Adopt) rather than draw the global noise again.
+	Merged Merged
 }
 
 // Evaluate asks for the candidate parameters to be evaluated (Evaluated).

@@ -86,7 +86,9 @@ func (m *Machine) step() []Action {
 	m.theta, m.velocity = theta, vel
 	r.next = nil
 	m.phase = storing
-	return []Action{StoreModel{Version: r.view.Latest + 1, Theta: theta, Velocity: vel}}
+	refs, _, bits := m.mergedParts()
+	return []Action{StoreModel{Version: r.view.Latest + 1, Theta: theta, Velocity: vel,
+		Merged: Merged{Round: r.number, Version: r.view.Latest + 1, Partials: refs, BitSum: bits}}}
 }
 
 func (m *Machine) stored(e Stored) []Action {
@@ -137,7 +139,6 @@ func (m *Machine) gated(e GateChecked) []Action {
 // recorded while θ goes back to the serving version's.
 func (m *Machine) commit() []Action {
 	r, t := m.r, m.top
-	c := &r.collect
 	promoted := r.gateReason == ""
 	version := r.view.Latest + 1
 	if promoted {
@@ -145,31 +146,47 @@ func (m *Machine) commit() []Action {
 	} else {
 		m.theta, m.velocity = r.prevTheta, r.prevVelocity
 	}
+	refs, count, bits := m.mergedParts()
+	regions := make([]string, len(refs))
+	for i, p := range refs {
+		regions[i] = p.Region
+	}
 	var nextClip float64
 	if ac := t.Privacy.AdaptiveClip; ac.Enabled {
-		bits := 0.0
-		for _, id := range c.regions() {
-			bits += c.parts[id].p.BitSum
-		}
 		nextClip = NextClip(r.plan.Clip, bits, t.Privacy.SamplingRate*float64(r.population), ac.Quantile, ac.LearningRate)
-	}
-	count := 0
-	refs := make([]ledger.PartialRef, 0, len(c.parts))
-	for _, id := range c.regions() {
-		a := c.parts[id]
-		count += a.p.Count
-		refs = append(refs, ledger.PartialRef{Region: id, Count: a.p.Count, Digest: hex.EncodeToString(a.digest[:])})
 	}
 	// Canaries never count as participants. Partials carry only counts, so
 	// every sampled canary of a reporting region is subtracted: its update
 	// needs no training and is normally in; one that missed the deadline
 	// makes the count of real participants low by one, never high.
-	participants := max(0, count-m.sampledCanaries(c.regions()))
+	participants := max(0, count-m.sampledCanaries(regions))
 	r.report.Participants, r.report.Eval, r.report.GateFailed = participants, r.eval, r.gateReason
 	m.phase = committing
 	return []Action{Propose{Cmd: &ledger.CommitModel{Round: r.number, Version: version, Hash: r.hashNew,
 		Score: r.eval.Score, Loss: r.eval.Loss, Metric: r.eval.Metric, Metrics: r.eval.Metrics,
-		Participants: participants, Regions: c.regions(), NextClipNorm: nextClip, Promoted: promoted, GateReason: r.gateReason, Partials: refs}}}
+		Participants: participants, Regions: regions, NextClipNorm: nextClip, Promoted: promoted, GateReason: r.gateReason, Partials: refs}}}
+}
+
+// mergedParts is what the candidate merged: each region's partial
+// (sorted by region), the updates they sum and their clipping bits — from
+// the collection, or from the record of an adopted candidate.
+func (m *Machine) mergedParts() (refs []ledger.PartialRef, count int, bits float64) {
+	r := m.r
+	if r.adopted != nil {
+		for _, p := range r.adopted.Partials {
+			count += p.Count
+		}
+		return r.adopted.Partials, count, r.adopted.BitSum
+	}
+	c := &r.collect
+	refs = make([]ledger.PartialRef, 0, len(c.parts))
+	for _, id := range c.regions() {
+		a := c.parts[id]
+		count += a.p.Count
+		bits += a.p.BitSum
+		refs = append(refs, ledger.PartialRef{Region: id, Count: a.p.Count, Digest: hex.EncodeToString(a.digest[:])})
+	}
+	return refs, count, bits
 }
 
 // sampledCanaries counts the canary clients sampled in the given regions:

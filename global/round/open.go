@@ -38,6 +38,7 @@ type roundState struct {
 
 	next, prevTheta, prevVelocity []float64 // the candidate, and what it replaces
 	hashNew                       string
+	adopted                       *Merged // a resumed round's stored candidate
 	eval                          Evaluation
 	gateReason                    string
 	report                        Report

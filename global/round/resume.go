@@ -72,15 +72,40 @@ type Resume struct {
 	// Candidate says the model store already holds a blob for the version
 	// the round would commit: the previous leader drew its global noise
 	// and stored the result before it died. A second draw over the same
-	// sum would release more than the ledger charged, so the round is
-	// aborted.
+	// sum would release more than the ledger charged: the round commits
+	// that very candidate (Adopt) or, when what it merged is not on
+	// record, is aborted.
 	Candidate bool
+	// Adopt is the stored candidate, with the record of what it merged.
+	Adopt *Adopted
 	// LogErr says the partial log could not be read: what the regions
 	// delivered is unknown, so the round is aborted.
 	LogErr error
 }
 
 func (Resume) event() {}
+
+// Merged is what a round's candidate merged, recorded beside it (after
+// its blobs) so that the next leader can commit it.
+type Merged struct {
+	Round   uint64 `json:"round"`
+	Version uint64 `json:"version"`
+	// Hash is the candidate model blob's (the runner sets it once the
+	// blob is stored).
+	Hash string `json:"hash"`
+	// Partials are the merged partials, sorted by region; BitSum their
+	// clipping bits (adaptive clipping).
+	Partials []ledger.PartialRef `json:"partials"`
+	BitSum   float64             `json:"bit_sum"`
+}
+
+// Adopted is a candidate a previous leader stored and recorded: its
+// parameters and optimizer state as the model store holds them.
+type Adopted struct {
+	Merged   Merged
+	Theta    []float64
+	Velocity []float64
+}
 
 // Abort reasons of a round left open.
 const (
@@ -109,8 +134,10 @@ func (m *Machine) resume(e Resume) []Action {
 		reason = fmt.Sprintf("coordinator restarted mid-round and the partial log cannot be read (%v); spend kept", e.LogErr)
 	case o.ModelVersion != m.version:
 		reason = fmt.Sprintf("coordinator restarted mid-round; the round trained from v%d but v%d serves now; spend kept", o.ModelVersion, m.version)
+	case e.Adopt != nil:
+		return m.adopt(e)
 	case e.Candidate:
-		reason = fmt.Sprintf("coordinator restarted mid-round after storing the round's noisy candidate v%d; a second noise draw would release more than was charged; spend kept", e.View.Latest+1)
+		reason = fmt.Sprintf("coordinator restarted mid-round after storing the round's noisy candidate v%d without a record of what it merged; a second noise draw would release more than was charged; spend kept", e.View.Latest+1)
 	}
 	if reason != "" {
 		r.report = Report{Round: r.number, Planned: t.Train.Rounds, Epsilon: o.EpsilonAfter, Noise: o.Noise, ClipNorm: o.Clip,
@@ -140,4 +167,36 @@ func (m *Machine) resume(e Resume) []Action {
 		return append(acts, m.closeCollection()...)
 	}
 	return append(acts, Collect{Until: r.until})
+}
+
+// adopt commits the candidate a previous leader stored for the round: it
+// is evaluated and gated as that leader would have, and nothing is drawn
+// again.
+func (m *Machine) adopt(e Resume) []Action {
+	r, a := m.r, e.Adopt
+	version := e.View.Latest + 1
+	switch {
+	case a.Merged.Round != r.number || a.Merged.Version != version:
+		return m.stop(fmt.Errorf("%w: adopting a candidate of round %d v%d for round %d v%d", ErrUnexpected, a.Merged.Round, a.Merged.Version, r.number, version))
+	case len(a.Theta) != len(m.theta) || (a.Velocity != nil && len(a.Velocity) != len(m.theta)):
+		return m.stop(fmt.Errorf("%w: adopted candidate with %d parameters (velocity %d), the model has %d", ErrUnexpected, len(a.Theta), len(a.Velocity), len(m.theta)))
+	}
+	merged := make([]MergedPartial, len(a.Merged.Partials))
+	for i, p := range a.Merged.Partials {
+		merged[i] = MergedPartial{Region: p.Region, Count: p.Count}
+	}
+	r.adopted = &a.Merged
+	r.hashNew = a.Merged.Hash
+	r.prevTheta, r.prevVelocity = m.theta, m.velocity
+	m.theta, m.velocity = a.Theta, a.Velocity
+	if m.velocity == nil {
+		m.velocity = make([]float64, len(m.theta))
+	}
+	r.report = Report{Round: r.number, Planned: m.top.Train.Rounds, Epsilon: r.plan.Cost.EpsilonAfter, Regions: len(merged),
+		Noise: r.plan.Noise, ClipNorm: r.plan.Clip, Retired: len(r.retire), Merged: merged}
+	m.phase = evaluating
+	return []Action{
+		Log{Level: slog.LevelInfo, Msg: "committing the candidate a previous coordinator stored for the round left open", Args: []any{"round", r.number, "version", version}},
+		Evaluate{Version: version, Theta: m.theta},
+	}
 }

@@ -214,6 +214,11 @@ type sim struct {
 	// alive (dead false) or not, emptied when the round ends.
 	plog []round.PartialMsg
 	dead bool
+	// dieAt, when "store", kills the leader right after it stored its
+	// candidate (before the evaluation); merged is the record the runner
+	// keeps beside a stored candidate.
+	dieAt  string
+	merged *round.Merged
 }
 
 func (s *sim) fatalf(format string, a ...any) {
@@ -283,6 +288,10 @@ func (s *sim) exec(at, line, input string) {
 	case "state":
 		s.state()
 	case "kill":
+		if kv["at"] != "" {
+			s.dieAt = kv["at"]
+			break
+		}
 		s.dead = true
 		s.printf("leader killed: %d message(s) in the partial log", len(s.plog))
 	case "failover":
@@ -315,7 +324,7 @@ func (s *sim) start(kv map[string]string) {
 		s.fatalf("start before topology")
 	}
 	s.dim, s.now, s.l, s.store, s.keys = 2, t0, ledger.New(), map[uint64][2][]float64{}, map[string]*identity.Key{}
-	s.plog, s.dead, s.stop, s.index = nil, false, false, 0
+	s.plog, s.dead, s.stop, s.index, s.dieAt, s.merged = nil, false, false, 0, "", nil
 	if s.step == 0 {
 		s.step = 0.1
 	}
@@ -491,7 +500,15 @@ func (s *sim) act(a round.Action) round.Event {
 	case round.StoreModel:
 		s.printf("store v%d theta=%s velocity=%s", a.Version, vec(a.Theta), vec(a.Velocity))
 		s.store[a.Version] = [2][]float64{append([]float64(nil), a.Theta...), append([]float64(nil), a.Velocity...)}
-		return round.Stored{Hash: fmt.Sprintf("h%d", a.Version)}
+		rec := a.Merged
+		rec.Hash = fmt.Sprintf("h%d", a.Version)
+		s.merged = &rec
+		if s.dieAt == "store" {
+			s.dieAt, s.dead = "", true
+			s.printf("leader killed after storing v%d: %d message(s) in the partial log", a.Version, len(s.plog))
+			return nil
+		}
+		return round.Stored{Hash: rec.Hash}
 	case round.Evaluate:
 		acc, loss := 0.9, 1/float64(a.Version)
 		if len(s.evals) > 0 {
@@ -696,8 +713,15 @@ func (s *sim) failover(kv map[string]string) {
 		s.run(round.Next{View: v})
 		return
 	}
-	s.printf("new leader: round %d left open, %d message(s) in the partial log, now=+%v", open.Round, len(s.plog), s.now.Sub(s.opened))
-	s.run(round.Resume{View: v, Open: open, Stored: append([]round.PartialMsg(nil), s.plog...), Now: s.now, Candidate: kv["candidate"] == "true"})
+	ev := round.Resume{View: v, Open: open, Stored: append([]round.PartialMsg(nil), s.plog...), Now: s.now, Candidate: kv["candidate"] == "true"}
+	if st, ok := s.store[v.Latest+1]; ok {
+		ev.Candidate = true
+		if rec := s.merged; rec != nil && rec.Round == open.Round && kv["record"] != "lost" {
+			ev.Adopt = &round.Adopted{Merged: *rec, Theta: append([]float64(nil), st[0]...), Velocity: append([]float64(nil), st[1]...)}
+		}
+	}
+	s.printf("new leader: round %d left open, %d message(s) in the partial log, candidate=%v recorded=%v, now=+%v", open.Round, len(s.plog), ev.Candidate, ev.Adopt != nil, s.now.Sub(s.opened))
+	s.run(ev)
 }
 
 func (s *sim) ledgerCmd(pos []string, kv map[string]string) {
