@@ -37,6 +37,26 @@
 //	                               and not promoted with θ restored
 //	Applied (Commit/Abort)         Progress, then the runner sends Next
 //
+// # A round left open
+//
+// A runner that finds the ledger holding an open round (its leader died
+// after the OpenRound committed) sends Resume first, in place of Next,
+// with the round as the ledger holds it (LeftOpenOf), the partials the
+// partial log kept and the candidate the dead leader stored, if any:
+//
+//	Resume{View, Open, Stored,     Propose(AbortRound) (round.resume off, a
+//	       Now, Candidate, Adopt}  round written before the ledger kept its
+//	                               deadline, a rollback since, an unreadable
+//	                               log, a candidate stored without its
+//	                               record); Evaluate (Adopt: the stored
+//	                               candidate, whose noise is not drawn
+//	                               again); or the stored partials checked
+//	                               and merged as live ones, then Collect
+//	                               until the deadline and grace, or the
+//	                               collection's close at once
+//
+// Its commit charges nothing: the OpenRound did.
+//
 // # Pricing
 //
 // Plan→price is the Pricer's: the accountant's floating-point work (RDP

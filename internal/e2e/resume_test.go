@@ -48,9 +48,19 @@ func killMidRound(t *testing.T, bin string, resume bool) {
 	const kills = 4
 	dir := t.TempDir()
 	topo := filepath.Join(dir, "topo.yaml")
-	round := "round: {timeout: 8s}"
+	// STRATA_RESUME_LOCAL_EPOCHS makes the clients train longer, so that a
+	// round takes seconds rather than under one (the measurement in
+	// docs/operating.md); the round timeout grows with it.
+	epochs, timeout := 3, 8
+	if v := os.Getenv("STRATA_RESUME_LOCAL_EPOCHS"); v != "" {
+		if _, err := fmt.Sscan(v, &epochs); err != nil || epochs < 1 {
+			t.Fatalf("STRATA_RESUME_LOCAL_EPOCHS=%q: want a positive number", v)
+		}
+		timeout = 8 + epochs
+	}
+	round := fmt.Sprintf("round: {timeout: %ds}", timeout)
 	if !resume {
-		round = "round: {timeout: 8s, resume: false}"
+		round = fmt.Sprintf("round: {timeout: %ds, resume: false}", timeout)
 	}
 	os.WriteFile(topo, []byte(`job: resume
 seed: 5
@@ -59,7 +69,7 @@ regions:
   - {id: b, clients: 20}
 privacy: {sampling_rate: 0.3, budget: 100000, min_regions: 2, noise: {regional: 2, global: 2}}
 training: {rounds: 1000}
-task: {name: mnist, pretrain_epochs: 1, hidden: 16, public_examples: 1000, eval_examples: 200}
+task: {name: mnist, pretrain_epochs: 1, hidden: 16, public_examples: 1000, eval_examples: 200, local_epochs: `+fmt.Sprint(epochs)+`}
 `+round+"\n"), 0o600)
 	secrets := filepath.Join(dir, "secrets")
 	if out, err := exec.Command(bin, "certs", "--dir", secrets, "--topology", topo).CombinedOutput(); err != nil {
@@ -280,6 +290,6 @@ task: {name: mnist, pretrain_epochs: 1, hidden: 16, public_examples: 1000, eval_
 		}
 	}
 	sort.Slice(recover, func(i, j int) bool { return recover[i] < recover[j] })
-	t.Logf("round.resume %v: kill → next committed round over %d kills (rounds %v): median %v, min %v, max %v; %d of %d rounds aborted (charged, nothing released)", resume, len(recover), killedRounds,
+	t.Logf("local_epochs %d, round.resume %v: kill → next committed round over %d kills (rounds %v): median %v, min %v, max %v; %d of %d rounds aborted (charged, nothing released)", epochs, resume, len(recover), killedRounds,
 		recover[len(recover)/2].Round(time.Millisecond), recover[0].Round(time.Millisecond), recover[len(recover)-1].Round(time.Millisecond), aborted, len(ref.Rounds))
 }
