@@ -3,9 +3,11 @@ package mesh
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/strata-fl/strata/identity"
@@ -115,4 +117,74 @@ func TestPartialLogKeepsPartialsForTheGlobalTierOnly(t *testing.T) {
 	if len(left) != 0 || after < last+1 {
 		t.Errorf("after a purge the log holds %d messages, last sequence %d (want 0, ≥ %d)", len(left), after, last+1)
 	}
+}
+
+// TestNoRoleButGlobalReachesThePartialLog checks every generated
+// permission of a region, a client and a site's leaf node against the
+// JetStream calls on the partial log (local and through the hub's domain)
+// and the subject of its merge records: none may read, purge or delete the
+// log, nor forge a record a next leader would trust.
+func TestNoRoleButGlobalReachesThePartialLog(t *testing.T) {
+	stream := PartialLogStream("j")
+	merged, err := MergedSubject("j")
+	if err != nil {
+		t.Fatal(err)
+	}
+	forbidden := []string{merged}
+	for _, api := range []string{"$JS.API", "$JS." + HubDomain + ".API"} {
+		for _, call := range []string{"STREAM.INFO.", "STREAM.MSG.GET.", "STREAM.PURGE.", "STREAM.DELETE.", "STREAM.UPDATE.", "CONSUMER.CREATE.", "CONSUMER.INFO."} {
+			forbidden = append(forbidden, api+"."+call+stream)
+		}
+		forbidden = append(forbidden, api+".DIRECT.GET."+stream+".strata.j.partial.eu", api+".CONSUMER.CREATE."+stream+".c.strata.j.partial.eu")
+	}
+	roles := map[string]*server.Permissions{}
+	for _, e := range []identity.Entry{{Kind: identity.KindRegion, ID: "eu"}, {Kind: identity.KindClient, ID: "eu-c1", Region: "eu"}} {
+		p, err := Permissions("j", e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		roles[e.Kind+" "+e.ID] = p
+	}
+	leaf, err := LeafPermissions("j", "eu", []string{"eu-c1"}, []string{InboxPrefix(identity.KindGlobal, "g1")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	roles["leaf eu"] = leaf
+	for name, p := range roles {
+		var allow []string
+		if p.Publish != nil {
+			allow = append(allow, p.Publish.Allow...)
+		}
+		if p.Subscribe != nil {
+			allow = append(allow, p.Subscribe.Allow...)
+		}
+		for _, pat := range allow {
+			for _, s := range forbidden {
+				if subjectMatches(pat, s) {
+					t.Errorf("%s may use %s (allowed by %q)", name, s, pat)
+				}
+			}
+		}
+	}
+	// The matcher itself: what a global node's ">" allows, it allows.
+	if !subjectMatches(">", forbidden[1]) || !subjectMatches("$JS.API.STREAM.INFO.*", "$JS.API.STREAM.INFO."+stream) || subjectMatches("$JS.API.STREAM.INFO.*", forbidden[0]) {
+		t.Fatal("subjectMatches is wrong")
+	}
+}
+
+// subjectMatches reports whether the NATS subject pattern pat (with * and
+// >) matches subject s.
+func subjectMatches(pat, s string) bool {
+	p, t := strings.Split(pat, "."), strings.Split(s, ".")
+	for i, tok := range p {
+		switch {
+		case tok == ">":
+			return len(t) > i
+		case i >= len(t):
+			return false
+		case tok != "*" && tok != t[i]:
+			return false
+		}
+	}
+	return len(p) == len(t)
 }
