@@ -4,9 +4,9 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"strings"
 	"fmt"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
