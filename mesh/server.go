@@ -28,7 +28,7 @@ var ErrConfig = errors.New("mesh: invalid configuration")
 // defaults given with each.
 type ServerConfig struct {
 	// StoreDir holds JetStream's file store (the model versions);
-	// required.
+	// required, except on a leaf node (LeafOf), which runs no JetStream.
 	StoreDir string
 	// Host is the interface to listen on; default "127.0.0.1".
 	Host string
@@ -50,6 +50,17 @@ type ServerConfig struct {
 	// JetStream clustered, so that a stream (the model store, with
 	// Replicas 3) survives losing a server; nil runs it alone.
 	Cluster *ClusterConfig
+	// LeafListen, when set (HOST:PORT; port 0 picks a free one), opens a
+	// leafnode listener: consortium sites' leaf nodes connect there, each
+	// as a user of Users (its permissions, LeafPermissions, bound what the
+	// link carries). LeafTLS, when set, is required of them (with client
+	// certificates: identity.LeafHubTLS).
+	LeafListen string
+	LeafTLS    *tls.Config
+	// LeafOf, when set, makes this server a site's leaf node of that hub;
+	// it runs no JetStream (its clients reach the hub's). Users are then
+	// the site's own clients (LeafUsers).
+	LeafOf *LeafRemote
 }
 
 // ClusterConfig makes an embedded server one of a cluster. Every server
@@ -82,9 +93,21 @@ const maxPending = 256 << 20
 // Validate names the field that is wrong. Zero fields are valid: they take
 // their defaults.
 func (c ServerConfig) Validate() error {
+	if c.LeafListen != "" {
+		if _, _, err := leafListen(c.LeafListen); err != nil {
+			return err
+		}
+	}
+	if c.LeafOf != nil {
+		if _, err := c.LeafOf.urls(); err != nil {
+			return err
+		}
+	}
 	switch {
-	case c.StoreDir == "":
+	case c.StoreDir == "" && c.LeafOf == nil:
 		return fmt.Errorf("%w: ServerConfig.StoreDir is required (JetStream keeps model versions there)", ErrConfig)
+	case c.LeafTLS != nil && c.LeafListen == "":
+		return fmt.Errorf("%w: ServerConfig.LeafTLS is set without LeafListen (the leafnode listener it secures)", ErrConfig)
 	case c.Port < -1 || c.Port > 65535:
 		return fmt.Errorf("%w: ServerConfig.Port %d: want 0..65535, or -1 for in-process connections only", ErrConfig, c.Port)
 	case c.MaxPayload < 0 || c.MaxPayload > maxPending:
@@ -196,6 +219,9 @@ func StartServer(cfg ServerConfig) (*server.Server, error) {
 			u, _ := url.Parse(r) // checked by Validate
 			opts.Routes = append(opts.Routes, u)
 		}
+	}
+	if err := leafOptions(cfg, opts); err != nil {
+		return nil, err
 	}
 	s, err := server.NewServer(opts)
 	if err != nil {

@@ -166,3 +166,45 @@ type Recipe struct {
 type Personal interface {
 	PersonalReport(ctx context.Context, theta []float64) (any, error)
 }
+
+// Generator is implemented by language-model tasks: text sampled from a
+// version θ, for `strata generate`.
+type Generator interface {
+	// Generate returns tokens bytes that follow prompt, drawn at the
+	// given temperature (0: the most likely each step), seeded.
+	Generate(ctx context.Context, theta []float64, prompt []byte, tokens int, temperature float64, seed uint64) ([]byte, error)
+}
+
+// Values is a tensor with its data, for export.
+type Values struct {
+	Tensor
+	Data []float32
+}
+
+// TensorExporter is implemented by tasks whose model can be exported
+// (safetensors, PEFT): the frozen backbone, the adapters' fixed A and
+// their trained B from θ, and PEFT's adapter_config.json.
+type TensorExporter interface {
+	ModelTensors(theta []float64) (backbone, loraA, loraB []Values, err error)
+	AdapterConfig() map[string]any
+}
+
+// NextLogProber scores text one byte ahead: for each context, the
+// natural-log probabilities of every byte that may follow it.
+type NextLogProber interface {
+	NextLogProbs(contexts [][]byte) [][]float32
+}
+
+// LanguageModel is implemented by tasks whose model scores text (the
+// Secret-Sharer audit ranks secrets with it).
+type LanguageModel interface {
+	NextLogProber(theta []float64) (NextLogProber, error)
+}
+
+// TextHolder is implemented by tasks whose clients hold text, so that an
+// audit can plant a secret in a client's data before training: text is
+// inserted repeats times into the client's data, at line boundaries the
+// task chooses deterministically.
+type TextHolder interface {
+	InsertText(client string, text []byte, repeats int) error
+}

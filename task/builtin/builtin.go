@@ -10,6 +10,7 @@ import (
 	"sort"
 
 	"github.com/strata-fl/strata/task"
+	"github.com/strata-fl/strata/task/lm"
 	"github.com/strata-fl/strata/task/mnist"
 	"github.com/strata-fl/strata/topology"
 )
@@ -17,9 +18,12 @@ import (
 // ErrUnknownTask reports a task name no built-in task has.
 var ErrUnknownTask = errors.New("task: unknown task")
 
+// ErrNoText reports audit.secrets on a task whose clients hold no text.
+var ErrNoText = errors.New("task: the task's clients hold no text")
+
 // Names lists the built-in tasks.
 func Names() []string {
-	n := []string{mnist.Name}
+	n := []string{mnist.Name, lm.Name}
 	sort.Strings(n)
 	return n
 }
@@ -44,6 +48,9 @@ func Validate(t *topology.Topology) error {
 	case mnist.Name, "":
 		_, err := mnist.ParseConfig(t.Task.Options, t.Population())
 		return err
+	case lm.Name:
+		_, err := lm.ParseConfig(t.Task.Options)
+		return err
 	}
 	return fmt.Errorf("%w: task.name %q: use one of %v", ErrUnknownTask, t.Task.Name, Names())
 }
@@ -54,6 +61,12 @@ func Options(t *topology.Topology) (map[string]any, error) {
 	switch t.Task.Name {
 	case mnist.Name, "":
 		c, err := mnist.ParseConfig(t.Task.Options, t.Population())
+		if err != nil {
+			return nil, err
+		}
+		return c.Options(), nil
+	case lm.Name:
+		c, err := lm.ParseConfig(t.Task.Options)
 		if err != nil {
 			return nil, err
 		}
@@ -73,7 +86,38 @@ type Spec struct {
 
 // Prepare prepares the topology's task. Every role of a job calls it with
 // the same topology and gets the same task (deterministic from its seed).
+// With audit.secrets, the Secret-Sharer secrets are planted in their
+// holders' data (task.TextHolder) before anyone trains.
 func Prepare(ctx context.Context, t *topology.Topology, s Spec) (task.Task, error) {
+	tk, err := prepare(ctx, t, s)
+	if err != nil || t.Audit.Secrets == 0 {
+		return tk, err
+	}
+	return tk, PlantSecrets(tk, t)
+}
+
+// PlantSecrets writes each inserted secret's line into its holders' text.
+func PlantSecrets(tk task.Task, t *topology.Topology) error {
+	th, ok := tk.(task.TextHolder)
+	if !ok {
+		return fmt.Errorf("%w: audit.secrets: task %q holds no text to plant secrets in: use the lm task, or drop audit.secrets", ErrNoText, tk.Name())
+	}
+	holders, err := t.SecretHolders()
+	if err != nil {
+		return err
+	}
+	inserted, _ := t.SecretValues()
+	for i, ids := range holders {
+		for _, id := range ids {
+			if err := th.InsertText(id, topology.SecretLine(inserted[i]), t.Audit.SecretPlan().Repeats); err != nil {
+				return fmt.Errorf("audit.secrets: %w", err)
+			}
+		}
+	}
+	return nil
+}
+
+func prepare(ctx context.Context, t *topology.Topology, s Spec) (task.Task, error) {
 	if s.Logf == nil {
 		s.Logf = func(string, ...any) {}
 	}
@@ -84,6 +128,12 @@ func Prepare(ctx context.Context, t *topology.Topology, s Spec) (task.Task, erro
 			return nil, err
 		}
 		return mnist.Prepare(ctx, mnist.Spec{Config: c, Clients: Clients(t), Seed: t.Seed, CacheDir: s.CacheDir, Logf: s.Logf})
+	case lm.Name:
+		c, err := lm.ParseConfig(t.Task.Options)
+		if err != nil {
+			return nil, err
+		}
+		return lm.Prepare(ctx, lm.Spec{Config: c, Clients: Clients(t), Seed: t.Seed, CacheDir: s.CacheDir, Logf: s.Logf})
 	}
 	return nil, fmt.Errorf("%w: task.name %q: use one of %v", ErrUnknownTask, t.Task.Name, Names())
 }
@@ -98,6 +148,12 @@ func Dim(t *topology.Topology) (int, error) {
 			return 0, err
 		}
 		return (&mnist.Model{Hidden: c.Hidden, Full: c.Full}).Dim(), nil
+	case lm.Name:
+		c, err := lm.ParseConfig(t.Task.Options)
+		if err != nil {
+			return 0, err
+		}
+		return c.Dim(), nil
 	}
 	return 0, fmt.Errorf("%w: task.name %q: use one of %v", ErrUnknownTask, t.Task.Name, Names())
 }
