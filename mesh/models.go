@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -122,6 +123,11 @@ func retryable(err error) bool {
 	var api *jetstream.APIError
 	if errors.Is(err, jetstream.ErrJetStreamNotEnabled) {
 		return false // a server without JetStream: it will not come
+	}
+	// A direct get answered with status 503 comes back from the client
+	// library as untyped text.
+	if strings.Contains(err.Error(), "JetStream system temporarily unavailable") {
+		return true
 	}
 	return errors.Is(err, errCatchingUp) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) || errors.Is(err, jetstream.ErrNoStreamResponse) ||
 		errors.Is(err, jetstream.ErrAsyncPublishTimeout) || errors.Is(err, nats.ErrNoResponders) || errors.As(err, &api) && api.Code == 503
