@@ -3,8 +3,10 @@ package mesh
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -144,4 +146,77 @@ func TestClusterKeepsModelsReadableWithoutAServer(t *testing.T) {
 	}
 	read(nc, 1, hash, blob, "with the stream's leader shut down")
 	read(connect(rest[1]), 2, hash2, blob2, "a version stored after the leader was lost, through the other server")
+}
+
+// TestGetByHashWaitsForAVersionBeingStored: a version named by its hash
+// (the ledger holds it, so it was stored) that the store does not have
+// yet — a lagging replica's answer — is asked for again; one named
+// without a hash is reported missing.
+func TestGetByHashWaitsForAVersionBeingStored(t *testing.T) {
+	s, err := StartServer(ServerConfig{StoreDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Shutdown()
+	nc, err := Dialer{URL: s.ClientURL()}.Connect("test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	store, err := OpenModelStore(ctx, nc, "job", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.Get(ctx, "model", 1, ""); !errors.Is(err, jetstream.ErrObjectNotFound) {
+		t.Fatalf("without a hash: got %v, want ErrObjectNotFound", err)
+	}
+	blob := []byte("theta")
+	// A spy on the JetStream API sees the reader's lookups of the
+	// object's metadata (NATS delivers a request to every subscriber).
+	spy, err := Dialer{URL: s.ClientURL()}.Connect("spy")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer spy.Close()
+	lookups := make(chan struct{}, 64)
+	sub, err := spy.Subscribe("$JS.API.>", func(m *nats.Msg) {
+		if strings.HasPrefix(m.Subject, "$JS.API.DIRECT.GET.") || strings.HasPrefix(m.Subject, "$JS.API.STREAM.MSG.GET.") {
+			select {
+			case lookups <- struct{}{}:
+			default:
+			}
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	if err := spy.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan error, 1)
+	go func() {
+		b, err := store.Get(ctx, "model", 1, Hash(blob))
+		if err == nil && !bytes.Equal(b, blob) {
+			err = fmt.Errorf("read %q", b)
+		}
+		got <- err
+	}()
+	// Store it once the reader has looked twice: its first try has
+	// found nothing.
+	for range 2 {
+		select {
+		case <-lookups:
+		case err := <-got:
+			t.Fatalf("the reader gave up before the version was stored: %v", err)
+		}
+	}
+	if _, err := store.Put(ctx, "model", 1, blob); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-got; err != nil {
+		t.Fatalf("with the hash: %v", err)
+	}
 }

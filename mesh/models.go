@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -108,6 +109,13 @@ const (
 	blobTimeout = 10 * time.Second
 )
 
+// errCatchingUp marks a not-found that may be a lagging replica's.
+var errCatchingUp = errors.New("mesh: a replica may be catching up")
+
+// notFoundWait bounds how long Get asks again for a version the ledger
+// names but the store says it does not have.
+const notFoundWait = 10 * time.Second
+
 // retryable says a JetStream request may succeed if tried again: it (or
 // a chunk's ack) timed out, no stream answered, or JetStream is
 // temporarily unavailable (HTTP-like code 503).
@@ -116,7 +124,12 @@ func retryable(err error) bool {
 	if errors.Is(err, jetstream.ErrJetStreamNotEnabled) {
 		return false // a server without JetStream: it will not come
 	}
-	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) || errors.Is(err, jetstream.ErrNoStreamResponse) ||
+	// A direct get answered with status 503 comes back from the client
+	// library as untyped text.
+	if strings.Contains(err.Error(), "JetStream system temporarily unavailable") {
+		return true
+	}
+	return errors.Is(err, errCatchingUp) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) || errors.Is(err, jetstream.ErrNoStreamResponse) ||
 		errors.Is(err, jetstream.ErrAsyncPublishTimeout) || errors.Is(err, nats.ErrNoResponders) || errors.As(err, &api) && api.Code == 503
 }
 
@@ -218,8 +231,22 @@ func (m *ModelStore) Get(ctx context.Context, kind string, version uint64, wantH
 		return nil, err
 	}
 	var b []byte
+	// A version the caller names by its hash is on the ledger, so it was
+	// stored; "not found" then comes from a replica of a clustered store
+	// that is catching up (one cut off and healed serves direct gets
+	// before it has caught up): asked again, another answers, or it has
+	// caught up. Without a hash, not found is an answer.
+	var missing time.Time
 	if err := retry(ctx, blobTimeout, func(ctx context.Context) (err error) {
 		b, err = obs.GetBytes(ctx, objectName(kind, version))
+		if wantHash != "" && errors.Is(err, jetstream.ErrObjectNotFound) {
+			if missing.IsZero() {
+				missing = time.Now()
+			}
+			if time.Since(missing) < notFoundWait {
+				return fmt.Errorf("%w (%w)", err, errCatchingUp)
+			}
+		}
 		return err
 	}); err != nil {
 		return nil, fmt.Errorf("mesh: get %s v%d: %w", kind, version, err)

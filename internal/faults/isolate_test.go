@@ -10,14 +10,16 @@ import (
 )
 
 // isolateRounds is scenario (b)'s job length; its faults fire at
-// isolateAt committed rounds (the rounds of this small job take 15-100
-// ms, so a fault fired at a wall-clock time would race the job's end).
+// isolateAt committed rounds (a round of this small job takes about 300
+// ms with the site 20 ms from the hub, 15-100 ms without: a fault fired
+// at a wall-clock time would race the job, and the machine's load).
 const isolateRounds = 60
 
 var isolateAt = []int{10, 25, 40}
 
-// siteDelay is the WAN between the sites and the hub in the scenarios
-// that pace their rounds by it.
+// siteDelay is the WAN between the sites and the hub in scenarios
+// (b)-(e), which it paces: without it a round is faster than a raft
+// election.
 const siteDelay = 20 * time.Millisecond
 
 var isolateTopology = fmt.Sprintf(`job: %s

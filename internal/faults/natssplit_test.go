@@ -20,9 +20,9 @@ const (
 	splitAt     = 6
 )
 
-// splitSeed is scenario (d)'s default seed: it picks n3 for the minority
-// when neither n2 nor n3 leads the model stream (STRATA_FAULT_SEED
-// replays another), and holds the split 2.6 s at least.
+// splitSeed is scenario (d)'s default seed: it picks n2 for the minority
+// when neither n2 nor n3 leads the model stream, and holds the split 1.7 s
+// at least (STRATA_FAULT_SEED replays another).
 const splitSeed = 1
 
 var splitTopology = fmt.Sprintf(`job: %s

@@ -97,6 +97,9 @@ func siteCut(t *testing.T, minRegions int, site string, hold time.Duration) {
 	// of its updates through and the rest, and its partial, not.
 	from := uint64(s.Rounds + 1)
 	first := make(chan history.Event, 1)
+	// The cut is made in the observer's handler, which blocks it for the
+	// nft transaction (milliseconds): done on the test's goroutine it
+	// would land a scheduling delay later, often after the round.
 	m.setWatch(func(e history.Event) {
 		if e.Kind == history.Update && e.Region == cutRegion && e.Round >= from {
 			select {
