@@ -3,7 +3,9 @@ package mesh
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -396,5 +398,118 @@ func (l *errLog) Errorf(format string, v ...any) {
 	select {
 	case l.ch <- fmt.Sprintf(format, v...):
 	default:
+	}
+}
+
+// TestRenderedHubTakesSecuredLeafNodes: the nats-server config `strata
+// certs --nats-conf --nats-leaf-port` renders, read back as nats-server
+// reads it, serves a hub a site's secured leaf node joins: the site's
+// region answers the hub's ping across the link, its client reads the
+// model store through the hub's domain, and another region's round does
+// not reach the site.
+func TestRenderedHubTakesSecuredLeafNodes(t *testing.T) {
+	dir := t.TempDir()
+	secrets := filepath.Join(dir, "secrets")
+	spec := identity.MeshSpec{Operators: []string{"admin"}, Globals: []string{"g1"}, Regions: []string{"a", "b"},
+		Clients: map[string][]string{"a": {"a-c1"}, "b": {"b-c1"}}}
+	if err := identity.GenerateMesh(secrets, spec); err != nil {
+		t.Fatal(err)
+	}
+	if err := identity.AddLeaf(secrets, "a", nil); err != nil {
+		t.Fatal(err)
+	}
+	pub, err := identity.LoadPublic(secrets)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conf, err := RenderNATSConf(NATSConf{Job: "j", Secrets: secrets, Identities: pub, StoreDir: filepath.Join(dir, "js"), LeafPort: 7422})
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "nats.conf")
+	if err := os.WriteFile(path, conf, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	o, err := server.ProcessConfigFile(path)
+	if err != nil {
+		t.Fatalf("nats-server reads the rendered config: %v\n%s", err, conf)
+	}
+	if o.JetStreamDomain != HubDomain || o.LeafNode.Port != 7422 || o.LeafNode.TLSConfig == nil || o.LeafNode.TLSConfig.ClientAuth != tls.RequireAndVerifyClientCert {
+		t.Fatalf("hub config: domain %q, leafnode port %d, leaf TLS %v\n%s", o.JetStreamDomain, o.LeafNode.Port, o.LeafNode.TLSConfig != nil, conf)
+	}
+	o.Host, o.Port, o.HTTPPort, o.LeafNode.Host, o.LeafNode.Port = "127.0.0.1", server.RANDOM_PORT, 0, "127.0.0.1", server.RANDOM_PORT
+	o.NoSigs, o.NoLog = true, true
+	hub, err := server.NewServer(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hub.Start()
+	t.Cleanup(hub.Shutdown)
+	if !hub.ReadyForConnections(10 * time.Second) {
+		t.Fatal("hub not ready")
+	}
+	hubURL, err := LeafURL(hub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := &leafMesh{secrets: secrets, hub: hub, hubURL: hubURL}
+	_, leafD := m.startLeaf(t, "a", false)
+
+	ctls, _ := identity.ClientTLS(secrets)
+	g1, _ := identity.LoadKey(secrets, identity.KindGlobal, "g1")
+	hubc, err := (Dialer{URL: hub.ClientURL(), TLS: ctls, Key: g1}).Connect("g1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hubc.Close()
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	store, err := OpenModelStore(ctx, hubc, "j", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hash, err := store.Put(ctx, "model", 1, []byte("weights"))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	ra, _ := identity.LoadKey(secrets, identity.KindRegion, "a")
+	region, err := leafD.As(ra).Connect("region-a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer region.Close()
+	ping, _ := PingSubject("j", "a")
+	if _, err := region.Subscribe(ping, func(msg *nats.Msg) { msg.Respond([]byte("pong")) }); err != nil {
+		t.Fatal(err)
+	}
+	region.Flush()
+	waitFor(t, "region a answers the hub's ping across the link", func() bool {
+		reply, err := hubc.Request(ping, nil, time.Second)
+		return err == nil && string(reply.Data) == "pong"
+	})
+	keys, _ := identity.LoadClients(secrets, "a")
+	client, err := leafD.As(keys["a-c1"]).Connect("a-c1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	rs, err := ReadModelStoreDomain(ctx, client, HubDomain, "j")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := rs.Get(ctx, "model", 1, hash); err != nil || string(got) != "weights" {
+		t.Fatalf("client a-c1 reads model 1 through the leaf: %q, %v", got, err)
+	}
+	// The operator at the site sees what crosses; another region's round
+	// does not, site a's does.
+	opc, err := leafD.Connect("operator-at-a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer opc.Close()
+	round := func(r string) string { s, _ := RoundSubject("j", r); return s }
+	if got := crossing(t, hubc, opc, []string{ping}, []string{round("b")}, round("a")); got[round("b")] {
+		t.Error("region b's round reached site a")
 	}
 }
