@@ -182,13 +182,13 @@ func TestConsortiumCompose(t *testing.T) {
 		_, cut = leaderStatus(hubc, "")
 	}
 	t.Logf("cut site eu's link at %d/%d committed rounds (%d opened once the cut was made), %v after up", before.Committed, consortiumRounds, cut.Rounds, cutAt.Sub(upAt).Round(time.Second))
-	_, during := leaderAt(before.Committed + 8)
+	_, during := leaderAt(cut.Committed + 8)
 	if during.Finished {
 		t.Fatalf("the job finished while site eu was cut off: make it longer")
 	}
 	run(t, root, nil, "docker", "network", "connect", hubNet, leafEU)
 	restoredAt := time.Now()
-	t.Logf("restored site eu's link %v later, at %d committed rounds (8 committed without eu's link)", restoredAt.Sub(cutAt).Round(100*time.Millisecond), during.Committed)
+	t.Logf("restored site eu's link %v later, at %d committed rounds (8 more committed once the cut was made)", restoredAt.Sub(cutAt).Round(100*time.Millisecond), during.Committed)
 	if upDone != nil {
 		if err := <-upDone; err != nil {
 			t.Fatal(err)
