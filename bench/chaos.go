@@ -367,7 +367,18 @@ func Chaos(ctx context.Context, env Env, cfg ChaosConfig) (Output, error) {
 		}
 		return b.String()
 	}
-	committed := func() int { _, s := leader(); return s.Committed }
+	// settled is the leader's status, waiting out an election (a leader
+	// just killed, paused or cut off) for up to 2 minutes.
+	settled := func() global.Status {
+		var s global.Status
+		waitFor(2*time.Minute, func() bool {
+			var id string
+			id, s = leader()
+			return id != ""
+		})
+		return s
+	}
+	committed := func() int { return settled().Committed }
 
 	var s0 global.Status
 	if !waitFor(3*time.Minute, func() bool { _, s0 = leader(); return s0.Committed >= 1 }) {
@@ -378,7 +389,7 @@ func Chaos(ctx context.Context, env Env, cfg ChaosConfig) (Output, error) {
 	if !waitFor(10*time.Minute, func() bool { c := committed(); bar.Set(c - s0.Committed); return c >= s0.Committed+cfg.SteadyRounds }) {
 		return out, errors.Join(ctx.Err(), fmt.Errorf("bench chaos: %d undisturbed rounds took over 10 minutes%s", cfg.SteadyRounds, logTail()))
 	}
-	_, s1 := leader()
+	s1 := settled()
 	steadyRate := float64(s1.Committed-s0.Committed) / time.Since(steadyStart).Minutes()
 
 	rng := rand.New(rand.NewPCG(cfg.Seed, 0xc4a05))
@@ -496,7 +507,7 @@ func Chaos(ctx context.Context, env Env, cfg ChaosConfig) (Output, error) {
 		rows = append(rows, row)
 		time.Sleep(gap)
 	}
-	_, final := leader()
+	final := settled()
 	chaosRate := float64(final.Committed-s1.Committed) / time.Since(chaosStart).Minutes()
 
 	// Stop the mesh, every node with its ledger on disk, and check the

@@ -3,7 +3,9 @@ package mesh
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -89,14 +91,18 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-// crossing subscribes on one side to every subject, publishes each on the
-// other side and then a sentinel subject that must cross; once the
-// sentinel has arrived, everything that would cross has (one connection
-// each side, one link: order is kept). It returns the subjects received.
-func crossing(t *testing.T, from, to *nats.Conn, subjects []string, sentinel string) map[string]bool {
+// crossing subscribes on one side to the denied subjects, then the
+// allowed ones, then a sentinel subject that must cross, and publishes
+// them all on the other side, the sentinel last, until every allowed
+// subject has crossed. Interest crosses a leaf link in the order the
+// subscriptions were made, so by then the denied subjects' interest has
+// reached the other side (or been refused there). One more round of
+// publications, ended by the sentinel (one connection each side, one
+// link: order is kept), then shows what crosses; it returns that.
+func crossing(t *testing.T, from, to *nats.Conn, allowed, denied []string, sentinel string) map[string]bool {
 	t.Helper()
-	ch := make(chan *nats.Msg, 64)
-	for _, s := range append(subjects, sentinel) {
+	ch := make(chan *nats.Msg, 256)
+	for _, s := range append(append(append([]string(nil), denied...), allowed...), sentinel) {
 		sub, err := to.ChanSubscribe(s, ch)
 		if err != nil {
 			t.Fatal(err)
@@ -106,36 +112,48 @@ func crossing(t *testing.T, from, to *nats.Conn, subjects []string, sentinel str
 	if err := to.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	got := map[string]bool{}
-	// Interest crosses the link asynchronously: publish the round again
-	// until the sentinel comes through.
-	for deadline := time.Now().Add(20 * time.Second); ; {
-		for _, s := range subjects {
+	all := append(append([]string(nil), allowed...), denied...)
+	round := func() (map[string]bool, bool) {
+		for _, s := range all {
 			from.Publish(s, []byte("x"))
 		}
 		from.Publish(sentinel, []byte("sentinel"))
 		from.Flush()
-		timeout := time.After(200 * time.Millisecond)
-	drain:
+		got := map[string]bool{}
+		timeout := time.After(500 * time.Millisecond)
 		for {
 			select {
 			case m := <-ch:
 				if m.Subject == sentinel {
-					// Everything published before it has arrived.
-					for len(ch) > 0 {
-						got[(<-ch).Subject] = true
-					}
-					return got
+					return got, true
 				}
 				got[m.Subject] = true
 			case <-timeout:
-				break drain
+				return got, false
 			}
 		}
+	}
+	for deadline := time.Now().Add(20 * time.Second); ; {
+		got, ok := round()
+		complete := ok
+		for _, s := range allowed {
+			complete = complete && got[s]
+		}
+		if complete {
+			break
+		}
 		if time.Now().After(deadline) {
-			t.Fatalf("the sentinel %s never crossed", sentinel)
+			t.Fatalf("after 20 s, crossed: %v (the sentinel %s: %v); want every allowed subject", got, sentinel, ok)
 		}
 	}
+	for len(ch) > 0 {
+		<-ch // late copies of the rounds before
+	}
+	got, ok := round()
+	if !ok {
+		t.Fatalf("the sentinel %s did not cross in the last round", sentinel)
+	}
+	return got
 }
 
 // TestLeafPermissions: a site's leaf node, even one that admits anything
@@ -167,7 +185,7 @@ func TestLeafPermissions(t *testing.T) {
 			sub("update", "b") + ".b-c1", sub("update", "a") + ".a-c1", sub("secagg_to", "a") + ".a-c1", sub("registry", "a"),
 			"_INBOX_client_b-c1.x", "_INBOX_region_b.y", "_INBOX_global_g1.z", "$JS.API.STREAM.LIST",
 		}
-		got := crossing(t, hubc, sitec, append(allowed, denied...), sub("round", "a"))
+		got := crossing(t, hubc, sitec, allowed, denied, sub("round", "a"))
 		for _, s := range allowed {
 			if !got[s] {
 				t.Errorf("%s did not reach site a", s)
@@ -186,7 +204,7 @@ func TestLeafPermissions(t *testing.T) {
 			sub("update", "a") + ".a-c1", sub("update", "b") + ".b-c1", sub("secagg", "a") + ".a-c1", sub("invite", "b") + ".b-c1",
 			done, "_INBOX_region_b.y", "_INBOX_client_b-c1.y", "$JS.hub.API.STREAM.DELETE.OBJ_" + ModelBucket("j"), "$JS.hub.API.STREAM.LIST",
 		}
-		got := crossing(t, sitec, hubc, append(allowed, denied...), sub("partial", "a"))
+		got := crossing(t, sitec, hubc, allowed, denied, sub("partial", "a"))
 		for _, s := range allowed {
 			if !got[s] {
 				t.Errorf("%s did not reach the hub", s)
@@ -380,5 +398,118 @@ func (l *errLog) Errorf(format string, v ...any) {
 	select {
 	case l.ch <- fmt.Sprintf(format, v...):
 	default:
+	}
+}
+
+// TestRenderedHubTakesSecuredLeafNodes: the nats-server config `strata
+// certs --nats-conf --nats-leaf-port` renders, read back as nats-server
+// reads it, serves a hub a site's secured leaf node joins: the site's
+// region answers the hub's ping across the link, its client reads the
+// model store through the hub's domain, and another region's round does
+// not reach the site.
+func TestRenderedHubTakesSecuredLeafNodes(t *testing.T) {
+	dir := t.TempDir()
+	secrets := filepath.Join(dir, "secrets")
+	spec := identity.MeshSpec{Operators: []string{"admin"}, Globals: []string{"g1"}, Regions: []string{"a", "b"},
+		Clients: map[string][]string{"a": {"a-c1"}, "b": {"b-c1"}}}
+	if err := identity.GenerateMesh(secrets, spec); err != nil {
+		t.Fatal(err)
+	}
+	if err := identity.AddLeaf(secrets, "a", nil); err != nil {
+		t.Fatal(err)
+	}
+	pub, err := identity.LoadPublic(secrets)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conf, err := RenderNATSConf(NATSConf{Job: "j", Secrets: secrets, Identities: pub, StoreDir: filepath.Join(dir, "js"), LeafPort: 7422})
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "nats.conf")
+	if err := os.WriteFile(path, conf, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	o, err := server.ProcessConfigFile(path)
+	if err != nil {
+		t.Fatalf("nats-server reads the rendered config: %v\n%s", err, conf)
+	}
+	if o.JetStreamDomain != HubDomain || o.LeafNode.Port != 7422 || o.LeafNode.TLSConfig == nil || o.LeafNode.TLSConfig.ClientAuth != tls.RequireAndVerifyClientCert {
+		t.Fatalf("hub config: domain %q, leafnode port %d, leaf TLS %v\n%s", o.JetStreamDomain, o.LeafNode.Port, o.LeafNode.TLSConfig != nil, conf)
+	}
+	o.Host, o.Port, o.HTTPPort, o.LeafNode.Host, o.LeafNode.Port = "127.0.0.1", server.RANDOM_PORT, 0, "127.0.0.1", server.RANDOM_PORT
+	o.NoSigs, o.NoLog = true, true
+	hub, err := server.NewServer(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hub.Start()
+	t.Cleanup(hub.Shutdown)
+	if !hub.ReadyForConnections(10 * time.Second) {
+		t.Fatal("hub not ready")
+	}
+	hubURL, err := LeafURL(hub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := &leafMesh{secrets: secrets, hub: hub, hubURL: hubURL}
+	_, leafD := m.startLeaf(t, "a", false)
+
+	ctls, _ := identity.ClientTLS(secrets)
+	g1, _ := identity.LoadKey(secrets, identity.KindGlobal, "g1")
+	hubc, err := (Dialer{URL: hub.ClientURL(), TLS: ctls, Key: g1}).Connect("g1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hubc.Close()
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	store, err := OpenModelStore(ctx, hubc, "j", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hash, err := store.Put(ctx, "model", 1, []byte("weights"))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	ra, _ := identity.LoadKey(secrets, identity.KindRegion, "a")
+	region, err := leafD.As(ra).Connect("region-a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer region.Close()
+	ping, _ := PingSubject("j", "a")
+	if _, err := region.Subscribe(ping, func(msg *nats.Msg) { msg.Respond([]byte("pong")) }); err != nil {
+		t.Fatal(err)
+	}
+	region.Flush()
+	waitFor(t, "region a answers the hub's ping across the link", func() bool {
+		reply, err := hubc.Request(ping, nil, time.Second)
+		return err == nil && string(reply.Data) == "pong"
+	})
+	keys, _ := identity.LoadClients(secrets, "a")
+	client, err := leafD.As(keys["a-c1"]).Connect("a-c1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	rs, err := ReadModelStoreDomain(ctx, client, HubDomain, "j")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := rs.Get(ctx, "model", 1, hash); err != nil || string(got) != "weights" {
+		t.Fatalf("client a-c1 reads model 1 through the leaf: %q, %v", got, err)
+	}
+	// The operator at the site sees what crosses; another region's round
+	// does not, site a's does.
+	opc, err := leafD.Connect("operator-at-a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer opc.Close()
+	round := func(r string) string { s, _ := RoundSubject("j", r); return s }
+	if got := crossing(t, hubc, opc, []string{ping}, []string{round("b")}, round("a")); got[round("b")] {
+		t.Error("region b's round reached site a")
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"sort"
 	"strings"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -37,6 +38,12 @@ type NATSConf struct {
 	// ClusterName and ClusterPort (default strata, 6222) when Routes is set.
 	ClusterName string
 	ClusterPort int
+	// LeafPort, when set, opens a leafnode port for consortium sites'
+	// leaf nodes (`strata nats --leaf-of`): TLS with the server
+	// certificate, a leaf certificate of the mesh CA required of each, the
+	// site's leaf key its user (LeafPermissions); JetStream then takes the
+	// domain HubDomain, through which the sites' clients reach the store.
+	LeafPort int
 }
 
 // NameEnv is the environment variable a clustered server's name comes from.
@@ -88,7 +95,11 @@ func RenderNATSConf(c NATSConf) ([]byte, error) {
 	// As the server `strata up` embeds: model chunks and partials of large
 	// models travel in messages up to 8 MiB.
 	b.WriteString("max_payload: 8MB\nmax_pending: 256MB\nwrite_deadline: \"10s\"\n")
-	fmt.Fprintf(&b, "jetstream {\n  store_dir: %s\n}\n", quote(c.StoreDir))
+	if c.LeafPort > 0 {
+		fmt.Fprintf(&b, "jetstream {\n  store_dir: %s\n  domain: %s\n}\n", quote(c.StoreDir), quote(HubDomain))
+	} else {
+		fmt.Fprintf(&b, "jetstream {\n  store_dir: %s\n}\n", quote(c.StoreDir))
+	}
 	// A loaded machine takes more than the default 2 s for a handshake.
 	fmt.Fprintf(&b, "tls {\n  cert_file: %s\n  key_file: %s\n  timeout: 10\n}\n", file("server.pem"), file("server.key"))
 	if len(c.Routes) > 0 {
@@ -106,9 +117,16 @@ func RenderNATSConf(c NATSConf) ([]byte, error) {
 		}
 		b.WriteString("  ]\n}\n")
 	}
+	if c.LeafPort > 0 {
+		// As the embedded hub's leafnode listener (LeafHubTLS), and as
+		// quickly aware of a silent site (leafOptions).
+		fmt.Fprintf(&b, "leafnodes {\n  port: %d\n  tls {\n    cert_file: %s\n    key_file: %s\n    ca_file: %s\n    verify: true\n    timeout: 10\n  }\n}\n",
+			c.LeafPort, file("server.pem"), file("server.key"), file("ca.pem"))
+		b.WriteString("ping_interval: \"2s\"\nping_max: 3\n")
+	}
 	b.WriteString("authorization {\n  timeout: 10\n  users: [\n")
 	for _, u := range users {
-		fmt.Fprintf(&b, "    {nkey: %s, permissions: %s}\n", quote(u.Nkey), permissions(u.Permissions))
+		fmt.Fprintf(&b, "    {nkey: %s, permissions: %s%s}\n", quote(u.Nkey), permissions(u.Permissions), connectionTypes(u.AllowedConnectionTypes))
 	}
 	b.WriteString("  ]\n}\n")
 	return b.Bytes(), nil
@@ -135,6 +153,19 @@ func permissions(p *server.Permissions) string {
 		parts = append(parts, fmt.Sprintf("allow_responses: {max: %d, expires: %s}", r.MaxMsgs, quote(r.Expires.String())))
 	}
 	return "{" + strings.Join(parts, ", ") + "}"
+}
+
+// connectionTypes renders a user's allowed_connection_types (none: any).
+func connectionTypes(m map[string]struct{}) string {
+	if len(m) == 0 {
+		return ""
+	}
+	ts := make([]string, 0, len(m))
+	for t := range m {
+		ts = append(ts, t)
+	}
+	sort.Strings(ts)
+	return ", allowed_connection_types: " + quoteList(ts)
 }
 
 func quoteList(ss []string) string {

@@ -131,7 +131,7 @@ func TestRenderedConfigReadsBackAsTheGeneratedAuthorization(t *testing.T) {
 		t.Fatalf("config holds %d users, want %d", len(o.Nkeys), len(want))
 	}
 	for i, u := range o.Nkeys {
-		if u.Nkey != want[i].Nkey || !reflect.DeepEqual(u.Permissions, want[i].Permissions) {
+		if u.Nkey != want[i].Nkey || !reflect.DeepEqual(u.Permissions, want[i].Permissions) || !reflect.DeepEqual(u.AllowedConnectionTypes, want[i].AllowedConnectionTypes) {
 			t.Errorf("user %d: %s %+v, want %s %+v", i, u.Nkey, u.Permissions, want[i].Nkey, want[i].Permissions)
 		}
 	}

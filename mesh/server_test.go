@@ -30,6 +30,13 @@ func TestServerConfigValidate(t *testing.T) {
 		{"cluster listen without a port", ServerConfig{StoreDir: dir, Cluster: &ClusterConfig{ServerName: "n1", Listen: "127.0.0.1", Routes: []string{"nats-route://127.0.0.1:6223"}}}, "ClusterConfig.Listen"},
 		{"cluster in-process only", ServerConfig{StoreDir: dir, Port: -1, Cluster: &ClusterConfig{ServerName: "n1", Listen: "127.0.0.1:6222", Routes: []string{"nats-route://127.0.0.1:6223"}}}, "ServerConfig.Port -1"},
 		{"cluster with TLS", ServerConfig{StoreDir: dir, TLS: &tls.Config{}, Cluster: &ClusterConfig{ServerName: "n1", Listen: "127.0.0.1:6222", Routes: []string{"nats-route://127.0.0.1:6223"}}}, "ServerConfig.TLS"},
+		{"hub with a leafnode listener", ServerConfig{StoreDir: dir, LeafListen: "0.0.0.0:7422", LeafTLS: &tls.Config{}}, ""},
+		{"leafnode listener without a port", ServerConfig{StoreDir: dir, LeafListen: "0.0.0.0"}, "ServerConfig.LeafListen"},
+		{"leafnode listener port out of range", ServerConfig{StoreDir: dir, LeafListen: "127.0.0.1:70000"}, "ServerConfig.LeafListen"},
+		{"leaf TLS without a listener", ServerConfig{StoreDir: dir, LeafTLS: &tls.Config{}}, "ServerConfig.LeafTLS"},
+		{"a site's leaf needs no store", ServerConfig{LeafOf: &LeafRemote{URL: "nats-leaf://hub:7422"}}, ""},
+		{"leaf of a URL without a port", ServerConfig{LeafOf: &LeafRemote{URL: "nats-leaf://hub"}}, "leaf remote"},
+		{"leaf of a client URL scheme", ServerConfig{LeafOf: &LeafRemote{URL: "http://hub:7422"}}, "scheme"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -41,6 +41,7 @@ func runCerts(_ context.Context, args []string, stdout, stderr io.Writer) error 
 	natsConf := fs.String("nats-conf", "", "also write a nats-server config file for the secrets: TLS, JetStream and one NKey user per identity of DIR/public.json with its role's permissions (rewritten only when it changes)")
 	natsRoutes := fs.String("nats-routes", "", "with --nats-conf: the cluster's servers as host:port, comma-separated (each server skips itself and takes its name from $"+mesh.NameEnv+"); empty: one server, no cluster")
 	natsStore := fs.String("nats-store", "./strata-nats", "with --nats-conf: JetStream's store dir on the server")
+	natsLeafPort := fs.Int("nats-leaf-port", 0, "with --nats-conf: also open this leafnode port for the sites' leaf nodes (--leaf-sites; TLS, a leaf certificate of the CA required) and give JetStream the domain \""+mesh.HubDomain+"\"; 0: none")
 	leafSites := fs.String("leaf-sites", "", "also make leaf-node credentials for these consortium sites, comma-separated REGION[=HOST[+HOST...]]: an NKey (keys/leaf-REGION.nk) whose NATS permissions carry only that region's subjects, and a certificate (leaf-REGION.pem) valid for leaf-REGION and the HOSTs; with --keep, missing ones are added")
 	if err := fs.Parse(args); err != nil {
 		return helpOK(fmt.Errorf("%w: %v", errUsage, err))
@@ -78,7 +79,7 @@ func runCerts(_ context.Context, args []string, stdout, stderr io.Writer) error 
 		fmt.Fprintln(stdout, msg)
 	}
 	if *natsConf != "" {
-		return writeNATSConf(*natsConf, *dir, t.Job, *natsStore, splitList(*natsRoutes), stdout)
+		return writeNATSConf(*natsConf, *dir, t.Job, *natsStore, splitList(*natsRoutes), *natsLeafPort, stdout)
 	}
 	fmt.Fprintf(stdout, "start the server with: strata nats --secrets %s --topology FILE; every role takes --secrets %s\n", *dir, *dir)
 	return nil
@@ -118,7 +119,10 @@ func leafCredentials(dir, spec string, t *topology.Topology, stdout io.Writer) e
 
 // writeNATSConf renders the nats-server config of the secrets in dir and
 // writes it unless the file already holds exactly that.
-func writeNATSConf(path, dir, job, store string, routes []string, stdout io.Writer) error {
+func writeNATSConf(path, dir, job, store string, routes []string, leafPort int, stdout io.Writer) error {
+	if leafPort < 0 || leafPort > 65535 {
+		return fmt.Errorf("%w: --nats-leaf-port %d: want 1..65535, or 0 for none", errUsage, leafPort)
+	}
 	abs, err := filepath.Abs(dir)
 	if err != nil {
 		return err
@@ -136,7 +140,7 @@ func writeNATSConf(path, dir, job, store string, routes []string, stdout io.Writ
 			return fmt.Errorf("certs --nats-routes: the server certificate in %s predates cluster routes (servers present it to each other, which needs client-auth usage): create the secrets anew", dir)
 		}
 	}
-	conf, err := mesh.RenderNATSConf(mesh.NATSConf{Job: job, Secrets: abs, Identities: pub, StoreDir: store, Routes: routes})
+	conf, err := mesh.RenderNATSConf(mesh.NATSConf{Job: job, Secrets: abs, Identities: pub, StoreDir: store, Routes: routes, LeafPort: leafPort})
 	if err != nil {
 		return fmt.Errorf("certs --nats-conf: %w", err)
 	}

@@ -198,6 +198,32 @@ func TestCertsLeafSites(t *testing.T) {
 		t.Errorf("public.json has %d leaf identities, want 2", leafs)
 	}
 
+	// The nats-server config of a hub the sites' leaf nodes join.
+	out.Reset()
+	conf := filepath.Join(secrets, "nats.conf")
+	if err := runCerts(t.Context(), append(args, "--nats-conf", conf, "--nats-leaf-port", "7422"), &out, &out); err != nil {
+		t.Fatalf("%v\n%s", err, out.String())
+	}
+	o, err := server.ProcessConfigFile(conf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.LeafNode.Port != 7422 || o.JetStreamDomain != mesh.HubDomain || o.LeafNode.TLSConfig == nil {
+		t.Errorf("hub config: leafnode port %d, domain %q, leaf TLS %v", o.LeafNode.Port, o.JetStreamDomain, o.LeafNode.TLSConfig != nil)
+	}
+	leafUsers := 0
+	for _, u := range o.Nkeys {
+		if _, ok := u.AllowedConnectionTypes["LEAFNODE"]; ok {
+			leafUsers++
+			if len(u.AllowedConnectionTypes) != 1 {
+				t.Errorf("leaf user %s may also open %v", u.Nkey, u.AllowedConnectionTypes)
+			}
+		}
+	}
+	if leafUsers != 2 {
+		t.Errorf("%d users may open leaf connections, want the 2 sites'", leafUsers)
+	}
+
 	for _, bad := range []string{"mars", "eu=bad host"} {
 		out.Reset()
 		if err := runCerts(t.Context(), []string{"--dir", secrets, "--topology", topo, "--keep", "--leaf-sites", bad}, &out, &out); err == nil {
