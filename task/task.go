@@ -188,3 +188,23 @@ type TensorExporter interface {
 	ModelTensors(theta []float64) (backbone, loraA, loraB []Values, err error)
 	AdapterConfig() map[string]any
 }
+
+// NextLogProber scores text one byte ahead: for each context, the
+// natural-log probabilities of every byte that may follow it.
+type NextLogProber interface {
+	NextLogProbs(contexts [][]byte) [][]float32
+}
+
+// LanguageModel is implemented by tasks whose model scores text (the
+// Secret-Sharer audit ranks secrets with it).
+type LanguageModel interface {
+	NextLogProber(theta []float64) (NextLogProber, error)
+}
+
+// TextHolder is implemented by tasks whose clients hold text, so that an
+// audit can plant a secret in a client's data before training: text is
+// inserted repeats times into the client's data, at line boundaries the
+// task chooses deterministically.
+type TextHolder interface {
+	InsertText(client string, text []byte, repeats int) error
+}

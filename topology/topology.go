@@ -392,6 +392,8 @@ func (t *Topology) Validate() error {
 	}
 	if err := t.Audit.Validate(); err != nil {
 		errs = append(errs, err)
+	} else if _, err := t.SecretHolders(); err != nil {
+		errs = append(errs, err)
 	}
 	t.validateSecAgg(bad)
 	return errors.Join(errs...)

@@ -11,11 +11,14 @@ import (
 	"github.com/strata-fl/strata/global/ledger"
 )
 
-// runModel lists model versions and rolls the serving one back through
-// the raft log (never by editing files).
+// runModel lists model versions, rolls the serving one back through
+// the raft log (never by editing files) and exports one (export.go).
 func runModel(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == "export" {
+		return runModelExport(ctx, args[1:], stdout, stderr)
+	}
 	if len(args) == 0 || (args[0] != "list" && args[0] != "rollback") {
-		return fmt.Errorf("%w: strata model list [--data DIR] | rollback --to N [--data DIR | --nats URL] [--reason R]", errUsage)
+		return fmt.Errorf("%w: strata model list [--data DIR] | rollback --to N [--data DIR | --nats URL] [--reason R] | export --format safetensors|peft --out DIR [--data DIR] [--version N]", errUsage)
 	}
 	op := args[0]
 	fs := flag.NewFlagSet("model "+op, flag.ContinueOnError)

@@ -18,6 +18,9 @@ import (
 // ErrUnknownTask reports a task name no built-in task has.
 var ErrUnknownTask = errors.New("task: unknown task")
 
+// ErrNoText reports audit.secrets on a task whose clients hold no text.
+var ErrNoText = errors.New("task: the task's clients hold no text")
+
 // Names lists the built-in tasks.
 func Names() []string {
 	n := []string{mnist.Name, lm.Name}
@@ -83,7 +86,38 @@ type Spec struct {
 
 // Prepare prepares the topology's task. Every role of a job calls it with
 // the same topology and gets the same task (deterministic from its seed).
+// With audit.secrets, the Secret-Sharer secrets are planted in their
+// holders' data (task.TextHolder) before anyone trains.
 func Prepare(ctx context.Context, t *topology.Topology, s Spec) (task.Task, error) {
+	tk, err := prepare(ctx, t, s)
+	if err != nil || t.Audit.Secrets == 0 {
+		return tk, err
+	}
+	return tk, PlantSecrets(tk, t)
+}
+
+// PlantSecrets writes each inserted secret's line into its holders' text.
+func PlantSecrets(tk task.Task, t *topology.Topology) error {
+	th, ok := tk.(task.TextHolder)
+	if !ok {
+		return fmt.Errorf("%w: audit.secrets: task %q holds no text to plant secrets in: use the lm task, or drop audit.secrets", ErrNoText, tk.Name())
+	}
+	holders, err := t.SecretHolders()
+	if err != nil {
+		return err
+	}
+	inserted, _ := t.SecretValues()
+	for i, ids := range holders {
+		for _, id := range ids {
+			if err := th.InsertText(id, topology.SecretLine(inserted[i]), t.Audit.SecretPlan().Repeats); err != nil {
+				return fmt.Errorf("audit.secrets: %w", err)
+			}
+		}
+	}
+	return nil
+}
+
+func prepare(ctx context.Context, t *topology.Topology, s Spec) (task.Task, error) {
 	if s.Logf == nil {
 		s.Logf = func(string, ...any) {}
 	}

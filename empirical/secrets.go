@@ -1,0 +1,164 @@
+package empirical
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"runtime"
+	"sync"
+)
+
+// NextLogProber scores text one byte ahead: for each context, the
+// natural-log probabilities of the 256 bytes that may follow it.
+type NextLogProber interface {
+	NextLogProbs(contexts [][]byte) [][]float32
+}
+
+// Exposure is one secret's exposure (Carlini et al. 2019, "The Secret
+// Sharer"): among all N = 10^digits candidates of the format, ranked by
+// the model's log-probability of their digits after the format's prefix
+// (most likely first), the secret's Rank (1 = most likely; 1 + the number
+// of candidates strictly more likely) gives Exposure = log2 N − log2 Rank,
+// between 0 and log2 N. A secret the model never saw has expected exposure
+// ≈ 1/ln 2 ≈ 1.44 bits whatever N.
+type Exposure struct {
+	Secret   string  `json:"secret"`
+	Rank     int     `json:"rank"`
+	Exposure float64 `json:"exposure"`
+	// LogProb is log p(digits | prefix), in nats.
+	LogProb float64 `json:"log_prob"`
+}
+
+// Exposures computes every secret's exposure exactly, by scoring all
+// 10^digits candidates: the digit strings are a trie, enumerated level by
+// level, one next-byte distribution per internal node (so 1 + 10 + … +
+// 10^(digits−1) contexts, each prefix's computation shared by its ten
+// children) rather than one pass per candidate. Contexts of a level have
+// one length and are scored in batches across GOMAXPROCS workers;
+// m must be safe for concurrent use.
+func Exposures(ctx context.Context, m NextLogProber, prefix []byte, digits int, secrets []string) ([]Exposure, error) {
+	if digits < 1 || digits > 7 {
+		return nil, fmt.Errorf("%w: %d digits: want 1..7", ErrInvalid, digits)
+	}
+	for _, s := range secrets {
+		if len(s) != digits || !allDigits(s) {
+			return nil, fmt.Errorf("%w: secret %q is not %d decimal digits", ErrInvalid, s, digits)
+		}
+	}
+	scores, err := CandidateLogProbs(ctx, m, prefix, digits)
+	if err != nil {
+		return nil, err
+	}
+	n := len(scores)
+	out := make([]Exposure, len(secrets))
+	for i, s := range secrets {
+		idx := 0
+		for _, c := range s {
+			idx = idx*10 + int(c-'0')
+		}
+		lp := scores[idx]
+		rank := 1
+		for _, v := range scores {
+			if v > lp {
+				rank++
+			}
+		}
+		out[i] = Exposure{Secret: s, Rank: rank, LogProb: lp, Exposure: math.Log2(float64(n)) - math.Log2(float64(rank))}
+	}
+	return out, nil
+}
+
+func allDigits(s string) bool {
+	for _, c := range s {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+// CandidateLogProbs returns log p(d | prefix) for every digit string d of
+// the given length, indexed by d's value (so "000042" is index 42).
+func CandidateLogProbs(ctx context.Context, m NextLogProber, prefix []byte, digits int) ([]float64, error) {
+	scores := []float64{0}
+	const batch = 256
+	workers := runtime.GOMAXPROCS(0)
+	for level := 0; level < digits; level++ {
+		next := make([]float64, 10*len(scores))
+		var (
+			wg   sync.WaitGroup
+			mu   sync.Mutex
+			ferr error
+		)
+		jobs := make(chan int)
+		for w := 0; w < workers; w++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for lo := range jobs {
+					hi := min(lo+batch, len(scores))
+					ctxs := make([][]byte, 0, hi-lo)
+					for i := lo; i < hi; i++ {
+						c := make([]byte, len(prefix), len(prefix)+level)
+						copy(c, prefix)
+						c = fmt.Appendf(c, "%0*d", level, i)
+						if level == 0 {
+							c = c[:len(prefix)]
+						}
+						ctxs = append(ctxs, c)
+					}
+					lps := m.NextLogProbs(ctxs)
+					if len(lps) != len(ctxs) {
+						mu.Lock()
+						ferr = fmt.Errorf("%w: the scorer returned %d distributions for %d contexts", ErrInvalid, len(lps), len(ctxs))
+						mu.Unlock()
+						continue
+					}
+					for k, lp := range lps {
+						if len(lp) < 256 {
+							mu.Lock()
+							ferr = fmt.Errorf("%w: a next-byte distribution of %d values, want 256", ErrInvalid, len(lp))
+							mu.Unlock()
+							break
+						}
+						i := lo + k
+						for d := 0; d < 10; d++ {
+							next[10*i+d] = scores[i] + float64(lp['0'+d])
+						}
+					}
+				}
+			}()
+		}
+		for lo := 0; lo < len(scores); lo += batch {
+			if ctx.Err() != nil {
+				break
+			}
+			jobs <- lo
+		}
+		close(jobs)
+		wg.Wait()
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		if ferr != nil {
+			return nil, ferr
+		}
+		scores = next
+	}
+	return scores, nil
+}
+
+// SecretBound is the lower bound on ε that the threshold test gives from
+// the exposures of inserted and never-inserted secrets (the same test,
+// ThresholdLowerBound, as the gradient canaries'): a secret is a trial,
+// inserted ones flagged when their exposure passes a threshold.
+func SecretBound(inserted, never []Exposure, delta, confidence float64) (LowerBound, error) {
+	x := func(es []Exposure) []float64 {
+		v := make([]float64, len(es))
+		for i, e := range es {
+			v[i] = e.Exposure
+		}
+		return v
+	}
+	return ThresholdLowerBound(x(inserted), x(never), delta, confidence)
+}
