@@ -268,9 +268,12 @@ func modelChart(rounds []Round, id, name, title string, colour int, value func(*
 	if err := addLine(p, name, xys, colour, false); err != nil {
 		return Chart{}, err
 	}
-	p.Y.Min, p.X.Min = 0, 0
+	// An accuracy is drawn on [0, 1]; other metrics (bits per byte,
+	// perplexity, a loss) on their data's range, where a fall of a tenth
+	// would vanish against an axis from 0.
+	p.X.Min = 0
 	if name == "accuracy" {
-		p.Y.Max = 1
+		p.Y.Min, p.Y.Max = 0, 1
 	}
 	p.Legend.Left = false
 	if len(xys) == 0 {
@@ -294,7 +297,10 @@ func PrivacyUtilityChart(rounds []Round, format string) (Chart, error) {
 	if err := addLine(p, "released model", xys, 2, false); err != nil {
 		return Chart{}, err
 	}
-	p.Y.Min, p.X.Min = 0, 0
+	p.X.Min = 0
+	if name == "accuracy" {
+		p.Y.Min = 0
+	}
 	p.Legend.Left = false
 	p.Legend.Top = false
 	return render("privacy_utility", p, format, map[string]int{name: len(xys)})

@@ -165,18 +165,36 @@ func LoadWeights(path string) (*Weights, string, error) {
 	if err != nil {
 		return nil, "", err
 	}
+	w, key, err := DecodeWeights(b)
+	if err != nil {
+		return nil, "", fmt.Errorf("lm: checkpoint %s: %w", path, err)
+	}
+	return w, key, nil
+}
+
+// DecodeWeights decodes a checkpoint file's bytes: the backbone and its
+// key. Every tensor must be present with its shape's number of values.
+func DecodeWeights(b []byte) (*Weights, string, error) {
 	var f checkpointFile
 	if err := msgpack.Unmarshal(b, &f); err != nil {
-		return nil, "", fmt.Errorf("lm: checkpoint %s: %w", path, err)
+		return nil, "", fmt.Errorf("%w: %v", ErrShape, err)
+	}
+	if err := f.Arch.Validate(); err != nil {
+		return nil, "", err
+	}
+	// The tensors are in b: a shape that needs more values than b holds is
+	// refused before anything is allocated for it.
+	if need := f.Arch.params(); need > len(b)/4 {
+		return nil, "", fmt.Errorf("%w: a %+v backbone has %d values, the file only %d bytes", ErrShape, f.Arch, need, len(b))
 	}
 	w, err := NewWeights(f.Arch)
 	if err != nil {
-		return nil, "", fmt.Errorf("lm: checkpoint %s: %w", path, err)
+		return nil, "", err
 	}
 	for _, t := range w.Tensors() {
 		d, ok := f.Tensors[t.Name]
 		if !ok || len(d) != len(t.Data) {
-			return nil, "", fmt.Errorf("%w: checkpoint %s: tensor %s has %d values, want %d", ErrShape, path, t.Name, len(d), len(t.Data))
+			return nil, "", fmt.Errorf("%w: tensor %s has %d values, want %d", ErrShape, t.Name, len(d), len(t.Data))
 		}
 		copy(t.Data, d)
 	}
@@ -190,8 +208,33 @@ func pretrainKey(c Config, seed uint64, corpus *Corpus) string {
 	return fmt.Sprintf("lm v1 arch=%+v steps=%d batch=%d lr=%g seed=%d go=%q prose=%d", a, c.PretrainSteps, c.PretrainBatch, c.PretrainLR, seed, corpus.Version, len(corpus.ProseTrain))
 }
 
+// pretrained keeps, per key, the backbones this process has loaded or
+// trained: read-only once made, they are shared by every task of the
+// process (a job's --baseline twin prepares the same task in another data
+// directory).
+var pretrained sync.Map // key → *Weights
+
 func loadOrPretrain(ctx context.Context, c Config, seed uint64, corpus *Corpus, dir string, logf func(string, ...any)) (*Weights, error) {
 	key := pretrainKey(c, seed, corpus)
+	if w, ok := pretrained.Load(key); ok {
+		if dir != "" {
+			if _, k, err := LoadWeights(filepath.Join(dir, CheckpointName)); err != nil || k != key {
+				if err := SaveWeights(filepath.Join(dir, CheckpointName), key, w.(*Weights)); err != nil {
+					return nil, err
+				}
+			}
+		}
+		return w.(*Weights), nil
+	}
+	w, err := loadOrPretrainOnce(ctx, c, key, seed, corpus, dir, logf)
+	if err != nil {
+		return nil, err
+	}
+	pretrained.Store(key, w)
+	return w, nil
+}
+
+func loadOrPretrainOnce(ctx context.Context, c Config, key string, seed uint64, corpus *Corpus, dir string, logf func(string, ...any)) (*Weights, error) {
 	path := filepath.Join(dir, CheckpointName)
 	if dir != "" {
 		if w, k, err := LoadWeights(path); err == nil && k == key && w.Arch == c.Arch() {
