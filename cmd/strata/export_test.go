@@ -25,9 +25,15 @@ round: {timeout: 20s}
 // runTinyLM runs tinyLM (with extra YAML appended) and returns its data dir.
 func runTinyLM(t *testing.T, extra string) string {
 	t.Helper()
+	return runLM(t, tinyLM+extra)
+}
+
+// runLM runs strata up on a topology and returns its data dir.
+func runLM(t *testing.T, yaml string) string {
+	t.Helper()
 	dir := t.TempDir()
 	top := filepath.Join(dir, "top.yaml")
-	if err := os.WriteFile(top, []byte(tinyLM+extra), 0o600); err != nil {
+	if err := os.WriteFile(top, []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	data := filepath.Join(dir, "data")
