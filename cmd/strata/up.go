@@ -287,16 +287,16 @@ func fmtEps(e float64) string {
 
 func printSummary(w io.Writer, rep, base *htmlreport.Summary) {
 	if base == nil {
-		fmt.Fprintf(w, "\n  %-28s%s\n", "", "private")
+		fmt.Fprintf(w, "\n  %-36s%s\n", "", "private")
 	} else {
-		fmt.Fprintf(w, "\n  %-28s%-16s%s\n", "", "private", "non-private (--baseline)")
+		fmt.Fprintf(w, "\n  %-36s%-16s%s\n", "", "private", "non-private (--baseline)")
 	}
 	row := func(name, a, b string) {
 		if base == nil {
-			fmt.Fprintf(w, "  %-28s%s\n", name, a)
+			fmt.Fprintf(w, "  %-36s%s\n", name, a)
 			return
 		}
-		fmt.Fprintf(w, "  %-28s%-16s%s\n", name, a, b)
+		fmt.Fprintf(w, "  %-36s%-16s%s\n", name, a, b)
 	}
 	bf := func(f func(*htmlreport.Summary) string) string {
 		if base == nil {

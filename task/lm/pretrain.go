@@ -190,8 +190,33 @@ func pretrainKey(c Config, seed uint64, corpus *Corpus) string {
 	return fmt.Sprintf("lm v1 arch=%+v steps=%d batch=%d lr=%g seed=%d go=%q prose=%d", a, c.PretrainSteps, c.PretrainBatch, c.PretrainLR, seed, corpus.Version, len(corpus.ProseTrain))
 }
 
+// pretrained keeps, per key, the backbones this process has loaded or
+// trained: read-only once made, they are shared by every task of the
+// process (a job's --baseline twin prepares the same task in another data
+// directory).
+var pretrained sync.Map // key → *Weights
+
 func loadOrPretrain(ctx context.Context, c Config, seed uint64, corpus *Corpus, dir string, logf func(string, ...any)) (*Weights, error) {
 	key := pretrainKey(c, seed, corpus)
+	if w, ok := pretrained.Load(key); ok {
+		if dir != "" {
+			if _, k, err := LoadWeights(filepath.Join(dir, CheckpointName)); err != nil || k != key {
+				if err := SaveWeights(filepath.Join(dir, CheckpointName), key, w.(*Weights)); err != nil {
+					return nil, err
+				}
+			}
+		}
+		return w.(*Weights), nil
+	}
+	w, err := loadOrPretrainOnce(ctx, c, key, seed, corpus, dir, logf)
+	if err != nil {
+		return nil, err
+	}
+	pretrained.Store(key, w)
+	return w, nil
+}
+
+func loadOrPretrainOnce(ctx context.Context, c Config, key string, seed uint64, corpus *Corpus, dir string, logf func(string, ...any)) (*Weights, error) {
 	path := filepath.Join(dir, CheckpointName)
 	if dir != "" {
 		if w, k, err := LoadWeights(path); err == nil && k == key && w.Arch == c.Arch() {
