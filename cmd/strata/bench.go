@@ -19,7 +19,7 @@ const benchUsage = `strata bench SCENARIO [--quick] [--json] [--plot DIR] [scena
 strata bench --all [--quick] [--json] [--plot DIR]
 strata bench check FILE        validate a --json results file (every figure finite)
 
-scenarios: kernel, ingest, accountant, round, scale, utility, secagg, faults
+scenarios: kernel, ingest, accountant, round, scale, utility, secagg, lm, faults
 (strata bench SCENARIO -h lists a scenario's flags)`
 
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
