@@ -74,3 +74,42 @@ func TestSecretSharerDP(t *testing.T) {
 	t.Logf("DP: ε %.3g, exposure inserted %.2f (max %.2f) vs never %.2f (max %.2f), lower bound %.3g",
 		float64(a.LedgerEpsilon), a.InsertedMean, a.InsertedMax, a.NeverMean, a.NeverMax, float64(a.LowerBound.Epsilon))
 }
+
+// memorising is an LM job whose clients' text is mostly secrets and whose
+// local training is strong (16 steps at learning rate 2, all six
+// projections adapted): the configuration under which FFA-LoRA's B
+// memorises at all within a few dozen rounds (the default job, local_lr
+// 0.1 and 4 steps, does not: docs/secret-sharer.md).
+const memorising = `job: lm-secrets
+seed: 3
+regions: [{id: a, clients: 4}, {id: b, clients: 4}]
+privacy: {sampling_rate: 1, budget: .inf, clip_norm: 50, noise: {regional: 0, global: 0}}
+training: {rounds: 30, gate_max_drop: 10, server_lr: 1}
+task: {name: lm, layers: 2, d_model: 64, heads: 4, context: 32, pretrain_steps: 200, shard_bytes: 256, eval_windows: 16, final_windows: 16, local_steps: 16, local_batch: 8, local_lr: 2, lora_targets: [q, k, v, o, up, down]}
+round: {timeout: 120s}
+audit: {secrets: 4, secret_sharers: 2, secret_digits: 2, secret_repeats: 32}
+`
+
+// TestSecretSharerNoiseOff (STRATA_LM_LONG=1: about ten minutes on two
+// shared cores) runs the memorising job without noise: the inserted
+// secrets' exposure must be clearly above the never-inserted ones' — a
+// mean at least 1 bit higher and every inserted secret ranked above the
+// median candidate — which fails if the secrets are not planted, not
+// trained on, or not ranked by the model that trained on them.
+func TestSecretSharerNoiseOff(t *testing.T) {
+	if os.Getenv("STRATA_LM_LONG") == "" {
+		t.Skip("set STRATA_LM_LONG=1 to run a 30-round memorising LM job (minutes)")
+	}
+	data := runLM(t, memorising)
+	a := secretReport(t, data, memorising)
+	t.Logf("noise off: exposure inserted %.2f (max %.2f) vs never %.2f (max %.2f) of %.2f bits; lower bound %.3g",
+		a.InsertedMean, a.InsertedMax, a.NeverMean, a.NeverMax, math.Log2(float64(a.Candidates)), float64(a.LowerBound.Epsilon))
+	if !(a.InsertedMean >= a.NeverMean+1) {
+		t.Errorf("inserted secrets' mean exposure %.2f is not 1 bit above the never-inserted ones' %.2f", a.InsertedMean, a.NeverMean)
+	}
+	for _, e := range a.Inserted {
+		if e.Rank > a.Candidates/2 {
+			t.Errorf("inserted secret %s ranks %d of %d: below the median candidate", e.Secret, e.Rank, a.Candidates)
+		}
+	}
+}
