@@ -28,8 +28,9 @@ func runTinyLM(t *testing.T, extra string) string {
 	return runLM(t, tinyLM+extra)
 }
 
-// runLM runs strata up on a topology and returns its data dir.
-func runLM(t *testing.T, yaml string) string {
+// runLM runs strata up (with extra flags) on a topology and returns its
+// data dir.
+func runLM(t *testing.T, yaml string, flags ...string) string {
 	t.Helper()
 	dir := t.TempDir()
 	top := filepath.Join(dir, "top.yaml")
@@ -38,7 +39,7 @@ func runLM(t *testing.T, yaml string) string {
 	}
 	data := filepath.Join(dir, "data")
 	var out bytes.Buffer
-	if err := run(context.Background(), []string{"up", "--data", data, "--topology", top, "--http", "off"}, &out, &out); err != nil {
+	if err := run(context.Background(), append([]string{"up", "--data", data, "--topology", top, "--http", "off"}, flags...), &out, &out); err != nil {
 		t.Fatalf("up: %v\n%s", err, out.String())
 	}
 	return data

@@ -18,19 +18,31 @@ import (
 // log2 N − log2 rank.
 func secretReport(t *testing.T, data, yaml string) *audit.SecretAudit {
 	t.Helper()
+	return secretReportKey(t, data, yaml, "secret_sharer")
+}
+
+func secretReportKey(t *testing.T, data, yaml, key string) *audit.SecretAudit {
+	t.Helper()
 	b, err := os.ReadFile(filepath.Join(data, "report.json"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	var rep struct {
-		SecretSharer *audit.SecretAudit `json:"secret_sharer"`
-	}
-	if err := json.Unmarshal(b, &rep); err != nil {
+	var rep map[string]*audit.SecretAudit
+	var raw map[string]json.RawMessage
+	if err := json.Unmarshal(b, &raw); err != nil {
 		t.Fatal(err)
 	}
-	a := rep.SecretSharer
+	rep = map[string]*audit.SecretAudit{}
+	if r, ok := raw[key]; ok {
+		var a audit.SecretAudit
+		if err := json.Unmarshal(r, &a); err != nil {
+			t.Fatal(err)
+		}
+		rep[key] = &a
+	}
+	a := rep[key]
 	if a == nil {
-		t.Fatal("report.json has no secret_sharer")
+		t.Fatalf("report.json has no %s", key)
 	}
 	top, err := topology.Parse([]byte(yaml))
 	if err != nil {
@@ -56,15 +68,20 @@ func secretReport(t *testing.T, data, yaml string) *audit.SecretAudit {
 	return a
 }
 
-// TestSecretSharerDP runs a small LM job under DP with ten secrets: the
-// audit ranks all twenty among 10^3 candidates, and the threshold test's
-// lower bound from the exposures does not exceed the ledger's ε (strata
-// up fails with ErrBelowLowerBound if it does, so this can fail).
+// TestSecretSharerDP runs a small LM job under DP with ten secrets, and
+// its --baseline without noise: the audit ranks all twenty among 10^3
+// candidates in both, and in the DP run the threshold test's lower bound
+// from the exposures does not exceed the ledger's ε (strata up fails with
+// ErrBelowLowerBound if it does, so this can fail).
 func TestSecretSharerDP(t *testing.T) {
 	yaml := strings.Replace(tinyLM, "noise: {regional: 0, global: 0}", "noise: {regional: 0, global: 1}", 1) +
 		"audit: {secrets: 10, secret_digits: 3, secret_repeats: 8}\n"
-	data := runLM(t, yaml)
+	data := runLM(t, yaml, "--baseline")
 	a := secretReport(t, data, yaml)
+	base := secretReportKey(t, data, yaml, "secret_sharer_baseline")
+	if !math.IsInf(float64(base.LedgerEpsilon), 1) {
+		t.Errorf("the baseline's ledger ε %v: want ∞ (no noise)", base.LedgerEpsilon)
+	}
 	if !(float64(a.LedgerEpsilon) > 0) || math.IsInf(float64(a.LedgerEpsilon), 0) {
 		t.Fatalf("ledger ε %v: want a finite DP guarantee", a.LedgerEpsilon)
 	}

@@ -117,6 +117,14 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return fmt.Errorf("baseline: %w", err)
 		}
 		rep.SetBaseline(base)
+		if bt.Audit.Secrets > 0 {
+			// The noise-off run beside the DP one: what the model memorises
+			// when nothing protects the secrets.
+			fmt.Fprintln(stdout, "\nbaseline (no noise):")
+			if rep.SecretSharerBaseline, err = auditSecrets(ctx, bt, filepath.Join(*data, "baseline"), key, 0.95, stdout); err != nil {
+				return fmt.Errorf("baseline: %w", err)
+			}
+		}
 	}
 	var auditErr error
 	if t.Audit.Canaries > 0 {

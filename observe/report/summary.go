@@ -75,6 +75,9 @@ type EmpiricalFields struct {
 	// (audit.secrets): exposures of inserted and never-inserted secrets
 	// and the lower bound they give, beside the ledger's ε.
 	SecretSharer *audit.SecretAudit `json:"secret_sharer,omitempty"`
+	// SecretSharerBaseline is the same audit of the --baseline run (no
+	// noise), when there was one.
+	SecretSharerBaseline *audit.SecretAudit `json:"secret_sharer_baseline,omitempty"`
 }
 
 // FieldsOf is what an audit adds to report.json.
