@@ -126,6 +126,12 @@ func TestConfigsValidate(t *testing.T) {
 		{"faults negative steady", FaultsConfig{Steady: -time.Second}.Validate, nil, "FaultsConfig.Steady -1s"},
 
 		// AccountantConfig
+		// ChaosConfig
+		{"chaos defaults", ChaosConfig{}.Validate, nil, ""},
+		{"chaos quick defaults", ChaosConfig{}.withDefaults(true).Validate, nil, ""},
+		{"chaos negative rounds", ChaosConfig{Rounds: -1}.Validate,
+			func() error { _, err := Chaos(ctx, env, ChaosConfig{Rounds: -1}); return err }, "ChaosConfig.Rounds -1"},
+		{"chaos negative steady rounds", ChaosConfig{SteadyRounds: -2}.Validate, nil, "ChaosConfig.SteadyRounds -2"},
 		{"accountant defaults", AccountantConfig{}.Validate, nil, ""},
 		{"accountant zero rounds", AccountantConfig{Rounds: []int{0}}.Validate,
 			func() error { _, err := Accountant(ctx, env, AccountantConfig{Rounds: []int{0}}); return err }, "AccountantConfig.Rounds[0] 0"},

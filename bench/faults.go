@@ -15,6 +15,7 @@ import (
 
 	"github.com/strata-fl/strata/global"
 	"github.com/strata-fl/strata/identity"
+	"github.com/strata-fl/strata/internal/netlab"
 	"github.com/strata-fl/strata/mesh"
 	"github.com/strata-fl/strata/roles"
 	"github.com/strata-fl/strata/topology"
@@ -82,6 +83,8 @@ type fproc struct {
 	args []string
 	cmd  *exec.Cmd
 	log  *os.File
+	// host, when set, is the network namespace it runs in (bench chaos).
+	host *netlab.Host
 }
 
 func (p *fproc) start(bin, dir string) error {
@@ -90,7 +93,11 @@ func (p *fproc) start(bin, dir string) error {
 		return err
 	}
 	p.log = f
-	p.cmd = exec.Command(bin, p.args...)
+	if p.host != nil {
+		p.cmd = p.host.Command(bin, p.args...)
+	} else {
+		p.cmd = exec.Command(bin, p.args...)
+	}
 	p.cmd.Dir = dir
 	p.cmd.Stdout, p.cmd.Stderr = f, f
 	if err := p.cmd.Start(); err != nil {

@@ -77,3 +77,14 @@ func (p *Progress) draw() {
 	fmt.Fprintf(p.w, "\r\033[K%-10s [%s%s] %d/%d %s (%s)", p.name, strings.Repeat("█", fill), strings.Repeat("·", width-fill),
 		p.done, p.total, label, time.Since(p.start).Round(time.Second))
 }
+
+// Set marks n steps done (for scenarios that count rounds, not steps).
+func (p *Progress) Set(n int) {
+	if p == nil {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.done = min(max(n, 0), p.total)
+	p.draw()
+}

@@ -116,6 +116,9 @@ func Scenarios() []Scenario {
 		{"faults", "leader and region kills of a mesh of processes: rounds completed, time to recover", func(ctx context.Context, env Env) (Output, error) {
 			return Faults(ctx, env, FaultsConfig{})
 		}},
+		{"chaos", "a long seeded run of a mesh of processes under random kills and pauses: rounds/min beside undisturbed, time to recover per fault kind, the history checker's verdict", func(ctx context.Context, env Env) (Output, error) {
+			return Chaos(ctx, env, ChaosConfig{})
+		}},
 	}
 }
 

@@ -24,18 +24,39 @@ import (
 //	                      requests and secagg messages to its own clients
 //	                      (secagg_to.R.*); replies to the requests it receives
 //	global node, operator everything (they run the job and its store)
+//	leaf node of site R   what crosses R's link to the hub (LeafPermissions)
 //
 // Everything else is denied: a client cannot publish as another client or to
 // another region, cannot read updates, and cannot publish partials, rounds
 // or models.
 func Authorization(job string, ids []identity.Entry) ([]*server.NkeyUser, error) {
 	out := make([]*server.NkeyUser, 0, len(ids))
+	clients := map[string][]string{}
+	var requesters []string // who sends requests a site's region answers
 	for _, e := range ids {
+		switch e.Kind {
+		case identity.KindClient:
+			clients[e.Region] = append(clients[e.Region], e.ID)
+		case identity.KindGlobal, identity.KindOperator:
+			requesters = append(requesters, InboxPrefix(e.Kind, e.ID))
+		}
+	}
+	for _, e := range ids {
+		if e.Kind == identity.KindLeaf {
+			p, err := LeafPermissions(job, e.Region, clients[e.Region], requesters)
+			if err != nil {
+				return nil, err
+			}
+			// A leaf key opens leaf connections only, and no other key
+			// does: a client's key cannot bridge a site to the hub.
+			out = append(out, &server.NkeyUser{Nkey: e.Public, Permissions: p, AllowedConnectionTypes: connTypes(connLeaf)})
+			continue
+		}
 		p, err := Permissions(job, e)
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, &server.NkeyUser{Nkey: e.Public, Permissions: p})
+		out = append(out, &server.NkeyUser{Nkey: e.Public, Permissions: p, AllowedConnectionTypes: connTypes(connStandard, connInProcess)})
 	}
 	return out, nil
 }
@@ -69,26 +90,50 @@ func Permissions(job string, e identity.Entry) (*server.Permissions, error) {
 		if err := validClientID(e.ID); err != nil {
 			return nil, err
 		}
-		bucket := "OBJ_" + ModelBucket(job)
+		// A client behind a site's leaf node reaches the hub's store
+		// through the hub's JetStream domain.
+		pub := append([]string{base + ".update." + e.Region + "." + e.ID, base + ".secagg." + e.Region + "." + e.ID},
+			modelReads(job, "$JS.API")...)
 		return &server.Permissions{
-			Publish: &server.SubjectPermission{Allow: []string{
-				base + ".update." + e.Region + "." + e.ID,
-				base + ".secagg." + e.Region + "." + e.ID,
-				"$JS.API.INFO",
-				"$JS.API.STREAM.INFO." + bucket,
-				"$JS.API.STREAM.MSG.GET." + bucket,
-				"$JS.API.DIRECT.GET." + bucket + ".>",
-				"$JS.API.CONSUMER.CREATE." + bucket, "$JS.API.CONSUMER.CREATE." + bucket + ".>",
-				"$JS.API.CONSUMER.INFO." + bucket + ".>",
-				"$JS.API.CONSUMER.DELETE." + bucket + ".>",
-				"$JS.FC." + bucket + ".>", "$JS.ACK." + bucket + ".>",
-			}},
+			Publish: &server.SubjectPermission{Allow: append(pub, modelReads(job, "$JS."+HubDomain+".API")[:8]...)},
 			Subscribe: &server.SubjectPermission{Allow: []string{
 				base + ".invite." + e.Region + "." + e.ID, base + ".secagg_to." + e.Region + "." + e.ID, base + ".done", inbox,
 			}},
 		}, nil
 	}
 	return nil, fmt.Errorf("mesh: identity %q has kind %q; want client, region, global or operator", e.ID, e.Kind)
+}
+
+// modelReads are the JetStream calls that read the model bucket, under
+// the API prefix api ($JS.API, or $JS.<domain>.API), with the flow control
+// and acknowledgements of its consumers last (they have no prefix).
+func modelReads(job, api string) []string {
+	bucket := "OBJ_" + ModelBucket(job)
+	return []string{
+		api + ".INFO",
+		api + ".STREAM.INFO." + bucket,
+		api + ".STREAM.MSG.GET." + bucket,
+		api + ".DIRECT.GET." + bucket + ".>",
+		api + ".CONSUMER.CREATE." + bucket, api + ".CONSUMER.CREATE." + bucket + ".>",
+		api + ".CONSUMER.INFO." + bucket + ".>",
+		api + ".CONSUMER.DELETE." + bucket + ".>",
+		"$JS.FC." + bucket + ".>", "$JS.ACK." + bucket + ".>",
+	}
+}
+
+// Connection types a user may open (nats-server's allowed_connection_types).
+const (
+	connStandard  = "STANDARD"
+	connInProcess = "IN_PROCESS" // `strata up`'s roles share one process with the server
+	connLeaf      = "LEAFNODE"
+)
+
+func connTypes(ts ...string) map[string]struct{} {
+	m := make(map[string]struct{}, len(ts))
+	for _, t := range ts {
+		m[t] = struct{}{}
+	}
+	return m
 }
 
 // InboxPrefix gives each identity its own reply subjects, so no one can
@@ -107,7 +152,8 @@ func validClientID(id string) error {
 
 // Secured configures a server the way `strata nats --secrets` runs one:
 // TLS with the secrets dir's certificate, and only its identities, each
-// with its role's permissions for job. It also returns a dialer that
+// with its role's permissions for job; a leafnode listener (LeafListen)
+// requires a leaf certificate of the mesh CA (identity.LeafHubTLS). It also returns a dialer that
 // connects as the secrets dir's operator ("admin") over TLS.
 func Secured(cfg ServerConfig, secrets, job string) (ServerConfig, Dialer, error) {
 	pub, err := identity.LoadPublic(secrets)
@@ -119,6 +165,13 @@ func Secured(cfg ServerConfig, secrets, job string) (ServerConfig, Dialer, error
 	}
 	if cfg.TLS, err = identity.ServerTLS(secrets); err != nil {
 		return cfg, Dialer{}, err
+	}
+	if cfg.LeafListen != "" {
+		// Sites' leaf nodes come with a certificate of the mesh CA and
+		// their leaf key (LeafPermissions).
+		if cfg.LeafTLS, err = identity.LeafHubTLS(secrets); err != nil {
+			return cfg, Dialer{}, err
+		}
 	}
 	ctls, err := identity.ClientTLS(secrets)
 	if err != nil {

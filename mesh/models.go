@@ -68,7 +68,8 @@ func OpenModelStore(ctx context.Context, nc *nats.Conn, job string, replicas int
 	}
 	bucket := ModelBucket(job)
 	if replicas == 0 {
-		obs, err := js.ObjectStore(ctx, bucket)
+		var obs jetstream.ObjectStore
+		err := retry(ctx, metaTimeout, func(ctx context.Context) (err error) { obs, err = js.ObjectStore(ctx, bucket); return err })
 		if err == nil {
 			return &ModelStore{obs: obs, job: job}, nil
 		}
@@ -77,16 +78,68 @@ func OpenModelStore(ctx context.Context, nc *nats.Conn, job string, replicas int
 		}
 		replicas = 1
 	}
-	obs, err := js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
+	cfg := jetstream.ObjectStoreConfig{
 		Bucket:      bucket,
 		Description: "Strata model versions of job " + job,
 		Storage:     jetstream.FileStorage,
 		Replicas:    replicas,
-	})
-	if err != nil {
+	}
+	// A clustered JetStream answers a stream's creation only once the
+	// stream's raft group has elected a leader, and says it is
+	// unavailable while its meta group has none (servers starting, or a
+	// split): a try that times out or finds it so is tried again, for up
+	// to storeWait in all (or until ctx ends).
+	var obs jetstream.ObjectStore
+	if err := retry(ctx, metaTimeout, func(ctx context.Context) (err error) { obs, err = js.CreateOrUpdateObjectStore(ctx, cfg); return err }); err != nil {
 		return nil, fmt.Errorf("mesh: model store for job %s: %w", job, err)
 	}
 	return &ModelStore{obs: obs, job: job}, nil
+}
+
+// storeWait bounds how long the store retries one operation in all.
+// metaTimeout bounds each try of creating or finding the bucket: when
+// several global nodes create it at once, a clustered JetStream answers
+// one and leaves the others' requests unanswered, so they are sent again
+// soon. blobTimeout bounds each put or get of a blob (the largest payload
+// takes well under it on a LAN).
+const (
+	storeWait   = time.Minute
+	metaTimeout = 2 * time.Second
+	blobTimeout = 10 * time.Second
+)
+
+// retryable says a JetStream request may succeed if tried again: it (or
+// a chunk's ack) timed out, no stream answered, or JetStream is
+// temporarily unavailable (HTTP-like code 503).
+func retryable(err error) bool {
+	var api *jetstream.APIError
+	if errors.Is(err, jetstream.ErrJetStreamNotEnabled) {
+		return false // a server without JetStream: it will not come
+	}
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) || errors.Is(err, jetstream.ErrNoStreamResponse) ||
+		errors.Is(err, jetstream.ErrAsyncPublishTimeout) || errors.Is(err, nats.ErrNoResponders) || errors.As(err, &api) && api.Code == 503
+}
+
+// retry calls fn, each try bounded by try, until it succeeds,
+// fails for good (not retryable), ctx ends, or storeWait has passed. A
+// replicated stream whose server led it is cut off has no leader, and a
+// request sent meanwhile is never answered, until the others elect one
+// (seconds); a model version stored or read then is not lost for that.
+func retry(ctx context.Context, try time.Duration, fn func(context.Context) error) error {
+	give := time.Now().Add(storeWait)
+	for {
+		tctx, cancel := context.WithTimeout(ctx, try)
+		err := fn(tctx)
+		cancel()
+		if err == nil || !retryable(err) || ctx.Err() != nil || time.Now().After(give) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
 }
 
 // ReadModelStore opens the job's model bucket for reading only (what a
@@ -149,7 +202,10 @@ func (m *ModelStore) Put(ctx context.Context, kind string, version uint64, blob 
 	if err != nil {
 		return "", err
 	}
-	if _, err := obs.PutBytes(ctx, objectName(kind, version), stored); err != nil {
+	if err := retry(ctx, blobTimeout, func(ctx context.Context) error {
+		_, err := obs.PutBytes(ctx, objectName(kind, version), stored)
+		return err
+	}); err != nil {
 		return "", fmt.Errorf("mesh: put %s v%d: %w", kind, version, err)
 	}
 	return Hash(blob), nil
@@ -161,8 +217,11 @@ func (m *ModelStore) Get(ctx context.Context, kind string, version uint64, wantH
 	if err != nil {
 		return nil, err
 	}
-	b, err := obs.GetBytes(ctx, objectName(kind, version))
-	if err != nil {
+	var b []byte
+	if err := retry(ctx, blobTimeout, func(ctx context.Context) (err error) {
+		b, err = obs.GetBytes(ctx, objectName(kind, version))
+		return err
+	}); err != nil {
 		return nil, fmt.Errorf("mesh: get %s v%d: %w", kind, version, err)
 	}
 	if b, err = m.key.Open(b); err != nil {

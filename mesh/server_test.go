@@ -1,6 +1,7 @@
 package mesh
 
 import (
+	"crypto/tls"
 	"errors"
 	"strings"
 	"testing"
@@ -22,6 +23,13 @@ func TestServerConfigValidate(t *testing.T) {
 		{"port above 65535", ServerConfig{StoreDir: dir, Port: 65536}, "ServerConfig.Port 65536"},
 		{"negative payload", ServerConfig{StoreDir: dir, MaxPayload: -1}, "ServerConfig.MaxPayload -1"},
 		{"payload above max pending", ServerConfig{StoreDir: dir, MaxPayload: maxPending + 1}, "ServerConfig.MaxPayload"},
+		{"cluster", ServerConfig{StoreDir: dir, Cluster: &ClusterConfig{ServerName: "n1", Listen: "127.0.0.1:6222", Routes: []string{"nats-route://127.0.0.1:6223"}}}, ""},
+		{"cluster without a server name", ServerConfig{StoreDir: dir, Cluster: &ClusterConfig{Listen: "127.0.0.1:6222", Routes: []string{"nats-route://127.0.0.1:6223"}}}, "ClusterConfig.ServerName"},
+		{"cluster without routes", ServerConfig{StoreDir: dir, Cluster: &ClusterConfig{ServerName: "n1", Listen: "127.0.0.1:6222"}}, "ClusterConfig.Routes is empty"},
+		{"cluster route not a route URL", ServerConfig{StoreDir: dir, Cluster: &ClusterConfig{ServerName: "n1", Listen: "127.0.0.1:6222", Routes: []string{"nats://127.0.0.1:4222"}}}, "ClusterConfig.Routes"},
+		{"cluster listen without a port", ServerConfig{StoreDir: dir, Cluster: &ClusterConfig{ServerName: "n1", Listen: "127.0.0.1", Routes: []string{"nats-route://127.0.0.1:6223"}}}, "ClusterConfig.Listen"},
+		{"cluster in-process only", ServerConfig{StoreDir: dir, Port: -1, Cluster: &ClusterConfig{ServerName: "n1", Listen: "127.0.0.1:6222", Routes: []string{"nats-route://127.0.0.1:6223"}}}, "ServerConfig.Port -1"},
+		{"cluster with TLS", ServerConfig{StoreDir: dir, TLS: &tls.Config{}, Cluster: &ClusterConfig{ServerName: "n1", Listen: "127.0.0.1:6222", Routes: []string{"nats-route://127.0.0.1:6223"}}}, "ServerConfig.TLS"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -19,7 +19,7 @@ const benchUsage = `strata bench SCENARIO [--quick] [--json] [--plot DIR] [scena
 strata bench --all [--quick] [--json] [--plot DIR]
 strata bench check FILE        validate a --json results file (every figure finite)
 
-scenarios: kernel, ingest, accountant, round, scale, utility, secagg, lm, faults
+scenarios: kernel, ingest, accountant, round, scale, utility, secagg, lm, faults, chaos
 (strata bench SCENARIO -h lists a scenario's flags)`
 
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -69,7 +69,8 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	maxND := fs.Float64("max-nd", 0, "round, scale: skip points whose clients × parameters exceed this (scale's default 1e9)")
 	globalNodes := fs.Int("global-nodes", 0, "scale: raft nodes of the global tier (default 1; 3 runs them over TCP loopback in this process)")
 	regions := fs.Int("regions", 0, "scale: regions the clients are spread over (default 10)")
-	rounds := fs.Int("rounds", 0, "round, scale: rounds measured per point after a warm-up")
+	rounds := fs.Int("rounds", 0, "round, scale: rounds measured per point after a warm-up; chaos: rounds committed under faults (default 500, quick 30)")
+	seed := fs.Uint64("seed", 0, "chaos: seed of the fault schedule (default 2026)")
 	kills := fs.Int("kills", 0, "faults: leader kills (default 10)")
 	only := fs.String("only", "", "utility: run only \"geyer\", only \"curves\", or the runs named (comma-separated)")
 	serverLR := fs.Float64("server-lr", 0, "utility: the server learning rate of the runs (0: each run's own)")
@@ -145,6 +146,9 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		case "faults":
 			cfg := bench.FaultsConfig{LeaderKills: *kills}
 			scenarios[i].Run = func(ctx context.Context, env bench.Env) (bench.Output, error) { return bench.Faults(ctx, env, cfg) }
+		case "chaos":
+			cfg := bench.ChaosConfig{Rounds: *rounds, Seed: *seed}
+			scenarios[i].Run = func(ctx context.Context, env bench.Env) (bench.Output, error) { return bench.Chaos(ctx, env, cfg) }
 		case "utility":
 			if *only != "" || *serverLR != 0 {
 				o := *only

@@ -19,6 +19,7 @@ import (
 	"github.com/strata-fl/strata/identity"
 	"github.com/strata-fl/strata/mesh"
 	"github.com/strata-fl/strata/roles"
+	"github.com/strata-fl/strata/topology"
 )
 
 // runCerts creates a dev mesh's secrets: a local CA, the NATS server's
@@ -40,6 +41,7 @@ func runCerts(_ context.Context, args []string, stdout, stderr io.Writer) error 
 	natsConf := fs.String("nats-conf", "", "also write a nats-server config file for the secrets: TLS, JetStream and one NKey user per identity of DIR/public.json with its role's permissions (rewritten only when it changes)")
 	natsRoutes := fs.String("nats-routes", "", "with --nats-conf: the cluster's servers as host:port, comma-separated (each server skips itself and takes its name from $"+mesh.NameEnv+"); empty: one server, no cluster")
 	natsStore := fs.String("nats-store", "./strata-nats", "with --nats-conf: JetStream's store dir on the server")
+	leafSites := fs.String("leaf-sites", "", "also make leaf-node credentials for these consortium sites, comma-separated REGION[=HOST[+HOST...]]: an NKey (keys/leaf-REGION.nk) whose NATS permissions carry only that region's subjects, and a certificate (leaf-REGION.pem) valid for leaf-REGION and the HOSTs; with --keep, missing ones are added")
 	if err := fs.Parse(args); err != nil {
 		return helpOK(fmt.Errorf("%w: %v", errUsage, err))
 	}
@@ -63,6 +65,11 @@ func runCerts(_ context.Context, args []string, stdout, stderr io.Writer) error 
 	} else {
 		fmt.Fprintf(stdout, "kept the secrets in %s: they have keys for the topology's identities and a certificate for %s\n", *dir, allHosts)
 	}
+	if *leafSites != "" {
+		if err := leafCredentials(*dir, *leafSites, t, stdout); err != nil {
+			return err
+		}
+	}
 	if *atRest != "" {
 		msg, err := writeKeyFile(*atRest)
 		if err != nil {
@@ -74,6 +81,38 @@ func runCerts(_ context.Context, args []string, stdout, stderr io.Writer) error 
 		return writeNATSConf(*natsConf, *dir, t.Job, *natsStore, splitList(*natsRoutes), stdout)
 	}
 	fmt.Fprintf(stdout, "start the server with: strata nats --secrets %s --topology FILE; every role takes --secrets %s\n", *dir, *dir)
+	return nil
+}
+
+// leafCredentials makes (or, when present, checks) the leaf-node
+// credentials of each site of spec (REGION[=HOST[+HOST...]], comma-separated).
+// A new site's credentials orphan nothing, so --keep adds them.
+func leafCredentials(dir, spec string, t *topology.Topology, stdout io.Writer) error {
+	for _, site := range splitList(spec) {
+		region, hostList, _ := strings.Cut(site, "=")
+		if !slices.ContainsFunc(t.Regions, func(r topology.Region) bool { return r.ID == region }) {
+			return fmt.Errorf("%w: --leaf-sites %q: the topology has no region %q", errUsage, site, region)
+		}
+		var hosts []string
+		for _, h := range strings.Split(hostList, "+") {
+			if h = strings.TrimSpace(h); h != "" {
+				hosts = append(hosts, h)
+			}
+		}
+		if _, err := identity.LoadKey(dir, identity.KindLeaf, region); err == nil {
+			if err := identity.CheckLeaf(dir, region, hosts); err != nil {
+				return fmt.Errorf("certs --leaf-sites: %w", err)
+			}
+			fmt.Fprintf(stdout, "kept the leaf-node credentials of site %s\n", region)
+			continue
+		}
+		if err := identity.AddLeaf(dir, region, hosts); err != nil {
+			return fmt.Errorf("certs --leaf-sites: %w", err)
+		}
+		fmt.Fprintf(stdout, "leaf node of site %s: key %s, certificate %s (valid for %s)\n", region,
+			filepath.Join(dir, "keys", "leaf-"+region+".nk"), filepath.Join(dir, "leaf-"+region+".pem"),
+			strings.Join(append([]string{identity.LeafHost(region)}, hosts...), ", "))
+	}
 	return nil
 }
 

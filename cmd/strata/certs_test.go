@@ -136,3 +136,74 @@ func TestCertsKeepIsIdempotentAndRendersTheNATSConfig(t *testing.T) {
 		t.Errorf("--keep with a key others can read: %v, want the chmod fix", err)
 	}
 }
+
+// `strata certs --leaf-sites` makes each site's leaf credentials once: a
+// leaf key recorded in public.json and a certificate of the mesh CA valid
+// for the site's hosts; with --keep they are kept, and a site added later
+// gets its own without touching the others.
+func TestCertsLeafSites(t *testing.T) {
+	dir := t.TempDir()
+	topo := filepath.Join(dir, "topology.yaml")
+	if err := os.WriteFile(topo, []byte(certsTopology), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	secrets := filepath.Join(dir, "secrets")
+	args := []string{"--dir", secrets, "--topology", topo, "--keep", "--leaf-sites", "eu=nats.eu.example"}
+	var out bytes.Buffer
+	if err := runCerts(t.Context(), args, &out, &out); err != nil {
+		t.Fatalf("%v\n%s", err, out.String())
+	}
+	if !strings.Contains(out.String(), "leaf node of site eu") {
+		t.Errorf("first run says:\n%s", out.String())
+	}
+	if _, err := identity.LoadKey(secrets, identity.KindLeaf, "eu"); err != nil {
+		t.Fatal(err)
+	}
+	if err := identity.CheckLeaf(secrets, "eu", []string{"nats.eu.example", "leaf-eu", "127.0.0.1"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := identity.LoadKey(secrets, identity.KindLeaf, "us"); err == nil {
+		t.Error("site us got leaf credentials it was not asked for")
+	}
+	first := snapshot(t, secrets)
+
+	out.Reset()
+	args[len(args)-1] = "eu=nats.eu.example,us"
+	if err := runCerts(t.Context(), args, &out, &out); err != nil {
+		t.Fatalf("%v\n%s", err, out.String())
+	}
+	if !strings.Contains(out.String(), "kept the leaf-node credentials of site eu") || !strings.Contains(out.String(), "leaf node of site us") {
+		t.Errorf("second run says:\n%s", out.String())
+	}
+	second := snapshot(t, secrets)
+	for p, s := range first {
+		if strings.HasSuffix(p, "public.json") {
+			continue // gains site us
+		}
+		if second[p] != s {
+			t.Errorf("%s changed when site us was added", p)
+		}
+	}
+	pub, err := identity.LoadPublic(secrets)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leafs := 0
+	for _, e := range pub {
+		if e.Kind == identity.KindLeaf {
+			leafs++
+		}
+	}
+	if leafs != 2 {
+		t.Errorf("public.json has %d leaf identities, want 2", leafs)
+	}
+
+	for _, bad := range []string{"mars", "eu=bad host"} {
+		out.Reset()
+		if err := runCerts(t.Context(), []string{"--dir", secrets, "--topology", topo, "--keep", "--leaf-sites", bad}, &out, &out); err == nil {
+			t.Errorf("--leaf-sites %q accepted", bad)
+		} else {
+			t.Logf("--leaf-sites %q: %v", bad, err)
+		}
+	}
+}

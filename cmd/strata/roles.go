@@ -113,10 +113,30 @@ func runNATS(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	metricsAddr := metricsFlag(fs)
 	secrets := fs.String("secrets", "", "secrets dir from `strata certs`: serve TLS and admit only its identities, each with its role's subject permissions (default: open, for unsigned topologies only)")
 	topo := fs.String("topology", "", "topology YAML (its job names the subjects permissions are generated for); default the built-in one")
+	cluster := fs.String("cluster", "", "HOST:PORT to take routes from the other servers of a NATS cluster on (JetStream clustered; with --name and --routes); empty: a lone server")
+	routes := fs.String("routes", "", "the other cluster servers' route URLs, nats-route://HOST:PORT,... (with --cluster)")
+	name := fs.String("name", "", "this server's name, unique in its cluster (with --cluster)")
+	leafListen := fs.String("leaf-listen", "", "HOST:PORT: also listen for consortium sites' leaf nodes (with --secrets each needs its leaf credentials from `strata certs --leaf-sites`); the server's JetStream domain is then \""+mesh.HubDomain+"\"")
+	leafOf := fs.String("leaf-of", "", "run a site's leaf node of the hub at this URL (its leafnode port, nats-leaf://HOST:PORT): the site's regional node and clients connect here; no JetStream")
+	leafRegion := fs.String("region", "", "with --leaf-of and --secrets: the site's region, whose leaf credentials connect to the hub and whose identities are admitted")
 	if err := fs.Parse(args); err != nil {
 		return helpOK(fmt.Errorf("%w: %v", errUsage, err))
 	}
-	cfg := roles.NATSConfig{StoreDir: *data, Host: *host, Port: *port, Secrets: *secrets}
+	if *leafRegion != "" && *leafOf == "" {
+		return fmt.Errorf("%w: --region is for a site's leaf node: give --leaf-of URL too", errUsage)
+	}
+	cfg := roles.NATSConfig{StoreDir: *data, Host: *host, Port: *port, Secrets: *secrets, LeafListen: *leafListen, LeafOf: *leafOf, LeafRegion: *leafRegion}
+	switch {
+	case *cluster != "":
+		cfg.Cluster = &mesh.ClusterConfig{ServerName: *name, Listen: *cluster}
+		for _, r := range strings.Split(*routes, ",") {
+			if r = strings.TrimSpace(r); r != "" {
+				cfg.Cluster.Routes = append(cfg.Cluster.Routes, r)
+			}
+		}
+	case *routes != "" || *name != "":
+		return fmt.Errorf("%w: --routes and --name need --cluster HOST:PORT", errUsage)
+	}
 	if *secrets != "" {
 		t, err := loadTopology(*topo)
 		if err != nil {
@@ -126,13 +146,28 @@ func runNATS(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	n, err := roles.StartNATS(cfg)
 	if err != nil {
-		return err
+		return usageIf(err)
 	}
 	mode := "open (no TLS, no authorization)"
 	if *secrets != "" {
 		mode = fmt.Sprintf("TLS, %d identities authorized", n.Users)
 	}
-	fmt.Fprintf(stdout, "nats server ready on %s (JetStream store %s; %s)\n", n.Server.ClientURL(), *data, mode)
+	if cfg.Cluster != nil {
+		mode += fmt.Sprintf("; server %s of a cluster, routes on %s to %s", *name, *cluster, strings.Join(cfg.Cluster.Routes, ","))
+	}
+	switch {
+	case *leafOf != "":
+		fmt.Fprintf(stdout, "nats leaf node of site %s ready on %s, connecting to the hub at %s (%s)\n", *leafRegion, n.Server.ClientURL(), *leafOf, mode)
+	case *leafListen != "":
+		url, err := mesh.LeafURL(n.Server)
+		if err != nil {
+			n.Close()
+			return err
+		}
+		fmt.Fprintf(stdout, "nats server ready on %s, leaf nodes on %s (JetStream store %s, domain %s; %s)\n", n.Server.ClientURL(), url, *data, mesh.HubDomain, mode)
+	default:
+		fmt.Fprintf(stdout, "nats server ready on %s (JetStream store %s; %s)\n", n.Server.ClientURL(), *data, mode)
+	}
 	obs := newObservers(ctx, stdout)
 	defer obs.stop()
 	reg := metrics.NewRegistry()

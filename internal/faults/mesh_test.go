@@ -19,6 +19,7 @@ import (
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/strata-fl/strata/global"
@@ -30,7 +31,8 @@ import (
 	"github.com/strata-fl/strata/mesh/wire"
 )
 
-// job is the scenario's job name; region is its one region.
+// job is the scenarios' job name; region is the region of the
+// one-region scenarios.
 const (
 	job    = "partition"
 	region = "a"
@@ -117,19 +119,74 @@ type meshLab struct {
 	// bases are the model versions (and hashes) rounds were announced
 	// with: released models, read back at the end.
 	bases map[[2]any]bool
-	// pings tells of the leader's pings of the region, which it sends
-	// right before it opens a round.
-	pings chan struct{}
+	// pings tells of the leader's pings of a region, which it sends
+	// right before it opens a round; its value is the region.
+	pings chan string
+	// watch, when set, is told of every wire event as it is recorded
+	// (on the observer's handler goroutine: it must not block).
+	watch func(history.Event)
+
+	// opts is what the mesh was started with; natsHosts are the hosts of
+	// its NATS servers, the first the observer's; url lists them all.
+	opts      meshOpts
+	natsHosts []string
+	url       string
 }
 
+// meshOpts shapes a scenario's mesh.
+type meshOpts struct {
+	// regions each get a site: a host "r"+region running `strata
+	// regional` and `strata edge`; default the one region a.
+	regions []string
+	// natsServers is 1 (host "nats", the default) or 3 (a NATS cluster
+	// on hosts n1, n2, n3, each route to the other two, the model store
+	// replicated on all three).
+	natsServers int
+	// siteDelay, when set, delays every packet to and from each site
+	// by this much (netlab.Degrade): the sites sit across a WAN from the
+	// hub, and the rounds of these small jobs, which take 15-100 ms on
+	// one machine, take long enough for faults to land inside them.
+	siteDelay time.Duration
+}
+
+// siteHost is the lab host of a region's site.
+func siteHost(region string) string { return "r" + region }
+
+var (
+	buildOnce sync.Once
+	buildBin  string
+	buildErr  error
+	buildDir  string
+)
+
+// buildStrata builds the strata binary once per test binary: every
+// scenario runs the same build.
 func buildStrata(t *testing.T) string {
 	t.Helper()
-	bin := filepath.Join(t.TempDir(), "strata")
-	out, err := exec.Command("go", "build", "-o", bin, "../../cmd/strata").CombinedOutput()
-	if err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
+	buildOnce.Do(func() {
+		buildDir, buildErr = os.MkdirTemp("", "strata-faults-")
+		if buildErr != nil {
+			return
+		}
+		buildBin = filepath.Join(buildDir, "strata")
+		out, err := exec.Command("go", "build", "-o", buildBin, "../../cmd/strata").CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
 	}
-	return bin
+	return buildBin
+}
+
+// TestMain removes the binary buildStrata made.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if buildDir != "" {
+		os.RemoveAll(buildDir)
+	}
+	os.Exit(code)
 }
 
 // startMesh starts, each in its own lab host, `strata nats`, three
@@ -137,11 +194,34 @@ func buildStrata(t *testing.T) string {
 // one key file), and `strata regional` beside `strata edge` for the one
 // region; it connects an observer that records the wire into a history.
 func startMesh(t *testing.T, topology string) *meshLab {
+	return startMeshWith(t, topology, meshOpts{})
+}
+
+// startMeshWith is startMesh with a site per region of opts.regions and
+// opts.natsServers NATS servers.
+func startMeshWith(t *testing.T, topology string, opts meshOpts) *meshLab {
 	t.Helper()
+	if len(opts.regions) == 0 {
+		opts.regions = []string{region}
+	}
+	if opts.natsServers == 0 {
+		opts.natsServers = 1
+	}
 	bin := buildStrata(t)
-	lab := netlab.New(t, "nats", "g1", "g2", "g3", "ra")
+	natsHosts := []string{"nats"}
+	if opts.natsServers == 3 {
+		natsHosts = []string{"n1", "n2", "n3"}
+	} else if opts.natsServers != 1 {
+		t.Fatalf("meshOpts.natsServers %d: want 1 or 3", opts.natsServers)
+	}
+	hosts := append(append([]string(nil), natsHosts...), globals...)
+	for _, r := range opts.regions {
+		hosts = append(hosts, siteHost(r))
+	}
+	lab := netlab.New(t, hosts...)
 	dir := t.TempDir()
-	m := &meshLab{t: t, lab: lab, dir: dir, procs: map[string]*proc{}, rec: &history.Recorder{}, bases: map[[2]any]bool{}, pings: make(chan struct{})}
+	m := &meshLab{t: t, lab: lab, dir: dir, procs: map[string]*proc{}, rec: &history.Recorder{}, bases: map[[2]any]bool{},
+		pings: make(chan string), opts: opts, natsHosts: natsHosts}
 	topo := filepath.Join(dir, "topo.yaml")
 	if err := os.WriteFile(topo, []byte(topology), 0o600); err != nil {
 		t.Fatal(err)
@@ -157,8 +237,12 @@ func startMesh(t *testing.T, topology string) *meshLab {
 	if m.key, err = seal.Load(keyFile); err != nil {
 		t.Fatal(err)
 	}
-	natsHost := lab.Host("nats")
-	url := "nats://" + natsHost.Addr(4222)
+	var urls []string
+	for _, h := range natsHosts {
+		urls = append(urls, "nats://"+lab.Host(h).Addr(4222))
+	}
+	url := strings.Join(urls, ",")
+	m.url = url
 	var peers []string
 	for _, g := range globals {
 		peers = append(peers, g+"="+lab.Host(g).Addr(7001))
@@ -167,13 +251,31 @@ func startMesh(t *testing.T, topology string) *meshLab {
 		m.procs[name] = &proc{name: name, host: lab.Host(host), args: args, log: filepath.Join(dir, name+".log")}
 		m.order = append(m.order, name)
 	}
-	add("nats", "nats", "nats", "--host", natsHost.IP.String(), "--port", "4222", "--data", filepath.Join(dir, "nats"))
+	for _, h := range natsHosts {
+		args := []string{"nats", "--host", lab.Host(h).IP.String(), "--port", "4222", "--data", filepath.Join(dir, h)}
+		if len(natsHosts) > 1 {
+			var routes []string
+			for _, o := range natsHosts {
+				if o != h {
+					routes = append(routes, "nats-route://"+lab.Host(o).Addr(6222))
+				}
+			}
+			args = append(args, "--name", h, "--cluster", lab.Host(h).Addr(6222), "--routes", strings.Join(routes, ","))
+		}
+		add(h, h, args...)
+	}
+	replicas := "1"
+	if len(natsHosts) > 1 {
+		replicas = "3"
+	}
 	for _, g := range globals {
 		add(g, g, "global", "--id", g, "--raft-bind", lab.Host(g).Addr(7001), "--peers", strings.Join(peers, ","),
-			"--data", filepath.Join(dir, g), "--nats", url, "--topology", topo, "--key-file", keyFile)
+			"--data", filepath.Join(dir, g), "--nats", url, "--topology", topo, "--key-file", keyFile, "--replicas", replicas)
 	}
-	add("regional-"+region, "ra", "regional", "--region", region, "--nats", url, "--topology", topo)
-	add("edge-"+region, "ra", "edge", "--region", region, "--nats", url, "--topology", topo, "--data", filepath.Join(dir, "edge"), "--workers", "1", "--key-file", keyFile)
+	for _, r := range opts.regions {
+		add("regional-"+r, siteHost(r), "regional", "--region", r, "--nats", url, "--topology", topo)
+		add("edge-"+r, siteHost(r), "edge", "--region", r, "--nats", url, "--topology", topo, "--data", filepath.Join(dir, "edge-"+r), "--workers", "1", "--key-file", keyFile)
+	}
 	// Registered after the lab's cleanup, so it runs first: no process is
 	// left in a namespace being deleted.
 	t.Cleanup(func() {
@@ -189,11 +291,23 @@ func startMesh(t *testing.T, topology string) *meshLab {
 			}
 		}
 	})
-	m.procs["nats"].start(t, bin)
-	// The observer dials from the NATS host: no fault the scenario injects
-	// touches that host, so the observer sees the whole wire throughout.
+	if opts.siteDelay > 0 {
+		for _, r := range opts.regions {
+			if err := lab.Degrade(siteHost(r), opts.siteDelay, 0, 0); err != nil {
+				t.Fatal(err)
+			}
+		}
+		t.Logf("sites %v: every packet delayed %v each way (%s)", opts.regions, opts.siteDelay, lab.DelayMethod())
+	}
+	for _, h := range natsHosts {
+		m.procs[h].start(t, bin)
+	}
+	// The observer dials the first NATS server from its host: no fault a
+	// scenario injects touches that host, so the observer sees the whole
+	// wire throughout.
+	natsHost := lab.Host(natsHosts[0])
 	m.poll("the NATS server", 30*time.Second, func() bool {
-		nc, err := nats.Connect(url, nats.SetCustomDialer(natsHost), nats.Name("observer"), nats.MaxReconnects(-1))
+		nc, err := nats.Connect(urls[0], nats.SetCustomDialer(natsHost), nats.Name("observer"), nats.MaxReconnects(-1))
 		if err != nil {
 			return false
 		}
@@ -201,7 +315,22 @@ func startMesh(t *testing.T, topology string) *meshLab {
 		return true
 	})
 	m.observe()
-	for _, name := range m.order[1:] {
+	if len(natsHosts) > 1 {
+		// The global tier makes the model store (replicated on every
+		// server) when it starts: wait until the cluster's JetStream
+		// answers, its meta group formed.
+		js, err := jetstream.New(m.nc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m.poll("the NATS cluster's JetStream", time.Minute, func() bool {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			_, err := js.AccountInfo(ctx)
+			return err == nil
+		})
+	}
+	for _, name := range m.order[len(natsHosts):] {
 		m.procs[name].start(t, bin)
 	}
 	return m
@@ -217,6 +346,14 @@ func (m *meshLab) observe() {
 			t.Fatal(err)
 		}
 	}
+	for _, r := range m.opts.regions {
+		m.observeRegion(r, sub)
+	}
+}
+
+// observeRegion records the wire of one region.
+func (m *meshLab) observeRegion(region string, sub func(string, func(*nats.Msg))) {
+	t := m.t
 	// Each sampled client is invited on its own subject: the invitation's
 	// subject names the client (the invitation names no one).
 	open, _ := mesh.InviteWildcard(job, region)
@@ -227,15 +364,15 @@ func (m *meshLab) observe() {
 			return
 		}
 		client := msg.Subject[strings.LastIndexByte(msg.Subject, '.')+1:]
-		m.rec.Add(history.Event{Kind: history.Announce, Round: o.Round, Region: o.Region, Clients: []string{client}, ModelVersion: o.ModelVersion})
 		m.mu.Lock()
 		m.bases[[2]any{o.ModelVersion, o.ModelHash}] = true
 		m.mu.Unlock()
+		m.add(history.Event{Kind: history.Announce, Round: o.Round, Region: o.Region, Clients: []string{client}, ModelVersion: o.ModelVersion})
 	})
 	ping, _ := mesh.PingSubject(job, region)
 	sub(ping, func(*nats.Msg) {
 		select {
-		case m.pings <- struct{}{}:
+		case m.pings <- region:
 		default: // nobody is waiting for this one
 		}
 	})
@@ -249,12 +386,12 @@ func (m *meshLab) observe() {
 		case wire.TypeUpdate:
 			var u wire.Update
 			if wire.Decode(msg.Data, wire.TypeUpdate, &u) == nil {
-				m.rec.Add(history.Event{Kind: history.Update, Round: u.Round, Region: u.Region, Client: u.Client})
+				m.add(history.Event{Kind: history.Update, Round: u.Round, Region: u.Region, Client: u.Client})
 			}
 		case wire.TypeStreamOpen:
 			var s wire.StreamOpen
 			if wire.Decode(msg.Data, wire.TypeStreamOpen, &s) == nil {
-				m.rec.Add(history.Event{Kind: history.Update, Round: s.Round, Region: s.Region, Client: s.Client})
+				m.add(history.Event{Kind: history.Update, Round: s.Round, Region: s.Region, Client: s.Client})
 			}
 		}
 	})
@@ -268,14 +405,32 @@ func (m *meshLab) observe() {
 		case wire.TypePartial:
 			var p wire.Partial
 			if wire.Decode(msg.Data, wire.TypePartial, &p) == nil {
-				m.rec.Add(history.Event{Kind: history.Partial, Round: p.Round, Region: p.Region, Count: p.Count})
+				m.add(history.Event{Kind: history.Partial, Round: p.Round, Region: p.Region, Count: p.Count})
 			}
 		case wire.TypePartialChunk:
 			if h, _, err := wire.DecodePartialChunk(msg.Data); err == nil && h.Last {
-				m.rec.Add(history.Event{Kind: history.Partial, Round: h.Round, Region: h.Region, Count: h.Count})
+				m.add(history.Event{Kind: history.Partial, Round: h.Round, Region: h.Region, Count: h.Count})
 			}
 		}
 	})
+}
+
+// add records a wire event and tells the watcher of it.
+func (m *meshLab) add(e history.Event) {
+	m.rec.Add(e)
+	m.mu.Lock()
+	w := m.watch
+	m.mu.Unlock()
+	if w != nil {
+		w(e)
+	}
+}
+
+// setWatch sets (nil: clears) the watcher of wire events.
+func (m *meshLab) setWatch(w func(history.Event)) {
+	m.mu.Lock()
+	m.watch = w
+	m.mu.Unlock()
 }
 
 // poll calls cond every 50ms until it holds, failing the test after d.
@@ -320,6 +475,22 @@ func (m *meshLab) readLedger(id string) *ledger.Ledger {
 	}
 	m.rec.Ledger(id, l)
 	return l
+}
+
+// tryLedger reads a running node's ledger over NATS, recording it as a
+// view; ok is false when the node does not answer (it may be cut off).
+func (m *meshLab) tryLedger(id string) (*ledger.Ledger, bool) {
+	msg, err := m.nc.Request(global.LedgerSubject(id), nil, 2*time.Second)
+	if err != nil {
+		return nil, false
+	}
+	l, err := ledger.Restore(msg.Data)
+	if err != nil {
+		m.t.Errorf("ledger of %s: %v", id, err)
+		return nil, false
+	}
+	m.rec.Ledger(id, l)
+	return l, true
 }
 
 // finalLedgers waits for every global node to exit, then reads each data
@@ -461,7 +632,7 @@ func (m *meshLab) checkModels(l *ledger.Ledger) {
 	m.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	store, err := mesh.OpenModelStore(ctx, m.nc, job, 1)
+	store, err := mesh.OpenModelStore(ctx, m.nc, job, 0) // 0: as the global tier made it
 	if err != nil {
 		m.t.Fatal(err)
 	}

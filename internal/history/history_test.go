@@ -88,6 +88,23 @@ func on(kind Kind, node string, round uint64) func(Event) bool {
 	return func(e Event) bool { return e.Kind == kind && (node == "" || e.Node == node) && e.Round == round }
 }
 
+// releasedUncommitted is good() where round 3's model was released (it
+// is on the wire, read back from the object store) but every ledger holds
+// the round with status, not committed, and records no v3: what a
+// coordinator that releases before its CommitModel is applied leaves
+// when the commit then fails (a new leader aborts the round).
+func releasedUncommitted(status string) func([]Event) []Event {
+	return func(evs []Event) []Event {
+		evs = slices.DeleteFunc(evs, func(e Event) bool { return e.Kind == Version && e.Version == 3 })
+		for i := range evs {
+			if e := &evs[i]; e.Kind == Round && e.Round == 3 {
+				e.Status, e.Version = status, 0
+			}
+		}
+		return evs
+	}
+}
+
 func TestCheck(t *testing.T) {
 	tests := []struct {
 		name string
@@ -127,6 +144,8 @@ func TestCheck(t *testing.T) {
 		{"a model released that no ledger records", func(evs []Event) []Event {
 			return append(evs, Event{Kind: Model, Version: 4, Round: 4, Hash: "hash-4", ReadOK: true})
 		}, ReleaseAfterCommit},
+		{"the write-ahead rule broken: a model released before its round's commit, which never came (the round aborted)", releasedUncommitted("aborted"), ReleaseAfterCommit},
+		{"the write-ahead rule broken: a model released before its round's commit, the round still open", releasedUncommitted("open"), ReleaseAfterCommit},
 		{"a model released with another hash than the ledgers'", edit(func(e Event) bool { return e.Kind == Model && e.Version == 2 }, func(e *Event) { e.Hash = "other" }), ReleaseAfterCommit},
 		{"a version released twice with two hashes", func(evs []Event) []Event {
 			i := slices.IndexFunc(evs, func(e Event) bool { return e.Kind == Model && e.Version == 2 })

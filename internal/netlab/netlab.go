@@ -49,9 +49,10 @@ var labSeq atomic.Uint32
 
 // Lab is a switch and its hosts. Its methods are safe for concurrent use.
 type Lab struct {
-	t      testing.TB
-	prefix string // namespace name prefix, e.g. "nl1234-1"
-	sw     string // switch namespace name
+	t      testing.TB           // nil in a lab made by Open
+	logf   func(string, ...any) // Open's logger (nil: silent)
+	prefix string               // namespace name prefix, e.g. "nl1234-1"
+	sw     string               // switch namespace name
 	hosts  map[string]*Host
 	order  []string
 
@@ -177,11 +178,11 @@ func (l *Lab) remove() {
 	l.mu.Unlock()
 	for _, name := range l.order {
 		if err := ipCmd("netns", "del", l.hosts[name].ns); err != nil {
-			l.t.Logf("netlab: %v", err)
+			l.log("netlab: %v", err)
 		}
 	}
 	if err := ipCmd("netns", "del", l.sw); err != nil && !strings.Contains(err.Error(), "No such file") {
-		l.t.Logf("netlab: %v", err)
+		l.log("netlab: %v", err)
 	}
 }
 
@@ -209,10 +210,10 @@ func sweepStale() {
 // Host returns the named host; it fails the test for an unknown name.
 func (l *Lab) Host(name string) *Host {
 	h, ok := l.hosts[name]
-	if !ok {
+	if !ok && l.t != nil {
 		l.t.Fatalf("%v: %q", ErrUnknownHost, name)
 	}
-	return h
+	return h // nil for an unknown name in a lab made by Open
 }
 
 // Hosts returns the hosts' names in the order they were numbered.

@@ -205,7 +205,7 @@ func (l *Lab) Play(ctx context.Context, events []Event) error {
 		if err != nil {
 			return fmt.Errorf("netlab: %v: %w", e, err)
 		}
-		l.t.Logf("netlab: %v%s", e, note)
+		l.log("netlab: %v%s", e, note)
 	}
 	return nil
 }
