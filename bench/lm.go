@@ -89,7 +89,10 @@ func (c LMConfig) topology(sigma float64) *topology.Topology {
 	t := &topology.Topology{Job: fmt.Sprintf("bench-lm-z%s", strings.ReplaceAll(fmt.Sprint(sigma), ".", "p")), Seed: 1}
 	t.Regions = []topology.Region{{ID: "a", Clients: c.Clients}, {ID: "b", Clients: c.Clients}}
 	t.Privacy = topology.Privacy{SamplingRate: c.Q, Delta: 1e-5, Budget: math.Inf(1), Noise: topology.Noise{Global: sigma}}
-	t.Train = topology.Training{Rounds: c.Rounds, GateMaxDrop: 10}
+	// The training plan of examples/lm.yaml (server learning rate 2,
+	// momentum 0.5); the gate never holds a version back, so that every
+	// point has its planned rounds.
+	t.Train = topology.Training{Rounds: c.Rounds, ServerLR: 2, ServerMomentum: 0.5, GateMaxDrop: 10}
 	opts := map[string]any{}
 	for k, v := range c.Options {
 		if k != "name" {
@@ -132,7 +135,7 @@ type LMPoint struct {
 	BitsFinal     float64 `json:"bits_per_byte_final"`
 	Perplexity    float64 `json:"perplexity_final"`
 	NextTokenAcc  float64 `json:"next_token_accuracy_final"`
-	KeptReduction float64 `json:"kept_reduction"` // of the non-private job's bits-per-byte reduction
+	KeptReduction float64 `json:"kept_reduction"` // of the non-private job's bits-per-byte reduction; 0 when it had none
 	Seconds       float64 `json:"seconds"`
 }
 
@@ -189,7 +192,9 @@ func LM(ctx context.Context, env Env, cfg LMConfig) (Output, error) {
 		bar.Step()
 	}
 	for i := range row.Curve {
-		if npReduction != 0 {
+		// A share of a reduction only means something when the
+		// non-private job reduced bits per byte at all.
+		if npReduction > 0 {
 			row.Curve[i].KeptReduction = (row.Curve[i].BitsPretrain - row.Curve[i].BitsFinal) / npReduction
 		}
 	}
