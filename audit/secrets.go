@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"time"
 
 	"github.com/strata-fl/strata/empirical"
 	"github.com/strata-fl/strata/global"
@@ -51,8 +52,10 @@ type SecretAudit struct {
 	LowerBound    empirical.LowerBound `json:"lower_bound"`
 	LedgerEpsilon empirical.Float      `json:"ledger_epsilon"`
 	Delta         float64              `json:"delta"`
-	Inserted      []empirical.Exposure `json:"inserted"`
-	Never         []empirical.Exposure `json:"never_inserted"`
+	// Seconds is how long ranking every candidate took.
+	Seconds  float64              `json:"seconds"`
+	Inserted []empirical.Exposure `json:"inserted"`
+	Never    []empirical.Exposure `json:"never_inserted"`
 }
 
 // Secrets runs the Secret-Sharer audit of a stopped job: it reads the
@@ -110,6 +113,7 @@ func Secrets(ctx context.Context, cfg Config) (*SecretAudit, error) {
 		n *= 10
 	}
 	cfg.Status("Secret-Sharer: ranking %d inserted and %d never-inserted secrets among %d candidates (model v%d)", len(inserted), len(never), n, rel.Final)
+	start := time.Now()
 	all, err := empirical.Exposures(ctx, m, []byte(topology.SecretPrefix), p.Digits, append(append([]string(nil), inserted...), never...))
 	if err != nil {
 		return nil, err
@@ -118,6 +122,7 @@ func Secrets(ctx context.Context, cfg Config) (*SecretAudit, error) {
 		Format: topology.SecretPrefix + repeatD(p.Digits) + `"`, Version: rel.Final,
 		Inserted: all[:len(inserted)], Never: all[len(inserted):], Delta: l.Job.Delta,
 		LedgerEpsilon: empirical.Float(l.Spent(ledger.Public))}
+	a.Seconds = time.Since(start).Seconds()
 	a.InsertedMean, a.InsertedMax = summarise(a.Inserted)
 	a.NeverMean, a.NeverMax = summarise(a.Never)
 	if a.LowerBound, err = empirical.SecretBound(a.Inserted, a.Never, l.Job.Delta, cfg.Confidence); err != nil {

@@ -72,8 +72,8 @@ func auditSecrets(ctx context.Context, t *topology.Topology, dir string, key *se
 }
 
 func printSecrets(w io.Writer, a *audit.SecretAudit) {
-	fmt.Fprintf(w, "\nSecret-Sharer: %d secrets %s, each in %d client(s) ×%d, ranked among %d candidates (model v%d)\n",
-		a.Secrets, a.Format, a.Sharers, a.Repeats, a.Candidates, a.Version)
+	fmt.Fprintf(w, "\nSecret-Sharer: %d secrets %s, each in %d client(s) ×%d, ranked among %d candidates (model v%d, %.1f s)\n",
+		a.Secrets, a.Format, a.Sharers, a.Repeats, a.Candidates, a.Version, a.Seconds)
 	fmt.Fprintf(w, "  %-44s%.2f bits (max %.2f)\n", "exposure, inserted secrets (mean)", a.InsertedMean, a.InsertedMax)
 	fmt.Fprintf(w, "  %-44s%.2f bits (max %.2f; a secret never seen: ≈1.44)\n", "exposure, never-inserted secrets (mean)", a.NeverMean, a.NeverMax)
 	fmt.Fprintf(w, "  %-44s%s   (the guarantee, per client)\n", "ε public, ledger (upper bound)", fmtEps(float64(a.LedgerEpsilon)))
