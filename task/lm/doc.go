@@ -67,9 +67,10 @@
 // The corpus depends on the Go release (its VERSION is part of the
 // checkpoint's cache key).
 //
-// # API for commands and exports (nothing outside task/… imports this
-// package: they reach it through task.Generator and task.TensorExporter,
-// or through these from other task/… code)
+// # API for commands and exports
+//
+// Nothing outside task/… imports this package: commands reach it through
+// task.Generator and task.TensorExporter, other task/… code through these.
 //
 //   - Prepare(ctx, Spec) → *Task (task.Task, task.Membership,
 //     task.Generator, task.TensorExporter). Task.Model(θ) → *Model.

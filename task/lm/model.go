@@ -45,6 +45,12 @@ func (a Arch) Validate() error {
 	return nil
 }
 
+// params is the backbone's number of values.
+func (a Arch) params() int {
+	d := a.DModel
+	return 2*Vocab*d + a.Context*d + d + a.Layers*(2*d+4*d*d+2*d*a.Hidden)
+}
+
 // The projections of a block, in the order Layer.W holds them. Their
 // names are the Hugging Face (Llama) module names, which PEFT's
 // target_modules use.

@@ -53,7 +53,7 @@ type Config struct {
 
 	// A client's local training each round it is sampled: local_steps
 	// SGD steps (default 4) on local_batch random windows of its shard
-	// (4) at local_lr (default 0.1).
+	// (4) at local_lr (default 0.2).
 	LocalSteps int     `yaml:"local_steps"`
 	LocalBatch int     `yaml:"local_batch"`
 	LocalLR    float64 `yaml:"local_lr"`
@@ -95,7 +95,7 @@ func (c Config) withDefaults() Config {
 	def(&c.LocalSteps, 4)
 	def(&c.LocalBatch, 4)
 	if c.LocalLR == 0 {
-		c.LocalLR = 0.1
+		c.LocalLR = 0.2
 	}
 	def(&c.EvalWindows, 256)
 	def(&c.FinalWindows, 1024)

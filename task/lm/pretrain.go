@@ -165,18 +165,36 @@ func LoadWeights(path string) (*Weights, string, error) {
 	if err != nil {
 		return nil, "", err
 	}
+	w, key, err := DecodeWeights(b)
+	if err != nil {
+		return nil, "", fmt.Errorf("lm: checkpoint %s: %w", path, err)
+	}
+	return w, key, nil
+}
+
+// DecodeWeights decodes a checkpoint file's bytes: the backbone and its
+// key. Every tensor must be present with its shape's number of values.
+func DecodeWeights(b []byte) (*Weights, string, error) {
 	var f checkpointFile
 	if err := msgpack.Unmarshal(b, &f); err != nil {
-		return nil, "", fmt.Errorf("lm: checkpoint %s: %w", path, err)
+		return nil, "", fmt.Errorf("%w: %v", ErrShape, err)
+	}
+	if err := f.Arch.Validate(); err != nil {
+		return nil, "", err
+	}
+	// The tensors are in b: a shape that needs more values than b holds is
+	// refused before anything is allocated for it.
+	if need := f.Arch.params(); need > len(b)/4 {
+		return nil, "", fmt.Errorf("%w: a %+v backbone has %d values, the file only %d bytes", ErrShape, f.Arch, need, len(b))
 	}
 	w, err := NewWeights(f.Arch)
 	if err != nil {
-		return nil, "", fmt.Errorf("lm: checkpoint %s: %w", path, err)
+		return nil, "", err
 	}
 	for _, t := range w.Tensors() {
 		d, ok := f.Tensors[t.Name]
 		if !ok || len(d) != len(t.Data) {
-			return nil, "", fmt.Errorf("%w: checkpoint %s: tensor %s has %d values, want %d", ErrShape, path, t.Name, len(d), len(t.Data))
+			return nil, "", fmt.Errorf("%w: tensor %s has %d values, want %d", ErrShape, t.Name, len(d), len(t.Data))
 		}
 		copy(t.Data, d)
 	}

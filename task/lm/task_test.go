@@ -19,7 +19,7 @@ func smallTask(t *testing.T) *Task {
 	t.Helper()
 	smallOnce.Do(func() {
 		c, err := ParseConfig(map[string]any{"layers": 2, "d_model": 16, "heads": 2, "context": 16, "pretrain_steps": 150,
-			"pretrain_batch": 8, "lora_rank": 2, "shard_bytes": 1024, "heldout_dirs": 5, "local_steps": 8, "eval_windows": 64, "final_windows": 128})
+			"pretrain_batch": 8, "lora_rank": 2, "shard_bytes": 1024, "heldout_dirs": 5, "local_steps": 8, "local_lr": 0.1, "eval_windows": 64, "final_windows": 128})
 		if err != nil {
 			smallErr = err
 			return
