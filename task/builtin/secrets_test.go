@@ -11,7 +11,7 @@ import (
 // textTask records what PlantSecrets writes into its clients' text.
 type textTask struct {
 	task.Task
-	got map[string][]string
+	got  map[string][]string
 	reps int
 }
 
