@@ -110,6 +110,9 @@ func Scenarios() []Scenario {
 		{"secagg", "secure aggregation at one region: server and client cost vs n = 10…1000 and d = 1e4…1e6 beside a plain round, PRG beside AES-CTR", func(ctx context.Context, env Env) (Output, error) {
 			return SecAggScenario(ctx, env, SecAggConfig{})
 		}},
+		{"lm", "the language-model task: trainer tokens/s beside same-run float32 GEMM, memory per client, bits per byte vs ε over 5 noise levels", func(ctx context.Context, env Env) (Output, error) {
+			return LM(ctx, env, LMConfig{})
+		}},
 		{"faults", "leader and region kills of a mesh of processes: rounds completed, time to recover", func(ctx context.Context, env Env) (Output, error) {
 			return Faults(ctx, env, FaultsConfig{})
 		}},

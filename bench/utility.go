@@ -12,6 +12,7 @@ import (
 
 	"github.com/strata-fl/strata/global"
 	"github.com/strata-fl/strata/roles"
+	"github.com/strata-fl/strata/task"
 	"github.com/strata-fl/strata/task/builtin"
 	"github.com/strata-fl/strata/topology"
 )
@@ -293,6 +294,30 @@ type utilityResult struct {
 // runUtilityJob runs one job to its planned rounds or to its budget. The
 // pre-trained checkpoint is shared between runs through ckDir.
 func runUtilityJob(ctx context.Context, t *topology.Topology, dir, ckDir string, onRound func(global.RoundReport)) (utilityResult, error) {
+	var pre, final float64
+	res, err := runUtilityJobWith(ctx, t, dir, ckDir, onRound, func(tk task.Task, initial, serving []float64) error {
+		score := func(theta []float64) (float64, error) {
+			ev, err := tk.Final().Evaluate(ctx, theta)
+			if err != nil {
+				return 0, err
+			}
+			acc, _ := ev.Get("accuracy")
+			return acc, nil
+		}
+		var err error
+		if pre, err = score(initial); err != nil {
+			return err
+		}
+		final, err = score(serving)
+		return err
+	})
+	res.pre, res.final = pre, final
+	return res, err
+}
+
+// runUtilityJobWith runs the job and hands the prepared task, version 0
+// and the serving version to evaluate.
+func runUtilityJobWith(ctx context.Context, t *topology.Topology, dir, ckDir string, onRound func(global.RoundReport), evaluate func(tk task.Task, initial, serving []float64) error) (utilityResult, error) {
 	var res utilityResult
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return res, err
@@ -334,19 +359,5 @@ func runUtilityJob(ctx context.Context, t *topology.Topology, dir, ckDir string,
 	if err != nil {
 		return res, err
 	}
-	score := func(theta []float64) (float64, error) {
-		ev, err := tk.Final().Evaluate(ctx, theta)
-		if err != nil {
-			return 0, err
-		}
-		acc, _ := ev.Get("accuracy")
-		return acc, nil
-	}
-	if res.pre, err = score(tk.Initial()); err != nil {
-		return res, err
-	}
-	if res.final, err = score(theta); err != nil {
-		return res, err
-	}
-	return res, nil
+	return res, evaluate(tk, tk.Initial(), theta)
 }

@@ -208,3 +208,21 @@ type LanguageModel interface {
 type TextHolder interface {
 	InsertText(client string, text []byte, repeats int) error
 }
+
+// Cost is the arithmetic of one local training call (Trainer.Train), for
+// benchmarks that compare a trainer's throughput with the machine's.
+type Cost struct {
+	// Tokens is how many tokens (or examples) one Train call processes.
+	Tokens int
+	// FLOPs is the floating-point operations of forward and backward for
+	// them (a multiply-add counts two).
+	FLOPs float64
+	// Matmul is the shape [m, k, n] of the model's typical matrix product
+	// (rows of activations × width), for a same-shape kernel baseline.
+	Matmul [3]int
+}
+
+// Costed is implemented by tasks that can state their training's Cost.
+type Costed interface {
+	TrainCost() Cost
+}

@@ -18,8 +18,11 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if len(args) > 0 && args[0] == "privacy" {
 		return runAuditPrivacy(ctx, args[1:], stdout, stderr)
 	}
+	if len(args) > 0 && args[0] == "secrets" {
+		return runAuditSecrets(ctx, args[1:], stdout, stderr)
+	}
 	if len(args) == 0 || (args[0] != "verify" && args[0] != "export") {
-		return fmt.Errorf("%w: strata audit verify [--data DIR | --file FILE.jsonl] | export [--data DIR] [--out FILE] | privacy [--data DIR]", errUsage)
+		return fmt.Errorf("%w: strata audit verify [--data DIR | --file FILE.jsonl] | export [--data DIR] [--out FILE] | privacy [--data DIR] | secrets [--data DIR]", errUsage)
 	}
 	op := args[0]
 	fs := flag.NewFlagSet("audit "+op, flag.ContinueOnError)

@@ -19,7 +19,7 @@ const benchUsage = `strata bench SCENARIO [--quick] [--json] [--plot DIR] [scena
 strata bench --all [--quick] [--json] [--plot DIR]
 strata bench check FILE        validate a --json results file (every figure finite)
 
-scenarios: kernel, ingest, accountant, round, scale, utility, secagg, faults, chaos
+scenarios: kernel, ingest, accountant, round, scale, utility, secagg, lm, faults, chaos
 (strata bench SCENARIO -h lists a scenario's flags)`
 
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -74,6 +74,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	kills := fs.Int("kills", 0, "faults: leader kills (default 10)")
 	only := fs.String("only", "", "utility: run only \"geyer\", only \"curves\", or the runs named (comma-separated)")
 	serverLR := fs.Float64("server-lr", 0, "utility: the server learning rate of the runs (0: each run's own)")
+	sigmas := fs.String("sigmas", "", "lm: noise multipliers of the privacy–utility jobs, comma-separated (0: non-private; default 0,0.5,0.7,1,2)")
 	prof := fs.String("cpuprofile", "", "write a CPU profile of the bench process to this file")
 	if err := fs.Parse(args); err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
@@ -143,6 +144,18 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			scenarios[i].Run = func(ctx context.Context, env bench.Env) (bench.Output, error) {
 				return bench.SecAggScenario(ctx, env, cfg)
 			}
+		case "lm":
+			var cfg bench.LMConfig
+			if *sigmas != "" {
+				for _, f := range strings.Split(*sigmas, ",") {
+					v, err := strconv.ParseFloat(strings.TrimSpace(f), 64)
+					if err != nil {
+						return fmt.Errorf("%w: --sigmas %q: %v (want numbers ≥ 0, e.g. 0,0.7,1,2)", errUsage, *sigmas, err)
+					}
+					cfg.Sigmas = append(cfg.Sigmas, v)
+				}
+			}
+			scenarios[i].Run = func(ctx context.Context, env bench.Env) (bench.Output, error) { return bench.LM(ctx, env, cfg) }
 		case "faults":
 			cfg := bench.FaultsConfig{LeaderKills: *kills}
 			scenarios[i].Run = func(ctx context.Context, env bench.Env) (bench.Output, error) { return bench.Faults(ctx, env, cfg) }

@@ -25,14 +25,21 @@ round: {timeout: 20s}
 // runTinyLM runs tinyLM (with extra YAML appended) and returns its data dir.
 func runTinyLM(t *testing.T, extra string) string {
 	t.Helper()
+	return runLM(t, tinyLM+extra)
+}
+
+// runLM runs strata up (with extra flags) on a topology and returns its
+// data dir.
+func runLM(t *testing.T, yaml string, flags ...string) string {
+	t.Helper()
 	dir := t.TempDir()
 	top := filepath.Join(dir, "top.yaml")
-	if err := os.WriteFile(top, []byte(tinyLM+extra), 0o600); err != nil {
+	if err := os.WriteFile(top, []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	data := filepath.Join(dir, "data")
 	var out bytes.Buffer
-	if err := run(context.Background(), []string{"up", "--data", data, "--topology", top, "--http", "off"}, &out, &out); err != nil {
+	if err := run(context.Background(), append([]string{"up", "--data", data, "--topology", top, "--http", "off"}, flags...), &out, &out); err != nil {
 		t.Fatalf("up: %v\n%s", err, out.String())
 	}
 	return data

@@ -85,6 +85,9 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fmt.Fprintf(stdout, "strata up: job %s, %d clients in %d regions, %d rounds, q=%g, noise ×C (C=%g): edge %g, regional %g, global %g; δ=%g, budget ε=%g\n",
 		t.Job, t.Population(), len(t.Regions), t.Train.Rounds, t.Privacy.SamplingRate, t.Privacy.ClipNorm,
 		t.Privacy.Noise.Edge, t.Privacy.Noise.Regional, t.Privacy.Noise.Global, t.Privacy.Delta, t.Privacy.Budget)
+	if p := t.Audit.SecretPlan(); p.Secrets > 0 {
+		fmt.Fprintf(stdout, "audit: %d Secret-Sharer secrets (%s + %d digits) planted %d× in the text of %d client(s) each; %d more never inserted\n", p.Secrets, topology.SecretPrefix, p.Digits, p.Repeats, p.Sharers, p.Secrets)
+	}
 	if k := t.Audit.Canaries; k > 0 {
 		fmt.Fprintf(stdout, "audit: %d canary clients join the population (sampled and charged like any client; %d more directions stay unseen)\n", k, k)
 	}
@@ -114,6 +117,14 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return fmt.Errorf("baseline: %w", err)
 		}
 		rep.SetBaseline(base)
+		if bt.Audit.Secrets > 0 {
+			// The noise-off run beside the DP one: what the model memorises
+			// when nothing protects the secrets.
+			fmt.Fprintln(stdout, "\nbaseline (no noise):")
+			if rep.SecretSharerBaseline, err = auditSecrets(ctx, bt, filepath.Join(*data, "baseline"), key, 0.95, stdout); err != nil {
+				return fmt.Errorf("baseline: %w", err)
+			}
+		}
 	}
 	var auditErr error
 	if t.Audit.Canaries > 0 {
@@ -128,6 +139,13 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		} else if auditErr != nil {
 			return auditErr
 		}
+	}
+	if t.Audit.Secrets > 0 && auditErr == nil {
+		var sa *audit.SecretAudit
+		if sa, auditErr = auditSecrets(ctx, t, *data, key, 0.95, stdout); sa == nil && auditErr != nil {
+			return auditErr
+		}
+		rep.SecretSharer = sa
 	}
 	rep.ElapsedSeconds = time.Since(start).Seconds()
 	if err := htmlreport.WriteSummary(*data, rep); err != nil {

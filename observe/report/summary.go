@@ -71,6 +71,13 @@ type EmpiricalFields struct {
 	EpsilonLowerBound *Float              `json:"epsilon_lower_bound,omitempty"`
 	MIAAUC            *float64            `json:"mia_auc,omitempty"`
 	EmpiricalPrivacy  *audit.PrivacyAudit `json:"empirical_privacy,omitempty"`
+	// SecretSharer is the Secret-Sharer audit of a language-model job
+	// (audit.secrets): exposures of inserted and never-inserted secrets
+	// and the lower bound they give, beside the ledger's ε.
+	SecretSharer *audit.SecretAudit `json:"secret_sharer,omitempty"`
+	// SecretSharerBaseline is the same audit of the --baseline run (no
+	// noise), when there was one.
+	SecretSharerBaseline *audit.SecretAudit `json:"secret_sharer_baseline,omitempty"`
 }
 
 // FieldsOf is what an audit adds to report.json.
