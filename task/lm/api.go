@@ -87,10 +87,12 @@ func (m *Model) NextLogProbs(contexts [][]byte) [][]float32 {
 		for k, i := range idx {
 			ws[k] = contexts[i]
 		}
-		f := m.Net.forward(ws, t)
+		ar := getArena()
+		f := m.Net.forward(ar, ws, t, false)
 		for k, i := range idx {
 			out[i] = logSoftmax(f.logits[(k*t+t-1)*Vocab : (k*t+t)*Vocab])
 		}
+		ar.release()
 	}
 	return out
 }
@@ -124,11 +126,13 @@ func (m *Model) SequenceLogProb(prefix, text []byte) float64 {
 		lo := max(0, pos-c)
 		hi := min(len(full)-1, lo+c) // predicts full[lo+1 .. hi]
 		win := full[lo:hi]
-		f := m.Net.forward([][]byte{win}, len(win))
+		ar := getArena()
+		f := m.Net.forward(ar, [][]byte{win}, len(win), false)
 		for p := pos; p <= hi; p++ {
 			lp := logSoftmax(f.logits[(p-1-lo)*Vocab : (p-lo)*Vocab])
 			total += float64(lp[full[p]])
 		}
+		ar.release()
 		pos = hi + 1
 	}
 	return total

@@ -418,18 +418,23 @@ func gemm(ta, tb bool, m, n, k int, alpha float32, a []float32, lda int, b []flo
 
 // tape holds one block's forward activations for the backward pass.
 type tape struct {
-	x1     []float32 // block input
-	r1     []float32 // 1/rms per row
-	h1     []float32 // normed input
-	q, k   []float32
-	v      []float32
-	z      [numProj][]float32 // h·Aᵀ per adapted projection
-	att    []float32          // softmax probabilities [nb][Heads][T][T]
-	a      []float32          // attention output before o_proj
-	x2     []float32          // after attention residual
-	r2, h2 []float32
-	u      []float32 // up_proj output
-	g      []float32 // gelu(u)
+	x1, r1, h1 []float32 // block input, 1/rms per row, normed input
+	qkv        []float32 // [N][3·DModel]: q, k and v of a row side by side
+	qkvT       []float32 // per window and head, qᵀ, kᵀ and vᵀ ([dh][t] each)
+	// z is x·Aᵀ per adapted projection, kept only when the pass computes
+	// adapter gradients.
+	z          [numProj][]float32
+	att        []float32 // softmax probabilities [nb][Heads][T][T], lower triangle
+	a          []float32 // attention output before o_proj
+	x2, r2, h2 []float32
+	u, th, g   []float32 // up_proj output, GELU's inner tanh, gelu(u)
+}
+
+// headT returns window b's head h's transposed q, k and v (H heads).
+func (tp *tape) headT(b, h, H, t, dh int) (qT, kT, vT []float32) {
+	n := dh * t
+	o := (b*H + h) * 3 * n
+	return tp.qkvT[o : o+n], tp.qkvT[o+n : o+2*n], tp.qkvT[o+2*n : o+3*n]
 }
 
 const normEps = 1e-5
@@ -472,53 +477,104 @@ func rmsnormBack(dx, dy, x, g, r []float32, rows, d int, dg []float32) {
 	}
 }
 
-const geluC = 0.7978845608028654 // √(2/π)
-
-func gelu(u float32) float32 {
-	x := float64(u)
-	return float32(0.5 * x * (1 + math.Tanh(geluC*(x+0.044715*x*x*x))))
+// effective is a block's projection weights for one pass with the
+// adapters folded in: W + scale·B·A is one [out][in] matrix, so an
+// adapted projection costs one GEMM forward and one for dx backward, as
+// an unadapted one does (B's gradient still comes from z = x·Aᵀ). q, k
+// and v are stacked so that the three are one GEMM each way.
+type effective struct {
+	qkv []float32          // [3·DModel][DModel]
+	w   [numProj][]float32 // per projection; q, k and v are rows of qkv
 }
 
-func geluGrad(u float32) float32 {
-	x := float64(u)
-	t := math.Tanh(geluC * (x + 0.044715*x*x*x))
-	return float32(0.5*(1+t) + 0.5*x*(1-t*t)*geluC*(1+3*0.044715*x*x))
-}
-
-// project computes y = x·Wᵀ (+ scale·(x·Aᵀ)·Bᵀ) for projection p of layer
-// l, keeping x·Aᵀ in z.
-func (n *Net) project(l, p int, y, x []float32, rows int, z *[]float32) {
-	in, out := n.W.Arch.projDims(p)
-	gemm(false, true, rows, out, in, 1, x, in, n.W.Layers[l].W[p], in, 0, y, out)
-	if n.Ad.Has(l, p) {
-		r := n.Ad.Rank
-		zz := make([]float32, rows*r)
-		gemm(false, true, rows, r, in, 1, x, in, n.Ad.A[l][p], in, 0, zz, r)
-		gemm(false, true, rows, out, r, n.Ad.Scale(), zz, r, n.B[l][p], r, 1, y, out)
-		*z = zz
+func (n *Net) effectiveWeights(ar *arena, l int) effective {
+	a := n.W.Arch
+	d := a.DModel
+	L := &n.W.Layers[l]
+	e := effective{qkv: ar.get(3 * d * d)}
+	for p := ProjQ; p <= ProjV; p++ {
+		w := e.qkv[p*d*d : (p+1)*d*d]
+		copy(w, L.W[p])
+		n.foldAdapter(l, p, w)
+		e.w[p] = w
 	}
-}
-
-// projectBack adds to dx the gradient through project, and the weight
-// gradients g asks for.
-func (n *Net) projectBack(l, p int, dx, dy, x []float32, z []float32, rows int, g *Grads) {
-	in, out := n.W.Arch.projDims(p)
-	W := n.W.Layers[l].W[p]
-	gemm(false, false, rows, in, out, 1, dy, out, W, in, 1, dx, in)
-	if g != nil && g.W != nil {
-		gemm(true, false, out, in, rows, 1, dy, out, x, in, 1, g.W.Layers[l].W[p], in)
-	}
-	if n.Ad.Has(l, p) {
-		r, s := n.Ad.Rank, n.Ad.Scale()
-		if g != nil && g.B != nil {
-			gemm(true, false, out, r, rows, s, dy, out, z, r, 1, g.B[l][p], r)
+	for p := ProjO; p < numProj; p++ {
+		e.w[p] = L.W[p]
+		if n.Ad.Has(l, p) {
+			w := ar.get(len(L.W[p]))
+			copy(w, L.W[p])
+			n.foldAdapter(l, p, w)
+			e.w[p] = w
 		}
+	}
+	return e
+}
+
+// foldAdapter adds scale·B·A to w, projection p of layer l's weight.
+func (n *Net) foldAdapter(l, p int, w []float32) {
+	if !n.Ad.Has(l, p) {
+		return
+	}
+	in, out := n.W.Arch.projDims(p)
+	r := n.Ad.Rank
+	gemm(false, false, out, in, r, n.Ad.Scale(), n.B[l][p], r, n.Ad.A[l][p], in, 1, w, in)
+}
+
+// adapterInput returns z = x·Aᵀ ([rows][Rank]) for projection p of layer
+// l, nil without an adapter.
+func (n *Net) adapterInput(ar *arena, l, p int, x []float32, rows int) []float32 {
+	if !n.Ad.Has(l, p) {
+		return nil
+	}
+	in, _ := n.W.Arch.projDims(p)
+	r := n.Ad.Rank
+	z := ar.get(rows * r)
+	gemm(false, true, rows, r, in, 1, x, in, n.Ad.A[l][p], in, 0, z, r)
+	return z
+}
+
+// weightGrads adds projection p of layer l's weight gradients that g asks
+// for, given its input x ([rows][in]) and output gradient dy ([rows][out],
+// row stride ldy).
+func (n *Net) weightGrads(l, p int, dy []float32, ldy int, x, z []float32, rows int, g *Grads, tmp []float32) {
+	in, out := n.W.Arch.projDims(p)
+	if g.W != nil {
+		gemm(true, false, out, in, rows, 1, dy, ldy, x, in, 1, g.W.Layers[l].W[p], in)
+	}
+	if !n.Ad.Has(l, p) {
+		return
+	}
+	r, s := n.Ad.Rank, n.Ad.Scale()
+	if g.B != nil {
+		accBGrad(g.B[l][p], dy, ldy, z, rows, out, r, s, tmp)
+	}
+	if g.A != nil {
 		dz := make([]float32, rows*r)
-		gemm(false, false, rows, r, out, s, dy, out, n.B[l][p], r, 0, dz, r)
-		if g != nil && g.A != nil {
-			gemm(true, false, r, in, rows, 1, dz, r, x, in, 1, g.A[l][p], in)
+		gemm(false, false, rows, r, out, s, dy, ldy, n.B[l][p], r, 0, dz, r)
+		gemm(true, false, r, in, rows, 1, dz, r, x, in, 1, g.A[l][p], in)
+	}
+}
+
+// causalSoftmax turns the t×t scores S into attention probabilities row
+// by row over the positions each may see (j ≤ i), zeroing the rest.
+func causalSoftmax(S []float32, t int) {
+	for i := 0; i < t; i++ {
+		row := S[i*t : i*t+t]
+		m := row[0]
+		for _, v := range row[1 : i+1] {
+			m = max(m, v)
 		}
-		gemm(false, false, rows, in, r, 1, dz, r, n.Ad.A[l][p], in, 1, dx, in)
+		var sum float32
+		for j, v := range row[:i+1] {
+			e := expf(v - m)
+			row[j] = e
+			sum += e
+		}
+		inv := 1 / sum
+		for j := range row[:i+1] {
+			row[j] *= inv
+		}
+		clear(row[i+1:])
 	}
 }
 
@@ -541,11 +597,20 @@ func (n *Net) Pass(windows [][]byte, g *Grads, gradScale float32) (Result, error
 			return Result{}, fmt.Errorf("%w: windows of %d and %d bytes: want one length", ErrShape, t+1, len(w))
 		}
 	}
-	f := n.forward(windows, t)
-	d, N, H, dh, scale := a.DModel, f.N, a.Heads, a.DModel/a.Heads, f.scale
-	x, tapes, rf, hf, logits := f.x, f.tapes, f.rf, f.hf, f.logits
-	var res Result
-	res.Tokens = N
+	ar := getArena()
+	defer ar.release()
+	f := n.forward(ar, windows, t, g != nil && (g.B != nil || g.A != nil))
+	res := lossAndGrad(f.logits, windows, t, g != nil, gradScale)
+	if g != nil {
+		n.backward(ar, f, windows, t, g)
+	}
+	return res, nil
+}
+
+// lossAndGrad sums the cross-entropy of the logits; with grad it replaces
+// them by the gradient of the summed loss times gradScale.
+func lossAndGrad(logits []float32, windows [][]byte, t int, grad bool, gradScale float32) Result {
+	res := Result{Tokens: len(windows) * t}
 	for b, w := range windows {
 		for i := 0; i < t; i++ {
 			row := logits[(b*t+i)*Vocab : (b*t+i+1)*Vocab]
@@ -562,14 +627,14 @@ func (n *Net) Pass(windows [][]byte, g *Grads, gradScale float32) (Result, error
 			lt := row[target]
 			var sum float64
 			for j, v := range row {
-				e := math.Exp(float64(v - m))
-				sum += e
-				if g != nil {
-					row[j] = float32(e)
+				e := expf(v - m)
+				sum += float64(e)
+				if grad {
+					row[j] = e
 				}
 			}
 			res.LossSum += math.Log(sum) - float64(lt-m)
-			if g != nil {
+			if grad {
 				inv := float32(1/sum) * gradScale
 				for j := range row {
 					row[j] *= inv
@@ -578,82 +643,94 @@ func (n *Net) Pass(windows [][]byte, g *Grads, gradScale float32) (Result, error
 			}
 		}
 	}
-	if g == nil {
-		return res, nil
+	return res
+}
+
+// backward adds to g the gradients of the loss whose logits' gradient f
+// now holds.
+func (n *Net) backward(ar *arena, f *fwdState, windows [][]byte, t int, g *Grads) {
+	a := n.W.Arch
+	d, N, H, dh, hidden := a.DModel, f.N, a.Heads, a.DModel/a.Heads, a.Hidden
+	nb, ld := len(windows), 3*a.DModel
+	gw := g.W
+	dhf := ar.get(N * d)
+	gemm(false, false, N, d, Vocab, 1, f.logits, Vocab, n.W.Head, d, 0, dhf, d)
+	if gw != nil {
+		gemm(true, false, Vocab, d, N, 1, f.logits, Vocab, f.hf, d, 1, gw.Head, d)
 	}
-	// Backward: logits now hold dlogits.
-	dhf := make([]float32, N*d)
-	gemm(false, false, N, d, Vocab, 1, logits, Vocab, n.W.Head, d, 0, dhf, d)
-	var gw *Weights
-	if g.W != nil {
-		gw = g.W
-		gemm(true, false, Vocab, d, N, 1, logits, Vocab, hf, d, 1, gw.Head, d)
-	}
-	dx := make([]float32, N*d)
+	dx := ar.get(N * d)
 	var dgf []float32
 	if gw != nil {
 		dgf = gw.Norm
 	}
-	rmsnormBack(dx, dhf, x, n.W.Norm, rf, N, d, dgf)
+	rmsnormBack(dx, dhf, f.x, n.W.Norm, f.rf, N, d, dgf)
+	var tmp []float32
+	if n.Ad != nil {
+		tmp = ar.get(n.Ad.Rank * max(d, hidden))
+	}
+	// Per head, the products run on transposed [dh][t] copies: GEMM's
+	// inner loops then span t values instead of dh (16 by default). Each
+	// worker has its own dP, daᵀ and a result's transpose.
+	workers := headWorkers(nb * H)
+	per := t*t + 2*dh*t
+	scratch := ar.get(workers * per)
 	for l := a.Layers - 1; l >= 0; l-- {
-		L := &n.W.Layers[l]
-		tp := &tapes[l]
-		var gl *Layer
+		L, tp, e := &n.W.Layers[l], &f.tapes[l], &f.eff[l]
+		var dn1, dn2 []float32
 		if gw != nil {
-			gl = &gw.Layers[l]
+			dn1, dn2 = gw.Layers[l].Norm1, gw.Layers[l].Norm2
 		}
-		// MLP: x = x2 + down(gelu(up(h2))).
-		dg := make([]float32, len(tp.g))
-		n.projectBack(l, ProjDown, dg, dx, tp.g, tp.z[ProjDown], N, g)
+		// MLP: x = x2 + down(gelu(up(h2))); dx passes through the residual.
+		dg := ar.get(N * hidden)
+		gemm(false, false, N, hidden, d, 1, dx, d, e.w[ProjDown], hidden, 0, dg, hidden)
+		n.weightGrads(l, ProjDown, dx, d, tp.g, tp.z[ProjDown], N, g, tmp)
 		for i, u := range tp.u {
-			dg[i] *= geluGrad(u)
+			dg[i] *= geluGradT(u, tp.th[i])
 		}
-		dh2 := make([]float32, N*d)
-		n.projectBack(l, ProjUp, dh2, dg, tp.h2, tp.z[ProjUp], N, g)
-		dx2 := dx // the residual passes dx through
-		var dn2 []float32
-		if gl != nil {
-			dn2 = gl.Norm2
-		}
-		rmsnormBack(dx2, dh2, tp.x2, L.Norm2, tp.r2, N, d, dn2)
-		// Attention: x2 = x1 + o(attn(h1)).
-		da := make([]float32, N*d)
-		n.projectBack(l, ProjO, da, dx2, tp.a, tp.z[ProjO], N, g)
-		dq, dk, dv := make([]float32, N*d), make([]float32, N*d), make([]float32, N*d)
-		dP := make([]float32, t*t)
-		for b := 0; b < nb; b++ {
-			for h := 0; h < H; h++ {
-				off := b*t*d + h*dh
-				P := tp.att[(b*H+h)*t*t : (b*H+h+1)*t*t]
-				gemm(false, true, t, t, dh, 1, da[off:], d, tp.v[off:], d, 0, dP, t)
-				gemm(true, false, t, dh, t, 1, P, t, da[off:], d, 0, dv[off:], d)
-				for i := 0; i < t; i++ {
-					pr, dr := P[i*t:i*t+t], dP[i*t:i*t+t]
-					var dot float32
-					for j := 0; j <= i; j++ {
-						dot += pr[j] * dr[j]
-					}
-					for j := 0; j <= i; j++ {
-						dr[j] = pr[j] * (dr[j] - dot) * scale
-					}
-					for j := i + 1; j < t; j++ {
-						dr[j] = 0
-					}
+		dh2 := ar.get(N * d)
+		gemm(false, false, N, d, hidden, 1, dg, hidden, e.w[ProjUp], d, 0, dh2, d)
+		n.weightGrads(l, ProjUp, dg, hidden, tp.h2, tp.z[ProjUp], N, g, tmp)
+		rmsnormBack(dx, dh2, tp.x2, L.Norm2, tp.r2, N, d, dn2)
+		// Attention: x2 = x1 + o(attn(q, k, v)).
+		da := ar.get(N * d)
+		gemm(false, false, N, d, d, 1, dx, d, e.w[ProjO], d, 0, da, d)
+		n.weightGrads(l, ProjO, dx, d, tp.a, tp.z[ProjO], N, g, tmp)
+		dqkv := ar.get(N * ld)
+		eachHead(nb, H, workers, func(w, b, h int) {
+			qo, ao := b*t*ld+h*dh, b*t*d+h*dh
+			P := tp.att[(b*H+h)*t*t : (b*H+h+1)*t*t]
+			QT, KT, VT := tp.headT(b, h, H, t, dh)
+			sc := scratch[w*per : (w+1)*per]
+			dP, daT, gT := sc[:t*t], sc[t*t:t*t+dh*t], sc[t*t+dh*t:]
+			transposeIn(daT, da[ao:], t, dh, d)
+			gemm(false, false, t, t, dh, 1, da[ao:], d, VT, t, 0, dP, t)
+			gemm(false, false, dh, t, t, 1, daT, t, P, t, 0, gT, t) // dVᵀ = daᵀ·P
+			transposeOut(dqkv[qo+2*d:], ld, gT, dh, t)
+			for i := 0; i < t; i++ {
+				pr, dr := P[i*t:i*t+i+1], dP[i*t:i*t+t]
+				var dot float32
+				for j, p := range pr {
+					dot += p * dr[j]
 				}
-				gemm(false, false, t, dh, t, 1, dP, t, tp.k[off:], d, 0, dq[off:], d)
-				gemm(true, false, t, dh, t, 1, dP, t, tp.q[off:], d, 0, dk[off:], d)
+				for j, p := range pr {
+					dr[j] = p * (dr[j] - dot) * f.scale
+				}
+				clear(dr[i+1:])
 			}
+			gemm(false, true, dh, t, t, 1, KT, t, dP, t, 0, gT, t) // dQᵀ = Kᵀ·dSᵀ
+			transposeOut(dqkv[qo:], ld, gT, dh, t)
+			gemm(false, false, dh, t, t, 1, QT, t, dP, t, 0, gT, t) // dKᵀ = Qᵀ·dS
+			transposeOut(dqkv[qo+d:], ld, gT, dh, t)
+		})
+		for p := ProjQ; p <= ProjV; p++ {
+			n.weightGrads(l, p, dqkv[p*d:], ld, tp.h1, tp.z[p], N, g, tmp)
 		}
-		dh1 := make([]float32, N*d)
-		n.projectBack(l, ProjQ, dh1, dq, tp.h1, tp.z[ProjQ], N, g)
-		n.projectBack(l, ProjK, dh1, dk, tp.h1, tp.z[ProjK], N, g)
-		n.projectBack(l, ProjV, dh1, dv, tp.h1, tp.z[ProjV], N, g)
-		var dn1 []float32
-		if gl != nil {
-			dn1 = gl.Norm1
+		// Below the first block only the embeddings learn from dx.
+		if l > 0 || gw != nil {
+			dh1 := ar.get(N * d)
+			gemm(false, false, N, d, ld, 1, dqkv, ld, e.qkv, d, 0, dh1, d)
+			rmsnormBack(dx, dh1, tp.x1, L.Norm1, tp.r1, N, d, dn1)
 		}
-		rmsnormBack(dx2, dh1, tp.x1, L.Norm1, tp.r1, N, d, dn1)
-		dx = dx2
 	}
 	if gw != nil {
 		for b, w := range windows {
@@ -667,7 +744,6 @@ func (n *Net) Pass(windows [][]byte, g *Grads, gradScale float32) (Result, error
 			}
 		}
 	}
-	return res, nil
 }
 
 func size(shape []int) int {
@@ -678,24 +754,25 @@ func size(shape []int) int {
 	return n
 }
 
-// fwdState is a forward pass's activations.
+// fwdState is a forward pass's activations, in the pass's arena.
 type fwdState struct {
 	N      int
 	scale  float32
 	x      []float32 // the last block's output
 	tapes  []tape
+	eff    []effective
 	rf, hf []float32
 	logits []float32 // [N][Vocab]
 }
 
 // forward runs the model over the first t bytes of each window (t ≤
-// Context, checked by the caller).
-func (n *Net) forward(windows [][]byte, t int) *fwdState {
+// Context, checked by the caller), keeping each adapter's z when keepZ.
+func (n *Net) forward(ar *arena, windows [][]byte, t int, keepZ bool) *fwdState {
 	a := n.W.Arch
 	nb := len(windows)
-	d, N, H := a.DModel, nb*t, a.Heads
-	dh := d / H
-	x := make([]float32, N*d)
+	d, N, H, hidden := a.DModel, nb*t, a.Heads, a.Hidden
+	dh, ld := d/H, 3*d
+	x := ar.get(N * d)
 	for b, w := range windows {
 		for i := 0; i < t; i++ {
 			row := x[(b*t+i)*d : (b*t+i+1)*d]
@@ -705,74 +782,69 @@ func (n *Net) forward(windows [][]byte, t int) *fwdState {
 			}
 		}
 	}
-	tapes := make([]tape, a.Layers)
-	scale := float32(1 / math.Sqrt(float64(dh)))
-	for l := range tapes {
-		L := &n.W.Layers[l]
-		tp := &tapes[l]
-		tp.x1 = x
-		tp.r1, tp.h1 = make([]float32, N), make([]float32, N*d)
-		rmsnorm(tp.h1, x, L.Norm1, N, d, tp.r1)
-		tp.q, tp.k, tp.v = make([]float32, N*d), make([]float32, N*d), make([]float32, N*d)
-		n.project(l, ProjQ, tp.q, tp.h1, N, &tp.z[ProjQ])
-		n.project(l, ProjK, tp.k, tp.h1, N, &tp.z[ProjK])
-		n.project(l, ProjV, tp.v, tp.h1, N, &tp.z[ProjV])
-		tp.att = make([]float32, nb*H*t*t)
-		tp.a = make([]float32, N*d)
-		for b := 0; b < nb; b++ {
-			for h := 0; h < H; h++ {
-				off := b*t*d + h*dh
-				S := tp.att[(b*H+h)*t*t : (b*H+h+1)*t*t]
-				gemm(false, true, t, t, dh, scale, tp.q[off:], d, tp.k[off:], d, 0, S, t)
-				for i := 0; i < t; i++ {
-					row := S[i*t : i*t+t]
-					m := row[0]
-					for j := 1; j <= i; j++ {
-						if row[j] > m {
-							m = row[j]
-						}
-					}
-					var sum float32
-					for j := 0; j <= i; j++ {
-						e := float32(math.Exp(float64(row[j] - m)))
-						row[j] = e
-						sum += e
-					}
-					inv := 1 / sum
-					for j := 0; j <= i; j++ {
-						row[j] *= inv
-					}
-					for j := i + 1; j < t; j++ {
-						row[j] = 0
-					}
-				}
-				gemm(false, false, t, dh, t, 1, S, t, tp.v[off:], d, 0, tp.a[off:], d)
-			}
+	f := &fwdState{N: N, scale: float32(1 / math.Sqrt(float64(dh))), tapes: make([]tape, a.Layers), eff: make([]effective, a.Layers)}
+	keep := func(l, p int, in []float32) {
+		if keepZ {
+			f.tapes[l].z[p] = n.adapterInput(ar, l, p, in, N)
 		}
-		o := make([]float32, N*d)
-		n.project(l, ProjO, o, tp.a, N, &tp.z[ProjO])
+	}
+	for l := range f.tapes {
+		L, tp := &n.W.Layers[l], &f.tapes[l]
+		e := n.effectiveWeights(ar, l)
+		f.eff[l] = e
+		tp.x1 = x
+		tp.r1, tp.h1 = ar.get(N), ar.get(N*d)
+		rmsnorm(tp.h1, x, L.Norm1, N, d, tp.r1)
+		tp.qkv = ar.get(N * ld)
+		gemm(false, true, N, ld, d, 1, tp.h1, d, e.qkv, d, 0, tp.qkv, ld)
+		for p := ProjQ; p <= ProjV; p++ {
+			keep(l, p, tp.h1)
+		}
+		tp.att, tp.a, tp.qkvT = ar.get(nb*H*t*t), ar.get(N*d), ar.get(3*N*d)
+		workers := headWorkers(nb * H)
+		aTs := ar.get(workers * dh * t)
+		eachHead(nb, H, workers, func(w, b, h int) {
+			qo := b*t*ld + h*dh
+			S := tp.att[(b*H+h)*t*t : (b*H+h+1)*t*t]
+			QT, KT, VT := tp.headT(b, h, H, t, dh)
+			aT := aTs[w*dh*t : (w+1)*dh*t]
+			transposeIn(QT, tp.qkv[qo:], t, dh, ld)
+			transposeIn(KT, tp.qkv[qo+d:], t, dh, ld)
+			transposeIn(VT, tp.qkv[qo+2*d:], t, dh, ld)
+			gemm(false, false, t, t, dh, f.scale, tp.qkv[qo:], ld, KT, t, 0, S, t)
+			causalSoftmax(S, t)
+			gemm(false, true, dh, t, t, 1, VT, t, S, t, 0, aT, t) // (P·V)ᵀ = Vᵀ·Pᵀ
+			transposeOut(tp.a[b*t*d+h*dh:], d, aT, dh, t)
+		})
+		o := ar.get(N * d)
+		gemm(false, true, N, d, d, 1, tp.a, d, e.w[ProjO], d, 0, o, d)
+		keep(l, ProjO, tp.a)
 		for i := range o {
 			o[i] += x[i]
 		}
 		tp.x2 = o
-		tp.r2, tp.h2 = make([]float32, N), make([]float32, N*d)
+		tp.r2, tp.h2 = ar.get(N), ar.get(N*d)
 		rmsnorm(tp.h2, o, L.Norm2, N, d, tp.r2)
-		tp.u = make([]float32, N*a.Hidden)
-		n.project(l, ProjUp, tp.u, tp.h2, N, &tp.z[ProjUp])
-		tp.g = make([]float32, len(tp.u))
+		tp.u = ar.get(N * hidden)
+		gemm(false, true, N, hidden, d, 1, tp.h2, d, e.w[ProjUp], d, 0, tp.u, hidden)
+		keep(l, ProjUp, tp.h2)
+		tp.th, tp.g = ar.get(len(tp.u)), ar.get(len(tp.u))
 		for i, u := range tp.u {
-			tp.g[i] = gelu(u)
+			th := geluT(u)
+			tp.th[i], tp.g[i] = th, 0.5*u*(1+th)
 		}
-		y := make([]float32, N*d)
-		n.project(l, ProjDown, y, tp.g, N, &tp.z[ProjDown])
+		y := ar.get(N * d)
+		gemm(false, true, N, d, hidden, 1, tp.g, hidden, e.w[ProjDown], hidden, 0, y, d)
+		keep(l, ProjDown, tp.g)
 		for i := range y {
 			y[i] += o[i]
 		}
 		x = y
 	}
-	rf, hf := make([]float32, N), make([]float32, N*d)
-	rmsnorm(hf, x, n.W.Norm, N, d, rf)
-	logits := make([]float32, N*Vocab)
-	gemm(false, true, N, Vocab, d, 1, hf, d, n.W.Head, d, 0, logits, Vocab)
-	return &fwdState{N: N, scale: scale, x: x, tapes: tapes, rf: rf, hf: hf, logits: logits}
+	f.rf, f.hf = ar.get(N), ar.get(N*d)
+	rmsnorm(f.hf, x, n.W.Norm, N, d, f.rf)
+	f.x = x
+	f.logits = ar.get(N * Vocab)
+	gemm(false, true, N, Vocab, d, 1, f.hf, d, n.W.Head, d, 0, f.logits, Vocab)
+	return f
 }

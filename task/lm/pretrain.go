@@ -202,10 +202,13 @@ func DecodeWeights(b []byte) (*Weights, string, error) {
 }
 
 // pretrainKey names what a cached backbone was trained from: a different
-// key pre-trains again.
+// key pre-trains again. The revision (v2: float32 exp and tanh kernels,
+// folded adapters) changes whenever the kernels' arithmetic does, so that
+// two processes of a job never pair a cached backbone with a freshly
+// trained one that differs from it in the last bits.
 func pretrainKey(c Config, seed uint64, corpus *Corpus) string {
 	a := c.Arch()
-	return fmt.Sprintf("lm v1 arch=%+v steps=%d batch=%d lr=%g seed=%d go=%q prose=%d", a, c.PretrainSteps, c.PretrainBatch, c.PretrainLR, seed, corpus.Version, len(corpus.ProseTrain))
+	return fmt.Sprintf("lm v2 arch=%+v steps=%d batch=%d lr=%g seed=%d go=%q prose=%d", a, c.PretrainSteps, c.PretrainBatch, c.PretrainLR, seed, corpus.Version, len(corpus.ProseTrain))
 }
 
 // pretrained keeps, per key, the backbones this process has loaded or
