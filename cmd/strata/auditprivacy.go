@@ -106,9 +106,9 @@ func printAudit(w io.Writer, a *audit.PrivacyAudit) {
 	}
 }
 
-// rewriteHTMLReport renders dir/report again with the audit beside the
-// ledger's ε (strata up writes it before the audit runs).
-func rewriteHTMLReport(t *topology.Topology, dir string, key *seal.Key, a *audit.PrivacyAudit) error {
+// rewriteHTMLReport renders dir/report again with the audits beside the
+// ledger's ε (strata up writes it before the audits run).
+func rewriteHTMLReport(t *topology.Topology, dir string, key *seal.Key, emp *htmlreport.Empirical) error {
 	l, err := global.ReadLedgerKey(filepath.Join(dir, "global"), key)
 	if err != nil {
 		return err
@@ -117,6 +117,6 @@ func rewriteHTMLReport(t *topology.Topology, dir string, key *seal.Key, a *audit
 	if err != nil {
 		return err
 	}
-	_, err = writeHTMLReport(l, yaml, filepath.Join(dir, "report"), htmlreport.EmpiricalOf(a), false)
+	_, err = writeHTMLReport(l, yaml, filepath.Join(dir, "report"), emp, false)
 	return err
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"math"
 	"os"
 	"path/filepath"
@@ -87,6 +88,17 @@ func TestSecretSharerDP(t *testing.T) {
 	}
 	if float64(a.LowerBound.Epsilon) > float64(a.LedgerEpsilon) {
 		t.Errorf("lower bound %v exceeds the ledger's ε %v", a.LowerBound.Epsilon, a.LedgerEpsilon)
+	}
+	// The HTML report shows both runs' exposures beside the ledger's ε.
+	html, err := os.ReadFile(filepath.Join(data, "report", "report.html"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`id="secret-sharer"`, "<td>this job</td>", "<td>--baseline, no noise</td>",
+		fmt.Sprintf("%.2f (%.2f)", a.InsertedMean, a.InsertedMax), fmt.Sprintf("%.2f (%.2f)", base.NeverMean, base.NeverMax)} {
+		if !strings.Contains(string(html), want) {
+			t.Errorf("report.html lacks %q", want)
+		}
 	}
 	t.Logf("DP: ε %.3g, exposure inserted %.2f (max %.2f) vs never %.2f (max %.2f), lower bound %.3g",
 		float64(a.LedgerEpsilon), a.InsertedMean, a.InsertedMax, a.NeverMean, a.NeverMax, float64(a.LowerBound.Epsilon))

@@ -127,15 +127,12 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 	}
 	var auditErr error
+	var emp *htmlreport.Empirical
 	if t.Audit.Canaries > 0 {
 		var a *audit.PrivacyAudit
 		if a, auditErr = auditPrivacy(ctx, t, *data, key, 0.95, stdout); a != nil {
 			rep.EmpiricalFields = htmlreport.FieldsOf(a)
-			if html != "" {
-				if err := rewriteHTMLReport(t, *data, key, a); err != nil {
-					return err
-				}
-			}
+			emp = htmlreport.EmpiricalOf(a)
 		} else if auditErr != nil {
 			return auditErr
 		}
@@ -146,6 +143,11 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return auditErr
 		}
 		rep.SecretSharer = sa
+	}
+	if emp = emp.WithSecrets(rep.SecretSharer, rep.SecretSharerBaseline); emp != nil && html != "" {
+		if err := rewriteHTMLReport(t, *data, key, emp); err != nil {
+			return err
+		}
 	}
 	rep.ElapsedSeconds = time.Since(start).Seconds()
 	if err := htmlreport.WriteSummary(*data, rep); err != nil {

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/strata-fl/strata/audit"
 	"github.com/strata-fl/strata/global/ledger"
 )
 
@@ -48,6 +49,11 @@ type Empirical struct {
 	MIAAUC float64 `json:"mia_auc"`
 	MIATPR float64 `json:"mia_tpr"`
 	MIAFPR float64 `json:"mia_fpr"`
+	// Secrets and SecretsBaseline are the Secret-Sharer audit of a
+	// language-model job (audit.secrets) and of its --baseline run
+	// without noise; nil when not run. Canaries is 0 when only they ran.
+	Secrets         *audit.SecretAudit `json:"-"`
+	SecretsBaseline *audit.SecretAudit `json:"-"`
 }
 
 // Files names what Write wrote.
@@ -221,13 +227,19 @@ pre{background:#f8f8f8;padding:1em;overflow:auto;max-height:30em}.muted{color:#7
 <table id="epsilon"><tr><th>observer</th><th>ε (mesh)</th><th>median client ε</th><th>max client ε</th></tr>
 {{range .Observers}}<tr><td>{{.Name}}</td><td>{{.Epsilon}}</td><td>{{.ClientMedian}}</td><td>{{.ClientMax}}</td></tr>
 {{end}}</table>
-{{with .Empirical}}<h3>Empirical privacy (estimates, not guarantees)</h3>
+{{with .Empirical}}{{if .Canaries}}<h3>Empirical privacy (estimates, not guarantees)</h3>
 <table id="empirical">
 <tr><th>ε estimate, every release seen ({{.Canaries}} canaries)</th><td>{{eps .EstimateAllIterates}}</td></tr>
 <tr><th>ε estimate, final model only</th><td>{{eps .EstimateFinal}}</td></tr>
 <tr><th>ε lower bound ({{printf "%.0f" (pct .Confidence)}}% confidence)</th><td>{{eps .LowerBound}}</td></tr>
 {{if .MIAFPR}}<tr><th>membership inference (loss threshold): AUC, TPR at {{printf "%.0f" (pct .MIAFPR)}}% FPR</th><td>{{printf "%.4f" .MIAAUC}}, {{printf "%.4f" .MIATPR}}</td></tr>{{end}}
 </table>{{end}}
+{{if or .Secrets .SecretsBaseline}}<h3>Secret-Sharer: exposure of planted secrets (estimates, not guarantees)</h3>
+<p>Each inserted secret is ranked among every candidate of its format by the final model; exposure = log₂(candidates) − log₂(rank), about 1.44 bits for a secret the model never saw.</p>
+<table id="secret-sharer"><tr><th>run</th><th>secrets (holders each, repeats)</th><th>candidates</th><th>exposure, inserted: mean (max)</th><th>never inserted: mean (max)</th><th>ε lower bound</th><th>ledger ε</th></tr>
+{{with .Secrets}}<tr><td>this job</td>{{template "secretRow" .}}</tr>{{end}}
+{{with .SecretsBaseline}}<tr><td>--baseline, no noise</td>{{template "secretRow" .}}</tr>{{end}}
+</table>{{end}}{{end}}
 <h2>Plots</h2>
 <div class="plots">{{range .Plots}}<img id="plot-{{.Name}}" alt="{{.Name}}" src="{{.Data}}">{{end}}</div>
 <h2>Audit trail</h2>
@@ -247,4 +259,4 @@ pre{background:#f8f8f8;padding:1em;overflow:auto;max-height:30em}.muted{color:#7
 {{$public := .Public}}{{range .Rounds}}<tr><td>{{.Round}}</td><td>{{.Status}}{{if .AbortReason}}: {{.AbortReason}}{{end}}</td>{{if not $public}}<td>{{.Sampled}}</td><td>{{.Participants}}</td>{{end}}<td>{{printf "%.3g" .Noise.Edge}}/{{printf "%.3g" .Noise.Regional}}/{{printf "%.3g" .Noise.Global}}</td><td>{{printf "%.3g" .ClipNorm}}</td><td>{{eps .Epsilon.Public}}</td><td>{{eps .Epsilon.GlobalOperator}}</td><td>{{eps .Epsilon.RegionalOperator}}</td><td>{{metric .Model}}</td><td>{{.SecAggSummary}}</td></tr>
 {{end}}</table>
 </body></html>
-`))
+{{define "secretRow"}}<td>{{.Secrets}} ({{.Sharers}}, ×{{.Repeats}})</td><td>{{.Candidates}}</td><td>{{printf "%.2f" .InsertedMean}} ({{printf "%.2f" .InsertedMax}})</td><td>{{printf "%.2f" .NeverMean}} ({{printf "%.2f" .NeverMax}})</td><td>{{eps .LowerBound.Epsilon}} ({{printf "%.0f" (pct .LowerBound.Confidence)}}%)</td><td>{{eps .LedgerEpsilon}}</td>{{end}}`))

@@ -209,8 +209,8 @@ func MergeEmpirical(dir string, f EmpiricalFields) error {
 	return writeAtomic(path, append(out, '\n'))
 }
 
-// ReadEmpirical reads the audit recorded in dir/report.json, for the HTML
-// report; nil when there is none.
+// ReadEmpirical reads the audits recorded in dir/report.json (empirical
+// privacy, Secret-Sharer), for the HTML report; nil when there is none.
 func ReadEmpirical(dir string) (*Empirical, error) {
 	b, err := os.ReadFile(SummaryFile(dir))
 	if errors.Is(err, os.ErrNotExist) {
@@ -220,19 +220,34 @@ func ReadEmpirical(dir string) (*Empirical, error) {
 		return nil, err
 	}
 	var doc struct {
-		A *audit.PrivacyAudit `json:"empirical_privacy"`
+		A        *audit.PrivacyAudit `json:"empirical_privacy"`
+		Secrets  *audit.SecretAudit  `json:"secret_sharer"`
+		Baseline *audit.SecretAudit  `json:"secret_sharer_baseline"`
 	}
 	if err := json.Unmarshal(b, &doc); err != nil {
 		return nil, fmt.Errorf("%s: %w", SummaryFile(dir), err)
 	}
-	if doc.A == nil {
-		return nil, nil
+	return EmpiricalOf(doc.A).WithSecrets(doc.Secrets, doc.Baseline), nil
+}
+
+// WithSecrets adds Secret-Sharer audits to e (nil e starts empty); it
+// returns nil when there is nothing to show.
+func (e *Empirical) WithSecrets(job, baseline *audit.SecretAudit) *Empirical {
+	if job == nil && baseline == nil {
+		return e
 	}
-	return EmpiricalOf(doc.A), nil
+	if e == nil {
+		e = &Empirical{}
+	}
+	e.Secrets, e.SecretsBaseline = job, baseline
+	return e
 }
 
 // EmpiricalOf is what the HTML report shows of an audit.
 func EmpiricalOf(a *audit.PrivacyAudit) *Empirical {
+	if a == nil {
+		return nil
+	}
 	v := &Empirical{Canaries: a.Canaries, EstimateAllIterates: Float(a.AllIterates.Epsilon),
 		EstimateFinal: Float(a.Final.Epsilon), LowerBound: Float(a.LowerBound.Epsilon), Confidence: a.LowerBound.Confidence}
 	if m := a.MIA; m != nil {
