@@ -24,9 +24,11 @@ type LMConfig struct {
 	// the task's defaults (quick: 1 layer, d_model 16, context 16, 30
 	// pre-training steps).
 	Options map[string]any
-	// Clients per region (2 regions; default 100, quick 20) and rounds of
-	// each privacy–utility job (default 10, quick 3) at sampling rate Q
-	// (default 0.1, quick 0.25).
+	// Clients per region (2 regions; default 1800, quick 20) and rounds of
+	// each privacy–utility job (default 12, quick 3) at sampling rate Q
+	// (default 0.05, quick 0.25): by default the cohort of
+	// examples/lm.yaml, about 180 clients a round, which is what DP
+	// fine-tuning needs (with 20 a round the noise swamps the average).
 	Clients int
 	Rounds  int
 	Q       float64
@@ -54,11 +56,11 @@ func (c LMConfig) withDefaults(quick bool) LMConfig {
 			}
 		}
 	}
-	def(&c.Clients, 100, 20)
-	def(&c.Rounds, 10, 3)
+	def(&c.Clients, 1800, 20)
+	def(&c.Rounds, 12, 3)
 	def(&c.Calls, 20, 4)
 	if c.Q == 0 {
-		c.Q = 0.1
+		c.Q = 0.05
 		if quick {
 			c.Q = 0.25
 		}
