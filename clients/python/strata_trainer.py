@@ -187,6 +187,56 @@ class ClientData:
     def __init__(self, train_x, train_y, eval_x, eval_y):
         self.train_x, self.train_y, self.eval_x, self.eval_y = train_x, train_y, eval_x, eval_y
 
+    def examples(self):
+        return len(self.train_y)
+
+
+class LMClientData:
+    """One client's text (bytes) of the language-model task ("lm-lora")."""
+
+    def __init__(self, text):
+        self.text = text
+
+    def examples(self):
+        return len(self.text)
+
+
+class LMDataDir:
+    """Reads what `strata edge` exports for an "lm-lora" trainer: lm.msgpack
+    (arch, LoRA settings, the frozen backbone and the adapters' fixed A as
+    float32 arrays by name) and clients/ID.msgpack (each client's text)."""
+
+    def __init__(self, path):
+        self.path = path
+        self._backbone = None
+        self._lock = threading.Lock()
+
+    def backbone(self):
+        with self._lock:
+            if self._backbone is None:
+                with open(os.path.join(self.path, "lm.msgpack"), "rb") as f:
+                    d = msgpack.unpackb(f.read(), raw=False)
+                d["tensors"] = {n: np.frombuffer(t["data"], dtype="<f4").reshape(t["shape"]).copy()
+                                for n, t in d["tensors"].items()}
+                self._backbone = d
+            return self._backbone
+
+    def held_out(self, which):
+        raise KeyError("the lm-lora export carries no held-out text")
+
+    def client(self, client):
+        if not client or "/" in client or client.startswith("."):
+            raise KeyError("bad client id %r" % client)
+        with open(os.path.join(self.path, "clients", client + ".msgpack"), "rb") as f:
+            return LMClientData(msgpack.unpackb(f.read(), raw=False)["text"])
+
+
+def open_data_dir(path):
+    """The export's reader: the LM task's when lm.msgpack is there."""
+    if os.path.exists(os.path.join(path, "lm.msgpack")):
+        return LMDataDir(path)
+    return DataDir(path)
+
 
 class DataDir:
     """Reads what `strata edge` exports for its clients (backbone, test set, shards)."""
@@ -334,7 +384,8 @@ class _Session:
         if self.layout.dim != hello["dim"]:
             raise ProtocolError("layout has %d values, hello says %d" % (self.layout.dim, hello["dim"]))
         self.personal = list(hello.get("personal") or [])
-        self.data = DataDir(hello["data_dir"])
+        self.data = open_data_dir(hello["data_dir"])
+        self.task = hello.get("task") or ""
         self.store = PersonalStore(hello.get("state_dir") or os.path.join(hello["data_dir"], "state"))
         self.send(READY, {"trainer": self.name, "personal": True, "protocol": PROTOCOL})
         while True:
@@ -389,7 +440,7 @@ class _Session:
             return
         if self.delay:
             time.sleep(self.delay)
-        self.send(RESULT, {"client": client, "round": rnd, "kind": "delta", "examples": int(len(data.train_y)),
+        self.send(RESULT, {"client": client, "round": rnd, "kind": "delta", "examples": int(data.examples()),
                            "dim": self.layout.dim, "chunks": chunks(self.layout.dim), "loss": float(loss)}, delta)
 
     def on_evaluate(self, e):

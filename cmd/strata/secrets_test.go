@@ -119,15 +119,15 @@ round: {timeout: 120s}
 audit: {secrets: 4, secret_sharers: 2, secret_digits: 2, secret_repeats: 32}
 `
 
-// TestSecretSharerNoiseOff (STRATA_LM_LONG=1: about ten minutes on two
-// shared cores) runs the memorising job without noise: the inserted
+// TestSecretSharerNoiseOff (about a minute and a half on two cores; not
+// under -short) runs the memorising job without noise: the inserted
 // secrets' exposure must be clearly above the never-inserted ones' — a
 // mean at least 1 bit higher and every inserted secret ranked above the
 // median candidate — which fails if the secrets are not planted, not
 // trained on, or not ranked by the model that trained on them.
 func TestSecretSharerNoiseOff(t *testing.T) {
-	if os.Getenv("STRATA_LM_LONG") == "" {
-		t.Skip("set STRATA_LM_LONG=1 to run a 30-round memorising LM job (minutes)")
+	if testing.Short() {
+		t.Skip("a 30-round memorising LM job (a minute or two)")
 	}
 	data := runLM(t, memorising)
 	a := secretReport(t, data, memorising)
