@@ -2,12 +2,17 @@ package e2e
 
 import (
 	"math"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/strata-fl/strata/roles"
 	"github.com/strata-fl/strata/roles/rolestest"
 	"github.com/strata-fl/strata/task"
 	"github.com/strata-fl/strata/topology"
+	"github.com/strata-fl/strata/trainerproto"
 )
 
 // lmTopology is a small LM job for `go test ./...`: a tiny transformer
@@ -62,6 +67,80 @@ func TestLMJob(t *testing.T) {
 	b0, _ := pre.Get("bits_per_byte")
 	b1, _ := post.Get("bits_per_byte")
 	t.Logf("held-out code: %.4f → %.4f bits per byte; pre-trained %v, served %v", b0, b1, pre.Metrics, post.Metrics)
+	if !(b1 < b0-0.03) {
+		t.Errorf("bits per byte %.4f after %d rounds, pre-trained %.4f: want at least 0.03 lower", b1, top.Train.Rounds, b0)
+	}
+}
+
+// TestPyTorchTrainerLM runs the LM job with every client of region us
+// trained by the PyTorch example trainer ("lm-lora", through the trainer
+// protocol) and region eu's by the built-in one: region us accepts every
+// PyTorch update, and the served model's held-out bits per byte falls as
+// in TestLMJob. .ci/run sets STRATA_REQUIRE_TORCH=1 so that a missing
+// torch fails CI rather than skipping.
+func TestPyTorchTrainerLM(t *testing.T) {
+	if testing.Short() {
+		t.Skip("whole-mesh test with a PyTorch trainer")
+	}
+	py := pythonWith("numpy, msgpack, torch")
+	if py == "" {
+		msg := "no Python with torch, numpy and msgpack (install python3-torch python3-numpy python3-msgpack or set STRATA_PYTHON)"
+		if os.Getenv("STRATA_REQUIRE_TORCH") == "1" {
+			t.Fatal(msg)
+		}
+		t.Skip("SKIPPED: " + msg)
+	}
+	top := lmTopology()
+	top.Round.Timeout.Duration = 90 * time.Second
+	var rt *router
+	m, ctx := startMesh(t, roles.UpConfig{Topology: top, WrapTrainer: func(b task.Trainer) task.Trainer {
+		rt = &router{builtin: b, calls: map[string]int{}, ext: func(c string) bool { return strings.HasPrefix(c, "us-") }}
+		return rt
+	}})
+	defer m.Close()
+	ext, ok := m.Task.(task.External)
+	if !ok {
+		t.Fatal("the lm task cannot be trained by an external trainer")
+	}
+	dir := t.TempDir()
+	ids := clientIDs(top, "us")
+	if err := ext.Export(dir, ids); err != nil {
+		t.Fatal(err)
+	}
+	var layout []trainerproto.Tensor
+	for _, l := range m.Task.Layout() {
+		layout = append(layout, trainerproto.Tensor{Name: l.Name, Shape: l.Shape})
+	}
+	rc := ext.Recipe()
+	r, err := trainerproto.NewRemote(trainerproto.Config{Spec: "exec:" + py + " " + trainerScript(t, "torch_trainer.py"), Agent: "e2e", Task: rc.Task,
+		Layout: layout, DataDir: dir, StateDir: filepath.Join(dir, "state"), Seed: top.Seed,
+		Local: trainerproto.Local{Epochs: rc.Epochs, Batch: rc.Batch, LR: rc.LR}, Timeout: time.Minute, Stderr: testWriter{t}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	rt.external = r
+	if err := m.Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+	st := m.Regions["us"].Runner().Stats()
+	fs := m.Edge.Fleet().Stats()
+	t.Logf("region us: %+v; PyTorch calls %v; fleet %+v", st, rt.calls, fs)
+	if rt.calls["ok"] == 0 || st.Accepted != rt.calls["ok"] || len(st.Rejected) != 0 || fs.Failed != 0 {
+		t.Fatalf("region us accepted %d updates (rejected %v) from %d PyTorch trainings, %d failed: want all accepted",
+			st.Accepted, st.Rejected, rt.calls["ok"], fs.Failed)
+	}
+	pre, err := m.Final().Evaluate(ctx, m.Task.Initial())
+	if err != nil {
+		t.Fatal(err)
+	}
+	post, err := m.Final().Evaluate(ctx, serving(t, m))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b0, _ := pre.Get("bits_per_byte")
+	b1, _ := post.Get("bits_per_byte")
+	t.Logf("held-out code: %.4f → %.4f bits per byte", b0, b1)
 	if !(b1 < b0-0.03) {
 		t.Errorf("bits per byte %.4f after %d rounds, pre-trained %.4f: want at least 0.03 lower", b1, top.Train.Rounds, b0)
 	}
