@@ -3,12 +3,14 @@ package bench
 import (
 	"fmt"
 	"io"
+	"os"
 	"strings"
 	"sync"
 	"time"
 )
 
-// Progress draws one progress bar on a terminal stream (stderr): the
+// Progress draws one progress bar on a terminal stream (stderr), or plain
+// lines where the stream is not a terminal: the
 // scenario's name, a bar, steps done of the total, the current step's
 // label and the time elapsed. A nil *Progress draws nothing, so scenarios
 // call it unconditionally.
@@ -20,6 +22,20 @@ type Progress struct {
 	done  int
 	label string
 	start time.Time
+	// plain writes one line per change instead of redrawing a bar: w is
+	// not a terminal (a log file, CI), where escape codes are noise.
+	plain bool
+	last  string
+}
+
+// isTerminal reports whether w is a character device.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
 }
 
 // NewProgress starts a bar of total steps on w; a nil w gives a nil bar.
@@ -27,7 +43,7 @@ func NewProgress(w io.Writer, name string, total int) *Progress {
 	if w == nil {
 		return nil
 	}
-	p := &Progress{w: w, name: name, total: max(total, 1), start: time.Now()}
+	p := &Progress{w: w, name: name, total: max(total, 1), start: time.Now(), plain: !isTerminal(w)}
 	p.draw()
 	return p
 }
@@ -64,7 +80,9 @@ func (p *Progress) Done() {
 	p.done = p.total
 	p.label = "done"
 	p.draw()
-	fmt.Fprintln(p.w)
+	if !p.plain {
+		fmt.Fprintln(p.w)
+	}
 }
 
 func (p *Progress) draw() {
@@ -73,6 +91,14 @@ func (p *Progress) draw() {
 	label := p.label
 	if len(label) > 48 {
 		label = label[:48]
+	}
+	if p.plain {
+		line := fmt.Sprintf("%s: %d/%d %s", p.name, p.done, p.total, p.label)
+		if line != p.last {
+			p.last = line
+			fmt.Fprintf(p.w, "%s (%s)\n", line, time.Since(p.start).Round(time.Second))
+		}
+		return
 	}
 	fmt.Fprintf(p.w, "\r\033[K%-10s [%s%s] %d/%d %s (%s)", p.name, strings.Repeat("█", fill), strings.Repeat("·", width-fill),
 		p.done, p.total, label, time.Since(p.start).Round(time.Second))
