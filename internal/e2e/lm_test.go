@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"math"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -47,15 +46,7 @@ func TestLMJob(t *testing.T) {
 	if got := l.CommittedRounds(); got != top.Train.Rounds {
 		t.Fatalf("%d rounds committed, want %d", got, top.Train.Rounds)
 	}
-	ctx := t.Context()
-	pre, err := m.Final().Evaluate(ctx, m.Task.Initial())
-	if err != nil {
-		t.Fatal(err)
-	}
-	post, err := m.Final().Evaluate(ctx, serving(t, m))
-	if err != nil {
-		t.Fatal(err)
-	}
+	pre, post := finalEvaluations(t, m)
 	for _, e := range []task.Evaluation{pre, post} {
 		if err := e.Validate(); err != nil {
 			t.Fatal(err)
@@ -82,14 +73,7 @@ func TestPyTorchTrainerLM(t *testing.T) {
 	if testing.Short() {
 		t.Skip("whole-mesh test with a PyTorch trainer")
 	}
-	py := pythonWith("numpy, msgpack, torch")
-	if py == "" {
-		msg := "no Python with torch, numpy and msgpack (install python3-torch python3-numpy python3-msgpack or set STRATA_PYTHON)"
-		if os.Getenv("STRATA_REQUIRE_TORCH") == "1" {
-			t.Fatal(msg)
-		}
-		t.Skip("SKIPPED: " + msg)
-	}
+	py := torchPython(t)
 	top := lmTopology()
 	top.Round.Timeout.Duration = 90 * time.Second
 	var rt *router
@@ -130,18 +114,25 @@ func TestPyTorchTrainerLM(t *testing.T) {
 		t.Fatalf("region us accepted %d updates (rejected %v) from %d PyTorch trainings, %d failed: want all accepted",
 			st.Accepted, st.Rejected, rt.calls["ok"], fs.Failed)
 	}
-	pre, err := m.Final().Evaluate(ctx, m.Task.Initial())
-	if err != nil {
-		t.Fatal(err)
-	}
-	post, err := m.Final().Evaluate(ctx, serving(t, m))
-	if err != nil {
-		t.Fatal(err)
-	}
+	pre, post := finalEvaluations(t, m)
 	b0, _ := pre.Get("bits_per_byte")
 	b1, _ := post.Get("bits_per_byte")
 	t.Logf("held-out code: %.4f → %.4f bits per byte", b0, b1)
 	if !(b1 < b0-0.03) {
 		t.Errorf("bits per byte %.4f after %d rounds, pre-trained %.4f: want at least 0.03 lower", b1, top.Train.Rounds, b0)
 	}
+}
+
+// finalEvaluations scores version 0 and the serving version of a
+// finished job with the task's final evaluation.
+func finalEvaluations(t *testing.T, m *roles.Up) (pre, post task.Evaluation) {
+	t.Helper()
+	var err error
+	if pre, err = m.Final().Evaluate(t.Context(), m.Task.Initial()); err != nil {
+		t.Fatal(err)
+	}
+	if post, err = m.Final().Evaluate(t.Context(), serving(t, m)); err != nil {
+		t.Fatal(err)
+	}
+	return pre, post
 }

@@ -37,6 +37,22 @@ func pythonWith(modules string) string {
 	return ""
 }
 
+// torchPython returns a Python with torch, numpy and msgpack, or skips
+// the test — and fails it when STRATA_REQUIRE_TORCH=1, which .ci/run sets
+// so that a missing torch fails CI rather than skipping.
+func torchPython(t *testing.T) string {
+	t.Helper()
+	py := pythonWith("numpy, msgpack, torch")
+	if py == "" {
+		msg := "no Python with torch, numpy and msgpack (install python3-torch python3-numpy python3-msgpack or set STRATA_PYTHON)"
+		if os.Getenv("STRATA_REQUIRE_TORCH") == "1" {
+			t.Fatal(msg)
+		}
+		t.Skip("SKIPPED: " + msg)
+	}
+	return py
+}
+
 // trainerScript returns the path of an example trainer in clients/python.
 func trainerScript(t *testing.T, name string) string {
 	t.Helper()
@@ -255,14 +271,7 @@ func TestPyTorchTrainerPersonalised(t *testing.T) {
 	if testing.Short() {
 		t.Skip("whole-mesh test with a PyTorch trainer")
 	}
-	py := pythonWith("numpy, msgpack, torch")
-	if py == "" {
-		msg := "no Python with torch, numpy and msgpack (install python3-torch python3-numpy python3-msgpack or set STRATA_PYTHON)"
-		if os.Getenv("STRATA_REQUIRE_TORCH") == "1" {
-			t.Fatal(msg)
-		}
-		t.Skip("SKIPPED: " + msg)
-	}
+	py := torchPython(t)
 	top := trainerTopology(t, true)
 	// Ten PyTorch clients train one after another (two passes each with
 	// personal heads): give a loaded machine time before a round closes.
