@@ -13,11 +13,21 @@ import (
 
 func runTopology(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		return fmt.Errorf("%w: strata topology default | validate FILE", errUsage)
+		return fmt.Errorf("%w: strata topology default [TASK] | validate FILE", errUsage)
 	}
 	switch args[0] {
 	case "default":
-		t := topology.Default()
+		if len(args) > 2 {
+			return fmt.Errorf("%w: strata topology default [TASK]", errUsage)
+		}
+		name := ""
+		if len(args) == 2 {
+			name = args[1]
+		}
+		t, err := topology.DefaultFor(name)
+		if err != nil {
+			return fmt.Errorf("%w: %v", errUsage, err)
+		}
 		opts, err := builtin.Options(t)
 		if err != nil {
 			return err
@@ -27,7 +37,7 @@ func runTopology(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		if err != nil {
 			return err
 		}
-		fmt.Fprintln(stdout, "# The built-in default topology of `strata up`. Save it, edit it, and run\n# `strata up --topology FILE`.")
+		fmt.Fprintf(stdout, "# The built-in topology of `strata up --task %s`. Save it, edit it, and run\n# `strata up --topology FILE`.\n", t.Task.Name)
 		_, err = stdout.Write(b)
 		return err
 	case "validate":

@@ -33,10 +33,23 @@ type jf = empirical.Float
 // loadTopology loads the topology file at path, else the one $STRATA_TOPOLOGY
 // names (containers set it once for every role), else the built-in one.
 func loadTopology(path string) (*topology.Topology, error) {
+	return loadTopologyFor(path, "")
+}
+
+// loadTopologyFor is loadTopology whose built-in topology is the named
+// task's (topology.DefaultFor); a task with a topology file is an error,
+// since the file's task section decides.
+func loadTopologyFor(path, task string) (*topology.Topology, error) {
 	if path == "" {
 		path = os.Getenv("STRATA_TOPOLOGY")
 	}
-	t := topology.Default()
+	if task != "" && path != "" {
+		return nil, fmt.Errorf("%w: --task %s picks a built-in topology, and %s was given: drop --task (the file's task section decides) or the file", errUsage, task, path)
+	}
+	t, err := topology.DefaultFor(task)
+	if err != nil {
+		return nil, fmt.Errorf("%w: --task: %v", errUsage, err)
+	}
 	if path != "" {
 		var err error
 		if t, err = topology.Load(path); err != nil {
@@ -54,6 +67,7 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	data := fs.String("data", "./strata-data", "data dir: NATS store, raft ledger, checkpoint, report.json")
 	topo := fs.String("topology", "", "topology YAML file (default: $STRATA_TOPOLOGY, else the built-in one, see `strata topology default`)")
+	taskName := fs.String("task", "", "run the built-in topology of this task (mnist, lm: the job of examples/lm.yaml) instead of the default")
 	baseline := fs.Bool("baseline", false, "also run the same job without noise and print it beside")
 	verbose := fs.Bool("v", false, "log what every tier does")
 	keyFile := fs.String("key-file", "", "AES-256 key (hex or base64) encrypting model blobs and ledger snapshots at rest; default $STRATA_KEY_FILE or $STRATA_KEY, else none")
@@ -61,7 +75,7 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	metricsAddr := metricsFlag(fs)
 	alerts := alertFlags(fs)
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: strata up [--data DIR] [--topology FILE] [--baseline] [--http ADDR] [--metrics ADDR]\n\nRuns a whole mesh in one process (embedded NATS, single-node raft global\ntier, regional aggregators, simulated clients) and a DP fine-tuning job on it.")
+		fmt.Fprintln(stderr, "usage: strata up [--data DIR] [--topology FILE | --task lm] [--baseline] [--http ADDR] [--metrics ADDR]\n\nRuns a whole mesh in one process (embedded NATS, single-node raft global\ntier, regional aggregators, simulated clients) and a DP fine-tuning job on it.")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -73,7 +87,7 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if fs.NArg() > 0 {
 		return fmt.Errorf("%w: up takes no arguments, got %q", errUsage, fs.Args())
 	}
-	t, err := loadTopology(*topo)
+	t, err := loadTopologyFor(*topo, *taskName)
 	if err != nil {
 		return err
 	}
