@@ -108,7 +108,7 @@ func printAudit(w io.Writer, a *audit.PrivacyAudit) {
 
 // rewriteHTMLReport renders dir/report again with the audits beside the
 // ledger's ε (strata up writes it before the audits run).
-func rewriteHTMLReport(t *topology.Topology, dir string, key *seal.Key, emp *htmlreport.Empirical) error {
+func rewriteHTMLReport(t *topology.Topology, dir string, key *seal.Key, emp *htmlreport.Empirical, held *htmlreport.HeldOut) error {
 	l, err := global.ReadLedgerKey(filepath.Join(dir, "global"), key)
 	if err != nil {
 		return err
@@ -117,6 +117,6 @@ func rewriteHTMLReport(t *topology.Topology, dir string, key *seal.Key, emp *htm
 	if err != nil {
 		return err
 	}
-	_, err = writeHTMLReport(l, yaml, filepath.Join(dir, "report"), emp, false)
+	_, err = writeHTMLReport(l, yaml, filepath.Join(dir, "report"), emp, held, false)
 	return err
 }

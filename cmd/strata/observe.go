@@ -165,8 +165,8 @@ func reportTopology(l *ledger.Ledger, data, path string) ([]byte, error) {
 
 // writeHTMLReport writes the report of l into out and returns its path.
 // emp, when set, is the job's empirical privacy audit.
-func writeHTMLReport(l *ledger.Ledger, yaml []byte, out string, emp *htmlreport.Empirical, public bool) (string, error) {
-	f, err := htmlreport.Write(out, htmlreport.Input{Ledger: l, TopologyYAML: yaml, Empirical: emp, Public: public})
+func writeHTMLReport(l *ledger.Ledger, yaml []byte, out string, emp *htmlreport.Empirical, held *htmlreport.HeldOut, public bool) (string, error) {
+	f, err := htmlreport.Write(out, htmlreport.Input{Ledger: l, TopologyYAML: yaml, Empirical: emp, HeldOut: held, Public: public})
 	if err != nil {
 		return "", err
 	}
@@ -219,7 +219,11 @@ func runReport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
-	path, err := writeHTMLReport(l, yaml, *out, emp, *public)
+	held, err := htmlreport.ReadHeldOut(*data, l.Job.Name)
+	if err != nil {
+		return err
+	}
+	path, err := writeHTMLReport(l, yaml, *out, emp, held, *public)
 	if err != nil {
 		return err
 	}

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/strata-fl/strata/audit"
+	htmlreport "github.com/strata-fl/strata/observe/report"
 	"github.com/strata-fl/strata/topology"
 )
 
@@ -94,8 +95,28 @@ func TestSecretSharerDP(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// and report.json's whole-held-out scores: pre-trained, this job, and
+	// the noise-free baseline's.
+	b, err := os.ReadFile(filepath.Join(data, "report.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rep htmlreport.Summary
+	if err := json.Unmarshal(b, &rep); err != nil {
+		t.Fatal(err)
+	}
+	bpb := func(m map[string]float64) float64 {
+		v, ok := m["bits_per_byte"]
+		if !ok {
+			t.Fatalf("report.json lacks bits_per_byte in %v", m)
+		}
+		return v
+	}
+	heldOut := fmt.Sprintf("<tr><td>bits_per_byte</td><td>%.4f</td><td>%.4f</td><td>%.4f</td></tr>",
+		bpb(rep.MetricsPretrained), bpb(rep.MetricsFinal), bpb(rep.MetricsNonprivate))
 	for _, want := range []string{`id="secret-sharer"`, "<td>this job</td>", "<td>--baseline, no noise</td>",
-		fmt.Sprintf("%.2f (%.2f)", a.InsertedMean, a.InsertedMax), fmt.Sprintf("%.2f (%.2f)", base.NeverMean, base.NeverMax)} {
+		fmt.Sprintf("%.2f (%.2f)", a.InsertedMean, a.InsertedMax), fmt.Sprintf("%.2f (%.2f)", base.NeverMean, base.NeverMax),
+		`id="held-out"`, heldOut, "<td>next_token_accuracy</td>", "<td>perplexity</td>"} {
 		if !strings.Contains(string(html), want) {
 			t.Errorf("report.html lacks %q", want)
 		}

@@ -10,7 +10,6 @@ import (
 	"math"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 	"time"
 
@@ -158,8 +157,11 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 		rep.SecretSharer = sa
 	}
-	if emp = emp.WithSecrets(rep.SecretSharer, rep.SecretSharerBaseline); emp != nil && html != "" {
-		if err := rewriteHTMLReport(t, *data, key, emp); err != nil {
+	emp = emp.WithSecrets(rep.SecretSharer, rep.SecretSharerBaseline)
+	if html != "" {
+		// Written when the job ended; again with what came after: the
+		// baseline's held-out scores and the audits.
+		if err := rewriteHTMLReport(t, *data, key, emp, htmlreport.HeldOutOf(rep)); err != nil {
 			return err
 		}
 	}
@@ -258,7 +260,7 @@ func runJob(ctx context.Context, t *topology.Topology, dataDir string, key *seal
 		if err != nil {
 			return nil, "", err
 		}
-		if html, err = writeHTMLReport(l, yaml, filepath.Join(dataDir, "report"), nil, false); err != nil {
+		if html, err = writeHTMLReport(l, yaml, filepath.Join(dataDir, "report"), nil, htmlreport.HeldOutOf(rep), false); err != nil {
 			return nil, "", err
 		}
 	}
@@ -328,7 +330,7 @@ func printSummary(w io.Writer, rep, base *htmlreport.Summary) {
 		}
 		return f(base)
 	}
-	for _, name := range metricNames(rep.MetricsFinal) {
+	for _, name := range htmlreport.MetricNames(rep.MetricsFinal) {
 		row(name+", pre-trained", fmt.Sprintf("%.4f", rep.MetricsPretrained[name]), bf(func(r *htmlreport.Summary) string { return fmt.Sprintf("%.4f", r.MetricsPretrained[name]) }))
 		row(name+", fine-tuned", fmt.Sprintf("%.4f", rep.MetricsFinal[name]), bf(func(r *htmlreport.Summary) string { return fmt.Sprintf("%.4f", r.MetricsFinal[name]) }))
 	}
@@ -344,17 +346,4 @@ func printSummary(w io.Writer, rep, base *htmlreport.Summary) {
 			fmt.Fprintln(w, "  "+line)
 		}
 	}
-}
-
-// metricNames lists an evaluation's metrics, the primary ones first and
-// the loss last.
-func metricNames(m map[string]float64) []string {
-	var names []string
-	for k := range m {
-		if k != "loss" {
-			names = append(names, k)
-		}
-	}
-	sort.Strings(names)
-	return append(names, "loss")
 }

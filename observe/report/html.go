@@ -26,6 +26,9 @@ type Input struct {
 	// Empirical is the job's empirical privacy audit (strata audit
 	// privacy), shown beside the ledger's ε; nil shows none.
 	Empirical *Empirical
+	// HeldOut is the task's scores on its whole held-out set (report.json),
+	// before and after the job; nil shows only the per-round subset's.
+	HeldOut *HeldOut
 	// Public writes the report the public may read: no exact counts of
 	// who took part (Withhold) and per-client ε only against the public and
 	// fellow clients (a client's ε against an operator says how often it
@@ -110,7 +113,7 @@ func Write(dir string, in Input) (Files, error) {
 		f.Plots = append(f.Plots, path)
 		plots = append(plots, plotView{Name: c.Name, Data: template.URL("data:image/png;base64," + base64.StdEncoding.EncodeToString(c.Bytes))})
 	}
-	v := view{Public: in.Public, Empirical: in.Empirical, Job: *l.Job, Rounds: rounds, Plots: plots, Topology: string(in.TopologyYAML), Generated: in.Now.UTC().Format(time.RFC3339),
+	v := view{HasNonprivate: in.HeldOut != nil && in.HeldOut.Nonprivate != nil && !in.Public, Public: in.Public, Empirical: in.Empirical, Job: *l.Job, Rounds: rounds, Plots: plots, Topology: string(in.TopologyYAML), Generated: in.Now.UTC().Format(time.RFC3339),
 		Finished: l.Finished, FinishReason: l.FinishReason, AuditHead: l.AuditHead(), AuditRecords: len(l.Audit),
 		Committed: l.CommittedRounds(), MetricName: PrimaryMetric(rounds), Started: time.UnixMilli(l.Job.StartedUnixMs).UTC().Format(time.RFC3339)}
 	for _, o := range ledger.Observers {
@@ -120,6 +123,7 @@ func Write(dir string, in Input) (Files, error) {
 		}
 		v.Observers = append(v.Observers, ov)
 	}
+	v.HeldOut, v.NonprivateWithheld = heldOutRows(in.HeldOut, in.Public)
 	for _, c := range l.Clients {
 		switch c.Status {
 		case ledger.ClientRetired:
@@ -178,6 +182,36 @@ type view struct {
 	Withdrawn    int
 	MetricName   string
 	Metric       string
+	HeldOut      []heldOutRow
+	// HasNonprivate shows the --baseline column; NonprivateWithheld says
+	// the public report left it out.
+	HasNonprivate, NonprivateWithheld bool
+}
+
+type heldOutRow struct {
+	Name, Pretrained, Final, Nonprivate string
+}
+
+// heldOutRows lays h out one metric a row. The public report leaves the
+// noise-free baseline's scores out: they are data-dependent and un-noised.
+func heldOutRows(h *HeldOut, public bool) (rows []heldOutRow, withheld bool) {
+	if h == nil {
+		return nil, false
+	}
+	nonprivate := h.Nonprivate
+	if public && nonprivate != nil {
+		nonprivate, withheld = nil, true
+	}
+	cell := func(m map[string]float64, name string) string {
+		if v, ok := m[name]; ok {
+			return fmt.Sprintf("%.4f", v)
+		}
+		return ""
+	}
+	for _, name := range MetricNames(h.Final) {
+		rows = append(rows, heldOutRow{Name: name, Pretrained: cell(h.Pretrained, name), Final: cell(h.Final, name), Nonprivate: cell(nonprivate, name)})
+	}
+	return rows, withheld
 }
 
 func fmtEps(e float64) string {
@@ -223,6 +257,10 @@ pre{background:#f8f8f8;padding:1em;overflow:auto;max-height:30em}.muted{color:#7
 <tr><th>budget (public ε)</th><td>{{.Job.Budget}}</td></tr>
 <tr><th>clients enrolled / retired for budget / withdrawn</th><td>{{.Job.Population}} / {{.Retired}} / {{.Withdrawn}}</td></tr>
 </table>
+{{if .HeldOut}}<h3>Held-out evaluation (the whole held-out set)</h3>
+<table id="held-out"><tr><th>metric</th><th>pre-trained</th><th>this job</th>{{if .HasNonprivate}}<th>--baseline, no noise</th>{{end}}</tr>
+{{$np := .HasNonprivate}}{{range .HeldOut}}<tr><td>{{.Name}}</td><td>{{.Pretrained}}</td><td>{{.Final}}</td>{{if $np}}<td>{{.Nonprivate}}</td>{{end}}</tr>
+{{end}}</table>{{if .NonprivateWithheld}}<p class="muted">The noise-free baseline's scores are withheld: they come from a model trained without noise.</p>{{end}}{{end}}
 <h3>ε per observer</h3>
 <table id="epsilon"><tr><th>observer</th><th>ε (mesh)</th><th>median client ε</th><th>max client ε</th></tr>
 {{range .Observers}}<tr><td>{{.Name}}</td><td>{{.Epsilon}}</td><td>{{.ClientMedian}}</td><td>{{.ClientMax}}</td></tr>

@@ -283,3 +283,58 @@ func TestPublicReportWithholdsCounts(t *testing.T) {
 		}
 	}
 }
+
+// TestWriteShowsHeldOutScores: report.json's whole-held-out scores appear
+// as a table of every metric, before and after the job and beside the
+// noise-free baseline's in the operators' report; the public report
+// withholds the baseline's (a model trained without noise) and says so.
+// ReadHeldOut reads them back from report.json, and not another job's.
+func TestWriteShowsHeldOutScores(t *testing.T) {
+	l := testLedger(t)
+	s := &Summary{Job: "j", MetricsPretrained: map[string]float64{"bits_per_byte": 4.7349, "perplexity": 26.6279, "loss": 3.282},
+		MetricsFinal:      map[string]float64{"bits_per_byte": 4.4215, "perplexity": 21.43, "loss": 3.0648},
+		MetricsNonprivate: map[string]float64{"bits_per_byte": 4.4041, "perplexity": 21.17, "loss": 3.0527}}
+	dir := t.TempDir()
+	if err := WriteSummary(dir, s); err != nil {
+		t.Fatal(err)
+	}
+	held, err := ReadHeldOut(dir, "j")
+	if err != nil || held == nil {
+		t.Fatalf("ReadHeldOut: %v, %v", held, err)
+	}
+	if other, err := ReadHeldOut(dir, "another-job"); err != nil || other != nil {
+		t.Errorf("ReadHeldOut of another job's report.json = %v, %v; want nil, nil", other, err)
+	}
+	row := regexp.MustCompile(`<tr><td>bits_per_byte</td><td>4\.7349</td><td>4\.4215</td>(<td>4\.4041</td>)?</tr>`)
+	for _, public := range []bool{false, true} {
+		f, err := Write(t.TempDir(), Input{Ledger: l, HeldOut: held, Public: public})
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := os.ReadFile(f.HTML)
+		html := string(b)
+		m := row.FindStringSubmatch(html)
+		if m == nil {
+			t.Fatalf("public=%v: no bits_per_byte row of pre-trained 4.7349 and final 4.4215 in the held-out table", public)
+		}
+		if got := m[1] != ""; got == public {
+			t.Errorf("public=%v: baseline column shown = %v", public, got)
+		}
+		if !strings.Contains(html, "<td>perplexity</td><td>26.6279</td><td>21.4300</td>") {
+			t.Errorf("public=%v: perplexity row missing", public)
+		}
+		if i, j := strings.Index(html, "<td>perplexity</td>"), strings.Index(html, "<td>loss</td>"); j < i {
+			t.Errorf("public=%v: loss is not the last row", public)
+		}
+		if withheld := strings.Contains(html, "scores are withheld"); withheld != public {
+			t.Errorf("public=%v: says the baseline is withheld = %v", public, withheld)
+		}
+	}
+	f, err := Write(t.TempDir(), Input{Ledger: l})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(f.HTML); strings.Contains(string(b), `id="held-out"`) {
+		t.Error("report without held-out scores shows a held-out table")
+	}
+}

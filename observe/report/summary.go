@@ -262,3 +262,56 @@ func writeAtomic(path string, b []byte) error {
 	}
 	return os.Rename(path+".tmp", path)
 }
+
+// HeldOut is a task's scores on its whole held-out set, as report.json
+// keeps them: the ledger's per-round figures are on a subset.
+type HeldOut struct {
+	Pretrained, Final map[string]float64
+	// Nonprivate is the --baseline run's, nil without one. It is a
+	// statistic of a model trained without noise, so the public report
+	// leaves it out.
+	Nonprivate map[string]float64
+}
+
+// HeldOutOf is s's held-out scores; nil when s has none.
+func HeldOutOf(s *Summary) *HeldOut {
+	if s == nil || len(s.MetricsFinal) == 0 {
+		return nil
+	}
+	return &HeldOut{Pretrained: s.MetricsPretrained, Final: s.MetricsFinal, Nonprivate: s.MetricsNonprivate}
+}
+
+// ReadHeldOut reads the held-out scores in dir/report.json if it is job's
+// (a report.json left by another job is not shown); nil when there are none.
+func ReadHeldOut(dir, job string) (*HeldOut, error) {
+	b, err := os.ReadFile(SummaryFile(dir))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var s Summary
+	if err := json.Unmarshal(b, &s); err != nil {
+		return nil, fmt.Errorf("%s: %w", SummaryFile(dir), err)
+	}
+	if s.Job != job {
+		return nil, nil
+	}
+	return HeldOutOf(&s), nil
+}
+
+// MetricNames lists m's metrics by name, "loss" last.
+func MetricNames(m map[string]float64) []string {
+	var names []string
+	for k := range m {
+		if k != "loss" {
+			names = append(names, k)
+		}
+	}
+	sort.Strings(names)
+	if _, ok := m["loss"]; ok {
+		names = append(names, "loss")
+	}
+	return names
+}
