@@ -158,7 +158,7 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		rep.SecretSharer = sa
 	}
 	emp = emp.WithSecrets(rep.SecretSharer, rep.SecretSharerBaseline)
-	if html != "" {
+	if html != "" && (emp != nil || base != nil) {
 		// Written when the job ended; again with what came after: the
 		// baseline's held-out scores and the audits.
 		if err := rewriteHTMLReport(t, *data, key, emp, htmlreport.HeldOutOf(rep)); err != nil {

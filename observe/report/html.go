@@ -113,7 +113,7 @@ func Write(dir string, in Input) (Files, error) {
 		f.Plots = append(f.Plots, path)
 		plots = append(plots, plotView{Name: c.Name, Data: template.URL("data:image/png;base64," + base64.StdEncoding.EncodeToString(c.Bytes))})
 	}
-	v := view{HasNonprivate: in.HeldOut != nil && in.HeldOut.Nonprivate != nil && !in.Public, Public: in.Public, Empirical: in.Empirical, Job: *l.Job, Rounds: rounds, Plots: plots, Topology: string(in.TopologyYAML), Generated: in.Now.UTC().Format(time.RFC3339),
+	v := view{Public: in.Public, Empirical: in.Empirical, Job: *l.Job, Rounds: rounds, Plots: plots, Topology: string(in.TopologyYAML), Generated: in.Now.UTC().Format(time.RFC3339),
 		Finished: l.Finished, FinishReason: l.FinishReason, AuditHead: l.AuditHead(), AuditRecords: len(l.Audit),
 		Committed: l.CommittedRounds(), MetricName: PrimaryMetric(rounds), Started: time.UnixMilli(l.Job.StartedUnixMs).UTC().Format(time.RFC3339)}
 	for _, o := range ledger.Observers {
@@ -123,7 +123,7 @@ func Write(dir string, in Input) (Files, error) {
 		}
 		v.Observers = append(v.Observers, ov)
 	}
-	v.HeldOut, v.NonprivateWithheld = heldOutRows(in.HeldOut, in.Public)
+	v.HeldOut, v.HasNonprivate, v.NonprivateWithheld = heldOutRows(in.HeldOut, in.Public)
 	for _, c := range l.Clients {
 		switch c.Status {
 		case ledger.ClientRetired:
@@ -194,14 +194,15 @@ type heldOutRow struct {
 
 // heldOutRows lays h out one metric a row. The public report leaves the
 // noise-free baseline's scores out: they are data-dependent and un-noised.
-func heldOutRows(h *HeldOut, public bool) (rows []heldOutRow, withheld bool) {
+func heldOutRows(h *HeldOut, public bool) (rows []heldOutRow, shown, withheld bool) {
 	if h == nil {
-		return nil, false
+		return nil, false, false
 	}
 	nonprivate := h.Nonprivate
 	if public && nonprivate != nil {
 		nonprivate, withheld = nil, true
 	}
+	shown = nonprivate != nil
 	cell := func(m map[string]float64, name string) string {
 		if v, ok := m[name]; ok {
 			return fmt.Sprintf("%.4f", v)
@@ -211,7 +212,7 @@ func heldOutRows(h *HeldOut, public bool) (rows []heldOutRow, withheld bool) {
 	for _, name := range MetricNames(h.Final) {
 		rows = append(rows, heldOutRow{Name: name, Pretrained: cell(h.Pretrained, name), Final: cell(h.Final, name), Nonprivate: cell(nonprivate, name)})
 	}
-	return rows, withheld
+	return rows, shown, withheld
 }
 
 func fmtEps(e float64) string {
