@@ -14,6 +14,24 @@ type NextLogProber interface {
 	NextLogProbs(contexts [][]byte) [][]float32
 }
 
+// PrefixExtender is a NextLogProber that extends contexts a byte at a
+// time, keeping what it computed for a context (a transformer's keys and
+// values) for the contexts that extend it: a trie of candidates then
+// costs one byte's work per node instead of a pass over its whole
+// context. Its log-probabilities must be those NextLogProbs gives for the
+// same contexts (up to float rounding).
+type PrefixExtender interface {
+	NextLogProber
+	// Begin scores prefix and returns the state after it; ok is false
+	// when it cannot extend prefix by depth bytes (the caller then scores
+	// whole contexts).
+	Begin(prefix []byte, depth int) (state any, logProbs []float32, ok bool)
+	// Extend scores each parent state followed by its byte of next and,
+	// with keep, returns the states after them. It must be safe for
+	// concurrent use.
+	Extend(parents []any, next []byte, keep bool) (states []any, logProbs [][]float32)
+}
+
 // Exposure is one secret's exposure (Carlini et al. 2019, "The Secret
 // Sharer"): among all N = 10^digits candidates of the format, ranked by
 // the model's log-probability of their digits after the format's prefix
@@ -34,8 +52,9 @@ type Exposure struct {
 // level, one next-byte distribution per internal node (so 1 + 10 + … +
 // 10^(digits−1) contexts, each prefix's computation shared by its ten
 // children) rather than one pass per candidate. Contexts of a level have
-// one length and are scored in batches across GOMAXPROCS workers;
-// m must be safe for concurrent use.
+// one length and are scored in batches across GOMAXPROCS workers (a
+// PrefixExtender instead extends each node's parent by one byte); m must
+// be safe for concurrent use.
 func Exposures(ctx context.Context, m NextLogProber, prefix []byte, digits int, secrets []string) ([]Exposure, error) {
 	if digits < 1 || digits > 7 {
 		return nil, fmt.Errorf("%w: %d digits: want 1..7", ErrInvalid, digits)
@@ -80,6 +99,11 @@ func allDigits(s string) bool {
 // CandidateLogProbs returns log p(d | prefix) for every digit string d of
 // the given length, indexed by d's value (so "000042" is index 42).
 func CandidateLogProbs(ctx context.Context, m NextLogProber, prefix []byte, digits int) ([]float64, error) {
+	if x, ok := m.(PrefixExtender); ok {
+		if st, lp, ok := x.Begin(prefix, digits-1); ok {
+			return extendLogProbs(ctx, x, st, lp, digits)
+		}
+	}
 	scores := []float64{0}
 	const batch = 256
 	workers := runtime.GOMAXPROCS(0)
@@ -144,6 +168,90 @@ func CandidateLogProbs(ctx context.Context, m NextLogProber, prefix []byte, digi
 			return nil, ferr
 		}
 		scores = next
+	}
+	return scores, nil
+}
+
+// extendLogProbs is CandidateLogProbs on a PrefixExtender: level by
+// level, each internal node of the trie extends its parent's state by
+// its digit; the deepest level keeps no state.
+func extendLogProbs(ctx context.Context, x PrefixExtender, root any, rootLP []float32, digits int) ([]float64, error) {
+	if len(rootLP) < 256 {
+		return nil, fmt.Errorf("%w: a next-byte distribution of %d values, want 256", ErrInvalid, len(rootLP))
+	}
+	scores := make([]float64, 10)
+	for dgt := range 10 {
+		scores[dgt] = float64(rootLP['0'+dgt])
+	}
+	states := []any{root}
+	const batch = 512
+	workers := runtime.GOMAXPROCS(0)
+	for level := 1; level < digits; level++ {
+		// The nodes of this level are the len(scores) digit strings of
+		// length level; node i extends parent i/10 by digit i%10.
+		keep := level < digits-1
+		next := make([]float64, 10*len(scores))
+		var kept []any
+		if keep {
+			kept = make([]any, len(scores))
+		}
+		var (
+			wg   sync.WaitGroup
+			mu   sync.Mutex
+			ferr error
+		)
+		jobs := make(chan int)
+		for w := 0; w < workers; w++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for lo := range jobs {
+					hi := min(lo+batch, len(scores))
+					parents := make([]any, hi-lo)
+					bytes := make([]byte, hi-lo)
+					for i := lo; i < hi; i++ {
+						parents[i-lo], bytes[i-lo] = states[i/10], byte('0'+i%10)
+					}
+					st, lps := x.Extend(parents, bytes, keep)
+					if len(lps) != hi-lo || keep && len(st) != hi-lo {
+						mu.Lock()
+						ferr = fmt.Errorf("%w: the scorer extended %d contexts into %d distributions", ErrInvalid, hi-lo, len(lps))
+						mu.Unlock()
+						continue
+					}
+					if keep {
+						copy(kept[lo:hi], st)
+					}
+					for k, lp := range lps {
+						if len(lp) < 256 {
+							mu.Lock()
+							ferr = fmt.Errorf("%w: a next-byte distribution of %d values, want 256", ErrInvalid, len(lp))
+							mu.Unlock()
+							break
+						}
+						i := lo + k
+						for dgt := 0; dgt < 10; dgt++ {
+							next[10*i+dgt] = scores[i] + float64(lp['0'+dgt])
+						}
+					}
+				}
+			}()
+		}
+		for lo := 0; lo < len(scores); lo += batch {
+			if ctx.Err() != nil {
+				break
+			}
+			jobs <- lo
+		}
+		close(jobs)
+		wg.Wait()
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		if ferr != nil {
+			return nil, ferr
+		}
+		scores, states = next, kept
 	}
 	return scores, nil
 }
