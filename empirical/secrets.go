@@ -1,6 +1,7 @@
 package empirical
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"math"
@@ -105,155 +106,124 @@ func CandidateLogProbs(ctx context.Context, m NextLogProber, prefix []byte, digi
 		}
 	}
 	scores := []float64{0}
-	const batch = 256
-	workers := runtime.GOMAXPROCS(0)
 	for level := 0; level < digits; level++ {
-		next := make([]float64, 10*len(scores))
-		var (
-			wg   sync.WaitGroup
-			mu   sync.Mutex
-			ferr error
-		)
-		jobs := make(chan int)
-		for w := 0; w < workers; w++ {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for lo := range jobs {
-					hi := min(lo+batch, len(scores))
-					ctxs := make([][]byte, 0, hi-lo)
-					for i := lo; i < hi; i++ {
-						c := make([]byte, len(prefix), len(prefix)+level)
-						copy(c, prefix)
-						c = fmt.Appendf(c, "%0*d", level, i)
-						if level == 0 {
-							c = c[:len(prefix)]
-						}
-						ctxs = append(ctxs, c)
-					}
-					lps := m.NextLogProbs(ctxs)
-					if len(lps) != len(ctxs) {
-						mu.Lock()
-						ferr = fmt.Errorf("%w: the scorer returned %d distributions for %d contexts", ErrInvalid, len(lps), len(ctxs))
-						mu.Unlock()
-						continue
-					}
-					for k, lp := range lps {
-						if len(lp) < 256 {
-							mu.Lock()
-							ferr = fmt.Errorf("%w: a next-byte distribution of %d values, want 256", ErrInvalid, len(lp))
-							mu.Unlock()
-							break
-						}
-						i := lo + k
-						for d := 0; d < 10; d++ {
-							next[10*i+d] = scores[i] + float64(lp['0'+d])
-						}
-					}
+		var err error
+		scores, err = scoreLevel(ctx, scores, 256, func(lo, hi int) ([][]float32, error) {
+			ctxs := make([][]byte, 0, hi-lo)
+			for i := lo; i < hi; i++ {
+				c := append(make([]byte, 0, len(prefix)+level), prefix...)
+				if level > 0 {
+					c = fmt.Appendf(c, "%0*d", level, i)
 				}
-			}()
-		}
-		for lo := 0; lo < len(scores); lo += batch {
-			if ctx.Err() != nil {
-				break
+				ctxs = append(ctxs, c)
 			}
-			jobs <- lo
-		}
-		close(jobs)
-		wg.Wait()
-		if err := ctx.Err(); err != nil {
+			return m.NextLogProbs(ctxs), nil
+		})
+		if err != nil {
 			return nil, err
 		}
-		if ferr != nil {
-			return nil, ferr
-		}
-		scores = next
 	}
 	return scores, nil
 }
 
 // extendLogProbs is CandidateLogProbs on a PrefixExtender: level by
 // level, each internal node of the trie extends its parent's state by
-// its digit; the deepest level keeps no state.
+// its digit (node i of a level is parent i/10 and digit i%10); the
+// deepest level keeps no state.
 func extendLogProbs(ctx context.Context, x PrefixExtender, root any, rootLP []float32, digits int) ([]float64, error) {
-	if len(rootLP) < 256 {
-		return nil, fmt.Errorf("%w: a next-byte distribution of %d values, want 256", ErrInvalid, len(rootLP))
-	}
-	scores := make([]float64, 10)
-	for dgt := range 10 {
-		scores[dgt] = float64(rootLP['0'+dgt])
+	scores, err := scoreLevel(ctx, []float64{0}, 1, func(int, int) ([][]float32, error) { return [][]float32{rootLP}, nil })
+	if err != nil {
+		return nil, err
 	}
 	states := []any{root}
-	const batch = 512
-	workers := runtime.GOMAXPROCS(0)
 	for level := 1; level < digits; level++ {
-		// The nodes of this level are the len(scores) digit strings of
-		// length level; node i extends parent i/10 by digit i%10.
 		keep := level < digits-1
-		next := make([]float64, 10*len(scores))
 		var kept []any
 		if keep {
 			kept = make([]any, len(scores))
 		}
-		var (
-			wg   sync.WaitGroup
-			mu   sync.Mutex
-			ferr error
-		)
-		jobs := make(chan int)
-		for w := 0; w < workers; w++ {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for lo := range jobs {
-					hi := min(lo+batch, len(scores))
-					parents := make([]any, hi-lo)
-					bytes := make([]byte, hi-lo)
-					for i := lo; i < hi; i++ {
-						parents[i-lo], bytes[i-lo] = states[i/10], byte('0'+i%10)
-					}
-					st, lps := x.Extend(parents, bytes, keep)
-					if len(lps) != hi-lo || keep && len(st) != hi-lo {
-						mu.Lock()
-						ferr = fmt.Errorf("%w: the scorer extended %d contexts into %d distributions", ErrInvalid, hi-lo, len(lps))
-						mu.Unlock()
-						continue
-					}
-					if keep {
-						copy(kept[lo:hi], st)
-					}
-					for k, lp := range lps {
-						if len(lp) < 256 {
-							mu.Lock()
-							ferr = fmt.Errorf("%w: a next-byte distribution of %d values, want 256", ErrInvalid, len(lp))
-							mu.Unlock()
-							break
-						}
-						i := lo + k
-						for dgt := 0; dgt < 10; dgt++ {
-							next[10*i+dgt] = scores[i] + float64(lp['0'+dgt])
-						}
-					}
-				}
-			}()
-		}
-		for lo := 0; lo < len(scores); lo += batch {
-			if ctx.Err() != nil {
-				break
+		scores, err = scoreLevel(ctx, scores, 512, func(lo, hi int) ([][]float32, error) {
+			parents, next := make([]any, hi-lo), make([]byte, hi-lo)
+			for i := lo; i < hi; i++ {
+				parents[i-lo], next[i-lo] = states[i/10], byte('0'+i%10)
 			}
-			jobs <- lo
-		}
-		close(jobs)
-		wg.Wait()
-		if err := ctx.Err(); err != nil {
+			st, lps := x.Extend(parents, next, keep)
+			if keep {
+				if len(st) != hi-lo {
+					return nil, fmt.Errorf("%w: the scorer extended %d contexts into %d states", ErrInvalid, hi-lo, len(st))
+				}
+				copy(kept[lo:hi], st)
+			}
+			return lps, nil
+		})
+		if err != nil {
 			return nil, err
 		}
-		if ferr != nil {
-			return nil, ferr
-		}
-		scores, states = next, kept
+		states = kept
 	}
 	return scores, nil
+}
+
+// scoreLevel scores one level of the candidate trie: node i of the level
+// (log p of its digits so far in scores[i]) gets the next-byte
+// distribution score returns for it, in batches of nodes [lo, hi) across
+// GOMAXPROCS workers, and its ten children's log p come back, child
+// 10·i + d for digit d.
+func scoreLevel(ctx context.Context, scores []float64, batch int, score func(lo, hi int) ([][]float32, error)) ([]float64, error) {
+	next := make([]float64, 10*len(scores))
+	var (
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		ferr error
+	)
+	fail := func(err error) {
+		mu.Lock()
+		ferr = cmp.Or(ferr, err)
+		mu.Unlock()
+	}
+	jobs := make(chan int)
+	for range runtime.GOMAXPROCS(0) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for lo := range jobs {
+				hi := min(lo+batch, len(scores))
+				lps, err := score(lo, hi)
+				if err == nil && len(lps) != hi-lo {
+					err = fmt.Errorf("%w: the scorer returned %d distributions for %d contexts", ErrInvalid, len(lps), hi-lo)
+				}
+				if err != nil {
+					fail(err)
+					continue
+				}
+				for k, lp := range lps {
+					if len(lp) < 256 {
+						fail(fmt.Errorf("%w: a next-byte distribution of %d values, want 256", ErrInvalid, len(lp)))
+						break
+					}
+					i := lo + k
+					for d := 0; d < 10; d++ {
+						next[10*i+d] = scores[i] + float64(lp['0'+d])
+					}
+				}
+			}
+		}()
+	}
+	for lo := 0; lo < len(scores); lo += batch {
+		if ctx.Err() != nil {
+			break
+		}
+		jobs <- lo
+	}
+	close(jobs)
+	wg.Wait()
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if ferr != nil {
+		return nil, ferr
+	}
+	return next, nil
 }
 
 // SecretBound is the lower bound on ε that the threshold test gives from
