@@ -16,29 +16,7 @@ var _ empirical.PrefixExtender = (*Model)(nil)
 func extendModel(t *testing.T) *Model {
 	t.Helper()
 	a := Arch{Layers: 2, DModel: 16, Heads: 4, Context: 24, Hidden: 20}
-	w, err := InitWeights(a, 11)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rng := rand.New(rand.NewPCG(12, 13))
-	for _, ts := range w.Tensors() {
-		for i := range ts.Data {
-			ts.Data[i] += float32(rng.NormFloat64() * 0.4)
-		}
-	}
-	ad, err := NewAdapter(a, 2, 4, ProjNames[:], 14)
-	if err != nil {
-		t.Fatal(err)
-	}
-	theta := make([]float64, dimOf(ad.BLayout(a)))
-	for i := range theta {
-		theta[i] = rng.NormFloat64() * 0.3
-	}
-	n, err := NewNet(w, ad, theta)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &Model{Net: n}
+	return &Model{Net: perturbedNet(t, a, 11, 14, rand.New(rand.NewPCG(12, 13)))}
 }
 
 func maxDiff(a, b []float32) float64 {

@@ -11,19 +11,35 @@ import (
 func gradNet(t *testing.T) (*Net, [][]byte) {
 	t.Helper()
 	a := Arch{Layers: 2, DModel: 8, Heads: 2, Context: 6, Hidden: 12}
-	w, err := InitWeights(a, 3)
+	rng := rand.New(rand.NewPCG(5, 6))
+	n := perturbedNet(t, a, 3, 7, rng)
+	var windows [][]byte
+	for b := 0; b < 3; b++ {
+		win := make([]byte, a.Context+1)
+		for i := range win {
+			win[i] = byte(rng.IntN(Vocab))
+		}
+		windows = append(windows, win)
+	}
+	return n, windows
+}
+
+// perturbedNet is architecture a with its initial weights (seed wseed)
+// perturbed by rng — larger weights than initialisation gives, so that
+// attention is far from uniform and every path carries gradient — and
+// rank-2 adapters (seed adseed) on every projection with random B.
+func perturbedNet(t *testing.T, a Arch, wseed, adseed uint64, rng *rand.Rand) *Net {
+	t.Helper()
+	w, err := InitWeights(a, wseed)
 	if err != nil {
 		t.Fatal(err)
 	}
-	rng := rand.New(rand.NewPCG(5, 6))
 	for _, ts := range w.Tensors() {
 		for i := range ts.Data {
-			// Larger weights than initialisation gives, so that attention is
-			// far from uniform and every path carries gradient.
 			ts.Data[i] += float32(rng.NormFloat64() * 0.4)
 		}
 	}
-	ad, err := NewAdapter(a, 2, 4, ProjNames[:], 7)
+	ad, err := NewAdapter(a, 2, 4, ProjNames[:], adseed)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -35,15 +51,7 @@ func gradNet(t *testing.T) (*Net, [][]byte) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var windows [][]byte
-	for b := 0; b < 3; b++ {
-		win := make([]byte, a.Context+1)
-		for i := range win {
-			win[i] = byte(rng.IntN(Vocab))
-		}
-		windows = append(windows, win)
-	}
-	return n, windows
+	return n
 }
 
 func dimOf(ts []NamedTensor) int {
