@@ -3,7 +3,8 @@ package lm
 import "math"
 
 // kvNode is one byte of a context as the model saw it: its position and,
-// per layer, the key and value its attention wrote ([DModel] each). A
+// per layer l, the key and value its attention wrote (kv[2l] and kv[2l+1]
+// in DModel-wide slots of one slice). A
 // context is the chain from its last byte back to its first, so contexts
 // that share a prefix share the prefix's nodes: the Secret-Sharer audit
 // scores a trie of candidates, and each node of it then costs one byte's
@@ -11,7 +12,13 @@ import "math"
 type kvNode struct {
 	parent *kvNode
 	pos    int
-	k, v   [][]float32
+	kv     []float32
+}
+
+// keyValue returns layer l's key and value slots, each d wide.
+func (c *kvNode) keyValue(l, d int) (k, v []float32) {
+	o := 2 * l * d
+	return c.kv[o : o+d], c.kv[o+d : o+2*d]
 }
 
 // Begin implements empirical.PrefixExtender: it runs the model over
@@ -31,12 +38,13 @@ func (m *Model) Begin(prefix []byte, depth int) (state any, logProbs []float32, 
 	defer ar.release()
 	f := n.forward(ar, [][]byte{prefix}, t, false)
 	var last *kvNode
+	slab := make([]float32, t*a.Layers*2*d)
 	for i := 0; i < t; i++ {
-		node := &kvNode{parent: last, pos: i, k: make([][]float32, a.Layers), v: make([][]float32, a.Layers)}
+		node := &kvNode{parent: last, pos: i, kv: slab[i*a.Layers*2*d : (i+1)*a.Layers*2*d]}
 		for l := range f.tapes {
-			row := f.tapes[l].qkv[i*3*d : (i+1)*3*d]
-			node.k[l] = append([]float32(nil), row[d:2*d]...)
-			node.v[l] = append([]float32(nil), row[2*d:]...)
+			k, v := node.keyValue(l, d)
+			copy(k, f.tapes[l].qkv[i*3*d+d:])
+			copy(v, f.tapes[l].qkv[i*3*d+2*d:])
 		}
 		last = node
 	}
@@ -58,6 +66,16 @@ func (m *Model) Extend(parents []any, next []byte, keep bool) (states []any, log
 	scale := float32(1 / math.Sqrt(float64(dh)))
 	ar := getArena()
 	defer ar.release()
+	// The new nodes' keys and values live in one slab: the caller's
+	// memory when kept, the pass's arena otherwise (they are read only
+	// within this call then).
+	per := a.Layers * 2 * d
+	var slab []float32
+	if keep {
+		slab = make([]float32, B*per)
+	} else {
+		slab = ar.get(B * per)
+	}
 	nodes := make([]*kvNode, B)
 	x := ar.get(B * d)
 	for b, p := range parents {
@@ -65,7 +83,7 @@ func (m *Model) Extend(parents []any, next []byte, keep bool) (states []any, log
 		if parent.pos+1 >= a.Context {
 			panic("lm: Extend past the model's context: Begin was given too small a depth")
 		}
-		nodes[b] = &kvNode{parent: parent, pos: parent.pos + 1, k: make([][]float32, a.Layers), v: make([][]float32, a.Layers)}
+		nodes[b] = &kvNode{parent: parent, pos: parent.pos + 1, kv: slab[b*per : (b+1)*per]}
 		e, pe := n.W.Embed[int(next[b])*d:], n.W.Pos[nodes[b].pos*d:]
 		row := x[b*d : (b+1)*d]
 		for j := range row {
@@ -87,9 +105,10 @@ func (m *Model) Extend(parents []any, next []byte, keep bool) (states []any, log
 		gemm(false, true, B, ld, d, 1, h, d, e.qkv, d, 0, qkv, ld)
 		for b, node := range nodes {
 			row := qkv[b*ld : (b+1)*ld]
-			node.k[l] = append([]float32(nil), row[d:2*d]...)
-			node.v[l] = append([]float32(nil), row[2*d:]...)
-			attendCached(att[b*d:(b+1)*d], row[:d], node, l, H, dh, scale, scores)
+			k, v := node.keyValue(l, d)
+			copy(k, row[d:2*d])
+			copy(v, row[2*d:])
+			attendCached(att[b*d:(b+1)*d], row[:d], node, l, d, H, scale, scores)
 		}
 		gemm(false, true, B, d, d, 1, att, d, e.w[ProjO], d, 0, o, d)
 		for i := range o {
@@ -122,16 +141,17 @@ func (m *Model) Extend(parents []any, next []byte, keep bool) (states []any, log
 // attendCached writes into out ([DModel]) the causal attention of query q
 // (the newest byte's, [DModel]) over the keys and values layer l kept
 // along node's chain, head by head; scores is scratch of Context values.
-func attendCached(out, q []float32, node *kvNode, l, H, dh int, scale float32, scores []float32) {
-	t := node.pos + 1
+func attendCached(out, q []float32, node *kvNode, l, d, H int, scale float32, scores []float32) {
+	t, dh := node.pos+1, d/H
 	clear(out)
 	for hd := 0; hd < H; hd++ {
 		lo, hi := hd*dh, (hd+1)*dh
 		qh := q[lo:hi]
 		mx := float32(math.Inf(-1))
 		for c := node; c != nil; c = c.parent {
+			k, _ := c.keyValue(l, d)
 			var s float32
-			for j, kv := range c.k[l][lo:hi] {
+			for j, kv := range k[lo:hi] {
 				s += qh[j] * kv
 			}
 			s *= scale
@@ -146,8 +166,9 @@ func attendCached(out, q []float32, node *kvNode, l, H, dh int, scale float32, s
 		inv := 1 / sum
 		oh := out[lo:hi]
 		for c := node; c != nil; c = c.parent {
+			_, v := c.keyValue(l, d)
 			p := scores[c.pos] * inv
-			for j, vv := range c.v[l][lo:hi] {
+			for j, vv := range v[lo:hi] {
 				oh[j] += p * vv
 			}
 		}
